@@ -1,0 +1,30 @@
+"""Registered attacks (torchattacks-backed) and the contract they run under."""
+
+from robaudit.attacks import autoattack, library  # noqa: F401  (registers the attacks)
+from robaudit.attacks.base import (
+    ATTACKS,
+    NORMS,
+    AttackFn,
+    ResolvedAttack,
+    build_attack,
+    format_eps,
+    predict,
+    prepare_model,
+    project,
+    resolve_attack,
+    run_attack,
+)
+
+__all__ = [
+    "ATTACKS",
+    "NORMS",
+    "AttackFn",
+    "ResolvedAttack",
+    "build_attack",
+    "format_eps",
+    "predict",
+    "prepare_model",
+    "project",
+    "resolve_attack",
+    "run_attack",
+]

@@ -1,0 +1,172 @@
+"""The attack contract: seeded, float32, eval mode, inputs in [0, 1], perturbations projected onto the eps-ball."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from robaudit.config import parse_eps
+from robaudit.errors import ConfigError
+from robaudit.registry import Registry, did_you_mean
+from robaudit.seeding import isolated_global_rng
+
+ATTACKS: Registry = Registry("attack")
+
+NORMS = ("Linf", "L2")
+CONTEXT_ARGS = ("num_classes", "seed")  # supplied by robaudit, never by the user
+
+
+class AttackFn(Protocol):
+    """Anything mapping (images (N, C, H, W) in [0, 1], labels (N,)) to adversarial images of the same shape."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class ResolvedAttack:
+    """An attack with every parameter fixed: the threat model (norm, eps) and the factory's arguments."""
+
+    name: str
+    norm: str
+    eps: float
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # unique display name within a run (e.g. "pgd" or "pgd#2")
+
+    def threat_model(self) -> str:
+        """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
+        return f"{self.norm}, eps={format_eps(self.eps)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form for records, summaries and manifests."""
+        return {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps, "params": self.params}
+
+
+def format_eps(eps: float) -> str:
+    """``0.031372...`` -> ``"8/255 (0.0314)"``; other values as plain numbers."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and round(k) > 0:
+        return f"{round(k)}/255 ({eps:.4g})"
+    return f"{eps:.4g}"
+
+
+def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: float) -> ResolvedAttack:
+    """Fill in an attack's defaults: its norm, and its eps from the run's budget for that norm unless given."""
+    entry = ATTACKS.get(name)
+    hyper = entry.hyperparameters()
+    params = dict(params)
+    for key in params:
+        if key not in hyper or key in CONTEXT_ARGS:
+            settable = sorted(k for k in hyper if k not in CONTEXT_ARGS)
+            raise ConfigError(
+                f"unknown key {key!r} for attack {name!r}; valid keys: {', '.join(settable)}"
+                + did_you_mean(key, settable)
+            )
+    default_norm = hyper["norm"].default if "norm" in hyper else entry.meta.get("norm")
+    norm = params.get("norm", default_norm)
+    if norm not in NORMS:
+        raise ConfigError(f"attack {name!r}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if "eps" in params:
+        params["eps"] = parse_eps(params["eps"], name=f"{name}.eps")
+    else:
+        params["eps"] = eps if norm == "Linf" else eps_l2
+    full = {
+        key: param.default
+        for key, param in hyper.items()
+        if param.default is not inspect.Parameter.empty and key not in CONTEXT_ARGS
+    }
+    full.update(params)
+    if "norm" in hyper:
+        full["norm"] = norm
+    return ResolvedAttack(name=name, norm=norm, eps=full["eps"], params=full, label=name)
+
+
+def project(adversarial: torch.Tensor, images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
+    """Clip to [0, 1], then project the perturbation onto the ``norm`` ball of radius ``eps`` (N, C, H, W)."""
+    adversarial = adversarial.clamp(0, 1)
+    delta = adversarial - images
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+    return (images + delta).clamp(0, 1)
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode (every submodule) and float32, as every attack requires."""
+    model.eval()
+    model.float()
+    for module in model.modules():
+        if module.training:
+            raise RuntimeError(f"module {type(module).__name__} refused eval mode")
+    return model
+
+
+def run_attack(
+    attack: AttackFn,
+    resolved: ResolvedAttack,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    seed: int,
+) -> torch.Tensor:
+    """Run ``attack`` on (N, C, H, W) float32 images in [0, 1] under a seeded, isolated global RNG.
+
+    The result is projected onto the threat model's eps-ball and [0, 1], so a perturbation never exceeds eps
+    (minimal-norm attacks such as C&W are cut back to the budget, which may undo their success).
+    """
+    if images.dtype != torch.float32:
+        raise TypeError(f"attacks run in float32, got {images.dtype}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("attack inputs must lie in [0, 1]")
+    if images.shape[0] == 0:
+        return images.clone()
+    with isolated_global_rng(seed, images.device):
+        adversarial = attack(images, labels)
+    return project(adversarial.detach().to(images.dtype), images, norm=resolved.norm, eps=resolved.eps)
+
+
+def build_attack(resolved: ResolvedAttack, model: nn.Module, *, num_classes: int, seed: int) -> AttackFn:
+    """Instantiate the attack ``resolved`` describes against ``model`` (put in eval mode, float32)."""
+    prepare_model(model)
+    return ATTACKS.build(resolved.name, resolved.params, model, num_classes=num_classes, seed=seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Predicted labels (N,) of ``model`` on (N, C, H, W) images."""
+    return model(images).argmax(dim=1)
+
+
+class KeepFirstSuccess:
+    """Runs attacks in order on the samples still classified correctly; a sample keeps its first success.
+
+    This is the per-sample worst case over the attacks (AutoAttack's rule). ``broken_by`` names, after each call,
+    the attack that first fooled each sample (None if none did).
+    """
+
+    def __init__(self, model: nn.Module, attacks: list[tuple[str, AttackFn]]) -> None:
+        self.model = model
+        self.attacks = attacks
+        self.broken_by: list[str | None] = []
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W), labels (N,) -> adversarial images (N, C, H, W)."""
+        result = images.clone()
+        robust = predict(self.model, images) == labels
+        self.broken_by = [None] * len(labels)
+        for name, attack in self.attacks:
+            index = robust.nonzero().flatten()
+            if index.numel() == 0:
+                break
+            candidate = attack(images[index], labels[index]).detach()
+            fooled = predict(self.model, candidate) != labels[index]
+            result[index[fooled]] = candidate[fooled]
+            robust[index[fooled]] = False
+            for i in index[fooled].tolist():
+                self.broken_by[i] = name
+        return result

@@ -1,0 +1,244 @@
+"""Classifiers: the normalizing wrapper, self-describing checkpoints (cards), safe loading.
+
+A robaudit checkpoint (``.pt``) is a dict of plain values and tensors, loadable with
+``torch.load(weights_only=True)``::
+
+    {"robaudit": "classifier", "format_version": 1, "card": {...ModelCard...}, "state_dict": {...}}
+
+A ``.safetensors`` checkpoint holds the state dict with the card as JSON under the ``robaudit_card`` metadata key.
+Plain timm state dicts (with ``arch=``) and TorchScript files load too. Pickled modules are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robaudit.errors import CheckpointError
+from robaudit.fileio import atomic_write
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild and use a classifier: `--model vit.pt` must be enough."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    num_classes: int
+    class_names: list[str]
+    input_size: list[int]  # [C, H, W]; empty when unknown (TorchScript without --input-size)
+    mean: list[float]
+    std: list[float]
+    kind: str = "timm"  # "timm" (rebuilt with timm.create_model) or "torchscript"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Build a card from its dict form; a CheckpointError names a missing field."""
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint card is malformed ({exc}); re-save the checkpoint") from None
+
+
+class NormalizedClassifier(nn.Module):
+    """Maps images in [0, 1] (N, C, H, W) to logits (N, num_classes); normalization happens inside.
+
+    The buffers are named ``norm_mean``/``norm_std`` on purpose: torchattacks reads attributes called
+    ``mean``/``std`` and would normalize a second time.
+    """
+
+    def __init__(self, net: nn.Module, *, card: ModelCard) -> None:
+        super().__init__()
+        self.net = net
+        self.card = card
+        channels = card.input_size[0]
+        self.register_buffer("norm_mean", torch.tensor(card.mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("norm_std", torch.tensor(card.std, dtype=torch.float32).view(1, channels, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (N, C, H, W) in [0, 1] -> logits (N, num_classes)."""
+        return self.net((images - self.norm_mean) / self.norm_std)
+
+
+def build_network(card: ModelCard) -> nn.Module:
+    """Instantiate the (untrained) timm network a card describes."""
+    try:
+        return timm.create_model(card.arch, pretrained=False, num_classes=card.num_classes, **card.arch_kwargs)
+    except RuntimeError as exc:  # timm: unknown model
+        raise CheckpointError(f"cannot build architecture {card.arch!r} ({exc}); use a timm model name") from None
+    except TypeError as exc:
+        raise CheckpointError(f"architecture {card.arch!r} rejects its arguments ({exc})") from None
+
+
+def create_classifier(card: ModelCard) -> NormalizedClassifier:
+    """A freshly initialised classifier for ``card``."""
+    return NormalizedClassifier(build_network(card), card=card)
+
+
+def save_classifier(model: NormalizedClassifier, path: str | Path) -> Path:
+    """Write a self-describing checkpoint (``.safetensors`` by suffix, else a weights-only ``.pt``), atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    card = asdict(model.card)
+    if path.suffix == ".safetensors":
+        metadata = {"robaudit_card": json.dumps(card), "format_version": str(FORMAT_VERSION)}
+        return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    payload = {"robaudit": "classifier", "format_version": FORMAT_VERSION, "card": card, "state_dict": state}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load_weights_only(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle_errors() as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} contains pickled code objects, which robaudit will not load: "
+                "unpickling can run arbitrary code. Re-save it as a state dict or robaudit checkpoint"
+            ) from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({text.splitlines()[0]})") from None
+
+
+def pickle_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions torch.load raises on refused or corrupt pickles."""
+    import pickle
+
+    return (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError)
+
+
+def load_classifier(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    input_size: list[int] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> NormalizedClassifier | nn.Module:
+    """Load a classifier without executing code from the file.
+
+    Accepts a robaudit checkpoint (``.pt`` or ``.safetensors``), a plain state dict of a timm architecture
+    (``arch=`` required; classes inferred from the head), or a TorchScript file. Returns a model in eval mode
+    carrying a ``card``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model checkpoint {str(path)!r} does not exist; pass an existing file to --model")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path))
+            with open(path, "rb") as handle:
+                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})") from None
+        card_json = header.get("__metadata__", {}).get("robaudit_card")
+        if card_json is None and arch is None:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has no robaudit card; pass --arch with the timm architecture name"
+            )
+        card = ModelCard.from_dict(json.loads(card_json)) if card_json else None
+    elif _is_torchscript(path):
+        return _load_torchscript(path, num_classes, class_names, input_size, mean, std)
+    else:
+        payload = _load_weights_only(path)
+        if isinstance(payload, dict) and payload.get("robaudit") == "classifier":
+            if payload.get("format_version") != FORMAT_VERSION:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} has format version {payload.get('format_version')!r}; "
+                    f"this robaudit reads version {FORMAT_VERSION}"
+                )
+            card, state = ModelCard.from_dict(payload["card"]), payload["state_dict"]
+        elif isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            card, state = None, payload
+            if arch is None:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} is a bare state dict; pass --arch with its timm architecture name"
+                )
+        else:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is neither a robaudit checkpoint nor a state dict; re-save it"
+            )
+    if card is None:
+        card = _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std)
+    model = create_classifier(card)
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit {card.arch!r}: {first}") from None
+    return model.eval()
+
+
+def _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std) -> ModelCard:
+    if num_classes is None:
+        heads = [v for k, v in state.items() if k.endswith(("head.weight", "fc.weight", "classifier.weight"))]
+        if not heads:
+            raise CheckpointError("cannot infer the number of classes from the state dict; pass --num-classes")
+        num_classes = int(heads[-1].shape[0])
+    input_size = list(input_size or [3, 224, 224])
+    channels = input_size[0]
+    return ModelCard(
+        arch=arch,
+        arch_kwargs={"in_chans": channels, "img_size": input_size[1]} if "vit" in arch else {"in_chans": channels},
+        num_classes=num_classes,
+        class_names=list(class_names or [str(i) for i in range(num_classes)]),
+        input_size=input_size,
+        mean=list(mean or [0.0] * channels),
+        std=list(std or [1.0] * channels),
+    )
+
+
+class _ScriptedClassifier(nn.Module):
+    """Wraps a TorchScript module (which takes [0, 1] images and normalizes itself) with a card."""
+
+    def __init__(self, scripted: nn.Module, card: ModelCard) -> None:
+        super().__init__()
+        self.net = scripted
+        self.card = card
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (N, C, H, W) in [0, 1] -> logits (N, num_classes)."""
+        return self.net(images)
+
+
+def _load_torchscript(path, num_classes, class_names, input_size, mean, std) -> nn.Module:
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise CheckpointError(f"TorchScript file {str(path)!r} is unreadable ({exc})") from None
+    if num_classes is None and not class_names:
+        raise CheckpointError(f"TorchScript model {str(path)!r} carries no card; pass --num-classes")
+    num_classes = num_classes or len(class_names)
+    card = ModelCard(
+        arch="torchscript",
+        arch_kwargs={},
+        num_classes=num_classes,
+        class_names=list(class_names or [str(i) for i in range(num_classes)]),
+        input_size=list(input_size or []),  # empty: unknown, not checked against the data
+        mean=[],
+        std=[],
+        kind="torchscript",
+    )
+    return _ScriptedClassifier(scripted, card).eval()

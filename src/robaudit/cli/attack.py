@@ -1,0 +1,76 @@
+"""`robaudit attack`: attack a dataset and write an adversarial dataset artifact with provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from robaudit.attacks import resolve_attack
+from robaudit.checks import check_compatible
+from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
+from robaudit.config import parse_eps
+from robaudit.data import write_artifact
+from robaudit.data.artifact import is_artifact
+from robaudit.engine import attack_dataset
+from robaudit.errors import RobauditError
+from robaudit.evaluate import DataSpec, data_fingerprint
+from robaudit.fileio import sha256_file
+from robaudit.manifest import now, resolve_device, versions
+from robaudit.modelspec import ModelSpec, obtain_classifier
+from robaudit.progress import console
+
+app = typer.Typer()
+
+
+@app.command("attack")
+@handle_errors
+def attack(
+    model: str = typer.Option(..., "--model", help="Classifier checkpoint."),
+    data: str = typer.Option("digits", "--data", help="Dataset name or path."),
+    attack_name: str = typer.Option("pgd", "--attack", help="Attack name (robaudit ls attacks)."),
+    out: Path = typer.Option(None, "--out", help="Output dataset folder (default runs/adv-<attack>-<data>)."),
+    split: str = typer.Option("test", "--split"),
+    limit: int = typer.Option(None, "--limit", help="At most this many samples."),
+    image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
+    channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
+    eps: str = typer.Option("8/255", "--eps", help="Linf budget, e.g. 8/255."),
+    eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for L2 attacks."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    seed: int = SeedOption,
+    device: str = DeviceOption,
+) -> None:
+    """Attack every sample of a dataset and write the adversarial images (float32 shards) with provenance."""
+    resolved = resolve_attack(
+        attack_name, {}, eps=parse_eps(eps, name="--eps"), eps_l2=parse_eps(eps_l2, name="--eps-l2")
+    )
+    out = out or Path("runs") / f"adv-{attack_name}-{Path(data).stem}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise RobauditError(f"output {str(out)!r} already exists; pass --overwrite or another --out")
+        if not is_artifact(out):
+            raise RobauditError(f"--overwrite refused: {str(out)!r} is not a robaudit dataset; pass another --out")
+    torch_device = resolve_device(device)
+    classifier, model_path = obtain_classifier(ModelSpec(path=model), device=str(torch_device))
+    dataset = DataSpec(source=data, split=split, limit=limit, image_size=image_size, channels=channels).load()
+    check_compatible(classifier, dataset)
+    classifier.to(torch_device)
+    adversarial = attack_dataset(classifier, dataset, resolved, seed=seed, batch_size=batch_size, device=torch_device)
+    provenance = {
+        "created_by": "robaudit attack",
+        "created": now(),
+        "attack": resolved.to_dict(),
+        "model_path": str(model_path),
+        "model_sha256": sha256_file(model_path),
+        "source": dataset.description,
+        "source_sha256_tensors": data_fingerprint(dataset),
+        "seed": seed,
+        "versions": versions(),
+    }
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    write_artifact(out, adversarial, provenance=provenance)
+    console.print(f"wrote {len(adversarial)} adversarial images ({resolved.label}, {resolved.threat_model()}) to {out}")

@@ -1,0 +1,106 @@
+"""`robaudit evaluate`: one classifier, one dataset, a list of attacks; writes a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from robaudit.cli.common import handle_errors
+from robaudit.config import load_yaml
+from robaudit.data import detect_source
+from robaudit.evaluate import EvaluateConfig, run_evaluation
+from robaudit.progress import console
+from robaudit.report import load_summary, with_ci
+
+app = typer.Typer()
+
+DEFAULT_ATTACKS = ["pgd"]
+
+
+def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """Apply CLI flags over a config mapping (flags win). ``None`` means "not given"."""
+    mapping = dict(mapping)
+    if flags["model"] is not None:
+        mapping["model"] = flags["model"]
+    data = mapping.get("data")
+    data = {"name": data} if isinstance(data, str) else dict(data or {})
+    if flags["data"] is not None:
+        data = {k: v for k, v in data.items() if k in ("split", "limit", "image_size", "channels", "subset_seed")}
+        data["name"] = flags["data"]
+    for key in ("split", "limit", "image_size", "channels"):
+        if flags[key] is not None:
+            data[key] = flags[key]
+    if data:
+        mapping["data"] = data
+    if flags["attacks"] is not None:
+        mapping["attacks"] = [a.strip() for a in flags["attacks"].split(",") if a.strip()]
+    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device"):
+        if flags[key] is not None:
+            mapping[key] = flags[key]
+    return mapping
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate(
+    config: Path = typer.Option(None, "--config", help="YAML config; flags override its values."),
+    model: str = typer.Option(None, "--model", help="Classifier checkpoint."),
+    data: str = typer.Option(None, "--data", help="Dataset name or path (.npz, image folder, CIFAR, artifact)."),
+    split: str = typer.Option(None, "--split", help="Dataset split (default test)."),
+    limit: int = typer.Option(None, "--limit", help="At most this many samples."),
+    image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
+    channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
+    attacks: str = typer.Option(
+        None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
+    ),
+    eps: str = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 (default 8/255)."),
+    eps_l2: str = typer.Option(None, "--eps-l2", help="L2 budget for L2 attacks (default 0.5)."),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    out: str = typer.Option(None, "--out", help="Run directory (default runs/<model>-<data>-<config hash>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    seed: int = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or auto (default auto)."),
+) -> None:
+    """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
+    mapping = load_yaml(config) if config else {}
+    mapping = merge_overrides(
+        mapping,
+        model=model,
+        data=data,
+        split=split,
+        limit=limit,
+        image_size=image_size,
+        channels=channels,
+        attacks=attacks,
+        eps=eps,
+        eps_l2=eps_l2,
+        seed=seed,
+        out=out,
+        batch_size=batch_size,
+        device=device,
+    )
+    if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
+        source = mapping["data"].get("path") or mapping["data"].get("name")
+        if isinstance(source, str) and detect_source(source)[0] != "artifact":
+            console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
+            mapping["attacks"] = list(DEFAULT_ATTACKS)
+    run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=overwrite)
+    print_summary(run_dir)
+
+
+def print_summary(run_dir: Path) -> None:
+    """Show the headline numbers of a finished run."""
+    summary = load_summary(run_dir)
+    table = Table(title=f"{run_dir}")
+    for column in ("condition", "threat model", "accuracy [95% CI]"):
+        table.add_column(column)
+    table.add_row("clean", "-", with_ci(summary["clean_accuracy"]))
+    for attack in summary["attacks"]:
+        table.add_row(attack["label"], f"{attack['norm']} eps={attack['eps']:.4g}", with_ci(attack["robust_accuracy"]))
+    if summary["attacks"]:
+        table.add_row("[bold]worst case", "per-sample", f"[bold]{with_ci(summary['worst_case']['robust_accuracy'])}")
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.md'}")

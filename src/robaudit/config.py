@@ -1,0 +1,150 @@
+"""Configuration: value parsing (``eps: 8/255``), safe YAML loading, schema validation and CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robaudit.errors import ConfigError
+from robaudit.registry import did_you_mean
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def parse_eps(value: object, *, name: str = "eps", allow_zero: bool = False) -> float:
+    """Parse a perturbation budget: a number or a fraction such as ``"8/255"``. Must be finite and > 0."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} {value!r} is not a number; write e.g. {name}=8/255 or {name}=0.5")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            if "/" in text:
+                num, den = text.split("/", 1)
+                if not (_NUMBER.match(num) and _NUMBER.match(den)):
+                    raise ValueError(text)
+                number = float(Fraction(num.strip()) / Fraction(den.strip()))
+            elif _NUMBER.match(text):
+                number = float(text)
+            else:
+                raise ValueError(text)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(
+                f"{name} {text!r} does not parse; write a number or a fraction, e.g. {name}=8/255"
+            ) from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be finite and {bound}, got {value!r}; e.g. {name}=8/255")
+    return number
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"config {str(path)!r}{where}: {problem}; fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {str(path)!r} is not UTF-8 text; pass a YAML file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+@dataclass
+class ComponentSpec:
+    """A registered component chosen by ``name`` with its factory's keyword arguments."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: object, *, where: str) -> ComponentSpec:
+        """Accept ``"pgd"`` or ``{name: pgd, steps: 20}``."""
+        if isinstance(value, str):
+            return cls(value.strip())
+        if isinstance(value, Mapping):
+            params = dict(value)
+            name = params.pop("name", None)
+            if not isinstance(name, str):
+                raise ConfigError(f"{where}: each entry needs a 'name:' (got keys {sorted(params)})")
+            return cls(name, params)
+        raise ConfigError(f"{where}: expected a name or a mapping with 'name:', got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form: ``{name: ..., **params}``."""
+        return {"name": self.name, **self.params}
+
+
+def check_keys(mapping: Mapping[str, Any], allowed: list[str], *, where: str) -> None:
+    """Raise a ConfigError naming the first key of ``mapping`` not in ``allowed``."""
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {key!r} in {where}; valid keys: {', '.join(allowed)}" + did_you_mean(key, allowed)
+            )
+
+
+def build_dataclass(cls: type, mapping: Mapping[str, Any], *, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``mapping``, rejecting unknown keys and checking simple types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(mapping, list(fields), where=where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in mapping.items():
+        kwargs[key] = coerce(value, hints[key], where=f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, *, where: str) -> Any:
+    """Check/convert a scalar config value against a simple type hint (int, float, str, bool, optional)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where=where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value

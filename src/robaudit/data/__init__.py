@@ -1,0 +1,72 @@
+"""Data sources: registered names or detected paths, yielding float NCHW images in [0, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robaudit.data.artifact import is_artifact, read_artifact, write_artifact
+from robaudit.data.imageset import ImageSet, convert_channels, resize
+from robaudit.data.sources import DATASETS
+from robaudit.errors import DataError
+
+__all__ = ["DATASETS", "ImageSet", "detect_source", "load_dataset", "read_artifact", "write_artifact"]
+
+
+def detect_source(source: str) -> tuple[str, dict[str, Any]]:
+    """Map ``--data`` text to (registered source name, its path parameter): a name, or a path whose kind is detected."""
+    if source in DATASETS and source not in ("npz", "imagefolder", "cifar10", "artifact"):
+        return source, {}
+    path = Path(source)
+    if not path.exists():
+        valid = [n for n in DATASETS.names() if n not in ("npz", "imagefolder", "cifar10", "artifact")]
+        raise DataError(
+            f"data {source!r} is neither a registered dataset ({', '.join(valid)}) nor an existing path; "
+            "pass a name or the path of an .npz file, image folder, CIFAR-10 batch folder or robaudit dataset"
+        )
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return "npz", {"path": str(path)}
+        raise DataError(f"data file {source!r} is not an .npz file; pass an .npz file or a folder")
+    if is_artifact(path):
+        return "artifact", {"path": str(path)}
+    if (path / "test_batch").is_file() or any(path.glob("data_batch_*")):
+        return "cifar10", {"path": str(path)}
+    return "imagefolder", {"path": str(path)}
+
+
+def load_dataset(
+    source: str,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    subset_seed: int | None = None,
+    **params: Any,
+) -> ImageSet:
+    """Load ``source`` (a registered name or a path) and apply the common options.
+
+    limit: keep at most this many samples (the first ones, or a seeded random subset when ``subset_seed`` is set).
+    image_size / channels: resize to (image_size, image_size) and convert to 1 or 3 channels.
+    """
+    name, detected = detect_source(source)
+    dataset: ImageSet = DATASETS.build(name, {**detected, **params, "split": split})
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.description} is empty; pass a dataset with at least one image")
+    if limit is not None:
+        if limit <= 0:
+            raise DataError(f"limit must be a positive number of samples, got {limit}")
+        if subset_seed is not None:
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(subset_seed))
+            dataset = dataset.select(order[:limit].sort().values)
+        elif limit < len(dataset):
+            dataset = dataset.select(list(range(limit)))
+    if channels is not None:
+        dataset.images = convert_channels(dataset.images, channels, description=dataset.description)
+    if image_size is not None:
+        dataset.images = resize(dataset.images, image_size)
+    dataset.provenance = {**dataset.provenance, "source": name, "split": split}
+    return dataset

@@ -1,0 +1,108 @@
+"""Dataset artifacts: what `attack` and `purify` write. Float32 safetensors shards and a JSON manifest.
+
+Layout of a dataset folder::
+
+    manifest.json            kind "robaudit.dataset", schema version, classes, shapes, shards, provenance
+    shard-00000.safetensors  images (n, C, H, W) float32, labels (n,) int64; sample ids in the metadata
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from robaudit.data.imageset import ImageSet, validate_pixels
+from robaudit.errors import DataError
+from robaudit.fileio import atomic_write, atomic_write_json
+
+KIND = "robaudit.dataset"
+SCHEMA_VERSION = 1
+SHARD_SIZE = 1024
+
+
+def is_artifact(path: Path) -> bool:
+    """True when ``path`` is a folder holding a robaudit dataset manifest."""
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_artifact(path: str | Path, dataset: ImageSet, *, provenance: dict[str, Any]) -> Path:
+    """Write ``dataset`` as float32 shards plus a manifest (written last, so a partial folder is not an artifact)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for index, start in enumerate(range(0, len(dataset), SHARD_SIZE)):
+        stop = min(start + SHARD_SIZE, len(dataset))
+        name = f"shard-{index:05d}.safetensors"
+        tensors = {
+            "images": dataset.images[start:stop].to(torch.float32).contiguous(),
+            "labels": dataset.labels[start:stop].to(torch.int64).contiguous(),
+        }
+        metadata = {"ids": json.dumps(dataset.ids[start:stop])}
+        atomic_write(path / name, lambda tmp, t=tensors, m=metadata: save_file(t, str(tmp), metadata=m))
+        shards.append({"file": name, "start": start, "stop": stop})
+    manifest = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "num_samples": len(dataset),
+        "image_shape": list(dataset.shape),
+        "class_names": dataset.class_names,
+        "description": dataset.description,
+        "shards": shards,
+        "provenance": provenance,
+    }
+    atomic_write_json(path / "manifest.json", manifest)
+    return path
+
+
+def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
+    """Read a dataset artifact folder. ``split`` is accepted for uniformity; an artifact has one split."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"dataset folder {str(path)!r}: manifest.json unreadable ({exc}); re-create it") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(
+            f"dataset folder {str(path)!r} has schema version {manifest.get('schema_version')!r}; "
+            f"this robaudit reads version {SCHEMA_VERSION}"
+        )
+    images, labels, ids = [], [], []
+    for shard in manifest["shards"]:
+        file = path / shard["file"]
+        try:
+            tensors = load_file(str(file))
+            with open(file, "rb") as handle:
+                header_len = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(header_len))
+            shard_ids = json.loads(header.get("__metadata__", {}).get("ids", "[]"))
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise DataError(f"dataset shard {str(file)!r} is unreadable ({exc}); re-create the dataset") from None
+        if tensors["images"].dtype != torch.float32 or len(shard_ids) != tensors["images"].shape[0]:
+            raise DataError(f"dataset shard {str(file)!r} is malformed; re-create the dataset")
+        images.append(tensors["images"])
+        labels.append(tensors["labels"])
+        ids.extend(shard_ids)
+    description = f"{path} ({manifest.get('description', 'robaudit dataset')})"
+    if not images:
+        raise DataError(f"dataset folder {str(path)!r} holds no samples; re-create it")
+    stacked = torch.cat(images)
+    validate_pixels(stacked, description=description, ids=ids)
+    return ImageSet(
+        images=stacked,
+        labels=torch.cat(labels).long(),
+        ids=ids,
+        class_names=list(manifest["class_names"]),
+        description=description,
+        provenance=manifest.get("provenance", {}),
+    )

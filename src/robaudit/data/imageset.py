@@ -1,0 +1,94 @@
+"""ImageSet: float NCHW images in [0, 1], integer labels, stable sample ids, class names, provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from robaudit.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    """A labelled image dataset held as tensors.
+
+    images: (N, C, H, W) float32 in [0, 1]; labels: (N,) int64; ids: N stable sample ids.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    class_names: list[str]
+    description: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4:
+            raise DataError(f"{self.description}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.shape != (n,) or len(self.ids) != n:
+            raise DataError(f"{self.description}: {n} images but {self.labels.shape[0]} labels / {len(self.ids)} ids")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        _, c, h, w = self.images.shape
+        return (c, h, w)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) index ranges of consecutive batches."""
+        for start in range(0, len(self), batch_size):
+            yield start, min(start + batch_size, len(self))
+
+    def select(self, index: torch.Tensor | list[int]) -> ImageSet:
+        """The samples at ``index`` (order kept)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return replace(
+            self,
+            images=self.images[index],
+            labels=self.labels[index],
+            ids=[self.ids[i] for i in index.tolist()],
+        )
+
+
+def validate_pixels(images: torch.Tensor, *, description: str, ids: list[str]) -> None:
+    """Raise a DataError naming the first sample with NaN/inf pixels or values outside [0, 1]."""
+    flat = images.reshape(images.shape[0], -1)
+    bad_finite = ~torch.isfinite(flat).all(dim=1)
+    if bad_finite.any():
+        i = int(bad_finite.nonzero()[0])
+        raise DataError(f"{description}: sample {ids[i]!r} has NaN or infinite pixels; remove or fix it")
+    bad_range = (flat.min(dim=1).values < 0) | (flat.max(dim=1).values > 1)
+    if bad_range.any():
+        i = int(bad_range.nonzero()[0])
+        raise DataError(
+            f"{description}: sample {ids[i]!r} has pixels outside [0, 1]; store uint8 images or floats in [0, 1]"
+        )
+
+
+def convert_channels(images: torch.Tensor, channels: int, *, description: str) -> torch.Tensor:
+    """Convert (N, C, H, W) images between 1 (luma) and 3 (repeated) channels."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype).view(1, 3, 1, 1)
+        return (images * weights).sum(dim=1, keepdim=True).clamp(0, 1)
+    raise DataError(f"{description}: cannot convert {c}-channel images to {channels} channels; use 1 or 3")
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (N, C, H, W) images to (N, C, size, size), bilinear with antialiasing, clamped to [0, 1]."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp(0, 1)

@@ -1,0 +1,21 @@
+"""User-facing errors: one line naming the problem and the fix; the CLI maps them to exit code 2."""
+
+from __future__ import annotations
+
+
+class RobauditError(Exception):
+    """A problem with the user's input (files, names, values). Its message is shown as one line."""
+
+    exit_code = 2
+
+
+class ConfigError(RobauditError):
+    """An invalid configuration value or key."""
+
+
+class DataError(RobauditError):
+    """A dataset that cannot be read or does not fit the model."""
+
+
+class CheckpointError(RobauditError):
+    """A checkpoint that cannot be loaded safely or is malformed."""

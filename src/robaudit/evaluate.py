@@ -1,0 +1,240 @@
+"""`evaluate` as a library call: the config schema, CLI overrides, and the run that writes a run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robaudit.attacks import ResolvedAttack, resolve_attack
+from robaudit.checks import check_compatible
+from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
+from robaudit.data import ImageSet, load_dataset
+from robaudit.engine import evaluate_batches
+from robaudit.errors import ConfigError
+from robaudit.fileio import sha256_file, sha256_tree
+from robaudit.manifest import device_info, now, resolve_device, versions
+from robaudit.modelspec import ModelSpec, obtain_classifier
+from robaudit.progress import console
+from robaudit.report import rebuild_reports
+from robaudit.rundir import RunDir
+
+DATA_COMMON = ["name", "path", "split", "limit", "image_size", "channels", "subset_seed"]
+
+
+@dataclass
+class DataSpec:
+    """A data source (registered name or path) with the common options and source-specific parameters."""
+
+    source: str
+    split: str = "test"
+    limit: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    subset_seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: object) -> DataSpec:
+        """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``."""
+        if isinstance(value, str):
+            return cls(source=value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"data: expected a name, a path or a mapping, got {value!r}")
+        value = dict(value)
+        source = value.pop("path", None) or value.pop("name", None)
+        if not isinstance(source, str):
+            raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")
+        spec = cls(source=source)
+        for key in ("split", "limit", "image_size", "channels", "subset_seed"):
+            if key in value:
+                hint = str if key == "split" else int
+                setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
+        spec.params = value
+        return spec
+
+    def load(self) -> ImageSet:
+        """Load the dataset this spec describes."""
+        return load_dataset(
+            self.source,
+            split=self.split,
+            limit=self.limit,
+            image_size=self.image_size,
+            channels=self.channels,
+            subset_seed=self.subset_seed,
+            **self.params,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML form."""
+        out = {"path" if ("/" in self.source or "." in self.source) else "name": self.source, "split": self.split}
+        for key in ("limit", "image_size", "channels", "subset_seed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {**out, **self.params}
+
+
+EVALUATE_KEYS = ["model", "data", "attacks", "eps", "eps_l2", "seed", "out", "batch_size", "device"]
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything an evaluation needs. ``eps`` is the Linf budget, ``eps_l2`` the L2 budget."""
+
+    model: ModelSpec
+    data: DataSpec
+    attacks: list[ComponentSpec] = field(default_factory=list)
+    eps: float = 8 / 255
+    eps_l2: float = 0.5
+    seed: int = 0
+    out: str | None = None
+    batch_size: int = 128
+    device: str = "auto"
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
+        """Validate a config mapping (YAML + overrides); unknown keys are errors naming the key."""
+        check_keys(mapping, EVALUATE_KEYS, where="config")
+        if "model" not in mapping or mapping["model"] is None:
+            raise ConfigError("no model given; pass --model PATH or set 'model:' in the config")
+        if "data" not in mapping or mapping["data"] is None:
+            raise ConfigError("no data given; pass --data NAME|PATH or set 'data:' in the config")
+        attacks = mapping.get("attacks") or []
+        if isinstance(attacks, str):
+            attacks = [a for a in attacks.split(",") if a.strip()]
+        if not isinstance(attacks, list):
+            raise ConfigError("attacks: expected a list of names or {name: ..., ...} mappings")
+        config = cls(
+            model=ModelSpec.parse(mapping["model"]),
+            data=DataSpec.parse(mapping["data"]),
+            attacks=[ComponentSpec.parse(a, where="attacks") for a in attacks],
+        )
+        if "eps" in mapping:
+            config.eps = parse_eps(mapping["eps"], name="eps")
+        if "eps_l2" in mapping:
+            config.eps_l2 = parse_eps(mapping["eps_l2"], name="eps_l2")
+        for key, hint in (("seed", int), ("batch_size", int), ("out", str), ("device", str)):
+            if mapping.get(key) is not None:
+                setattr(config, key, coerce(mapping[key], hint, where=key))
+        if config.batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive integer, got {config.batch_size}")
+        return config
+
+    def resolved_attacks(self) -> list[ResolvedAttack]:
+        """Each attack with all parameters fixed and a unique label (a repeated name gets ``#2``, ``#3``...)."""
+        resolved, seen = [], {}
+        for spec in self.attacks:
+            attack = resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2)
+            seen[spec.name] = seen.get(spec.name, 0) + 1
+            attack.label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+            resolved.append(attack)
+        return resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as saved in the run directory."""
+        return {
+            "model": self.model.to_dict(),
+            "data": self.data.to_dict(),
+            "attacks": [a.to_dict() for a in self.resolved_attacks()],
+            "eps": self.eps,
+            "eps_l2": self.eps_l2,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": self.device,
+        }
+
+
+def data_fingerprint(dataset: ImageSet) -> str:
+    """sha256 over a dataset's images, labels and ids (what the run actually evaluated)."""
+    digest = hashlib.sha256()
+    digest.update(dataset.images.contiguous().numpy().tobytes())
+    digest.update(dataset.labels.numpy().tobytes())
+    digest.update(json.dumps(dataset.ids).encode())
+    return digest.hexdigest()
+
+
+def default_out(config: EvaluateConfig, model_path: Path) -> Path:
+    """``runs/<model>-<data>-<hash of config>``: the same command reopens (resumes) the same directory."""
+    key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{model_path.stem}-{Path(config.data.source).stem}-{key}"
+
+
+def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
+    """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
+
+    Re-running the same config on the same directory resumes from the completed batches.
+    """
+    device = resolve_device(config.device)
+    attacks = config.resolved_attacks()  # validate names and keys before any work
+    model, model_path = obtain_classifier(config.model, device=str(device))
+    dataset = config.data.load()
+    check_compatible(model, dataset)
+    out = Path(config.out) if config.out else default_out(config, model_path)
+    resolved = config.to_dict()
+    model_sha = sha256_file(model_path)
+    data_sha = data_fingerprint(dataset)
+    fingerprint = hashlib.sha256(
+        json.dumps([resolved, model_sha, data_sha], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    run_dir = RunDir(out)
+    completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
+    if completed:
+        console.print(f"resuming {out}: {len(completed)} batch(es) already done")
+    source_path = Path(config.data.source)
+    manifest: dict[str, Any] = {
+        "kind": "robaudit.run",
+        "command": "evaluate",
+        "status": "running",
+        "fingerprint": fingerprint,
+        "started": now(),
+        "finished": None,
+        "seed": config.seed,
+        "device": device_info(device),
+        "versions": versions(),
+        "model": {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model)},
+        "data": {
+            "description": dataset.description,
+            "source": config.data.source,
+            "sha256_files": sha256_tree(source_path) if source_path.exists() else None,
+            "sha256_tensors": data_sha,
+            "num_samples": len(dataset),
+            "class_names": dataset.class_names,
+            "provenance": dataset.provenance,
+        },
+        "attack_details": {},
+    }
+    run_dir.write_config(resolved)
+    run_dir.write_manifest(manifest)
+
+    def note_components(label: str, attack: Any) -> None:
+        if hasattr(attack, "components"):
+            manifest["attack_details"][label] = {"components": attack.components, "dropped": attack.dropped}
+
+    model.to(device)
+    evaluate_batches(
+        model,
+        dataset,
+        attacks,
+        run_dir=run_dir,
+        completed=completed,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=device,
+        on_built=note_components,
+    )
+    manifest.update(status="complete", finished=now())
+    run_dir.write_manifest(manifest)
+    rebuild_reports(out)
+    return out
+
+
+def _card_dict(model: torch.nn.Module) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    card = asdict(model.card)
+    card.get("training", {}).pop("history", None)
+    return card

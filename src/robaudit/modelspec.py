@@ -1,0 +1,115 @@
+"""Where a classifier comes from: a checkpoint path, or a training recipe whose result is cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robaudit.classifiers import load_classifier, save_classifier
+from robaudit.config import build_dataclass, check_keys
+from robaudit.errors import ConfigError
+from robaudit.progress import console
+from robaudit.train import ClassifierRecipe, train_classifier
+
+
+def cache_dir() -> Path:
+    """robaudit's cache: ``$ROBAUDIT_CACHE``, else ``$XDG_CACHE_HOME/robaudit``, else ``~/.cache/robaudit``."""
+    if os.environ.get("ROBAUDIT_CACHE"):
+        return Path(os.environ["ROBAUDIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "robaudit"
+
+
+@dataclass
+class TrainSpec:
+    """Train a classifier on ``data`` (its ``train`` split; validation on ``val`` when present)."""
+
+    data: str = "digits"
+    image_size: int | None = None
+    channels: int | None = None
+    seed: int = 0
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """A classifier: ``path`` to a checkpoint, and/or ``train`` to train (and cache) one when it is missing."""
+
+    path: str | None = None
+    arch: str | None = None
+    num_classes: int | None = None
+    train: TrainSpec | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> ModelSpec:
+        """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
+        if isinstance(value, str):
+            return cls(path=value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"model: expected a checkpoint path or a mapping, got {value!r}")
+        check_keys(value, ["path", "arch", "num_classes", "train"], where="model")
+        train = value.get("train")
+        spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
+        if train is not None:
+            spec.train = build_dataclass(TrainSpec, train, where="model.train")
+            ClassifierRecipe(**_checked_recipe(spec.train.recipe))
+        if spec.path is None and spec.train is None:
+            raise ConfigError("model: give a checkpoint 'path:' or a 'train:' recipe")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML form for the resolved config."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        return out
+
+
+def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    check_keys(recipe, list(ClassifierRecipe.__dataclass_fields__), where="model.train.recipe")
+    return recipe
+
+
+def trained_checkpoint_path(train: TrainSpec) -> Path:
+    """The cache path for the classifier ``train`` describes (keyed by data, sizes, seed and recipe)."""
+    key = json.dumps(asdict(train), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "classifiers" / f"{Path(train.data).stem}-{digest}.pt"
+
+
+def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
+    """Train the classifier ``train`` describes and save it to ``path``."""
+    from robaudit.data import load_dataset
+    from robaudit.errors import DataError
+
+    options = {"image_size": train.image_size, "channels": train.channels}
+    train_set = load_dataset(train.data, split="train", **options)
+    try:
+        val_set = load_dataset(train.data, split="val", **options)
+    except DataError:
+        val_set = None
+    model, _ = train_classifier(
+        train_set, val_set, recipe=ClassifierRecipe(**train.recipe), seed=train.seed, device=device
+    )
+    save_classifier(model, path)
+    return path
+
+
+def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]:
+    """Load the classifier ``spec`` names, training and caching it first when only a recipe is given."""
+    if spec.path is not None and (Path(spec.path).exists() or spec.train is None):
+        path = Path(spec.path)
+    else:
+        path = Path(spec.path) if spec.path else trained_checkpoint_path(spec.train)
+        if path.exists():
+            console.print(f"reusing cached classifier {path}")
+        else:
+            console.print(f"no classifier at {path}: training one ({spec.train.data}, seed {spec.train.seed})")
+            train_and_save(spec.train, path, device=device)
+            console.print(f"saved classifier to {path}")
+    model = load_classifier(path, arch=spec.arch, num_classes=spec.num_classes)
+    return model, path

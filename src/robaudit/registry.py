@@ -1,0 +1,95 @@
+"""The one Registry class: stable names mapped to small factories with keyword-only, typed arguments."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from robaudit.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: its name, factory, one-line description and free-form metadata."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def hyperparameters(self) -> dict[str, inspect.Parameter]:
+        """Keyword-only parameters of the factory: what a config section may set."""
+        params = inspect.signature(self.factory).parameters
+        return {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+class Registry(Generic[F]):
+    """Maps stable names to factories. Unknown names fail with the valid ones and a "did you mean"."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, description: str, **meta: Any) -> Callable[[F], F]:
+        """Decorator registering ``factory`` under ``name``."""
+
+        def decorator(factory: F) -> F:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, factory, description, dict(meta))
+            return factory
+
+        return decorator
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries[n] for n in sorted(self._entries))
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``; a ConfigError listing valid names (and a close match) otherwise."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(unknown_name_message(self.kind, name, self.names())) from None
+
+    def build(self, name: str, params: Mapping[str, Any] | None = None, /, *args: Any, **context: Any) -> Any:
+        """Call the factory of ``name`` with user ``params`` checked against its keyword-only arguments.
+
+        ``context`` holds values robaudit supplies itself (for example ``num_classes``); each is passed only
+        when the factory declares it, and a user may not set them.
+        """
+        entry = self.get(name)
+        allowed = entry.hyperparameters()
+        params = dict(params or {})
+        for key in params:
+            if key not in allowed or key in context:
+                settable = sorted(k for k in allowed if k not in context)
+                raise ConfigError(
+                    f"unknown key {key!r} for {self.kind} {name!r}; valid keys: {', '.join(settable) or 'none'}"
+                    + did_you_mean(key, settable)
+                )
+        kwargs = {k: v for k, v in context.items() if k in allowed}
+        kwargs.update(params)
+        return entry.factory(*args, **kwargs)
+
+
+def did_you_mean(name: str, valid: list[str]) -> str:
+    """A " (did you mean 'x'?)" suffix when a valid name is close to ``name``, else ""."""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    """One-line message for an unknown component name."""
+    return f"unknown {kind} {name!r}; valid: {', '.join(valid)}" + did_you_mean(name, valid)

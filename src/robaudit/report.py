@@ -1,0 +1,141 @@
+"""Rebuild summary.json, results.csv and report.md from a run directory alone (records, config, manifest)."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from robaudit.attacks.base import format_eps
+from robaudit.errors import RobauditError
+from robaudit.fileio import atomic_write_json, atomic_write_text
+from robaudit.results import (
+    CLEAN,
+    SUMMARY_SCHEMA,
+    SUMMARY_SCHEMA_VERSION,
+    records_frame,
+    results_table,
+    summarize,
+)
+from robaudit.rundir import RunDir
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def escape_markdown(value: object) -> str:
+    """Escape text from files (names, ids, paths) so it renders literally in markdown (no injection)."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    text = text.replace("&", "&amp;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def percent(value: float | None) -> str:
+    """0.1234 -> '12.3%'; None -> 'n/a'."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def with_ci(rate: dict[str, Any]) -> str:
+    """'12.3% [9.8, 15.2]' for a rate dict."""
+    if rate["value"] is None:
+        return "n/a"
+    return f"{percent(rate['value'])} [{100 * rate['ci_low']:.1f}, {100 * rate['ci_high']:.1f}]"
+
+
+def default_templates() -> Path:
+    """The folder of robaudit's bundled jinja2 templates."""
+    return Path(str(resources.files("robaudit") / "reports" / "templates"))
+
+
+def template_environment(folder: Path) -> SandboxedEnvironment:
+    """A sandboxed jinja2 environment over ``folder`` with robaudit's filters."""
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(folder)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(md=escape_markdown, pct=percent, ci=with_ci, eps=format_eps)
+    return env
+
+
+def build_summary(run_dir: RunDir) -> dict[str, Any]:
+    """The versioned summary of a run, computed from its records (schema documented in README.md)."""
+    config = run_dir.read_config()
+    manifest = run_dir.read_manifest()
+    if manifest is None:
+        raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
+    records = run_dir.read_records()
+    frame = records_frame(records)
+    attacks = []
+    for attack in config.get("attacks", []):
+        details = manifest.get("attack_details", {}).get(attack["label"], {})
+        attacks.append({**attack, **details, "threat": "black-box" if attack["name"] == "square" else "white-box"})
+    numbers = summarize(frame, attacks=attacks)
+    expected = manifest["data"]["num_samples"]
+    done = int((frame["condition"] == CLEAN).sum())
+    complete = manifest.get("status") == "complete" and done == expected
+    card = manifest["model"]["card"]
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "complete": complete,
+        "samples_done": done,
+        "samples_expected": expected,
+        "model": {
+            "path": manifest["model"]["path"],
+            "sha256": manifest["model"]["sha256"],
+            "arch": card["arch"],
+            "num_classes": card["num_classes"],
+            "class_names": card["class_names"],
+        },
+        "data": {
+            "description": manifest["data"]["description"],
+            "sha256": manifest["data"]["sha256_tensors"],
+            "provenance": manifest["data"].get("provenance", {}),
+        },
+        "defense": {"purifier": "none"},
+        "threat_model": {
+            "summary": "white-box attacks against the undefended classifier (gradients of its logits)",
+            "eps_linf": config.get("eps"),
+            "eps_l2": config.get("eps_l2"),
+        },
+        "seed": config.get("seed"),
+        **numbers,
+    }
+
+
+def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> dict[str, Path]:
+    """Write summary.json, results.csv and report.md (or ``template``'s output) for the run at ``path``."""
+    run_dir = RunDir(path)
+    if not run_dir.path.is_dir():
+        raise RobauditError(f"run directory {str(run_dir.path)!r} does not exist; pass a directory evaluate wrote")
+    summary = build_summary(run_dir)
+    manifest = run_dir.read_manifest()
+    table = results_table(summary)
+    written = {
+        "summary": atomic_write_json(run_dir.path / "summary.json", summary),
+        "results": atomic_write_text(run_dir.path / "results.csv", table.to_csv(index=False, float_format="%.6g")),
+    }
+    if template is None:
+        env, name, target = template_environment(default_templates()), "report.md.j2", "report.md"
+    else:
+        template = Path(template)
+        if not template.is_file():
+            raise RobauditError(f"template {str(template)!r} does not exist; pass a jinja2 template file")
+        env, name = template_environment(template.parent), template.name
+        target = template.name.removesuffix(".j2") if template.name.endswith(".j2") else f"{template.name}.out"
+    text = env.get_template(name).render(summary=summary, manifest=manifest, config=run_dir.read_config())
+    written["report"] = atomic_write_text(run_dir.path / target, text)
+    return written
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """Read a run's summary.json."""
+    return json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))

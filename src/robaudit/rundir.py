@@ -1,0 +1,99 @@
+"""Run directories: resolved config, manifest, per-sample record parts keyed by sample range, reports.
+
+Layout::
+
+    config.yaml        the resolved configuration
+    manifest.json      versions, hashes, device, seed, times, status ("running" | "complete")
+    records/part-000000-000128.jsonl   one JSON record per (sample, condition), one file per batch
+    summary.json  results.csv  report.md
+
+A run is the union of its parts; a resumed run or another process writes its own parts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robaudit.errors import RobauditError
+from robaudit.fileio import atomic_write_json, atomic_write_text
+
+
+class RunDir:
+    """A run directory on disk."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.records_dir = self.path / "records"
+        self.manifest_path = self.path / "manifest.json"
+        self.config_path = self.path / "config.yaml"
+
+    @staticmethod
+    def part_name(start: int, stop: int) -> str:
+        """File name of the records part holding samples [start, stop)."""
+        return f"part-{start:06d}-{stop:06d}.jsonl"
+
+    def prepare(self, *, fingerprint: str, overwrite: bool) -> set[str]:
+        """Create or reopen the directory; return the names of record parts already complete.
+
+        A directory holding a different run (another fingerprint) is refused unless ``overwrite``.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise RobauditError(f"output path {str(self.path)!r} is an existing file; pass another --out")
+        if overwrite and self.path.exists():
+            if not (self.manifest_path.exists() or not any(self.path.iterdir())):
+                raise RobauditError(
+                    f"--overwrite refused: {str(self.path)!r} is not a robaudit run directory; pass another --out"
+                )
+            shutil.rmtree(self.path)
+        if self.path.exists() and any(self.path.iterdir()):
+            manifest = self.read_manifest()
+            if manifest is None:
+                raise RobauditError(
+                    f"output directory {str(self.path)!r} exists and is not a robaudit run; pass another --out"
+                )
+            if manifest.get("fingerprint") != fingerprint:
+                raise RobauditError(
+                    f"run directory {str(self.path)!r} holds a different run (other config, model or data); "
+                    "pass --overwrite to replace it or another --out"
+                )
+            return {p.name for p in self.records_dir.glob("part-*.jsonl")}
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        return set()
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when absent/unreadable."""
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Atomically write the manifest."""
+        atomic_write_json(self.manifest_path, manifest)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Atomically write the resolved config."""
+        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        """The resolved config saved with the run."""
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+
+    def write_part(self, start: int, stop: int, records: list[dict[str, Any]]) -> None:
+        """Atomically write the records of samples [start, stop)."""
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        atomic_write_text(self.records_dir / self.part_name(start, stop), lines)
+
+    def read_records(self) -> list[dict[str, Any]]:
+        """All records of all parts, in part order."""
+        if not self.records_dir.is_dir():
+            raise RobauditError(f"{str(self.path)!r} is not a robaudit run directory (no records/); pass a run")
+        records = []
+        for part in sorted(self.records_dir.glob("part-*.jsonl")):
+            records.extend(json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line)
+        return records

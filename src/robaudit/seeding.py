@@ -1,0 +1,36 @@
+"""Seeds derived from the run seed, and isolation of libraries that reseed the global RNG."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import torch
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed determined by ``seed`` and ``parts`` (names, indices); stable across runs and platforms."""
+    text = "/".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+@contextlib.contextmanager
+def isolated_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block with the global torch RNG seeded to ``seed``, restoring the caller's state afterwards.
+
+    torchattacks draws from (and reseeds) the global RNG; this keeps its randomness seeded and recorded without
+    changing anything outside the block.
+    """
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,151 @@
+"""Training loops: classifiers (seeded, with a progress bar and validation accuracy per epoch)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from robaudit.architectures import architecture_for
+from robaudit.classifiers import ModelCard, NormalizedClassifier, create_classifier
+from robaudit.data import ImageSet
+from robaudit.progress import console, progress_bar
+from robaudit.seeding import derive_seed, isolated_global_rng
+
+
+@dataclass
+class ClassifierRecipe:
+    """Hyperparameters of classifier training. The defaults reach about 98% on digits in under a minute."""
+
+    arch: str = "vit"  # a registered architecture (robaudit ls models) or any timm model name
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # merged over the sizing for the data
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    max_shift: int = 2  # random translation augmentation, in pixels (0 disables)
+    normalize: bool = True  # normalization mean/std measured on the training split
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (stored in the checkpoint card and caches keys)."""
+        return asdict(self)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each (C, H, W) image of (N, C, H, W) by up to ``max_shift`` pixels (zero padding)."""
+    if max_shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    rows = offsets[:, 0, None] + torch.arange(h)  # (N, H)
+    cols = offsets[:, 1, None] + torch.arange(w)  # (N, W)
+    index = torch.arange(n)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, dataset: ImageSet, *, batch_size: int = 256, device: str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on ``dataset``."""
+    model.eval()
+    correct = 0
+    for start, stop in dataset.batches(batch_size):
+        logits = model(dataset.images[start:stop].to(device))
+        correct += int((logits.argmax(1).cpu() == dataset.labels[start:stop]).sum())
+    return correct / max(1, len(dataset))
+
+
+def make_card(train_set: ImageSet, recipe: ClassifierRecipe, num_classes: int) -> ModelCard:
+    """The card of a new classifier for ``train_set``: architecture sized for the images, measured normalization."""
+    channels, height, _ = train_set.shape
+    arch, kwargs = architecture_for(recipe.arch, channels=channels, image_size=height)
+    kwargs.update(recipe.arch_kwargs)
+    if recipe.normalize:
+        mean = train_set.images.mean(dim=(0, 2, 3)).tolist()
+        std = train_set.images.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    else:
+        mean, std = [0.0] * channels, [1.0] * channels
+    return ModelCard(
+        arch=arch,
+        arch_kwargs=kwargs,
+        num_classes=num_classes,
+        class_names=list(train_set.class_names),
+        input_size=list(train_set.shape),
+        mean=[round(m, 6) for m in mean],
+        std=[round(s, 6) for s in std],
+    )
+
+
+def train_classifier(
+    train_set: ImageSet,
+    val_set: ImageSet | None,
+    *,
+    recipe: ClassifierRecipe,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[NormalizedClassifier, list[dict[str, float]]]:
+    """Train a classifier on ``train_set`` with AdamW and a warmup+cosine schedule.
+
+    Returns the model (in eval mode, on the CPU) and the per-epoch history (loss, train/val accuracy).
+    """
+    num_classes = max(len(train_set.class_names), int(train_set.labels.max()) + 1)
+    card = make_card(train_set, recipe, num_classes)
+    with isolated_global_rng(derive_seed(seed, "classifier-init")):
+        model = create_classifier(card)
+    model.to(device)
+    data_gen = torch.Generator().manual_seed(derive_seed(seed, "classifier-data"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    warmup = recipe.warmup_epochs * steps_per_epoch
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    history: list[dict[str, float]] = []
+    start_time = time.time()
+    with progress_bar() as bar:
+        task = bar.add_task("train classifier", total=recipe.epochs, status="")
+        for epoch in range(recipe.epochs):
+            model.train()
+            order = torch.randperm(len(train_set), generator=data_gen)
+            total_loss = 0.0
+            for i in range(steps_per_epoch):
+                index = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+                images = random_shift(train_set.images[index], recipe.max_shift, data_gen).to(device)
+                labels = train_set.labels[index].to(device)
+                with isolated_global_rng(derive_seed(seed, "classifier-step", epoch, i), device):
+                    loss = F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item() * len(index)
+            record = {"epoch": epoch + 1, "loss": total_loss / len(train_set)}
+            if val_set is not None:
+                record["val_accuracy"] = accuracy(model, val_set, device=device)
+            history.append(record)
+            status = f"loss {record['loss']:.3f}" + (
+                f"  val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
+            )
+            bar.update(task, advance=1, status=status)
+    model.eval().cpu()
+    card.training = {
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "data": train_set.description,
+        "epochs": recipe.epochs,
+        "history": history,
+        "seconds": round(time.time() - start_time, 1),
+    }
+    console.print(f"trained {card.arch} in {card.training['seconds']} s; " + (status if history else ""))
+    return model, history

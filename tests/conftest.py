@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny classifiers trained on the fly (seconds), temporary caches, the shared data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robaudit.classifiers import save_classifier
+from robaudit.data import ImageSet, load_dataset
+from robaudit.train import ClassifierRecipe, train_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PNEUMONIA = SHARED_DATA / "pneumoniamnist.npz"
+
+TINY_RECIPE = ClassifierRecipe(
+    arch="vit", arch_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2}, epochs=4, warmup_epochs=0, max_shift=0
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test's cache out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBAUDIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield
+    mp.undo()
+
+
+def classes_subset(dataset: ImageSet, num_classes: int) -> ImageSet:
+    """The samples of the first ``num_classes`` classes."""
+    keep = (dataset.labels < num_classes).nonzero().flatten()
+    subset = dataset.select(keep)
+    subset.class_names = dataset.class_names[:num_classes]
+    return subset
+
+
+def train_tiny(num_classes: int, path: Path) -> Path:
+    """Train a tiny ViT on the digits of classes 0..num_classes-1 (32x32) and save it."""
+    train = classes_subset(load_dataset("digits", split="train"), num_classes)
+    model, _ = train_classifier(train, None, recipe=TINY_RECIPE, seed=0)
+    save_classifier(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 10-class digits classifier checkpoint."""
+    return train_tiny(10, tmp_path_factory.mktemp("models") / "tiny10.pt")
+
+
+@pytest.fixture(scope="session")
+def binary_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 2-class (digits 0 and 1) classifier checkpoint."""
+    return train_tiny(2, tmp_path_factory.mktemp("models") / "tiny2.pt")
+
+
+@pytest.fixture(scope="session")
+def ternary_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 3-class (digits 0, 1, 2) classifier checkpoint."""
+    return train_tiny(3, tmp_path_factory.mktemp("models") / "tiny3.pt")
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> ImageSet:
+    """The first 48 digits test images."""
+    return load_dataset("digits", split="test", limit=48)

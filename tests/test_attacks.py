@@ -1,0 +1,156 @@
+"""Contract tests over every registered attack, and the torchattacks traps robaudit guards against."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import classes_subset
+from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run_attack
+from robaudit.attacks.autoattack import plan_components
+from robaudit.classifiers import load_classifier
+from robaudit.data import load_dataset
+from robaudit.errors import ConfigError
+
+EPS, EPS_L2 = 8 / 255, 0.5
+# Small budgets so the contract runs in seconds; every registered attack is covered (new ones get defaults).
+FAST = {
+    "pgd": {"steps": 5},
+    "pgdl2": {"steps": 5},
+    "cw": {"steps": 10},
+    "square": {"n_queries": 30},
+    "autoattack": {"steps": 5, "n_queries": 30},
+}
+
+
+def _run(name, model, images, labels, *, seed=0, params=None):
+    resolved = resolve_attack(name, {**FAST.get(name, {}), **(params or {})}, eps=EPS, eps_l2=EPS_L2)
+    attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
+    return resolved, run_attack(attack, resolved, images, labels, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def model(digits_model_path):
+    return load_classifier(digits_model_path)
+
+
+@pytest.fixture(scope="module")
+def batch(digits_test):
+    return digits_test.images[:16], digits_test.labels[:16]
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_contract(name, model, batch):
+    images, labels = batch
+    resolved, adversarial = _run(name, model, images, labels)
+    assert adversarial.shape == images.shape and adversarial.dtype == torch.float32
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    delta = (adversarial - images).flatten(1)
+    if resolved.norm == "Linf":
+        assert delta.abs().max() <= resolved.eps + 1e-6
+    else:
+        assert delta.norm(dim=1).max() <= resolved.eps + 1e-5
+    _, again = _run(name, model, images, labels)
+    assert torch.equal(adversarial, again), "same seed must give the same adversarial examples"
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_leaves_global_rng_untouched(name, model, batch):
+    state = torch.random.get_rng_state()
+    _run(name, model, *batch)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_pgd_lowers_accuracy(model, batch):
+    images, labels = batch
+    _, adversarial = _run("pgd", model, images, labels, params={"steps": 10})
+    assert (predict(model, adversarial) == labels).float().mean() < (predict(model, images) == labels).float().mean()
+
+
+def test_attack_runs_model_in_eval_mode(model, batch):
+    model.train()
+    resolved = resolve_attack("fgsm", {}, eps=EPS, eps_l2=EPS_L2)
+    build_attack(resolved, model, num_classes=10, seed=0)
+    assert not any(m.training for m in model.modules())
+
+
+def test_normalization_is_not_applied_twice_by_torchattacks(model):
+    resolved = resolve_attack("pgd", {}, eps=EPS, eps_l2=EPS_L2)
+    attack = build_attack(resolved, model, num_classes=10, seed=0)
+    assert not getattr(attack, "_normalization_applied", False)
+    assert not hasattr(model, "mean") and not hasattr(model, "std")
+
+
+@pytest.mark.parametrize(
+    "classes, expected",
+    [
+        (2, ["apgd-ce", "fab-t", "square"]),
+        (3, ["apgd-ce", "fab-t", "square"]),
+        (4, ["apgd-ce", "apgd-t", "fab-t", "square"]),
+        (10, ["apgd-ce", "apgd-t", "fab-t", "square"]),
+    ],
+)
+def test_autoattack_plan_depends_on_class_count(classes, expected):
+    kept, dropped = plan_components(version="standard", num_classes=classes)
+    assert kept == expected
+    assert ("apgd-t" in " ".join(dropped)) == (classes < 4)
+
+
+def test_autoattack_rand_drops_dlr_for_binary():
+    kept, dropped = plan_components(version="rand", num_classes=2)
+    assert kept == ["apgd-ce"] and "apgd-dlr" in dropped[0]
+
+
+@pytest.mark.parametrize("fixture", ["binary_model_path", "ternary_model_path"])
+def test_autoattack_on_few_classes_runs_and_lowers_accuracy(fixture, request):
+    model = load_classifier(request.getfixturevalue(fixture))
+    classes = model.card.num_classes
+    data = classes_subset(load_dataset("digits", split="test"), classes)
+    images, labels = data.images[:40], data.labels[:40]
+    clean = (predict(model, images) == labels).float().mean()
+    for eps in (16 / 255, 64 / 255):
+        resolved = resolve_attack("autoattack", {"steps": 10, "n_queries": 100, "eps": eps}, eps=EPS, eps_l2=EPS_L2)
+        attack = build_attack(resolved, model, num_classes=classes, seed=0)
+        adversarial = run_attack(attack, resolved, images, labels, seed=0)
+        assert "apgd-t" not in attack.components
+        robust = (predict(model, adversarial) == labels).float().mean()
+        assert robust <= clean
+    assert robust < clean
+
+
+class _Linear(nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 4 * 4, classes)
+        self.card = type("Card", (), {"num_classes": classes})()
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("classes, targets", [(100, 9), (10, 9), (5, 4), (2, 1)])
+def test_autoattack_target_count_and_explicit_seed(classes, targets):
+    model = _Linear(classes)
+    resolved = resolve_attack("autoattack", {}, eps=EPS, eps_l2=EPS_L2)
+    attack = build_attack(resolved, model, num_classes=classes, seed=1234)
+    components = dict(attack.attacks)
+    # torchattacks reads n_classes as "n_classes - 1 targets": robaudit must end up with min(9, C - 1) targets.
+    assert components["fab-t"].n_target_classes == targets
+    if "apgd-t" in components:
+        assert components["apgd-t"].n_target_classes == targets
+    assert all(component.seed == 1234 for component in components.values())  # never the clock
+
+
+def test_unknown_attack_and_key_are_named():
+    with pytest.raises(ConfigError, match="did you mean 'pgd'"):
+        resolve_attack("pdg", {}, eps=EPS, eps_l2=EPS_L2)
+    with pytest.raises(ConfigError, match="unknown key 'stepz'.*did you mean 'steps'"):
+        resolve_attack("pgd", {"stepz": 3}, eps=EPS, eps_l2=EPS_L2)
+
+
+def test_eps_defaults_follow_the_norm():
+    assert resolve_attack("pgd", {}, eps=EPS, eps_l2=EPS_L2).eps == EPS
+    assert resolve_attack("cw", {}, eps=EPS, eps_l2=EPS_L2).eps == EPS_L2
+    assert resolve_attack("square", {"norm": "L2"}, eps=EPS, eps_l2=EPS_L2).eps == EPS_L2
+    assert resolve_attack("pgd", {"eps": "4/255"}, eps=EPS, eps_l2=EPS_L2).eps == pytest.approx(4 / 255)

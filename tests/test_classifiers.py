@@ -1,0 +1,54 @@
+"""Self-describing checkpoints: round trips, safe loading, bare state dicts and TorchScript."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robaudit.classifiers import load_classifier, save_classifier
+from robaudit.errors import CheckpointError
+
+
+def test_pt_and_safetensors_roundtrip(digits_model_path, digits_test, tmp_path):
+    model = load_classifier(digits_model_path)
+    assert not model.training and model.card.num_classes == 10 and model.card.input_size == [1, 32, 32]
+    expected = model(digits_test.images)
+    save_classifier(model, tmp_path / "copy.safetensors")
+    again = load_classifier(tmp_path / "copy.safetensors")
+    assert torch.equal(again(digits_test.images), expected)
+
+
+def test_pickled_module_is_refused_and_runs_nothing(digits_model_path, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="pickled code"):
+        load_classifier(tmp_path / "evil.pt")
+    assert not marker.exists()
+    torch.save(load_classifier(digits_model_path), tmp_path / "module.pt")  # a full pickled nn.Module
+    with pytest.raises(CheckpointError, match="will not load"):
+        load_classifier(tmp_path / "module.pt")
+
+
+def test_bare_state_dict_needs_arch(digits_model_path, digits_test, tmp_path):
+    model = load_classifier(digits_model_path)
+    torch.save(model.net.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="--arch"):
+        load_classifier(tmp_path / "bare.pt")
+
+
+def test_torchscript_loads(digits_model_path, digits_test, tmp_path):
+    model = load_classifier(digits_model_path)
+    traced = torch.jit.trace(model, digits_test.images[:2])
+    traced.save(str(tmp_path / "model.ts"))
+    loaded = load_classifier(tmp_path / "model.ts", num_classes=10)
+    assert torch.allclose(loaded(digits_test.images), model(digits_test.images), atol=1e-5)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_classifier(tmp_path / "nope.pt")

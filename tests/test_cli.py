@@ -1,0 +1,128 @@
+"""The CLI through typer's CliRunner: train -> attack -> evaluate -> report, and bad inputs (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robaudit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_train_attack_evaluate_report_chain(workdir):
+    recipe = workdir / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"arch_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2}, "epochs": 2}))
+    result = invoke("train", "--data", "digits", "--out", "vit.pt", "--config", recipe)
+    assert result.exit_code == 0, result.output
+    result = invoke("attack", "--model", "vit.pt", "--data", "digits", "--attack", "pgd", "--out", "adv", "--limit", 24)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((workdir / "adv" / "manifest.json").read_text())
+    assert manifest["provenance"]["attack"]["name"] == "pgd" and manifest["num_samples"] == 24
+    result = invoke("evaluate", "--model", "vit.pt", "--data", "adv", "--out", "run-adv")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workdir / "run-adv" / "summary.json").read_text())
+    assert summary["attacks"] == [] and summary["n_samples"] == 24
+    assert "robaudit attack" in (workdir / "run-adv" / "report.md").read_text()
+
+    result = invoke(
+        "evaluate", "--model", "vit.pt", "--data", "digits", "--attacks", "fgsm,pgd", "--limit", 24, "--out", "run"
+    )
+    assert result.exit_code == 0, result.output
+    run = workdir / "run"
+    for name in ("config.yaml", "manifest.json", "summary.json", "results.csv", "report.md"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schema"] == "robaudit.summary" and summary["schema_version"] == 1 and summary["complete"]
+    pgd = summary["attacks"][1]
+    assert pgd["label"] == "pgd" and pgd["max_linf"] <= 8 / 255 + 1e-6
+    assert summary["worst_case"]["robust_accuracy"]["value"] <= min(
+        a["robust_accuracy"]["value"] for a in summary["attacks"]
+    )
+    report, results = (run / "report.md").read_text(), (run / "results.csv").read_text()
+    (run / "report.md").unlink()
+    (run / "results.csv").unlink()
+    result = invoke("report", run)
+    assert result.exit_code == 0, result.output
+    assert (run / "report.md").read_text() == report and (run / "results.csv").read_text() == results
+
+    template = workdir / "short.md.j2"
+    template.write_text("clean={{ summary.clean_accuracy.value }}\n")
+    assert invoke("report", run, "--template", template).exit_code == 0
+    assert (run / "short.md").read_text().startswith("clean=")
+
+    # The same command resumes (nothing to redo) and gives the same records.
+    records = sorted((run / "records").glob("*.jsonl"))
+    before = [p.read_text() for p in records]
+    result = invoke(
+        "evaluate", "--model", "vit.pt", "--data", "digits", "--attacks", "fgsm,pgd", "--limit", 24, "--out", "run"
+    )
+    assert result.exit_code == 0 and [p.read_text() for p in records] == before
+
+
+def test_ls():
+    result = invoke("ls", "attacks")
+    assert result.exit_code == 0 and "autoattack" in result.output and "square" in result.output
+    assert "digits" in invoke("ls", "datasets").output
+    assert "vit" in invoke("ls", "models").output
+
+
+def _bad(*args):
+    result = invoke(*args)
+    output = result.output.strip()
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.fixture()
+def model(digits_model_path, workdir):
+    shutil.copy(digits_model_path, workdir / "m.pt")
+    return "m.pt"
+
+
+def test_bad_inputs(model, workdir, binary_model_path):
+    assert "does not exist" in _bad("evaluate", "--model", "missing.pt", "--data", "digits")
+    assert "neither a registered dataset" in _bad("evaluate", "--model", model, "--data", "nowhere/")
+    line = _bad("evaluate", "--model", model, "--data", "digits", "--attacks", "pdg")
+    assert "valid: autoattack, cw, fgsm, pgd" in line and "did you mean 'pgd'" in line
+    assert "unknown dataset" not in _bad("evaluate", "--model", model, "--data", "digitz")
+    (workdir / "bad.yaml").write_text("model: m.pt\ndata: digits\nattack: [pgd]\n")
+    assert "unknown key 'attack'" in _bad("evaluate", "--config", "bad.yaml")
+    (workdir / "broken.yaml").write_text("model: [m.pt\n")
+    assert "broken.yaml" in _bad("evaluate", "--config", "broken.yaml")
+    assert "does not parse" in _bad("evaluate", "--model", model, "--data", "digits", "--eps", "8/2x5")
+    assert "must be finite and > 0" in _bad("evaluate", "--model", model, "--data", "digits", "--eps", "-1")
+    assert "pass --image-size 32" in _bad("evaluate", "--model", model, "--data", "digits", "--image-size", "16")
+    assert "pass --channels 1" in _bad("evaluate", "--model", model, "--data", "digits", "--channels", "3")
+    shutil.copy(binary_model_path, workdir / "binary.pt")
+    line = _bad("evaluate", "--model", "binary.pt", "--data", "digits", "--limit", "20")
+    assert "outside the model's 2 classes" in line
+    (workdir / "taken.txt").write_text("keep me")
+    assert "existing file" in _bad("evaluate", "--model", model, "--data", "digits", "--limit", 4, "--out", "taken.txt")
+    assert (workdir / "taken.txt").read_text() == "keep me"
+    np.savez(workdir / "labels.npz", test_images=np.zeros((3, 32, 32), np.uint8), test_labels=np.array([0, 11, 2]))
+    assert "label 11" in _bad("evaluate", "--model", model, "--data", "labels.npz")
+    assert "no such thing" not in _bad("train", "gan")
+
+
+def test_debug_shows_traceback(model):
+    result = runner.invoke(app, ["--debug", "evaluate", "--model", "missing.pt", "--data", "digits"])
+    assert result.exit_code != 0 and result.exception is not None

@@ -1,0 +1,93 @@
+"""Config parsing (eps fractions, unknown keys), the registry, Wilson intervals and worst-case aggregation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from robaudit.config import parse_eps
+from robaudit.errors import ConfigError
+from robaudit.evaluate import EvaluateConfig
+from robaudit.registry import Registry
+from robaudit.results import CLEAN, records_frame, summarize, wilson_interval
+
+
+@pytest.mark.parametrize(
+    "text, value", [("8/255", 8 / 255), ("0.5", 0.5), (0.25, 0.25), (" 4 / 255 ", 4 / 255), ("1e-2", 0.01)]
+)
+def test_parse_eps(text, value):
+    assert parse_eps(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["eight", "8/0", "-0.1", "0", "nan", "inf", "8/255/2", True, ""])
+def test_parse_eps_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_eps(text)
+
+
+def test_wilson_matches_reference_values():
+    low, high = wilson_interval(81, 263)  # Wilson (1927) example as tabulated by Newcombe (1998)
+    assert low == pytest.approx(0.2553, abs=1e-3) and high == pytest.approx(0.3662, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_registry_did_you_mean():
+    registry = Registry("widget")
+    registry.register("alpha", description="a")(lambda *, x=1: x)
+    with pytest.raises(ConfigError, match="unknown widget 'alpah'; valid: alpha \\(did you mean 'alpha'\\?\\)"):
+        registry.get("alpah")
+    with pytest.raises(ConfigError, match="unknown key 'y'"):
+        registry.build("alpha", {"y": 2})
+    assert registry.build("alpha", {"x": 3}) == 3
+
+
+def test_config_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown key 'atacks'.*did you mean 'attacks'"):
+        EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "atacks": ["pgd"]})
+
+
+def test_config_eps_fraction_and_labels():
+    config = EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "eps": "4/255"})
+    labels = [a.label for a in config.resolved_attacks()]
+    assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd#2"]
+
+
+def _rec(sample, condition, correct):
+    return {
+        "sample_id": sample,
+        "index": 0,
+        "label": 0,
+        "condition": condition,
+        "attack": condition,
+        "norm": "Linf",
+        "eps": 0.1,
+        "purifier": "none",
+        "threat": "white-box",
+        "repeat": 0,
+        "clean_pred": 0,
+        "pred": 0 if correct else 1,
+        "correct": correct,
+        "attacked": condition != CLEAN,
+        "linf": 0.1,
+        "l2": 0.5,
+        "time_s": 0.0,
+    }
+
+
+def test_worst_case_is_per_sample_and():
+    # Four samples: a survives both attacks, b falls to A, c falls to B, d is wrong when clean.
+    table = {"a": (True, True, True), "b": (True, False, True), "c": (True, True, False), "d": (False, False, False)}
+    records = []
+    for sample, (clean, under_a, under_b) in table.items():
+        records += [_rec(sample, CLEAN, clean), _rec(sample, "A", under_a), _rec(sample, "B", under_b)]
+    attacks = [
+        {"label": "A", "name": "A", "norm": "Linf", "eps": 0.1},
+        {"label": "B", "name": "B", "norm": "Linf", "eps": 0.1},
+    ]
+    summary = summarize(records_frame(records), attacks=attacks)
+    assert summary["clean_accuracy"]["value"] == 0.75
+    assert [a["robust_accuracy"]["value"] for a in summary["attacks"]] == [0.5, 0.5]
+    assert summary["worst_case"]["robust_accuracy"]["value"] == 0.25  # not min(0.5, 0.5)
+    assert math.isclose(summary["attacks"][0]["attack_success_rate"]["value"], 1 / 3)
