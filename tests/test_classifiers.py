@@ -41,6 +41,20 @@ def test_bare_state_dict_needs_arch(digits_model_path, digits_test, tmp_path):
         load_classifier(tmp_path / "bare.pt")
 
 
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [("resnet10t", {"in_chans": 1}), ("vit_tiny_patch16_224", {"in_chans": 1, "img_size": 32, "patch_size": 8})],
+)
+def test_bare_timm_state_dict_loads_with_arch(arch, kwargs, digits_test, tmp_path):
+    import timm
+
+    net = timm.create_model(arch, pretrained=False, num_classes=10, **kwargs).eval()
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    model = load_classifier(tmp_path / "bare.pt", arch=arch)
+    assert model.card.num_classes == 10 and model.card.arch_kwargs["in_chans"] == 1
+    assert torch.allclose(model(digits_test.images[:4]), net(digits_test.images[:4]), atol=1e-5)
+
+
 def test_torchscript_loads(digits_model_path, digits_test, tmp_path):
     model = load_classifier(digits_model_path)
     traced = torch.jit.trace(model, digits_test.images[:2])

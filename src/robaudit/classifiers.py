@@ -12,6 +12,7 @@ Plain timm state dicts (with ``arch=``) and TorchScript files load too. Pickled 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,7 +64,7 @@ class NormalizedClassifier(nn.Module):
         super().__init__()
         self.net = net
         self.card = card
-        channels = card.input_size[0]
+        channels = len(card.mean)
         self.register_buffer("norm_mean", torch.tensor(card.mean, dtype=torch.float32).view(1, channels, 1, 1))
         self.register_buffer("norm_std", torch.tensor(card.std, dtype=torch.float32).view(1, channels, 1, 1))
 
@@ -192,19 +193,27 @@ def load_classifier(
 
 
 def _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std) -> ModelCard:
+    """A card for a bare timm state dict: classes from the head, channels (and a ViT's image size) from shapes."""
     if num_classes is None:
         heads = [v for k, v in state.items() if k.endswith(("head.weight", "fc.weight", "classifier.weight"))]
         if not heads:
             raise CheckpointError("cannot infer the number of classes from the state dict; pass --num-classes")
         num_classes = int(heads[-1].shape[0])
-    input_size = list(input_size or [3, 224, 224])
-    channels = input_size[0]
+    convs = [v for v in state.values() if v.ndim == 4]
+    channels = int(convs[0].shape[1]) if convs else 3
+    kwargs: dict[str, Any] = {"in_chans": channels}
+    if "pos_embed" in state and "patch_embed.proj.weight" in state:
+        patch = int(state["patch_embed.proj.weight"].shape[-1])
+        tokens = int(state["pos_embed"].shape[1]) - (1 if "cls_token" in state else 0)
+        grid = math.isqrt(tokens)
+        kwargs.update(img_size=grid * patch, patch_size=patch)
+        input_size = input_size or [channels, grid * patch, grid * patch]
     return ModelCard(
         arch=arch,
-        arch_kwargs={"in_chans": channels, "img_size": input_size[1]} if "vit" in arch else {"in_chans": channels},
+        arch_kwargs=kwargs,
         num_classes=num_classes,
         class_names=list(class_names or [str(i) for i in range(num_classes)]),
-        input_size=input_size,
+        input_size=list(input_size or []),  # empty: not checked against the data
         mean=list(mean or [0.0] * channels),
         std=list(std or [1.0] * channels),
     )

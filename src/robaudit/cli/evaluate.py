@@ -25,6 +25,11 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     mapping = dict(mapping)
     if flags["model"] is not None:
         mapping["model"] = flags["model"]
+    if flags["arch"] is not None or flags["num_classes"] is not None:
+        model = mapping.get("model")
+        model = {"path": model} if isinstance(model, str) else dict(model or {})
+        model.update({k: flags[k] for k in ("arch", "num_classes") if flags[k] is not None})
+        mapping["model"] = model
     data = mapping.get("data")
     data = {"name": data} if isinstance(data, str) else dict(data or {})
     if flags["data"] is not None:
@@ -48,6 +53,8 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
 def evaluate(
     config: Path = typer.Option(None, "--config", help="YAML config; flags override its values."),
     model: str = typer.Option(None, "--model", help="Classifier checkpoint."),
+    arch: str = typer.Option(None, "--arch", help="timm architecture of a bare state-dict checkpoint."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classes of a card-less checkpoint."),
     data: str = typer.Option(None, "--data", help="Dataset name or path (.npz, image folder, CIFAR, artifact)."),
     split: str = typer.Option(None, "--split", help="Dataset split (default test)."),
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
@@ -69,6 +76,8 @@ def evaluate(
     mapping = merge_overrides(
         mapping,
         model=model,
+        arch=arch,
+        num_classes=num_classes,
         data=data,
         split=split,
         limit=limit,
