@@ -59,7 +59,7 @@ def _rec(sample, condition, correct):
         "sample_id": sample,
         "index": 0,
         "label": 0,
-        "condition": condition,
+        "condition": condition if condition == CLEAN else f"{condition}|none|none",
         "attack": condition,
         "norm": "Linf",
         "eps": 0.1,

@@ -1,20 +1,46 @@
-"""The batch loop of evaluate: clean predictions, attacks on initially-correct samples, per-sample records."""
+"""The batch loop of evaluate: clean predictions, attacks under each defense and threat model, per-sample records.
+
+Conditions per batch: for the undefended classifier and each purifier (``defense``), the clean prediction
+(``repeats`` times for a stochastic purifier); then for each attack and threat model, adversarial examples made on
+the samples that defense classifies correctly in at least one clean repeat, and their prediction per repeat.
+Non-adaptive adversarial examples are made once per attack against the classifier alone and shared by the
+undefended condition and every purifier's non-adaptive condition.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from robaudit.attacks import ResolvedAttack, build_attack, predict, prepare_model, run_attack
+from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.data import ImageSet
+from robaudit.defense import DefendedModel, defended_predict
 from robaudit.progress import progress_bar
-from robaudit.results import CLEAN
+from robaudit.purifiers.base import Purifier
 from robaudit.rundir import RunDir
 from robaudit.seeding import derive_seed
+
+NONE = "none"
+
+
+@dataclass
+class Defense:
+    """The undefended classifier (``purifier is None``) or one purifier in front of it."""
+
+    label: str
+    purifier: Purifier | None
+    repeats: int
+    threats: list[str]
+
+
+def condition_key(attack: str, defense: str, threat: str) -> str:
+    """The ``condition`` column: attack | defense | threat model."""
+    return f"{attack}|{defense}|{threat}"
 
 
 def perturbation_norms(adversarial: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,131 +49,192 @@ def perturbation_norms(adversarial: torch.Tensor, images: torch.Tensor) -> tuple
     return delta.abs().amax(dim=1), delta.norm(dim=1)
 
 
-def _record(index: int, sample_id: str, label: int, condition: dict[str, Any], **values: Any) -> dict[str, Any]:
-    return {"sample_id": sample_id, "index": index, "label": label, **condition, **values}
+class BatchEvaluator:
+    """Evaluates one batch under every condition; attacks are built once and reseeded per batch."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        defenses: list[Defense],
+        attacks: list[ResolvedAttack],
+        *,
+        seed: int,
+        eot: int,
+        on_built: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        prepare_model(classifier)
+        self.classifier, self.defenses, self.attacks, self.seed = classifier, defenses, attacks, seed
+        num_classes = classifier.card.num_classes
+        self.on_classifier = {}
+        self.defended: dict[tuple[str, str, str], tuple[DefendedModel, Any]] = {}
+        for attack in attacks:
+            built = build_attack(attack, classifier, num_classes=num_classes, seed=derive_seed(seed, attack.label))
+            self.on_classifier[attack.label] = built
+            if on_built is not None:
+                on_built(attack.label, built)
+            for defense in defenses:
+                for threat in defense.threats:
+                    if threat in ("bpda", "adaptive"):
+                        model = DefendedModel(defense.purifier, classifier, threat=threat, eot=eot)
+                        prepare_model(model)
+                        key = (attack.label, defense.label, threat)
+                        self.defended[key] = (
+                            model,
+                            build_attack(attack, model, num_classes=num_classes, seed=derive_seed(seed, *key)),
+                        )
+
+    def steps(self) -> int:
+        """Progress units per batch."""
+        return len(self.defenses) + sum(len(d.threats) for d in self.defenses) * len(self.attacks)
+
+    def predict(self, defense: Defense, images: torch.Tensor, *parts: object) -> torch.Tensor:
+        """Predictions of ``defense`` on images, with purifier randomness seeded by ``parts``."""
+        generator = None
+        if defense.purifier is not None:
+            generator = torch.Generator(device=images.device).manual_seed(derive_seed(self.seed, *parts))
+        return defended_predict(defense.purifier, self.classifier, images, generator)
+
+    def __call__(
+        self, dataset: ImageSet, start: int, stop: int, *, device: torch.device, advance: Callable[[str], None]
+    ) -> list[dict[str, Any]]:
+        """Records of samples [start, stop) under every condition."""
+        images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
+        labels = dataset.labels[start:stop].to(device)
+        ids = dataset.ids[start:stop]
+        n = len(labels)
+        records: list[dict[str, Any]] = []
+
+        def emit(
+            attack: ResolvedAttack | None,
+            defense: Defense,
+            threat: str,
+            repeat: int,
+            clean_pred,
+            pred,
+            attacked,
+            linf,
+            l2,
+            seconds,
+        ) -> None:
+            condition = {
+                "condition": condition_key(attack.label if attack else NONE, defense.label, threat),
+                "attack": attack.name if attack else NONE,
+                "norm": attack.norm if attack else NONE,
+                "eps": attack.eps if attack else 0.0,
+                "purifier": defense.label,
+                "threat": threat,
+                "repeat": repeat,
+            }
+            for i in range(n):
+                hit = bool(attacked[i])
+                records.append(
+                    {
+                        "sample_id": ids[i],
+                        "index": start + i,
+                        "label": int(labels[i]),
+                        **condition,
+                        "clean_pred": int(clean_pred[i]),
+                        "pred": int(pred[i]),
+                        "correct": bool(pred[i] == labels[i]),
+                        "attacked": hit,
+                        "linf": round(float(linf[i]), 7),
+                        "l2": round(float(l2[i]), 7),
+                        "time_s": round(seconds, 6) if (hit or attack is None) else 0.0,
+                    }
+                )
+
+        zeros = torch.zeros(n, device=device)
+        clean: dict[str, list[torch.Tensor]] = {}
+        for defense in self.defenses:
+            clean[defense.label] = []
+            for repeat in range(defense.repeats):
+                tic = time.perf_counter()
+                pred = self.predict(defense, images, "clean", defense.label, repeat, start)
+                seconds = (time.perf_counter() - tic) / n
+                clean[defense.label].append(pred)
+                emit(None, defense, NONE, repeat, pred, pred, torch.zeros(n, dtype=torch.bool), zeros, zeros, seconds)
+            advance(f"batch {start}-{stop} clean {defense.label}")
+
+        def targets(defense: Defense) -> torch.Tensor:
+            correct = torch.stack([p == labels for p in clean[defense.label]]).any(0)
+            return correct
+
+        shared_need = torch.zeros(n, dtype=torch.bool, device=device)
+        for defense in self.defenses:
+            if NONE in defense.threats or "non-adaptive" in defense.threats:
+                shared_need |= targets(defense)
+        for attack in self.attacks:
+            index = shared_need.nonzero().flatten()
+            tic = time.perf_counter()
+            shared = images.clone()
+            shared[index] = run_attack(
+                self.on_classifier[attack.label],
+                attack,
+                images[index],
+                labels[index],
+                seed=derive_seed(self.seed, attack.label, start),
+            )
+            shared_seconds = (time.perf_counter() - tic) / max(1, len(index))
+            for defense in self.defenses:
+                want = targets(defense)
+                for threat in defense.threats:
+                    if threat in (NONE, "non-adaptive"):
+                        adversarial, seconds = torch.where(want.view(-1, 1, 1, 1), shared, images), shared_seconds
+                    else:
+                        model, built = self.defended[(attack.label, defense.label, threat)]
+                        model.reseed(derive_seed(self.seed, "purifier", attack.label, defense.label, threat, start))
+                        index = want.nonzero().flatten()
+                        tic = time.perf_counter()
+                        adversarial = images.clone()
+                        adversarial[index] = run_attack(
+                            built,
+                            attack,
+                            images[index],
+                            labels[index],
+                            seed=derive_seed(self.seed, attack.label, defense.label, threat, start),
+                        )
+                        seconds = (time.perf_counter() - tic) / max(1, len(index))
+                    linf, l2 = perturbation_norms(adversarial, images)
+                    for repeat in range(defense.repeats):
+                        pred = self.predict(defense, adversarial, attack.label, defense.label, threat, repeat, start)
+                        clean_pred = clean[defense.label][repeat]
+                        pred = torch.where(want, pred, clean_pred)
+                        emit(attack, defense, threat, repeat, clean_pred, pred, want, linf * want, l2 * want, seconds)
+                    advance(f"batch {start}-{stop} {attack.label} {defense.label} {threat}")
+        return records
 
 
 def evaluate_batches(
-    model: nn.Module,
+    classifier: nn.Module,
     dataset: ImageSet,
     attacks: list[ResolvedAttack],
     *,
+    defenses: list[Defense],
     run_dir: RunDir,
     completed: set[str],
     seed: int,
     batch_size: int,
+    eot: int,
     device: torch.device,
     on_built: Callable[[str, Any], None] | None = None,
 ) -> None:
-    """Evaluate ``model`` on ``dataset`` under each attack, writing one records part per batch.
+    """Evaluate every condition batch by batch, writing one records part per batch; completed parts are skipped.
 
-    Parts already in ``completed`` are skipped (resumption). Samples misclassified when clean are not attacked:
-    they count as non-robust under every attack, so skipping them changes no number.
+    Samples a defense misclassifies in every clean repeat are not attacked: they count as non-robust under every
+    attack, so skipping them changes no number.
     """
-    prepare_model(model)
-    num_classes = model.card.num_classes
-    built = {}
-    for attack in attacks:
-        built[attack.label] = build_attack(attack, model, num_classes=num_classes, seed=derive_seed(seed, attack.label))
-        if on_built is not None:
-            on_built(attack.label, built[attack.label])
+    evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, on_built=on_built)
     batches = list(dataset.batches(batch_size))
     with progress_bar() as bar:
-        task = bar.add_task("evaluate", total=len(batches) * (1 + len(attacks)), status="")
+        task = bar.add_task("evaluate", total=len(batches) * evaluator.steps(), status="")
         for start, stop in batches:
             if RunDir.part_name(start, stop) in completed:
-                bar.advance(task, 1 + len(attacks))
+                bar.advance(task, evaluator.steps())
                 continue
-            records = evaluate_batch(
-                model,
-                dataset,
-                attacks,
-                built,
-                start,
-                stop,
-                seed=seed,
-                device=device,
-                advance=lambda s: bar.update(task, advance=1, status=s),
+            records = evaluator(
+                dataset, start, stop, device=device, advance=lambda s: bar.update(task, advance=1, status=s)
             )
             run_dir.write_part(start, stop, records)
-
-
-def evaluate_batch(model, dataset, attacks, built, start, stop, *, seed, device, advance) -> list[dict[str, Any]]:
-    """Records of samples [start, stop): the clean condition and each attack."""
-    images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
-    labels = dataset.labels[start:stop].to(device)
-    ids = dataset.ids[start:stop]
-    tic = time.perf_counter()
-    clean_pred = predict(model, images)
-    clean_time = (time.perf_counter() - tic) / len(labels)
-    correct = clean_pred == labels
-    none = {
-        "condition": CLEAN,
-        "attack": "none",
-        "norm": "none",
-        "eps": 0.0,
-        "purifier": "none",
-        "threat": "none",
-        "repeat": 0,
-    }
-    records = [
-        _record(
-            start + i,
-            ids[i],
-            int(labels[i]),
-            none,
-            clean_pred=int(clean_pred[i]),
-            pred=int(clean_pred[i]),
-            correct=bool(correct[i]),
-            attacked=False,
-            linf=0.0,
-            l2=0.0,
-            time_s=round(clean_time, 6),
-        )
-        for i in range(len(labels))
-    ]
-    advance(f"batch {start}-{stop} clean")
-    target = correct.nonzero().flatten()
-    for attack in attacks:
-        tic = time.perf_counter()
-        adversarial = run_attack(
-            built[attack.label], attack, images[target], labels[target], seed=derive_seed(seed, attack.label, start)
-        )
-        adv_pred = clean_pred.clone()
-        linf = torch.zeros(len(labels), device=device)
-        l2 = torch.zeros(len(labels), device=device)
-        if len(target):
-            adv_pred[target] = predict(model, adversarial)
-            linf[target], l2[target] = perturbation_norms(adversarial, images[target])
-        per_sample = (time.perf_counter() - tic) / max(1, len(target))
-        condition = {
-            "condition": attack.label,
-            "attack": attack.name,
-            "norm": attack.norm,
-            "eps": attack.eps,
-            "purifier": "none",
-            "threat": "white-box" if attack.name != "square" else "black-box",
-            "repeat": 0,
-        }
-        for i in range(len(labels)):
-            hit = bool(correct[i])
-            records.append(
-                _record(
-                    start + i,
-                    ids[i],
-                    int(labels[i]),
-                    condition,
-                    clean_pred=int(clean_pred[i]),
-                    pred=int(adv_pred[i]),
-                    correct=bool(adv_pred[i] == labels[i]),
-                    attacked=hit,
-                    linf=round(float(linf[i]), 7),
-                    l2=round(float(l2[i]), 7),
-                    time_s=round(per_sample, 6) if hit else 0.0,
-                )
-            )
-        advance(f"batch {start}-{stop} {attack.label}")
-    return records
 
 
 def attack_dataset(

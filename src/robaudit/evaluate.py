@@ -14,12 +14,15 @@ from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.checks import check_compatible
 from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
 from robaudit.data import ImageSet, load_dataset
-from robaudit.engine import evaluate_batches
+from robaudit.defense import THREATS
+from robaudit.engine import NONE, Defense, evaluate_batches
 from robaudit.errors import ConfigError
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
 from robaudit.modelspec import ModelSpec, obtain_classifier
 from robaudit.progress import console
+from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
+from robaudit.registry import did_you_mean
 from robaudit.report import rebuild_reports
 from robaudit.rundir import RunDir
 
@@ -78,7 +81,21 @@ class DataSpec:
         return {**out, **self.params}
 
 
-EVALUATE_KEYS = ["model", "data", "attacks", "eps", "eps_l2", "seed", "out", "batch_size", "device"]
+EVALUATE_KEYS = [
+    "model",
+    "data",
+    "attacks",
+    "purifiers",
+    "threats",
+    "eot",
+    "repeats",
+    "eps",
+    "eps_l2",
+    "seed",
+    "out",
+    "batch_size",
+    "device",
+]
 
 
 @dataclass
@@ -88,6 +105,10 @@ class EvaluateConfig:
     model: ModelSpec
     data: DataSpec
     attacks: list[ComponentSpec] = field(default_factory=list)
+    purifiers: list[ComponentSpec] = field(default_factory=list)
+    threats: list[str] = field(default_factory=lambda: list(THREATS))
+    eot: int = 4
+    repeats: int = 3
     eps: float = 8 / 255
     eps_l2: float = 0.5
     seed: int = 0
@@ -108,20 +129,42 @@ class EvaluateConfig:
             attacks = [a for a in attacks.split(",") if a.strip()]
         if not isinstance(attacks, list):
             raise ConfigError("attacks: expected a list of names or {name: ..., ...} mappings")
+        purifiers = mapping.get("purifiers") or []
+        if isinstance(purifiers, str):
+            purifiers = [p for p in purifiers.split(",") if p.strip()]
+        threats = mapping.get("threats") or list(THREATS)
+        if isinstance(threats, str):
+            threats = [t.strip() for t in threats.split(",") if t.strip()]
+        for threat in threats:
+            if threat not in THREATS:
+                raise ConfigError(
+                    f"unknown threat model {threat!r}; valid: {', '.join(THREATS)}"
+                    + did_you_mean(threat, list(THREATS))
+                )
         config = cls(
             model=ModelSpec.parse(mapping["model"]),
             data=DataSpec.parse(mapping["data"]),
             attacks=[ComponentSpec.parse(a, where="attacks") for a in attacks],
+            purifiers=[ComponentSpec.parse(p, where="purifiers") for p in purifiers],
+            threats=list(threats),
         )
         if "eps" in mapping:
             config.eps = parse_eps(mapping["eps"], name="eps")
         if "eps_l2" in mapping:
             config.eps_l2 = parse_eps(mapping["eps_l2"], name="eps_l2")
-        for key, hint in (("seed", int), ("batch_size", int), ("out", str), ("device", str)):
+        for key, hint in (
+            ("seed", int),
+            ("batch_size", int),
+            ("out", str),
+            ("device", str),
+            ("eot", int),
+            ("repeats", int),
+        ):
             if mapping.get(key) is not None:
                 setattr(config, key, coerce(mapping[key], hint, where=key))
-        if config.batch_size <= 0:
-            raise ConfigError(f"batch_size must be a positive integer, got {config.batch_size}")
+        for key in ("batch_size", "eot", "repeats"):
+            if getattr(config, key) <= 0:
+                raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
 
     def resolved_attacks(self) -> list[ResolvedAttack]:
@@ -134,12 +177,30 @@ class EvaluateConfig:
             resolved.append(attack)
         return resolved
 
+    def resolved_purifiers(self) -> list[ResolvedPurifier]:
+        """Each purifier with its hyperparameters fixed and a unique label."""
+        resolved, seen = [], {}
+        for spec in self.purifiers:
+            seen[spec.name] = seen.get(spec.name, 0) + 1
+            label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+            resolved.append(resolve_purifier(spec, label=label))
+        return resolved
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as saved in the run directory."""
+        purifiers = {}
+        if self.purifiers:
+            purifiers = {
+                "purifiers": [p.to_dict() for p in self.resolved_purifiers()],
+                "threats": self.threats,
+                "eot": self.eot,
+                "repeats": self.repeats,
+            }
         return {
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
             "attacks": [a.to_dict() for a in self.resolved_attacks()],
+            **purifiers,
             "eps": self.eps,
             "eps_l2": self.eps_l2,
             "seed": self.seed,
@@ -170,12 +231,38 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
     """
     device = resolve_device(config.device)
     attacks = config.resolved_attacks()  # validate names and keys before any work
+    purifier_specs = config.resolved_purifiers()
     model, model_path = obtain_classifier(config.model, device=str(device))
     dataset = config.data.load()
     check_compatible(model, dataset)
+    model_sha = sha256_file(model_path)
+    defenses = [Defense(NONE, None, 1, [NONE])]
+    purifier_details = {}
+    for spec in purifier_specs:
+        purifier, path = obtain_purifier(
+            spec,
+            data_source=config.data.source,
+            image_size=config.data.image_size,
+            channels=config.data.channels,
+            seed=config.seed,
+            device=str(device),
+            classifier=model,
+            classifier_sha256=model_sha,
+        )
+        purifier.to(device)
+        repeats = config.repeats if purifier.stochastic else 1
+        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats)))
+        purifier_details[spec.label] = {
+            "checkpoint": str(path),
+            "sha256": sha256_file(path),
+            "stochastic": purifier.stochastic,
+            "differentiable": purifier.differentiable,
+            "ensemble": purifier.ensemble,
+            "gradient": purifier.gradient_description(),
+            "repeats": repeats,
+        }
     out = Path(config.out) if config.out else default_out(config, model_path)
     resolved = config.to_dict()
-    model_sha = sha256_file(model_path)
     data_sha = data_fingerprint(dataset)
     fingerprint = hashlib.sha256(
         json.dumps([resolved, model_sha, data_sha], sort_keys=True, default=str).encode()
@@ -206,6 +293,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
             "provenance": dataset.provenance,
         },
         "attack_details": {},
+        "purifier_details": purifier_details,
     }
     run_dir.write_config(resolved)
     run_dir.write_manifest(manifest)
@@ -219,6 +307,8 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
         model,
         dataset,
         attacks,
+        defenses=defenses,
+        eot=config.eot,
         run_dir=run_dir,
         completed=completed,
         seed=config.seed,

@@ -12,6 +12,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from robaudit.attacks.base import format_eps
+from robaudit.defense import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 from robaudit.results import (
@@ -77,7 +78,19 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     for attack in config.get("attacks", []):
         details = manifest.get("attack_details", {}).get(attack["label"], {})
         attacks.append({**attack, **details, "threat": "black-box" if attack["name"] == "square" else "white-box"})
-    numbers = summarize(frame, attacks=attacks)
+    defenses = [{"label": "none", "kind": "none", "threats": ["none"]}]
+    for purifier in config.get("purifiers", []):
+        details = manifest.get("purifier_details", {}).get(purifier["label"], {})
+        defenses.append(
+            {
+                "label": purifier["label"],
+                "kind": purifier["name"],
+                "params": purifier["params"],
+                "threats": list(config.get("threats", [])),
+                **details,
+            }
+        )
+    numbers = summarize(frame, attacks=attacks, defenses=defenses)
     expected = manifest["data"]["num_samples"]
     done = int((frame["condition"] == CLEAN).sum())
     complete = manifest.get("status") == "complete" and done == expected
@@ -100,15 +113,34 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "sha256": manifest["data"]["sha256_tensors"],
             "provenance": manifest["data"].get("provenance", {}),
         },
-        "defense": {"purifier": "none"},
         "threat_model": {
-            "summary": "white-box attacks against the undefended classifier (gradients of its logits)",
+            "summary": "white-box attacks against the undefended classifier (gradients of its logits)"
+            + ("; against each purifier under the threat models listed" if len(defenses) > 1 else ""),
+            "threats": {t: THREAT_DESCRIPTIONS[t] for t in ["none", *config.get("threats", [])]},
             "eps_linf": config.get("eps"),
             "eps_l2": config.get("eps_l2"),
+            "eot": config.get("eot"),
         },
+        "warnings": weak_adaptive_warnings(numbers),
         "seed": config.get("seed"),
         **numbers,
     }
+
+
+def weak_adaptive_warnings(numbers: dict[str, Any]) -> list[str]:
+    """Flag (attack, purifier) pairs where the adaptive attack is clearly weaker than the non-adaptive one."""
+    warnings = []
+    for defense in numbers["defenses"][1:]:
+        by_key = {(r["label"], r["threat"]): r["robust_accuracy"] for r in defense["results"]}
+        for (label, threat), adaptive in by_key.items():
+            base = by_key.get((label, "non-adaptive"))
+            if threat in ("bpda", "adaptive") and base and adaptive["ci_low"] > base["ci_high"]:
+                warnings.append(
+                    f"{label} against {defense['label']}: {threat} robust accuracy {percent(adaptive['value'])} is "
+                    f"above the non-adaptive {percent(base['value'])} beyond their intervals: the {threat} attack is "
+                    "too weak (more steps, EOT draws or a better surrogate needed)"
+                )
+    return warnings
 
 
 def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> dict[str, Path]:

@@ -32,7 +32,7 @@ RECORD_FIELDS = [
     "l2",
     "time_s",
 ]
-CLEAN = "clean"
+CLEAN = "none|none|none"  # the undefended clean condition
 
 
 def wilson_interval(successes: int, total: int, *, z: float = 1.959964) -> tuple[float, float]:
@@ -59,39 +59,80 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def summarize(frame: pd.DataFrame, *, attacks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate records into accuracy figures.
+def _grid(frame: pd.DataFrame, condition: str, index: pd.Index) -> pd.DataFrame:
+    """(samples x repeats) table of ``correct`` for one condition, aligned to ``index`` (missing -> False)."""
+    rows = frame[frame["condition"] == condition]
+    grid = rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
+    return grid.reindex(index).fillna(False).astype(bool)
 
-    Clean accuracy; per attack robust accuracy and attack success rate on initially-correct samples; and the
-    worst case over all attacks: a sample is robust only if it is classified correctly under every attack
+
+def _entry(frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dict[str, Any]) -> dict[str, Any]:
+    """Aggregates of one (attack, defense, threat) condition over its samples and repeats."""
+    grid = _grid(frame, condition, clean.index)
+    n, repeats = grid.shape
+    rows = frame[(frame["condition"] == condition) & frame["attacked"].astype(bool)]
+    first = rows[rows["repeat"] == rows["repeat"].min()] if len(rows) else rows
+    clean_correct = clean[grid.columns] if set(grid.columns) <= set(clean.columns) else clean
+    fooled = int((clean_correct.values & ~grid.values).sum())
+    return {
+        **attack,
+        "repeats": int(repeats),
+        "robust_accuracy": rate(int(grid.values.sum()), n * repeats),
+        "robust_accuracy_worst_of_n": rate(int(grid.all(axis=1).sum()), n),
+        "attack_success_rate": rate(fooled, int(clean_correct.values.sum())),
+        "mean_linf": float(first["linf"].mean()) if len(first) else 0.0,
+        "max_linf": float(first["linf"].max()) if len(first) else 0.0,
+        "mean_l2": float(first["l2"].mean()) if len(first) else 0.0,
+        "max_l2": float(first["l2"].max()) if len(first) else 0.0,
+        "seconds_per_attacked_sample": float(first["time_s"].mean()) if len(first) else 0.0,
+    }, grid.all(axis=1)
+
+
+def summarize(
+    frame: pd.DataFrame, *, attacks: list[dict[str, Any]], defenses: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Aggregate records into accuracy figures, for the undefended classifier and each defense.
+
+    Per (attack, defense, threat model): robust accuracy pooled over repeats ("mean") and worst-of-N (robust only
+    if correct in every repeat), and the attack success rate on initially-correct (sample, repeat) pairs. The worst
+    case of a defense is per sample: robust only if correct clean and under every attack, threat model and repeat
     (per-sample AND, as AutoAttack counts it).
     """
-    clean = frame[frame["condition"] == CLEAN].set_index("sample_id")
-    n = len(clean)
-    clean_correct = clean["correct"].astype(bool)
-    out: dict[str, Any] = {"n_samples": n, "clean_accuracy": rate(int(clean_correct.sum()), n), "attacks": []}
-    robust_all = clean_correct.copy()
-    for attack in attacks:
-        rows = frame[frame["condition"] == attack["label"]].set_index("sample_id").reindex(clean.index)
-        correct = rows["correct"].fillna(False).astype(bool)
-        robust_all &= correct
-        initially = clean_correct.sum()
-        fooled = int((clean_correct & ~correct).sum())
-        attacked = rows[rows["attacked"].fillna(False).astype(bool)]
-        out["attacks"].append(
-            {
-                **attack,
-                "robust_accuracy": rate(int(correct.sum()), n),
-                "attack_success_rate": rate(fooled, int(initially)),
-                "mean_linf": float(attacked["linf"].mean()) if len(attacked) else 0.0,
-                "max_linf": float(attacked["linf"].max()) if len(attacked) else 0.0,
-                "mean_l2": float(attacked["l2"].mean()) if len(attacked) else 0.0,
-                "max_l2": float(attacked["l2"].max()) if len(attacked) else 0.0,
-                "seconds_per_attacked_sample": float(attacked["time_s"].mean()) if len(attacked) else 0.0,
-            }
-        )
+    defenses = defenses or [{"label": "none", "threats": ["none"]}]
+    out: dict[str, Any] = {"defenses": []}
+    for defense in defenses:
+        label = defense["label"]
+        clean_rows = frame[frame["condition"] == f"none|{label}|none"]
+        clean = clean_rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
+        clean = clean.sort_index().astype(bool)
+        n, repeats = clean.shape
+        robust_all = clean.all(axis=1)
+        results = []
+        for attack in attacks:
+            for threat in defense["threats"]:
+                entry, survived = _entry(frame, f"{attack['label']}|{label}|{threat}", clean, attack)
+                entry = {**entry, "purifier": label, "threat": threat}
+                robust_all &= survived
+                results.append(entry)
+        summary = {
+            **defense,
+            "n_samples": int(n),
+            "clean_accuracy": rate(int(clean.values.sum()), n * repeats),
+            "clean_accuracy_worst_of_n": rate(int(clean.all(axis=1).sum()), n),
+            "seconds_per_image": float(clean_rows["time_s"].mean()) if len(clean_rows) else 0.0,
+            "results": results,
+            "worst_case": {
+                "robust_accuracy": rate(int(robust_all.sum()), n),
+                "over": [f"{r['label']}/{r['threat']}" for r in results],
+            },
+        }
+        out["defenses"].append(summary)
+    undefended = out["defenses"][0]
+    out["n_samples"] = undefended["n_samples"]
+    out["clean_accuracy"] = undefended["clean_accuracy"]
+    out["attacks"] = undefended["results"]
     out["worst_case"] = {
-        "robust_accuracy": rate(int(robust_all.sum()), n),
+        "robust_accuracy": undefended["worst_case"]["robust_accuracy"],
         "over": [a["label"] for a in attacks],
     }
     return out
@@ -101,10 +142,12 @@ def results_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per condition (clean, each attack, worst case): the content of ``results.csv``."""
     rows = []
 
-    def row(condition: str, attack: str, norm: str, eps: float | None, acc: dict, asr: dict | None) -> None:
+    def row(condition, attack, norm, eps, acc, asr, purifier, threat, worst=None) -> None:
         rows.append(
             {
                 "condition": condition,
+                "purifier": purifier,
+                "threat": threat,
                 "attack": attack,
                 "norm": norm,
                 "eps": eps,
@@ -116,19 +159,34 @@ def results_table(summary: dict[str, Any]) -> pd.DataFrame:
                 "attack_success_rate": asr["value"] if asr else None,
                 "asr_ci_low": asr["ci_low"] if asr else None,
                 "asr_ci_high": asr["ci_high"] if asr else None,
+                "accuracy_worst_of_n": worst["value"] if worst else None,
             }
         )
 
-    row(CLEAN, "none", "none", None, summary["clean_accuracy"], None)
-    for a in summary["attacks"]:
-        row(a["label"], a["name"], a["norm"], a["eps"], a["robust_accuracy"], a["attack_success_rate"])
-    if summary["attacks"]:
-        row(
-            "worst_case",
-            "+".join(summary["worst_case"]["over"]),
-            "mixed",
-            None,
-            summary["worst_case"]["robust_accuracy"],
-            None,
-        )
+    for defense in summary["defenses"]:
+        purifier = defense["label"]
+        row(CLEAN, "none", "none", None, defense["clean_accuracy"], None, purifier, "none")
+        for a in defense["results"]:
+            row(
+                a["label"],
+                a["name"],
+                a["norm"],
+                a["eps"],
+                a["robust_accuracy"],
+                a["attack_success_rate"],
+                purifier,
+                a["threat"],
+                a["robust_accuracy_worst_of_n"],
+            )
+        if defense["results"]:
+            row(
+                "worst_case",
+                "+".join(defense["worst_case"]["over"]),
+                "mixed",
+                None,
+                defense["worst_case"]["robust_accuracy"],
+                None,
+                purifier,
+                "all",
+            )
     return pd.DataFrame(rows)

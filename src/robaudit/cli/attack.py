@@ -64,6 +64,7 @@ def attack(
         "model_path": str(model_path),
         "model_sha256": sha256_file(model_path),
         "source": dataset.description,
+        "source_spec": {"source": data, "split": split},
         "source_sha256_tensors": data_fingerprint(dataset),
         "seed": seed,
         "versions": versions(),

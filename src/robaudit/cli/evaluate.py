@@ -11,6 +11,7 @@ from rich.table import Table
 from robaudit.cli.common import handle_errors
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
+from robaudit.errors import ConfigError
 from robaudit.evaluate import EvaluateConfig, run_evaluation
 from robaudit.progress import console
 from robaudit.report import load_summary, with_ci
@@ -42,7 +43,21 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         mapping["data"] = data
     if flags["attacks"] is not None:
         mapping["attacks"] = [a.strip() for a in flags["attacks"].split(",") if a.strip()]
-    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device"):
+    if flags["purifier"] is not None:
+        mapping["purifiers"] = [p.strip() for p in flags["purifier"].split(",") if p.strip()]
+    if flags["purifier_checkpoint"] is not None:
+        purifiers = mapping.get("purifiers") or []
+        if len(purifiers) != 1:
+            raise ConfigError(
+                "--purifier-checkpoint needs exactly one purifier; set checkpoints per purifier in "
+                "the config (purifiers: [{name: ddpm, checkpoint: PATH}])"
+            )
+        entry = purifiers[0]
+        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
+    if flags["threat"] is not None:
+        mapping["threats"] = [t.strip() for t in flags["threat"].split(",") if t.strip()]
+    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device", "eot", "repeats"):
         if flags[key] is not None:
             mapping[key] = flags[key]
     return mapping
@@ -63,6 +78,20 @@ def evaluate(
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
     ),
+    purifier: str = typer.Option(
+        None,
+        "--purifier",
+        help="Comma list of purifiers (robaudit ls purifiers); "
+        "trained on the data's train split and cached when no checkpoint is given.",
+    ),
+    purifier_checkpoint: str = typer.Option(None, "--purifier-checkpoint", help="Checkpoint of the one purifier."),
+    threat: str = typer.Option(
+        None,
+        "--threat",
+        help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three).",
+    ),
+    eot: int = typer.Option(None, "--eot", help="EOT draws per gradient for stochastic purifiers (default 4)."),
+    repeats: int = typer.Option(None, "--repeats", help="Repeats of a stochastic defense's prediction (default 3)."),
     eps: str = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 (default 8/255)."),
     eps_l2: str = typer.Option(None, "--eps-l2", help="L2 budget for L2 attacks (default 0.5)."),
     batch_size: int = typer.Option(None, "--batch-size"),
@@ -84,6 +113,11 @@ def evaluate(
         image_size=image_size,
         channels=channels,
         attacks=attacks,
+        purifier=purifier,
+        purifier_checkpoint=purifier_checkpoint,
+        threat=threat,
+        eot=eot,
+        repeats=repeats,
         eps=eps,
         eps_l2=eps_l2,
         seed=seed,
@@ -111,5 +145,18 @@ def print_summary(run_dir: Path) -> None:
         table.add_row(attack["label"], f"{attack['norm']} eps={attack['eps']:.4g}", with_ci(attack["robust_accuracy"]))
     if summary["attacks"]:
         table.add_row("[bold]worst case", "per-sample", f"[bold]{with_ci(summary['worst_case']['robust_accuracy'])}")
+    for defense in summary.get("defenses", [])[1:]:
+        label = defense["label"]
+        table.add_row(f"clean + {label}", "-", with_ci(defense["clean_accuracy"]))
+        for result in defense["results"]:
+            table.add_row(f"{result['label']} + {label}", result["threat"], with_ci(result["robust_accuracy"]))
+        if defense["results"]:
+            table.add_row(
+                f"[bold]worst case + {label}",
+                "all threat models",
+                f"[bold]{with_ci(defense['worst_case']['robust_accuracy'])}",
+            )
     console.print(table)
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"report: {run_dir / 'report.md'}")

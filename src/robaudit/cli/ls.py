@@ -1,4 +1,4 @@
-"""`robaudit ls attacks|datasets|models`: what is registered, one line each."""
+"""`robaudit ls attacks|datasets|models|purifiers`: what is registered, one line each."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ from robaudit.cli.common import handle_errors
 from robaudit.data import DATASETS
 from robaudit.errors import ConfigError
 from robaudit.progress import console
+from robaudit.purifiers import PURIFIERS
 from robaudit.registry import Registry, unknown_name_message
 
 app = typer.Typer()
 
-REGISTRIES: dict[str, Registry] = {"attacks": ATTACKS, "datasets": DATASETS, "models": ARCHITECTURES}
+REGISTRIES: dict[str, Registry] = {
+    "attacks": ATTACKS,
+    "datasets": DATASETS,
+    "models": ARCHITECTURES,
+    "purifiers": PURIFIERS,
+}
 
 
 @app.command("ls")
 @handle_errors
-def ls(what: str = typer.Argument(..., help="attacks, datasets or models")) -> None:
+def ls(what: str = typer.Argument(..., help="attacks, datasets, models or purifiers")) -> None:
     """List registered components with one-line descriptions."""
     if what not in REGISTRIES:
         raise ConfigError(unknown_name_message("listing", what, sorted(REGISTRIES)))

@@ -1,4 +1,4 @@
-"""`robaudit train [KIND]`: train a classifier (purifiers join later) and write a self-describing checkpoint."""
+"""`robaudit train [KIND]`: train a classifier or a purifier and write a self-describing checkpoint."""
 
 from __future__ import annotations
 
@@ -10,43 +10,63 @@ from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
 from robaudit.config import load_yaml
 from robaudit.errors import ConfigError
 from robaudit.manifest import resolve_device
-from robaudit.modelspec import TrainSpec, train_and_save
+from robaudit.modelspec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
 from robaudit.progress import console
+from robaudit.purifiers import PURIFIERS
+from robaudit.purifiers.resolve import train_purifier_file
 from robaudit.registry import unknown_name_message
 
 app = typer.Typer()
-
-KINDS = ["classifier"]
 
 
 @app.command("train")
 @handle_errors
 def train(
-    kind: str = typer.Argument("classifier", help="What to train: classifier."),
+    kind: str = typer.Argument("classifier", help="What to train: classifier, or a purifier (ddpm, cold, ebm, mae)."),
     data: str = typer.Option("digits", "--data", help="Dataset name or path; its train split is used."),
-    out: Path = typer.Option(None, "--out", help="Checkpoint path (.pt or .safetensors)."),
-    arch: str = typer.Option(None, "--arch", help="Registered architecture (robaudit ls models) or timm name."),
+    out: Path = typer.Option(None, "--out", help="Checkpoint path (.pt; .safetensors for classifiers)."),
+    arch: str = typer.Option(None, "--arch", help="Classifier: registered architecture or timm model name."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs (default from the recipe)."),
+    model: str = typer.Option(None, "--model", help="Purifiers fine-tuned against a classifier (mae): its checkpoint."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
     channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
-    config: Path = typer.Option(None, "--config", help="YAML recipe (keys of ClassifierRecipe)."),
+    config: Path = typer.Option(None, "--config", help="YAML recipe (the kind's training hyperparameters)."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
-    """Train a classifier on a dataset's train split and save a self-describing checkpoint."""
-    if kind not in KINDS:
-        raise ConfigError(unknown_name_message("trainable kind", kind, KINDS))
+    """Train a classifier or a purifier on a dataset's train split and save a self-describing checkpoint."""
+    kinds = ["classifier", *PURIFIERS.names()]
+    if kind not in kinds:
+        raise ConfigError(unknown_name_message("trainable kind", kind, kinds))
     recipe = load_yaml(config) if config else {}
-    if arch is not None:
-        recipe["arch"] = arch
     if epochs is not None:
-        recipe["epochs"] = epochs
-    spec = TrainSpec(data=data, image_size=image_size, channels=channels, seed=seed, recipe=recipe)
-    from robaudit.modelspec import ModelSpec
-
-    ModelSpec.parse({"train": {"data": data, "recipe": recipe}})  # validates recipe keys
-    out = out or Path("runs") / "models" / f"{Path(data).stem}-{recipe.get('arch', 'vit')}.pt"
+        recipe["pretrain_epochs" if kind == "mae" else "epochs"] = epochs
+    torch_device = str(resolve_device(device))
+    out = (
+        out
+        or Path("runs")
+        / "models"
+        / f"{Path(data).stem}-{recipe.get('arch', 'vit') if kind == 'classifier' else kind}.pt"
+    )
     if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a directory; pass a file path such as vit.pt")
-    train_and_save(spec, out, device=str(resolve_device(device)))
+        raise ConfigError(f"--out {str(out)!r} is a directory; pass a file path such as {kind}.pt")
+    if kind == "classifier":
+        if arch is not None:
+            recipe["arch"] = arch
+        ModelSpec.parse({"train": {"data": data, "recipe": recipe}})  # validates recipe keys
+        spec = TrainSpec(data=data, image_size=image_size, channels=channels, seed=seed, recipe=recipe)
+        train_and_save(spec, out, device=torch_device)
+    else:
+        classifier = obtain_classifier(ModelSpec(path=model), device=torch_device)[0] if model else None
+        train_purifier_file(
+            kind,
+            data=data,
+            out=out,
+            recipe=recipe,
+            seed=seed,
+            device=torch_device,
+            image_size=image_size,
+            channels=channels,
+            classifier=classifier,
+        )
     console.print(f"wrote {out}")

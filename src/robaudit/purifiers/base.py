@@ -1,0 +1,142 @@
+"""The purifier contract, its registry, self-describing purifier checkpoints and the training cache.
+
+A purifier is an ``nn.Module`` mapping images (N, C, H, W) in [0, 1] to images of the same shape in [0, 1]. It
+declares ``stochastic`` and ``differentiable``, draws all randomness from the ``torch.Generator`` it is given, and
+never wraps its forward pass in ``no_grad``/``inference_mode``: adaptive attacks differentiate through it.
+
+Each method registers a factory ``(network, *, **purification_hyperparameters) -> Purifier`` with metadata:
+``recipe`` (the training hyperparameters, a dataclass), ``build`` (recipe, input shape -> untrained network) and
+``train`` (network, train set, recipe, seed, device -> None).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robaudit.config import check_keys
+from robaudit.data import ImageSet
+from robaudit.errors import CheckpointError, ConfigError
+from robaudit.fileio import atomic_write
+from robaudit.registry import Registry
+
+PURIFIERS: Registry = Registry("purifier")
+FORMAT_VERSION = 1
+
+
+class Purifier(nn.Module, abc.ABC):
+    """Base class: (N, C, H, W) images in [0, 1] -> purified images in [0, 1].
+
+    ``ensemble``: how many purified draws a defended prediction averages (softmax), e.g. ADP's K = 10.
+    """
+
+    stochastic: bool = True
+    differentiable: bool = True
+    ensemble: int = 1
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Purify ``images``; all randomness comes from ``generator`` (a fixed default when None)."""
+
+    def gradient_description(self) -> str:
+        """What an adaptive attack differentiates through (stated in reports)."""
+        return "the full purifier"
+
+    @staticmethod
+    def generator_for(images: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+        """``generator``, or a fixed-seed generator on the images' device (never the global RNG)."""
+        if generator is not None:
+            return generator
+        return torch.Generator(device=images.device).manual_seed(0)
+
+
+def randn_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise shaped like ``images``, drawn from ``generator`` (on its device), moved to theirs."""
+    noise = torch.randn(images.shape, generator=generator, device=generator.device, dtype=images.dtype)
+    return noise.to(images.device)
+
+
+def recipe_for(kind: str, values: dict[str, Any] | None) -> Any:
+    """The training recipe dataclass of purifier ``kind`` filled from ``values`` (unknown keys are errors)."""
+    recipe_cls = PURIFIERS.get(kind).meta["recipe"]
+    values = dict(values or {})
+    check_keys(values, [f.name for f in fields(recipe_cls)], where=f"{kind} recipe")
+    return recipe_cls(**values)
+
+
+def save_purifier_network(
+    path: str | Path, *, kind: str, network: nn.Module, recipe: Any, input_size: list[int], training: dict
+) -> Path:
+    """Write a self-describing purifier checkpoint (weights-only loadable)."""
+    payload = {
+        "robaudit": "purifier",
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "recipe": asdict(recipe),
+        "input_size": list(input_size),
+        "training": training,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_purifier_network(path: str | Path) -> tuple[str, nn.Module, dict[str, Any]]:
+    """(kind, network in eval mode, card) from a purifier checkpoint; no code in the file runs."""
+    from robaudit.classifiers import _load_weights_only
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
+    payload = _load_weights_only(path)
+    if not isinstance(payload, dict) or payload.get("robaudit") != "purifier":
+        raise CheckpointError(f"{str(path)!r} is not a robaudit purifier checkpoint; train one with robaudit train")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} has an unsupported format version")
+    kind = payload["kind"]
+    recipe = recipe_for(kind, payload["recipe"])
+    network = PURIFIERS.get(kind).meta["build"](recipe, payload["input_size"])
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not fit its recipe: {exc}") from None
+    card = {k: payload[k] for k in ("kind", "recipe", "input_size", "training")}
+    return kind, network.eval(), card
+
+
+def train_purifier_network(
+    kind: str, train_set: ImageSet, *, recipe: Any, seed: int, device: str, classifier: nn.Module | None = None
+) -> nn.Module:
+    """Build and train the network of purifier ``kind`` on ``train_set``."""
+    from robaudit.seeding import derive_seed, isolated_global_rng
+
+    entry = PURIFIERS.get(kind)
+    with isolated_global_rng(derive_seed(seed, kind, "init")):
+        network = entry.meta["build"](recipe, list(train_set.shape))
+    network.to(device)
+    kwargs = {"classifier": classifier} if entry.meta.get("needs_classifier") else {}
+    entry.meta["train"](network, train_set, recipe=recipe, seed=seed, device=device, **kwargs)
+    return network.eval().cpu()
+
+
+def purifier_cache_path(kind: str, *, data: str, recipe: Any, seed: int, extra: str = "") -> Path:
+    """Cache path of a purifier trained with this kind, data, recipe and seed."""
+    from robaudit.modelspec import cache_dir
+
+    key = json.dumps([kind, data, asdict(recipe), seed, extra], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "purifiers" / f"{kind}-{Path(data).stem}-{digest}.pt"
+
+
+def check_kind(kind: str) -> None:
+    """Raise a ConfigError listing the purifier kinds when ``kind`` is unknown."""
+    if kind not in PURIFIERS:
+        PURIFIERS.get(kind)  # raises with the list of valid names
+    if "recipe" not in PURIFIERS.get(kind).meta:
+        raise ConfigError(f"purifier {kind!r} cannot be trained")

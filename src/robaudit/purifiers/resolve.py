@@ -1,0 +1,143 @@
+"""From a config entry to a ready purifier: given checkpoint, cached one, or one trained now (and cached)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robaudit.config import ComponentSpec
+from robaudit.data import load_dataset
+from robaudit.errors import ConfigError
+from robaudit.progress import console
+from robaudit.purifiers.base import (
+    PURIFIERS,
+    Purifier,
+    load_purifier_network,
+    purifier_cache_path,
+    recipe_for,
+    save_purifier_network,
+    train_purifier_network,
+)
+from robaudit.registry import did_you_mean
+
+
+@dataclass
+class ResolvedPurifier:
+    """A purifier with every hyperparameter fixed, and where its network comes from."""
+
+    name: str
+    label: str
+    params: dict[str, Any]
+    checkpoint: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form for configs and manifests."""
+        out = {"name": self.name, "label": self.label, "params": self.params, "recipe": self.recipe}
+        if self.checkpoint:
+            out["checkpoint"] = self.checkpoint
+        return out
+
+
+def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> ResolvedPurifier:
+    """Check names and keys; fill in the factory's defaults. ``checkpoint`` and ``recipe`` are special keys."""
+    entry = PURIFIERS.get(spec.name)
+    params = dict(spec.params)
+    checkpoint = params.pop("checkpoint", None)
+    recipe = params.pop("recipe", None) or {}
+    hyper = entry.hyperparameters()
+    for key in params:
+        if key not in hyper:
+            valid = sorted([*hyper, "checkpoint", "recipe"])
+            raise ConfigError(
+                f"unknown key {key!r} for purifier {spec.name!r}; valid keys: {', '.join(valid)}"
+                + did_you_mean(key, valid)
+            )
+    recipe_values = asdict(recipe_for(spec.name, recipe))
+    full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
+    full.update(params)
+    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values)
+
+
+def obtain_purifier(
+    resolved: ResolvedPurifier,
+    *,
+    data_source: str,
+    image_size: int | None,
+    channels: int | None,
+    seed: int,
+    device: str,
+    classifier: nn.Module | None = None,
+    classifier_sha256: str = "",
+) -> tuple[Purifier, Path]:
+    """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split.
+
+    A trained network is cached keyed by kind, data, recipe and seed; robaudit says when it trains or reuses one.
+    """
+    if resolved.checkpoint:
+        path = Path(resolved.checkpoint)
+    else:
+        recipe = recipe_for(resolved.name, resolved.recipe)
+        needs_classifier = PURIFIERS.get(resolved.name).meta.get("needs_classifier", False)
+        extra = classifier_sha256 if needs_classifier else ""
+        path = purifier_cache_path(
+            resolved.name, data=f"{data_source}@{image_size}x{channels}", recipe=recipe, seed=seed, extra=extra
+        )
+        if path.exists():
+            console.print(f"reusing cached {resolved.name} purifier {path}")
+        else:
+            console.print(
+                f"no {resolved.name} purifier given: training one on {data_source} (train split), cached at {path}"
+            )
+            train_set = load_dataset(data_source, split="train", image_size=image_size, channels=channels)
+            network = train_purifier_network(
+                resolved.name, train_set, recipe=recipe, seed=seed, device=device, classifier=classifier
+            )
+            save_purifier_network(
+                path,
+                kind=resolved.name,
+                network=network,
+                recipe=recipe,
+                input_size=list(train_set.shape),
+                training={"data": train_set.description, "seed": seed},
+            )
+    kind, network, _ = load_purifier_network(path)
+    if kind != resolved.name:
+        raise ConfigError(f"checkpoint {str(path)!r} holds a {kind!r} purifier, not {resolved.name!r}")
+    purifier = PURIFIERS.build(resolved.name, resolved.params, network)
+    return purifier.eval(), path
+
+
+def train_purifier_file(
+    kind: str,
+    *,
+    data: str,
+    out: Path,
+    recipe: dict[str, Any],
+    seed: int,
+    device: str,
+    image_size: int | None = None,
+    channels: int | None = None,
+    classifier: nn.Module | None = None,
+) -> Path:
+    """Train purifier ``kind`` on ``data``'s train split and write its checkpoint to ``out``."""
+    entry = PURIFIERS.get(kind)
+    if entry.meta.get("needs_classifier") and classifier is None:
+        raise ConfigError(f"the {kind} purifier is fine-tuned against a classifier; pass --model PATH")
+    recipe_obj = recipe_for(kind, recipe)
+    train_set = load_dataset(data, split="train", image_size=image_size, channels=channels)
+    network = train_purifier_network(
+        kind, train_set, recipe=recipe_obj, seed=seed, device=device, classifier=classifier
+    )
+    return save_purifier_network(
+        out,
+        kind=kind,
+        network=network,
+        recipe=recipe_obj,
+        input_size=list(train_set.shape),
+        training={"data": train_set.description, "seed": seed},
+    )

@@ -1,0 +1,56 @@
+"""Small diffusers U-Nets conditioned on a discrete level (diffusion timestep, noise or blur level).
+
+For speed on CPUs the U-Net can run on a space-to-depth view of the image (``unshuffle`` = 2 turns
+(C, 32, 32) into (4C, 16, 16)): four times fewer pixels per convolution, the same information.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def small_unet(
+    *, channels: int, image_size: int, widths: list[int], layers_per_block: int, unshuffle: int = 1
+) -> LevelConditionedUNet:
+    """A level-conditioned U-Net with ``len(widths)`` resolution levels and no attention (fast on a CPU)."""
+    if image_size % unshuffle:
+        unshuffle = 1
+    inner = channels * unshuffle * unshuffle
+    unet = UNet2DModel(
+        sample_size=image_size // unshuffle,
+        in_channels=inner,
+        out_channels=inner,
+        block_out_channels=tuple(widths),
+        layers_per_block=layers_per_block,
+        down_block_types=("DownBlock2D",) * len(widths),
+        up_block_types=("UpBlock2D",) * len(widths),
+        add_attention=False,
+        norm_num_groups=min(8, widths[0]),
+    )
+    return LevelConditionedUNet(unet, unshuffle=unshuffle)
+
+
+class LevelConditionedUNet(nn.Module):
+    """``net(x, level)``: (N, C, H, W), (N,) int -> (N, C, H, W); checkpointed when an attack differentiates it."""
+
+    def __init__(self, unet: UNet2DModel, *, unshuffle: int = 1) -> None:
+        super().__init__()
+        self.unet = unet
+        self.unshuffle = unshuffle
+        self.gradient_checkpointing = True
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W), level: (N,) long -> (N, C, H, W)."""
+        if self.gradient_checkpointing and torch.is_grad_enabled() and x.requires_grad and not self.training:
+            return checkpoint(self._run, x, level, use_reentrant=False)
+        return self._run(x, level)
+
+    def _run(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
+        out = self.unet(x, level).sample
+        return F.pixel_shuffle(out, self.unshuffle) if self.unshuffle > 1 else out

@@ -1,0 +1,98 @@
+"""A tiny train -> purify -> evaluate run for each purifier through the CLI, and the purifier cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robaudit.cli import app
+from robaudit.config import ComponentSpec
+from robaudit.purifiers import PURIFIERS
+from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
+from test_purifiers import TINY_RECIPES
+
+runner = CliRunner()
+TINY_EPOCHS = {"mae": {"pretrain_epochs": 1, "finetune_epochs": 1, "attack_steps": 1}}
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("kind", PURIFIERS.names())
+def test_train_purify_evaluate(kind, tmp_path, monkeypatch, digits_model_path):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(digits_model_path, "vit.pt")
+    recipe = {**TINY_RECIPES[kind], **TINY_EPOCHS.get(kind, {"epochs": 1})}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    invoke("train", kind, "--data", "digits", "--out", "pur.pt", "--config", "recipe.yaml", "--model", "vit.pt")
+    invoke(
+        "purify",
+        "--purifier",
+        kind,
+        "--purifier-checkpoint",
+        "pur.pt",
+        "--data",
+        "digits",
+        "--limit",
+        8,
+        "--out",
+        "purified",
+    )
+    manifest = json.loads((tmp_path / "purified" / "manifest.json").read_text())
+    assert manifest["provenance"]["purifier"]["name"] == kind and manifest["num_samples"] == 8
+    invoke("evaluate", "--model", "vit.pt", "--data", "purified", "--out", "scored")
+    assert json.loads((tmp_path / "scored" / "summary.json").read_text())["n_samples"] == 8
+
+    invoke(
+        "evaluate",
+        "--model",
+        "vit.pt",
+        "--data",
+        "digits",
+        "--limit",
+        8,
+        "--attacks",
+        "fgsm",
+        "--purifier",
+        kind,
+        "--purifier-checkpoint",
+        "pur.pt",
+        "--eot",
+        1,
+        "--repeats",
+        2,
+        "--out",
+        "run",
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    defended = summary["defenses"][1]
+    assert defended["label"] == kind
+    assert [r["threat"] for r in defended["results"]] == ["non-adaptive", "bpda", "adaptive"]
+    assert defended["repeats"] == (2 if defended["stochastic"] else 1)
+    worst = defended["worst_case"]["robust_accuracy"]["value"]
+    assert worst <= min(r["robust_accuracy_worst_of_n"]["value"] for r in defended["results"])
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Defended models" in report and defended["gradient"] in report
+    records = [
+        json.loads(line)
+        for p in sorted((tmp_path / "run" / "records").glob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    assert {r["threat"] for r in records} == {"none", "non-adaptive", "bpda", "adaptive"}
+    assert all(r["linf"] <= 8 / 255 + 1e-6 for r in records)
+
+
+def test_untrained_purifier_is_trained_once_and_cached(capsys):
+    spec = ComponentSpec("cold", {"recipe": {**TINY_RECIPES["cold"], "epochs": 1}})
+    resolved = resolve_purifier(spec)
+    _, first = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")
+    assert "training one" in capsys.readouterr().err
+    _, second = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")
+    assert first == second and "reusing cached" in capsys.readouterr().err

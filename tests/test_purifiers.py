@@ -1,0 +1,144 @@
+"""Contract tests over every registered purifier, the threat-model wrappers and ADP's step-size rule."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import torch
+
+from robaudit.defense import DefendedModel
+from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
+from robaudit.purifiers.ebm import adaptive_step_size
+from robaudit.seeding import generator
+
+# A tiny untrained network per purifier: the contract does not depend on training.
+TINY_RECIPES = {
+    "ddpm": {"widths": [8, 16]},
+    "ebm": {"widths": [8, 16]},
+    "cold": {"widths": [8, 16], "levels": 4},
+    "mae": {"embed_dim": 16, "depth": 1, "decoder_dim": 16, "decoder_depth": 1, "num_heads": 2},
+}
+TINY_PARAMS = {"ddpm": {"steps": 3}, "ebm": {"max_steps": 2, "ensemble": 2}}
+
+
+def tiny_purifier(name: str, *, shape=(1, 16, 16), **params) -> Purifier:
+    recipe = recipe_for(name, TINY_RECIPES.get(name, {}))
+    entry = PURIFIERS.get(name)
+    torch.manual_seed(0)
+    network = entry.meta["build"](recipe, list(shape)).eval()
+    return PURIFIERS.build(name, {**TINY_PARAMS.get(name, {}), **params}, network).eval()
+
+
+@pytest.fixture()
+def images():
+    return torch.rand(3, 1, 16, 16, generator=generator(0))
+
+
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_purifier_contract(name, images):
+    purifier = tiny_purifier(name)
+    assert isinstance(purifier.stochastic, bool) and isinstance(purifier.differentiable, bool)
+    out = purifier(images, generator=generator(1))
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    again = purifier(images, generator=generator(1))
+    assert torch.equal(out, again), "a fixed generator must give the same output"
+    if purifier.stochastic:
+        other = purifier(images, generator=generator(2))
+        assert not torch.equal(out, other), "a stochastic purifier must use its generator"
+    assert purifier.gradient_description()
+
+
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_purifier_gradients_reach_the_input(name, images):
+    purifier = tiny_purifier(name)
+    assert purifier.differentiable
+    x = images.clone().requires_grad_(True)
+    purifier(x, generator=generator(1)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_no_graph_is_kept_when_not_attacking(name, images):
+    purifier = tiny_purifier(name)
+    with torch.no_grad():
+        out = purifier(images, generator=generator(1))
+    assert out.grad_fn is None and not out.requires_grad
+    assert purifier(images, generator=generator(1)).grad_fn is None or not images.requires_grad
+
+
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_recipes_have_keyword_defaults(name):
+    recipe_cls = PURIFIERS.get(name).meta["recipe"]
+    recipe_cls()  # every field has a default
+    assert all(f.name for f in fields(recipe_cls))
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(256, 3)
+        self.card = type("Card", (), {"num_classes": 3})()
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_bpda_gradient_is_classifier_gradient_at_purified_point(images):
+    purifier = tiny_purifier("cold", variant="direct")
+    classifier = _Classifier()
+    defended = DefendedModel(purifier, classifier, threat="bpda")
+    x = images.clone().requires_grad_(True)
+    defended(x).sum().backward()
+    purified = purifier(images).detach().requires_grad_(True)
+    classifier(purified).sum().backward()
+    assert torch.allclose(x.grad, purified.grad, atol=1e-6)
+
+
+def test_adaptive_gradient_differs_from_bpda(images):
+    purifier = tiny_purifier("cold", variant="direct")
+    classifier = _Classifier()
+    grads = []
+    for threat in ("bpda", "adaptive"):
+        x = images.clone().requires_grad_(True)
+        DefendedModel(purifier, classifier, threat=threat)(x).sum().backward()
+        grads.append(x.grad)
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_eot_averages_over_draws(images):
+    purifier = tiny_purifier("ebm", ensemble=1)
+    classifier = _Classifier()
+    defended = DefendedModel(purifier, classifier, threat="adaptive", eot=3, seed=5)
+    logits = defended(images)
+    g = torch.Generator().manual_seed(5)
+    expected = sum(classifier(purifier(images, generator=g)) for _ in range(3)) / 3
+    assert torch.allclose(logits, expected, atol=1e-6)
+    x = images.clone().requires_grad_(True)
+    defended.reseed(5)
+    defended(x).sum().backward()
+    total = torch.zeros_like(images)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        xi = images.clone().requires_grad_(True)
+        classifier(purifier(xi, generator=g)).sum().backward()
+        total += xi.grad
+    assert torch.allclose(x.grad, total / 3, atol=1e-4)
+
+
+@pytest.mark.parametrize("variance", [0.01, 0.5, 4.0])
+def test_adp_step_size_on_a_gaussian_energy(variance):
+    # Energy of N(mu, variance I): score s(x) = -(x - mu) / variance. One probe step of size d gives
+    # s' = s (1 - d / variance), so z = 1 - d / variance and alpha = lambda * variance (clamped to [1e-5, 0.1]).
+    mu = torch.zeros(2, 1, 4, 4)
+    x = torch.randn(2, 1, 4, 4, generator=generator(0))
+    d, lam = 1e-3, 0.05
+
+    def score(v):
+        return -(v - mu) / variance
+
+    s = score(x)
+    alpha = adaptive_step_size(s, score(x + d * s), probe=d, lam=lam)
+    expected = min(max(lam * variance, 1e-5), 0.1)
+    assert torch.allclose(alpha, torch.full_like(alpha, expected), rtol=1e-3)
