@@ -80,6 +80,8 @@ def test_ls():
     assert result.exit_code == 0 and "autoattack" in result.output and "square" in result.output
     assert "digits" in invoke("ls", "datasets").output
     assert "vit" in invoke("ls", "models").output
+    listing = invoke("ls", "purifiers").output
+    assert all(name in listing for name in ("ddpm", "cold", "ebm", "mae"))
 
 
 def _bad(*args):
@@ -120,7 +122,14 @@ def test_bad_inputs(model, workdir, binary_model_path):
     assert (workdir / "taken.txt").read_text() == "keep me"
     np.savez(workdir / "labels.npz", test_images=np.zeros((3, 32, 32), np.uint8), test_labels=np.array([0, 11, 2]))
     assert "label 11" in _bad("evaluate", "--model", model, "--data", "labels.npz")
-    assert "no such thing" not in _bad("train", "gan")
+    assert "valid: classifier, cold, ddpm, ebm, mae" in _bad("train", "gan")
+    assert "unknown purifier 'ddmp'" in _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddmp")
+    line = _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm", "--threat", "adaptiv")
+    assert "unknown threat model 'adaptiv'" in line and "did you mean 'adaptive'" in line
+    line = _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm,ebm", "--purifier-checkpoint", "x")
+    assert "exactly one purifier" in line
+    assert "does not exist" in _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm",
+                                    "--purifier-checkpoint", "missing.pt", "--limit", 2)
 
 
 def test_debug_shows_traceback(model):

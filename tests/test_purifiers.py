@@ -142,3 +142,45 @@ def test_adp_step_size_on_a_gaussian_energy(variance):
     alpha = adaptive_step_size(s, score(x + d * s), probe=d, lam=lam)
     expected = min(max(lam * variance, 1e-5), 0.1)
     assert torch.allclose(alpha, torch.full_like(alpha, expected), rtol=1e-3)
+
+
+def _save_diffusers_dir(path, *, safetensors: bool):
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=8, add_attention=False)
+    unet.save_pretrained(str(path / "unet"), safe_serialization=safetensors)
+    DDPMScheduler(num_train_timesteps=100).save_pretrained(str(path / "scheduler"))
+    return unet
+
+
+def test_ddpm_loads_a_diffusers_directory(tmp_path, images):
+    from robaudit.purifiers import load_purifier_network
+
+    unet = _save_diffusers_dir(tmp_path, safetensors=True)
+    kind, network, card = load_purifier_network(tmp_path)
+    assert kind == "ddpm" and network.num_timesteps == 100 and card["input_size"] == [1, 16, 16]
+    t = torch.zeros(3, dtype=torch.long)
+    assert torch.allclose(network.eps(images, t), unet(images, t).sample, atol=1e-6)
+    purifier = PURIFIERS.build("ddpm", {"steps": 2}, network)
+    assert purifier(images, generator=generator(0)).shape == images.shape
+
+
+def test_diffusers_directory_with_pickled_weights_is_refused(tmp_path):
+    from robaudit.errors import CheckpointError
+    from robaudit.purifiers import load_purifier_network
+
+    _save_diffusers_dir(tmp_path, safetensors=False)
+    weights = list((tmp_path / "unet").glob("*.bin"))
+    assert weights and not list((tmp_path / "unet").glob("*.safetensors"))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"payload": Evil()}, weights[0])  # a crafted pickle: loading it would create the marker
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_purifier_network(tmp_path)
+    assert not marker.exists()

@@ -92,6 +92,14 @@ def load_purifier_network(path: str | Path) -> tuple[str, nn.Module, dict[str, A
     from robaudit.classifiers import _load_weights_only
 
     path = Path(path)
+    if path.is_dir():
+        loaders = {e.name: e.meta["load_directory"] for e in PURIFIERS if "load_directory" in e.meta}
+        if not loaders:
+            raise CheckpointError(f"purifier checkpoint {str(path)!r} is a directory; pass a checkpoint file")
+        kind, loader = next(iter(loaders.items()))
+        network = loader(path)
+        return kind, network, {"kind": kind, "recipe": {}, "input_size": network.input_size,
+                               "training": {"pretrained": str(path)}}
     if not path.is_file():
         raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
     payload = _load_weights_only(path)

@@ -9,17 +9,22 @@ for the backward pass only (Lee & Kim, ICCV 2023), starting from the same diffus
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from robaudit.data import ImageSet
+from robaudit.errors import CheckpointError
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
 from robaudit.purifiers.training import fit
-from robaudit.purifiers.unet import small_unet
+from robaudit.purifiers.unet import LevelConditionedUNet, small_unet
 
 
 @dataclass
@@ -40,21 +45,61 @@ class DDPMRecipe:
 class DDPMNetwork(nn.Module):
     """The eps-prediction U-Net plus its schedule: eps(x_t (N, C, H, W) in [-1, 1], t (N,)) -> (N, C, H, W)."""
 
-    def __init__(self, recipe: DDPMRecipe, input_size: list[int]) -> None:
+    def __init__(
+        self,
+        recipe: DDPMRecipe,
+        input_size: list[int],
+        *,
+        eps_model: nn.Module | None = None,
+        schedule: DDPMScheduler | None = None,
+    ) -> None:
         super().__init__()
         channels, size, _ = input_size
-        unet = small_unet(
+        self.eps = eps_model or small_unet(
             channels=channels,
             image_size=size,
             widths=recipe.widths,
             layers_per_block=recipe.layers_per_block,
             unshuffle=recipe.unshuffle,
         )
-        self.eps = unet
-        schedule = DDPMScheduler(num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule)
+        schedule = schedule or DDPMScheduler(
+            num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule
+        )
         self.register_buffer("betas", schedule.betas.float(), persistent=False)
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.float(), persistent=False)
         self.train_t_max = recipe.train_t_max
+        self.input_size = list(input_size)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> DDPMNetwork:
+        """A diffusers ``save_pretrained`` directory (``unet/`` + ``scheduler/``, or the U-Net at the top level).
+
+        Weights load from safetensors only: a directory holding only pickled ``.bin`` weights is refused.
+        """
+        path = Path(path)
+        unet_dir = path / "unet" if (path / "unet").is_dir() else path
+        scheduler_dir = path / "scheduler" if (path / "scheduler").is_dir() else path
+        if not any(unet_dir.glob("*.safetensors")):
+            raise CheckpointError(
+                f"diffusers directory {str(path)!r} has no safetensors weights; robaudit does not load pickled "
+                "(.bin) weights: convert them to safetensors"
+            )
+        with _offline():
+            try:
+                unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
+                schedule = DDPMScheduler.from_pretrained(str(scheduler_dir))
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"diffusers directory {str(path)!r} is unreadable ({exc})") from None
+        size = unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        schedule_recipe = DDPMRecipe(num_train_timesteps=schedule.config.num_train_timesteps)
+        network = cls(
+            schedule_recipe,
+            [unet.config.in_channels, size, size],
+            eps_model=LevelConditionedUNet(unet),
+            schedule=schedule,
+        )
+        return network.eval()
 
     @property
     def num_timesteps(self) -> int:
@@ -103,6 +148,20 @@ class DDPMNetwork(nn.Module):
         t = torch.randint(0, t_max, (x0.shape[0],), generator=generator).to(x0.device)
         noise = randn_like(x0, generator)
         return F.mse_loss(self.eps(self.q_sample(x0, t, noise), t), noise)
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Forbid the Hugging Face hub while loading: everything comes from disk."""
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
 
 
 def ddim_timesteps(t_start: int, steps: int) -> list[int]:
@@ -187,6 +246,7 @@ def train_ddpm(network: DDPMNetwork, train_set: ImageSet, *, recipe: DDPMRecipe,
     recipe=DDPMRecipe,
     build=DDPMNetwork,
     train=train_ddpm,
+    load_directory=DDPMNetwork.from_pretrained,
 )
 def ddpm(
     network: DDPMNetwork,

@@ -85,7 +85,7 @@ def obtain_purifier(
         needs_classifier = PURIFIERS.get(resolved.name).meta.get("needs_classifier", False)
         extra = classifier_sha256 if needs_classifier else ""
         path = purifier_cache_path(
-            resolved.name, data=f"{data_source}@{image_size}x{channels}", recipe=recipe, seed=seed, extra=extra
+            resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
         )
         if path.exists():
             console.print(f"reusing cached {resolved.name} purifier {path}")
