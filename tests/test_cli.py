@@ -126,10 +126,23 @@ def test_bad_inputs(model, workdir, binary_model_path):
     assert "unknown purifier 'ddmp'" in _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddmp")
     line = _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm", "--threat", "adaptiv")
     assert "unknown threat model 'adaptiv'" in line and "did you mean 'adaptive'" in line
-    line = _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm,ebm", "--purifier-checkpoint", "x")
+    line = _bad(
+        "evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm,ebm", "--purifier-checkpoint", "x"
+    )
     assert "exactly one purifier" in line
-    assert "does not exist" in _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm",
-                                    "--purifier-checkpoint", "missing.pt", "--limit", 2)
+    assert "does not exist" in _bad(
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        "digits",
+        "--purifier",
+        "ddpm",
+        "--purifier-checkpoint",
+        "missing.pt",
+        "--limit",
+        2,
+    )
 
 
 def test_debug_shows_traceback(model):

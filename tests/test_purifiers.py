@@ -147,9 +147,17 @@ def test_adp_step_size_on_a_gaussian_energy(variance):
 def _save_diffusers_dir(path, *, safetensors: bool):
     from diffusers import DDPMScheduler, UNet2DModel
 
-    unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       layers_per_block=1, norm_num_groups=8, add_attention=False)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        add_attention=False,
+    )
     unet.save_pretrained(str(path / "unet"), safe_serialization=safetensors)
     DDPMScheduler(num_train_timesteps=100).save_pretrained(str(path / "scheduler"))
     return unet

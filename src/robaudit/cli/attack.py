@@ -11,9 +11,8 @@ from robaudit.checks import check_compatible
 from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
 from robaudit.config import parse_eps
 from robaudit.data import write_artifact
-from robaudit.data.artifact import is_artifact
+from robaudit.data.artifact import prepare_output
 from robaudit.engine import attack_dataset
-from robaudit.errors import RobauditError
 from robaudit.evaluate import DataSpec, data_fingerprint
 from robaudit.fileio import sha256_file
 from robaudit.manifest import now, resolve_device, versions
@@ -46,11 +45,7 @@ def attack(
         attack_name, {}, eps=parse_eps(eps, name="--eps"), eps_l2=parse_eps(eps_l2, name="--eps-l2")
     )
     out = out or Path("runs") / f"adv-{attack_name}-{Path(data).stem}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise RobauditError(f"output {str(out)!r} already exists; pass --overwrite or another --out")
-        if not is_artifact(out):
-            raise RobauditError(f"--overwrite refused: {str(out)!r} is not a robaudit dataset; pass another --out")
+    prepare_output(out, overwrite=overwrite)
     torch_device = resolve_device(device)
     classifier, model_path = obtain_classifier(ModelSpec(path=model), device=str(torch_device))
     dataset = DataSpec(source=data, split=split, limit=limit, image_size=image_size, channels=channels).load()
@@ -69,9 +64,5 @@ def attack(
         "seed": seed,
         "versions": versions(),
     }
-    if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    write_artifact(out, adversarial, provenance=provenance)
+    write_artifact(out, adversarial, provenance=provenance, replace=overwrite)
     console.print(f"wrote {len(adversarial)} adversarial images ({resolved.label}, {resolved.threat_model()}) to {out}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
@@ -10,8 +9,7 @@ import typer
 from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
 from robaudit.config import ComponentSpec
 from robaudit.data import write_artifact
-from robaudit.data.artifact import is_artifact
-from robaudit.errors import RobauditError
+from robaudit.data.artifact import prepare_output
 from robaudit.evaluate import DataSpec, data_fingerprint
 from robaudit.fileio import sha256_file
 from robaudit.manifest import now, resolve_device, versions
@@ -47,11 +45,7 @@ def purify(
     params = {"checkpoint": purifier_checkpoint} if purifier_checkpoint else {}
     resolved = resolve_purifier(ComponentSpec(purifier, params))
     out = out or Path("runs") / f"purified-{purifier}-{Path(data).stem}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise RobauditError(f"output {str(out)!r} already exists; pass --overwrite or another --out")
-        if not is_artifact(out):
-            raise RobauditError(f"--overwrite refused: {str(out)!r} is not a robaudit dataset; pass another --out")
+    prepare_output(out, overwrite=overwrite)
     torch_device = resolve_device(device)
     dataset = DataSpec(source=data, split=split, limit=limit).load()
     source = train_data or dataset.provenance.get("source_spec", {}).get("source") or data
@@ -81,7 +75,5 @@ def purify(
         "seed": seed,
         "versions": versions(),
     }
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    write_artifact(out, purified, provenance=provenance)
+    write_artifact(out, purified, provenance=provenance, replace=overwrite)
     console.print(f"wrote {len(purified)} purified images ({resolved.label}) to {out}")

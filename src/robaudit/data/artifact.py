@@ -9,6 +9,7 @@ Layout of a dataset folder::
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,14 @@ def is_artifact(path: Path) -> bool:
         return False
 
 
-def write_artifact(path: str | Path, dataset: ImageSet, *, provenance: dict[str, Any]) -> Path:
-    """Write ``dataset`` as float32 shards plus a manifest (written last, so a partial folder is not an artifact)."""
+def write_artifact(path: str | Path, dataset: ImageSet, *, provenance: dict[str, Any], replace: bool = False) -> Path:
+    """Write ``dataset`` as float32 shards plus a manifest (written last, so a partial folder is not an artifact).
+
+    ``replace``: remove an existing robaudit dataset at ``path`` first (checked by ``prepare_output``).
+    """
     path = Path(path)
+    if replace and is_artifact(path):
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     shards = []
     for index, start in enumerate(range(0, len(dataset), SHARD_SIZE)):
@@ -62,6 +68,23 @@ def write_artifact(path: str | Path, dataset: ImageSet, *, provenance: dict[str,
         "provenance": provenance,
     }
     atomic_write_json(path / "manifest.json", manifest)
+    return path
+
+
+def prepare_output(path: str | Path, *, overwrite: bool) -> Path:
+    """Check that ``path`` may receive a new dataset: absent, empty, or (with ``overwrite``) a robaudit dataset.
+
+    Nothing is deleted here; ``write_artifact(..., replace=True)`` swaps the old dataset out only once the new one
+    is ready to be written.
+    """
+    from robaudit.errors import RobauditError
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise RobauditError(f"output {str(path)!r} already exists; pass --overwrite or another --out")
+        if not is_artifact(path):
+            raise RobauditError(f"--overwrite refused: {str(path)!r} is not a robaudit dataset; pass another --out")
     return path
 
 

@@ -98,8 +98,11 @@ def load_purifier_network(path: str | Path) -> tuple[str, nn.Module, dict[str, A
             raise CheckpointError(f"purifier checkpoint {str(path)!r} is a directory; pass a checkpoint file")
         kind, loader = next(iter(loaders.items()))
         network = loader(path)
-        return kind, network, {"kind": kind, "recipe": {}, "input_size": network.input_size,
-                               "training": {"pretrained": str(path)}}
+        return (
+            kind,
+            network,
+            {"kind": kind, "recipe": {}, "input_size": network.input_size, "training": {"pretrained": str(path)}},
+        )
     if not path.is_file():
         raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
     payload = _load_weights_only(path)

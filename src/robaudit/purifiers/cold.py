@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.data import ImageSet
-from robaudit.purifiers.base import PURIFIERS, Purifier
-from robaudit.purifiers.training import fit
+from robaudit.purifiers.base import Purifier
 from robaudit.purifiers.unet import small_unet
 
 VARIANTS = ("blurred", "direct", "reconstructed")
@@ -131,28 +129,6 @@ class ColdPurifier(Purifier):
         return x.clamp(0, 1)
 
 
-def train_cold(network: BlurRestorer, train_set: ImageSet, *, recipe: ColdRecipe, seed: int, device: str) -> None:
-    """Train the restorer with the L1 loss over random blur levels."""
-    fit(
-        network,
-        train_set,
-        network.loss,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        seed=seed,
-        device=device,
-        description="train cold (blur restorer)",
-    )
-
-
-@PURIFIERS.register(
-    "cold",
-    description="Defensive Diffusion: Gaussian-blur cold diffusion, variants blurred / direct / reconstructed",
-    recipe=ColdRecipe,
-    build=BlurRestorer,
-    train=train_cold,
-)
 def cold(network: BlurRestorer, *, variant: str = "reconstructed", t_star: float = 0.5) -> ColdPurifier:
     """variant: blurred, direct or reconstructed; t_star: blur depth as a fraction of the levels."""
     return ColdPurifier(network, variant=variant, t_star=t_star)

@@ -20,10 +20,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from robaudit.data import ImageSet
 from robaudit.errors import CheckpointError
-from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
-from robaudit.purifiers.training import fit
+from robaudit.purifiers.base import Purifier, randn_like
 from robaudit.purifiers.unet import LevelConditionedUNet, small_unet
 
 
@@ -225,29 +223,6 @@ class DDPMPurifier(Purifier):
         return ((out + 1) / 2).clamp(0, 1)
 
 
-def train_ddpm(network: DDPMNetwork, train_set: ImageSet, *, recipe: DDPMRecipe, seed: int, device: str) -> None:
-    """Train the eps-prediction network with the DDPM simple loss."""
-    fit(
-        network,
-        train_set,
-        network.loss,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        seed=seed,
-        device=device,
-        description="train ddpm",
-    )
-
-
-@PURIFIERS.register(
-    "ddpm",
-    description="DiffPure-style: diffuse to t*, reverse with DDPM (ancestral) or DDIM (few steps)",
-    recipe=DDPMRecipe,
-    build=DDPMNetwork,
-    train=train_ddpm,
-    load_directory=DDPMNetwork.from_pretrained,
-)
 def ddpm(
     network: DDPMNetwork,
     *,

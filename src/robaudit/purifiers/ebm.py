@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robaudit.data import ImageSet
-from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
-from robaudit.purifiers.training import fit
+from robaudit.purifiers.base import Purifier, randn_like
 from robaudit.purifiers.unet import small_unet
 
 
@@ -124,28 +122,6 @@ class ADPPurifier(Purifier):
         return x.clamp(0, 1)
 
 
-def train_ebm(network: ScoreNetwork, train_set: ImageSet, *, recipe: EBMRecipe, seed: int, device: str) -> None:
-    """Denoising score matching over the geometric noise levels."""
-    fit(
-        network,
-        train_set,
-        network.loss,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        seed=seed,
-        device=device,
-        description="train ebm (score network)",
-    )
-
-
-@PURIFIERS.register(
-    "ebm",
-    description="ADP: score network (DSM), noise injection + adaptive-step score ascent, K-draw ensemble",
-    recipe=EBMRecipe,
-    build=ScoreNetwork,
-    train=train_ebm,
-)
 def ebm(
     network: ScoreNetwork,
     *,

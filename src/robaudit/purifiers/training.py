@@ -49,3 +49,20 @@ def fit(
             bar.update(task, advance=1, status=f"loss {losses[-1]:.4f}")
     network.eval()
     return losses
+
+
+def fit_recipe(
+    network: torch.nn.Module, train_set: ImageSet, *, recipe, seed: int, device: str, description: str
+) -> None:
+    """Train ``network.loss`` with the recipe's ``epochs``, ``batch_size`` and ``lr``."""
+    fit(
+        network,
+        train_set,
+        network.loss,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        seed=seed,
+        device=device,
+        description=description,
+    )
