@@ -14,6 +14,8 @@ from robaudit.classifiers import save_classifier
 from robaudit.cli import app
 from robaudit.data import load_dataset
 from robaudit.train import train_classifier
+from test_purifier_cli import TINY_EPOCHS
+from test_purifiers import TINY_RECIPES
 
 CONFIGS = sorted((REPO / "examples" / "configs").glob("*.yaml"))
 
@@ -39,10 +41,14 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
         net, _ = train_classifier(train, None, recipe=TINY_RECIPE, seed=0)
         model = tmp_path / "tiny.pt"
         save_classifier(net, model)
+    for purifier in mapping.get("purifiers", []):  # tiny networks, one epoch: the config's structure is what is tested
+        purifier["recipe"] = {**TINY_RECIPES[purifier["name"]], **TINY_EPOCHS.get(purifier["name"], {"epochs": 1})}
+    tiny_config = tmp_path / config.name
+    tiny_config.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "run"
     result = CliRunner().invoke(
         app,
-        ["evaluate", "--config", str(config), "--model", str(model), "--limit", "6", "--out", str(out)],
+        ["evaluate", "--config", str(tiny_config), "--model", str(model), "--limit", "6", "--out", str(out)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from robaudit.attacks.base import format_eps
+from robaudit.attacks.base import ATTACKS, format_eps
 from robaudit.defense import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
@@ -77,7 +77,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     attacks = []
     for attack in config.get("attacks", []):
         details = manifest.get("attack_details", {}).get(attack["label"], {})
-        attacks.append({**attack, **details, "threat": "black-box" if attack["name"] == "square" else "white-box"})
+        attacks.append({**attack, **details, "access": ATTACKS.get(attack["name"]).meta.get("access", "white-box")})
     defenses = [{"label": "none", "kind": "none", "threats": ["none"]}]
     for purifier in config.get("purifiers", []):
         details = manifest.get("purifier_details", {}).get(purifier["label"], {})

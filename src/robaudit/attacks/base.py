@@ -81,6 +81,8 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
     full.update(params)
     if "norm" in hyper:
         full["norm"] = norm
+    if "derive" in entry.meta:  # values that follow from others (e.g. PGD's step size), stated in reports
+        full = entry.meta["derive"](full)
     return ResolvedAttack(name=name, norm=norm, eps=full["eps"], params=full, label=name)
 
 

@@ -11,9 +11,11 @@ from torch import nn
 from robaudit.attacks.base import ATTACKS, AttackFn, KeepFirstSuccess
 
 
-def _step(alpha: float | None, eps: float, steps: int) -> float:
-    """Step size: the given ``alpha``, else 2.5 * eps / steps (Madry et al.)."""
-    return alpha if alpha is not None else 2.5 * eps / steps
+def default_step_size(params: dict) -> dict:
+    """Fill ``alpha`` (step size) when unset: 2.5 * eps / steps (Madry et al.), so reports state the value used."""
+    if params.get("alpha") is None:
+        params = {**params, "alpha": 2.5 * params["eps"] / params["steps"]}
+    return params
 
 
 @ATTACKS.register("fgsm", description="FGSM, one signed-gradient step (Goodfellow et al. 2015)", norm="Linf")
@@ -22,23 +24,39 @@ def fgsm(model: nn.Module, *, eps: float = 8 / 255) -> AttackFn:
     return torchattacks.FGSM(model, eps=eps)
 
 
-@ATTACKS.register("pgd", description="PGD, Linf, random start, restarts (Madry et al. 2018)", norm="Linf")
+@ATTACKS.register(
+    "pgd", description="PGD, Linf, random start, restarts (Madry et al. 2018)", norm="Linf", derive=default_step_size
+)
 def pgd(
     model: nn.Module, *, eps: float = 8 / 255, steps: int = 20, alpha: float | None = None, restarts: int = 1
 ) -> AttackFn:
     """Projected gradient descent on the cross-entropy, Linf; ``restarts`` random starts, first success kept."""
-    attack = torchattacks.PGD(model, eps=eps, alpha=_step(alpha, eps, steps), steps=steps, random_start=True)
+    attack = torchattacks.PGD(
+        model,
+        eps=eps,
+        alpha=default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"],
+        steps=steps,
+        random_start=True,
+    )
     if restarts <= 1:
         return attack
     return KeepFirstSuccess(model, [(f"restart-{i}", attack) for i in range(restarts)])
 
 
-@ATTACKS.register("pgdl2", description="PGD, L2, random start, restarts (Madry et al. 2018)", norm="L2")
+@ATTACKS.register(
+    "pgdl2", description="PGD, L2, random start, restarts (Madry et al. 2018)", norm="L2", derive=default_step_size
+)
 def pgdl2(
     model: nn.Module, *, eps: float = 0.5, steps: int = 20, alpha: float | None = None, restarts: int = 1
 ) -> AttackFn:
     """Projected gradient descent on the cross-entropy, L2."""
-    attack = torchattacks.PGDL2(model, eps=eps, alpha=_step(alpha, eps, steps), steps=steps, random_start=True)
+    attack = torchattacks.PGDL2(
+        model,
+        eps=eps,
+        alpha=default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"],
+        steps=steps,
+        random_start=True,
+    )
     if restarts <= 1:
         return attack
     return KeepFirstSuccess(model, [(f"restart-{i}", attack) for i in range(restarts)])
@@ -52,7 +70,9 @@ def cw(
     return torchattacks.CW(model, c=c, kappa=kappa, steps=steps, lr=lr)
 
 
-@ATTACKS.register("square", description="Square Attack, black-box score-based (Andriushchenko et al. 2020)")
+@ATTACKS.register(
+    "square", description="Square Attack, black-box score-based (Andriushchenko et al. 2020)", access="black-box"
+)
 def square(
     model: nn.Module,
     *,

@@ -9,6 +9,7 @@ variants, as in the paper: ``blurred`` (D(x, t*) alone), ``direct`` (R(D(x, t*),
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.purifiers.base import Purifier
+from robaudit.purifiers.base import PURIFIERS, Purifier
+from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import small_unet
 
 VARIANTS = ("blurred", "direct", "reconstructed")
@@ -129,6 +131,13 @@ class ColdPurifier(Purifier):
         return x.clamp(0, 1)
 
 
+@PURIFIERS.register(
+    "cold",
+    description="Defensive Diffusion: Gaussian-blur cold diffusion, variants blurred / direct / reconstructed",
+    recipe=ColdRecipe,
+    build=BlurRestorer,
+    train=functools.partial(fit_recipe, description="train cold (blur restorer)"),
+)
 def cold(network: BlurRestorer, *, variant: str = "reconstructed", t_star: float = 0.5) -> ColdPurifier:
     """variant: blurred, direct or reconstructed; t_star: blur depth as a fraction of the levels."""
     return ColdPurifier(network, variant=variant, t_star=t_star)

@@ -10,6 +10,7 @@ for the backward pass only (Lee & Kim, ICCV 2023), starting from the same diffus
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from robaudit.errors import CheckpointError
-from robaudit.purifiers.base import Purifier, randn_like
+from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
+from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import LevelConditionedUNet, small_unet
 
 
@@ -223,6 +225,14 @@ class DDPMPurifier(Purifier):
         return ((out + 1) / 2).clamp(0, 1)
 
 
+@PURIFIERS.register(
+    "ddpm",
+    description="DiffPure-style: diffuse to t*, reverse with DDPM (ancestral) or DDIM (few steps)",
+    recipe=DDPMRecipe,
+    build=DDPMNetwork,
+    train=functools.partial(fit_recipe, description="train ddpm"),
+    load_directory=DDPMNetwork.from_pretrained,
+)
 def ddpm(
     network: DDPMNetwork,
     *,

@@ -9,13 +9,15 @@ classifier's softmax over K = 10 purified draws.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from robaudit.purifiers.base import Purifier, randn_like
+from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
+from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import small_unet
 
 
@@ -122,6 +124,13 @@ class ADPPurifier(Purifier):
         return x.clamp(0, 1)
 
 
+@PURIFIERS.register(
+    "ebm",
+    description="ADP: score network (DSM), noise injection + adaptive-step score ascent, K-draw ensemble",
+    recipe=EBMRecipe,
+    build=ScoreNetwork,
+    train=functools.partial(fit_recipe, description="train ebm (score network)"),
+)
 def ebm(
     network: ScoreNetwork,
     *,
