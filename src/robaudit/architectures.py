@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from timm.models import register_model
+from torch import nn
+
 from robaudit.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
@@ -33,6 +37,39 @@ def small_vit(*, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:
 def small_resnet(*, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:
     """timm's resnet10t with ``channels`` input channels."""
     return "resnet10t", {"in_chans": channels}
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU stages (16, 32, 64 channels) and a linear head: (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, *, num_classes: int, in_chans: int = 3, width: int = 16) -> None:
+        super().__init__()
+        layers, channels = [], in_chans
+        for stage in range(3):
+            out = width * 2**stage
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2) if stage < 2 else nn.AdaptiveAvgPool2d(1))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalized images -> logits (N, num_classes)."""
+        return self.head(self.features(images).flatten(1))
+
+
+@register_model
+def robaudit_small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    """timm entry point of SmallCNN (no pretrained weights exist)."""
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return SmallCNN(**kwargs)
+
+
+@ARCHITECTURES.register("cnn", description="small CNN (3 conv stages, ~25k parameters): a distillation student")
+def small_cnn(*, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:
+    """robaudit's SmallCNN, registered with timm as ``robaudit_small_cnn``."""
+    return "robaudit_small_cnn", {"in_chans": channels}
 
 
 def architecture_for(name: str, *, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:

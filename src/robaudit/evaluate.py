@@ -26,8 +26,6 @@ from robaudit.registry import did_you_mean
 from robaudit.report import rebuild_reports
 from robaudit.rundir import RunDir
 
-DATA_COMMON = ["name", "path", "split", "limit", "image_size", "channels", "subset_seed"]
-
 
 @dataclass
 class DataSpec:

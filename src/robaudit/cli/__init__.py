@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from robaudit import __version__
-from robaudit.cli import attack, evaluate, ls, purify, report, train
+from robaudit.cli import attack, distill, evaluate, ls, purify, report, train
 from robaudit.cli.common import STATE
 
 app = typer.Typer(
@@ -32,7 +32,7 @@ def root(
     STATE["debug"] = debug
 
 
-for module in (train, attack, purify, evaluate, report, ls):
+for module in (train, attack, purify, distill, evaluate, report, ls):
     app.add_typer(module.app)
 
 

@@ -37,3 +37,37 @@ def handle_errors(func: F) -> F:
 
 SeedOption = typer.Option(0, "--seed", help="Seed of every random choice (recorded in the manifest).")
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+
+
+def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_output) -> None:
+    """Judge gates on a finished run, write gates.md/gates.json (and JUnit XML), exit 1 when one fails."""
+    import json
+
+    from robaudit.fileio import atomic_write_text
+    from robaudit.gates import as_json, gate_run, junit_xml
+    from robaudit.progress import console
+
+    if not gates and max_drop is None:
+        return
+    results = gate_run(run_dir, gates=gates, bound=bound, baseline=baseline, max_drop=max_drop)
+    if junit is not None:
+        atomic_write_text(junit, junit_xml(results))
+    if as_json_output:
+        typer.echo(json.dumps(as_json(results), indent=2))
+    for result in results:
+        mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
+        console.print(f"{mark} {result.message}", highlight=False)
+    if not all(result.passed for result in results):
+        failed = [r.name for r in results if not r.passed]
+        typer.echo(f"gate failed: {'; '.join(failed)}", err=True)
+        raise typer.Exit(1)
+
+
+GateOption = typer.Option(None, "--gate", help='A release gate, e.g. "robust_accuracy[pgd] >= 0.40" (repeatable).')
+GateBoundOption = typer.Option(
+    "value", "--gate-bound", help="Judge gates on the rate (value) or its 95% lower end (ci_low)."
+)
+BaselineOption = typer.Option(None, "--baseline", help="Run directory to compare against (with --max-drop).")
+MaxDropOption = typer.Option(None, "--max-drop", help="Fail when any rate fell by more than this vs --baseline.")
+JunitOption = typer.Option(None, "--junit", help="Write the gates as JUnit XML (one test case per gate).")
+JsonOption = typer.Option(False, "--json", help="Print the gate results as JSON on stdout.")

@@ -8,11 +8,21 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from robaudit.cli.common import handle_errors
+from robaudit.cli.common import (
+    BaselineOption,
+    GateBoundOption,
+    GateOption,
+    JsonOption,
+    JunitOption,
+    MaxDropOption,
+    handle_errors,
+    report_gates,
+)
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
 from robaudit.evaluate import EvaluateConfig, run_evaluation
+from robaudit.gates import Gate
 from robaudit.progress import console
 from robaudit.report import load_summary, with_ci
 
@@ -99,6 +109,12 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     seed: int = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or auto (default auto)."),
+    gate: list[str] = GateOption,
+    gate_bound: str = GateBoundOption,
+    baseline: Path = BaselineOption,
+    max_drop: float = MaxDropOption,
+    junit: Path = JunitOption,
+    json_output: bool = JsonOption,
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
     mapping = load_yaml(config) if config else {}
@@ -130,8 +146,20 @@ def evaluate(
         if isinstance(source, str) and detect_source(source)[0] != "artifact":
             console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
             mapping["attacks"] = list(DEFAULT_ATTACKS)
+    gates = list(mapping.pop("gates", None) or []) + list(gate or [])
+    for text in gates:
+        Gate.parse(text)  # a malformed gate fails before any work
     run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=overwrite)
     print_summary(run_dir)
+    report_gates(
+        run_dir,
+        gates=gates,
+        bound=gate_bound,
+        baseline=baseline,
+        max_drop=max_drop,
+        junit=junit,
+        as_json_output=json_output,
+    )
 
 
 def print_summary(run_dir: Path) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from robaudit.config import check_keys
 from robaudit.data import ImageSet
-from robaudit.errors import CheckpointError, ConfigError
+from robaudit.errors import CheckpointError
 from robaudit.fileio import atomic_write
 from robaudit.registry import Registry
 
@@ -143,11 +143,3 @@ def purifier_cache_path(kind: str, *, data: str, recipe: Any, seed: int, extra: 
     key = json.dumps([kind, data, asdict(recipe), seed, extra], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "purifiers" / f"{kind}-{Path(data).stem}-{digest}.pt"
-
-
-def check_kind(kind: str) -> None:
-    """Raise a ConfigError listing the purifier kinds when ``kind`` is unknown."""
-    if kind not in PURIFIERS:
-        PURIFIERS.get(kind)  # raises with the list of valid names
-    if "recipe" not in PURIFIERS.get(kind).meta:
-        raise ConfigError(f"purifier {kind!r} cannot be trained")
