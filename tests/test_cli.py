@@ -148,3 +148,20 @@ def test_bad_inputs(model, workdir, binary_model_path):
 def test_debug_shows_traceback(model):
     result = runner.invoke(app, ["--debug", "evaluate", "--model", "missing.pt", "--data", "digits"])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_reports_escape_names_from_files(workdir, digits_model_path):
+    import torch
+
+    payload = torch.load(digits_model_path, weights_only=True)
+    payload["card"]["class_names"][0] = "<script>alert(1)</script>|**x**"
+    torch.save(payload, workdir / "crafted.pt")
+    result = invoke(
+        "evaluate", "--model", "crafted.pt", "--data", "digits", "--limit", 6, "--attacks", "fgsm", "--out", "run"
+    )
+    assert result.exit_code == 0, result.output
+    markdown = (workdir / "run" / "report.md").read_text()
+    html = (workdir / "run" / "report.html").read_text()
+    assert "<script>" not in markdown and "\\<script\\>" in markdown and "\\|" in markdown
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("data:image/png;base64,") == 2  # plots embedded: the page is self-contained

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from importlib import resources
@@ -14,7 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from robaudit.attacks.base import ATTACKS, format_eps
 from robaudit.defense import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
-from robaudit.fileio import atomic_write_json, atomic_write_text
+from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.results import (
     CLEAN,
     SUMMARY_SCHEMA,
@@ -52,15 +53,15 @@ def default_templates() -> Path:
     return Path(str(resources.files("robaudit") / "reports" / "templates"))
 
 
-def template_environment(folder: Path) -> SandboxedEnvironment:
-    """A sandboxed jinja2 environment over ``folder`` with robaudit's filters."""
+def template_environment(folder: Path, *, autoescape: bool = False) -> SandboxedEnvironment:
+    """A sandboxed jinja2 environment over ``folder`` with robaudit's filters (autoescaping for HTML)."""
     env = SandboxedEnvironment(
         loader=FileSystemLoader(str(folder)),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=autoescape,
     )
     env.filters.update(md=escape_markdown, pct=percent, ci=with_ci, eps=format_eps)
     return env
@@ -165,7 +166,30 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
         target = template.name.removesuffix(".j2") if template.name.endswith(".j2") else f"{template.name}.out"
     text = env.get_template(name).render(summary=summary, manifest=manifest, config=run_dir.read_config())
     written["report"] = atomic_write_text(run_dir.path / target, text)
+    if template is None:
+        written["html"] = write_html(run_dir, summary, manifest)
     return written
+
+
+def figures(summary: dict[str, Any]) -> dict[str, str]:
+    """The report's plots as base64 PNGs, keyed by name (also written to RUN/plots/)."""
+    from robaudit.plots import per_class_bars, robust_accuracy_bars
+
+    pngs = {"1-robust-accuracy": robust_accuracy_bars(summary)}
+    if summary["defenses"][0].get("per_class"):
+        pngs["2-per-class"] = per_class_bars(summary, summary["model"]["class_names"])
+    return pngs
+
+
+def write_html(run_dir: RunDir, summary: dict[str, Any], manifest: dict[str, Any]) -> Path:
+    """A self-contained HTML report (plots embedded), autoescaped; plots also saved under RUN/plots/."""
+    pngs = figures(summary)
+    for name, png in pngs.items():
+        atomic_write(run_dir.path / "plots" / f"{name}.png", lambda tmp, data=png: tmp.write_bytes(data))
+    env = template_environment(default_templates(), autoescape=True)
+    encoded = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items()}
+    html = env.get_template("report.html.j2").render(summary=summary, manifest=manifest, figures=encoded)
+    return atomic_write_text(run_dir.path / "report.html", html)
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:

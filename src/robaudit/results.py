@@ -114,8 +114,21 @@ def summarize(
                 entry = {**entry, "purifier": label, "threat": threat}
                 robust_all &= survived
                 results.append(entry)
+        labels = clean_rows.groupby("sample_id")["label"].first().reindex(clean.index)
+        per_class = []
+        for label in sorted(labels.unique().tolist()):
+            members = labels == label
+            per_class.append(
+                {
+                    "label": int(label),
+                    "n": int(members.sum()),
+                    "clean_accuracy": rate(int(clean[members].all(axis=1).sum()), int(members.sum())),
+                    "worst_case": rate(int(robust_all[members].sum()), int(members.sum())),
+                }
+            )
         summary = {
             **defense,
+            "per_class": per_class,
             "n_samples": int(n),
             "clean_accuracy": rate(int(clean.values.sum()), n * repeats),
             "clean_accuracy_worst_of_n": rate(int(clean.all(axis=1).sum()), n),

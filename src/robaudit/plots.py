@@ -1,0 +1,73 @@
+"""Figures for reports (matplotlib, headless): robust accuracy per condition and per class, as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def robust_accuracy_bars(summary: dict[str, Any]) -> bytes:
+    """Bar chart: clean and robust accuracy (with 95% intervals) for each attack x defense x threat model."""
+    labels, values, lows, highs, colors = [], [], [], [], []
+    palette = {"none": "#555555", "non-adaptive": "#4c72b0", "bpda": "#dd8452", "adaptive": "#c44e52"}
+    for defense in summary["defenses"]:
+        rows = [("clean", "none", defense["clean_accuracy"])]
+        rows += [(r["label"], r["threat"], r["robust_accuracy"]) for r in defense["results"]]
+        rows.append(("worst case", "none", defense["worst_case"]["robust_accuracy"]))
+        for name, threat, rate in rows:
+            if rate["value"] is None:
+                continue
+            labels.append(f"{defense['label']}: {name}" + (f" ({threat})" if threat not in ("none",) else ""))
+            values.append(rate["value"])
+            lows.append(rate["value"] - rate["ci_low"])
+            highs.append(rate["ci_high"] - rate["value"])
+            colors.append("#222222" if name == "worst case" else palette.get(threat, "#8172b2"))
+    figure, axis = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.2))
+    positions = range(len(labels))
+    axis.barh(list(positions), values, xerr=[lows, highs], color=colors, capsize=2)
+    axis.set_yticks(list(positions), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("accuracy (95% Wilson interval)")
+    axis.set_title("Clean and robust accuracy per defense, attack and threat model")
+    return _png(figure)
+
+
+def per_class_bars(summary: dict[str, Any], class_names: list[str]) -> bytes:
+    """Grouped bars per class: clean and worst-case robust accuracy of each defense."""
+    defenses = summary["defenses"]
+    classes = [c["label"] for c in defenses[0]["per_class"]]
+    width = 0.8 / (2 * len(defenses))
+    figure, axis = plt.subplots(figsize=(min(14, 2 + 0.18 * len(classes) * len(defenses)), 3.8))
+    for d_index, defense in enumerate(defenses):
+        by_class = {c["label"]: c for c in defense["per_class"]}
+        for k, (key, alpha) in enumerate((("clean_accuracy", 0.45), ("worst_case", 1.0))):
+            offset = (2 * d_index + k) * width - 0.4 + width / 2
+            values = [by_class[c][key]["value"] or 0 for c in classes]
+            axis.bar(
+                [i + offset for i in range(len(classes))],
+                values,
+                width,
+                alpha=alpha,
+                label=f"{defense['label']} {'clean' if k == 0 else 'worst case'}",
+                color=f"C{d_index}",
+            )
+    names = [class_names[c] if c < len(class_names) else str(c) for c in classes]
+    axis.set_xticks(range(len(classes)), names, rotation=30, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.set_title("Per class: clean (light) and worst-case robust (dark) accuracy")
+    axis.legend(fontsize=7, ncol=len(defenses), loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    return _png(figure)
