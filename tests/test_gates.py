@@ -109,3 +109,27 @@ def test_cli_exit_codes(tmp_path, monkeypatch, digits_model_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["report", "run", "--gate", "worst_case =< 0.3"])
     assert result.exit_code == 2 and "does not parse" in result.output
+
+
+def test_delta_interval_and_comparison(tmp_path, monkeypatch, digits_model_path):
+    from robaudit.compare import delta_interval
+    from robaudit.results import rate
+
+    delta, low, high = delta_interval(rate(50, 100), rate(60, 100))
+    # By hand from the Wilson intervals [0.5020, 0.6906] (60/100) and [0.4038, 0.5962] (50/100):
+    # 0.1 -/+ sqrt(0.098^2 + 0.0962^2) and sqrt(0.0906^2 + 0.0962^2) -> [-0.0373, 0.2321].
+    assert (
+        delta == pytest.approx(0.10)
+        and low == pytest.approx(-0.0366, abs=2e-3)
+        and high == pytest.approx(0.2302, abs=2e-3)
+    )
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(digits_model_path, "m.pt")
+    runner = CliRunner()
+    for out, eps in (("old", "8/255"), ("new", "16/255")):
+        args = ["evaluate", "--model", "m.pt", "--data", "digits", "--limit", "16", "--attacks", "pgd", "--eps", eps]
+        assert runner.invoke(app, [*args, "--out", out]).exit_code == 0
+    result = runner.invoke(app, ["report", "old", "new"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "new" / "comparison.md").read_text()
+    assert "robust accuracy [pgd / none / none]" in text and "delta [95% CI]" in text

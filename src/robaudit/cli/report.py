@@ -16,8 +16,11 @@ from robaudit.cli.common import (
     handle_errors,
     report_gates,
 )
+from robaudit.compare import compare_summaries, comparison_markdown
+from robaudit.errors import ConfigError
+from robaudit.fileio import atomic_write_text
 from robaudit.progress import console
-from robaudit.report import rebuild_reports
+from robaudit.report import load_summary, rebuild_reports
 
 app = typer.Typer()
 
@@ -25,7 +28,10 @@ app = typer.Typer()
 @app.command("report")
 @handle_errors
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory written by evaluate."),
+    run_dirs: list[Path] = typer.Argument(..., help="A run directory; two to compare (the last release first)."),
+    out: Path = typer.Option(
+        None, "--out", help="With two runs: where to write the comparison (default RUN_B/comparison.md)."
+    ),
     template: Path = typer.Option(None, "--template", help="A jinja2 template to render instead of report.md."),
     gate: list[str] = GateOption,
     gate_bound: str = GateBoundOption,
@@ -34,10 +40,19 @@ def report(
     junit: Path = JunitOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Rebuild a run's reports from its stored records; judge release gates on it."""
-    written = rebuild_reports(run_dir, template=template)
-    for path in written.values():
-        console.print(f"wrote {path}")
+    """Rebuild a run's reports from its stored records and judge release gates on it; with two runs, compare them."""
+    if len(run_dirs) > 2:
+        raise ConfigError("report takes one run directory, or two to compare (the last release first)")
+    for run_dir in run_dirs:
+        for path in rebuild_reports(run_dir, template=template).values():
+            console.print(f"wrote {path}")
+    run_dir = run_dirs[-1]
+    if len(run_dirs) == 2:
+        before, after = load_summary(run_dirs[0]), load_summary(run_dirs[1])
+        text = comparison_markdown(compare_summaries(before, after), before=str(run_dirs[0]), after=str(run_dirs[1]))
+        target = atomic_write_text(out or run_dir / "comparison.md", text)
+        console.print(text)
+        console.print(f"wrote {target}")
     report_gates(
         run_dir,
         gates=list(gate or []),
