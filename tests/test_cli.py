@@ -165,3 +165,29 @@ def test_reports_escape_names_from_files(workdir, digits_model_path):
     assert "<script>" not in markdown and "\\<script\\>" in markdown and "\\|" in markdown
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("data:image/png;base64,") == 2  # plots embedded: the page is self-contained
+
+
+def test_eps_sweep(model, workdir):
+    result = invoke(
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        "digits",
+        "--limit",
+        16,
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "2/255,8/255,4/255",
+        "--out",
+        "sweep",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workdir / "sweep" / "summary.json").read_text())
+    labels = [a["label"] for a in summary["attacks"]]
+    assert labels == ["fgsm", "fgsm@0.007843", "fgsm@0.01569", "pgd", "pgd@0.007843", "pgd@0.01569"]
+    assert summary["worst_case"]["over"] == ["fgsm", "pgd"]  # the headline budget is the largest, 8/255
+    assert {a["eps"] for a in summary["attacks"] if not a.get("sweep")} == {8 / 255}
+    assert (workdir / "sweep" / "plots" / "3-robust-vs-eps.png").is_file()
+    assert "Robust accuracy vs eps" in (workdir / "sweep" / "report.md").read_text()

@@ -89,7 +89,8 @@ def test_train_purify_evaluate(kind, tmp_path, monkeypatch, digits_model_path):
     assert all(r["linf"] <= 8 / 255 + 1e-6 for r in records)
 
 
-def test_untrained_purifier_is_trained_once_and_cached(capsys):
+def test_untrained_purifier_is_trained_once_and_cached(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path))  # a cache of its own: other tests may train the same recipe
     spec = ComponentSpec("cold", {"recipe": {**TINY_RECIPES["cold"], "epochs": 1}})
     resolved = resolve_purifier(spec)
     _, first = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")

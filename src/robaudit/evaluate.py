@@ -25,6 +25,7 @@ from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolv
 from robaudit.registry import did_you_mean
 from robaudit.report import rebuild_reports
 from robaudit.rundir import RunDir
+from robaudit.sanity import preflight
 
 
 @dataclass
@@ -109,6 +110,8 @@ class EvaluateConfig:
     repeats: int = 3
     eps: float = 8 / 255
     eps_l2: float = 0.5
+    eps_sweep: list[float] = field(default_factory=list)  # extra Linf budgets (robust accuracy vs eps)
+    eps_l2_sweep: list[float] = field(default_factory=list)
     seed: int = 0
     out: str | None = None
     batch_size: int = 128
@@ -146,10 +149,11 @@ class EvaluateConfig:
             purifiers=[ComponentSpec.parse(p, where="purifiers") for p in purifiers],
             threats=list(threats),
         )
-        if "eps" in mapping:
-            config.eps = parse_eps(mapping["eps"], name="eps")
-        if "eps_l2" in mapping:
-            config.eps_l2 = parse_eps(mapping["eps_l2"], name="eps_l2")
+        for key in ("eps", "eps_l2"):
+            if key in mapping:
+                budgets = parse_budgets(mapping[key], name=key)
+                setattr(config, key, budgets[-1])
+                setattr(config, f"{key}_sweep", budgets[:-1])
         for key, hint in (
             ("seed", int),
             ("batch_size", int),
@@ -173,6 +177,12 @@ class EvaluateConfig:
             seen[spec.name] = seen.get(spec.name, 0) + 1
             attack.label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
             resolved.append(attack)
+            if "eps" in spec.params:
+                continue  # an explicit budget: no sweep
+            for budget in self.eps_sweep if attack.norm == "Linf" else self.eps_l2_sweep:
+                extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
+                extra.label, extra.sweep = f"{attack.label}@{budget:.4g}", True
+                resolved.append(extra)
         return resolved
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
@@ -201,10 +211,21 @@ class EvaluateConfig:
             **purifiers,
             "eps": self.eps,
             "eps_l2": self.eps_l2,
+            **({"eps_sweep": self.eps_sweep} if self.eps_sweep else {}),
+            **({"eps_l2_sweep": self.eps_l2_sweep} if self.eps_l2_sweep else {}),
             "seed": self.seed,
             "batch_size": self.batch_size,
             "device": self.device,
         }
+
+
+def parse_budgets(value: object, *, name: str) -> list[float]:
+    """One budget or several (a list, or ``"2/255,4/255,8/255"``), sorted; the largest is the headline budget."""
+    items = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else [value]
+    budgets = sorted({parse_eps(item, name=name) for item in items})
+    if not budgets:
+        raise ConfigError(f"{name}: give at least one budget, e.g. {name}=8/255")
+    return budgets
 
 
 def data_fingerprint(dataset: ImageSet) -> str:
@@ -247,7 +268,6 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
             classifier=model,
             classifier_sha256=model_sha,
         )
-        purifier.to(device)
         repeats = config.repeats if purifier.stochastic else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats)))
         purifier_details[spec.label] = {
@@ -293,6 +313,11 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
         "attack_details": {},
         "purifier_details": purifier_details,
     }
+    purifier_modules = {d.label: d.purifier for d in defenses if d.purifier is not None}
+    manifest["preflight"] = [f.to_dict() for f in preflight(model.cpu(), dataset, purifiers=purifier_modules)]
+    for defense in defenses:
+        if defense.purifier is not None:
+            defense.purifier.to(device)
     run_dir.write_config(resolved)
     run_dir.write_manifest(manifest)
 

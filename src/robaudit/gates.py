@@ -155,7 +155,13 @@ def as_json(results: list[GateResult]) -> dict[str, Any]:
 
 
 def gate_run(
-    run_dir, *, gates: list[str], bound: str = "value", baseline=None, max_drop: float | None = None
+    run_dir,
+    *,
+    gates: list[str],
+    bound: str = "value",
+    baseline=None,
+    max_drop: float | None = None,
+    strict: bool = False,
 ) -> list[GateResult]:
     """Judge a run directory's summary; write ``gates.md`` and ``gates.json`` beside it."""
     import json
@@ -174,6 +180,17 @@ def gate_run(
         if not baseline_path.is_file():
             raise ConfigError(f"baseline {str(baseline)!r} has no summary.json; pass a run directory")
         results += judge_max_drop(summary, json.loads(baseline_path.read_text(encoding="utf-8")), max_drop=max_drop)
+    if strict:
+        serious = [f for f in summary.get("flags", []) if f["severity"] in ("warning", "error")]
+        names = "; ".join(f"{f['severity']}: {f['title']}" for f in serious)
+        results.append(
+            GateResult(
+                "sanity checks (--strict)",
+                float(len(serious)),
+                not serious,
+                f"sanity checks (--strict): {names or 'no warning or error'}",
+            )
+        )
     if not summary.get("complete", False):
         results.append(GateResult("run is complete", None, False, "the run is incomplete: gates cannot pass"))
     atomic_write_text(run_dir / "gates.md", markdown(results))

@@ -71,3 +71,32 @@ def per_class_bars(summary: dict[str, Any], class_names: list[str]) -> bytes:
     axis.set_title("Per class: clean (light) and worst-case robust (dark) accuracy")
     axis.legend(fontsize=7, ncol=len(defenses), loc="upper center", bbox_to_anchor=(0.5, -0.18))
     return _png(figure)
+
+
+def robust_vs_eps(summary: dict[str, Any]) -> bytes | None:
+    """Robust accuracy against the budget, one line per (attack, defense, threat model); None without a sweep."""
+    lines: dict[tuple[str, str, str, str], list[tuple[float, dict[str, Any]]]] = {}
+    for defense in summary["defenses"]:
+        for r in defense["results"]:
+            lines.setdefault((r["name"], r["norm"], defense["label"], r["threat"]), []).append((r["eps"], r))
+    lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items() if len({e for e, _ in v}) > 1}
+    if not lines:
+        return None
+    norms = sorted({k[1] for k in lines})
+    figure, axes = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)
+    for axis, norm in zip(axes[0], norms, strict=True):
+        for (name, line_norm, defense, threat), points in lines.items():
+            if line_norm != norm:
+                continue
+            eps = [e for e, _ in points]
+            values = [r["robust_accuracy"]["value"] for _, r in points]
+            low = [r["robust_accuracy"]["value"] - r["robust_accuracy"]["ci_low"] for _, r in points]
+            high = [r["robust_accuracy"]["ci_high"] - r["robust_accuracy"]["value"] for _, r in points]
+            label = f"{name}, {defense}" + ("" if threat == "none" else f" ({threat})")
+            axis.errorbar(eps, values, yerr=[low, high], marker="o", capsize=2, label=label)
+        axis.set_xlabel(f"{norm} eps")
+        axis.set_ylabel("robust accuracy (95% interval)")
+        axis.set_ylim(0, 1)
+        axis.set_title(f"Robust accuracy vs {norm} budget")
+        axis.legend(fontsize=7)
+    return _png(figure)

@@ -25,6 +25,7 @@ from robaudit.results import (
     summarize,
 )
 from robaudit.rundir import RunDir
+from robaudit.sanity import Flag, postrun
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -96,7 +97,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     done = int((frame["condition"] == CLEAN).sum())
     complete = manifest.get("status") == "complete" and done == expected
     card = manifest["model"]["card"]
-    return {
+    summary = {
         "schema": SUMMARY_SCHEMA,
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "complete": complete,
@@ -122,26 +123,15 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "eps_l2": config.get("eps_l2"),
             "eot": config.get("eot"),
         },
-        "warnings": weak_adaptive_warnings(numbers),
+        "flags": [],
         "seed": config.get("seed"),
         **numbers,
     }
-
-
-def weak_adaptive_warnings(numbers: dict[str, Any]) -> list[str]:
-    """Flag (attack, purifier) pairs where the adaptive attack is clearly weaker than the non-adaptive one."""
-    warnings = []
-    for defense in numbers["defenses"][1:]:
-        by_key = {(r["label"], r["threat"]): r["robust_accuracy"] for r in defense["results"]}
-        for (label, threat), adaptive in by_key.items():
-            base = by_key.get((label, "non-adaptive"))
-            if threat in ("bpda", "adaptive") and base and adaptive["ci_low"] > base["ci_high"]:
-                warnings.append(
-                    f"{label} against {defense['label']}: {threat} robust accuracy {percent(adaptive['value'])} is "
-                    f"above the non-adaptive {percent(base['value'])} beyond their intervals: the {threat} attack is "
-                    "too weak (more steps, EOT draws or a better surrogate needed)"
-                )
-    return warnings
+    flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary)
+    summary["flags"] = [f.to_dict() for f in flags]
+    summary["preflight_checked"] = "preflight" in manifest
+    summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
+    return summary
 
 
 def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> dict[str, Path]:
@@ -173,11 +163,14 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
 
 def figures(summary: dict[str, Any]) -> dict[str, str]:
     """The report's plots as base64 PNGs, keyed by name (also written to RUN/plots/)."""
-    from robaudit.plots import per_class_bars, robust_accuracy_bars
+    from robaudit.plots import per_class_bars, robust_accuracy_bars, robust_vs_eps
 
     pngs = {"1-robust-accuracy": robust_accuracy_bars(summary)}
     if summary["defenses"][0].get("per_class"):
         pngs["2-per-class"] = per_class_bars(summary, summary["model"]["class_names"])
+    sweep = robust_vs_eps(summary)
+    if sweep is not None:
+        pngs["3-robust-vs-eps"] = sweep
     return pngs
 
 

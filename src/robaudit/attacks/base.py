@@ -34,7 +34,8 @@ class ResolvedAttack:
     norm: str
     eps: float
     params: dict[str, Any] = field(default_factory=dict)
-    label: str = ""  # unique display name within a run (e.g. "pgd" or "pgd#2")
+    label: str = ""  # unique display name within a run (e.g. "pgd", "pgd#2", or "pgd@0.01569" in an eps sweep)
+    sweep: bool = False  # an extra budget of an eps sweep: reported, but not part of the headline worst case
 
     def threat_model(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -42,7 +43,10 @@ class ResolvedAttack:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for records, summaries and manifests."""
-        return {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps, "params": self.params}
+        out = {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps, "params": self.params}
+        if self.sweep:
+            out["sweep"] = True
+        return out
 
 
 def format_eps(eps: float) -> str:

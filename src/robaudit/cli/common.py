@@ -39,7 +39,7 @@ SeedOption = typer.Option(0, "--seed", help="Seed of every random choice (record
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda or auto.")
 
 
-def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_output) -> None:
+def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_output, strict=False) -> None:
     """Judge gates on a finished run, write gates.md/gates.json (and JUnit XML), exit 1 when one fails."""
     import json
 
@@ -47,9 +47,9 @@ def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_ou
     from robaudit.gates import as_json, gate_run, junit_xml
     from robaudit.progress import console
 
-    if not gates and max_drop is None:
+    if not gates and max_drop is None and not strict:
         return
-    results = gate_run(run_dir, gates=gates, bound=bound, baseline=baseline, max_drop=max_drop)
+    results = gate_run(run_dir, gates=gates, bound=bound, baseline=baseline, max_drop=max_drop, strict=strict)
     if junit is not None:
         atomic_write_text(junit, junit_xml(results))
     if as_json_output:
@@ -71,3 +71,4 @@ BaselineOption = typer.Option(None, "--baseline", help="Run directory to compare
 MaxDropOption = typer.Option(None, "--max-drop", help="Fail when any rate fell by more than this vs --baseline.")
 JunitOption = typer.Option(None, "--junit", help="Write the gates as JUnit XML (one test case per gate).")
 JsonOption = typer.Option(False, "--json", help="Print the gate results as JSON on stdout.")
+StrictOption = typer.Option(False, "--strict", help="Fail the gates when a sanity check raises a warning or error.")

@@ -90,5 +90,5 @@ def distill_command(
     atomic_write_json(f"{stem}.comparison.json", result)
     text = comparison_markdown(result)
     atomic_write_text(f"{stem}.comparison.md", text)
-    console.print(text)
+    typer.echo(text)
     console.print(f"wrote {out}, {stem}.comparison.md and {stem}.comparison.json")

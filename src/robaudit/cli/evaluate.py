@@ -15,6 +15,7 @@ from robaudit.cli.common import (
     JsonOption,
     JunitOption,
     MaxDropOption,
+    StrictOption,
     handle_errors,
     report_gates,
 )
@@ -115,6 +116,7 @@ def evaluate(
     max_drop: float = MaxDropOption,
     junit: Path = JunitOption,
     json_output: bool = JsonOption,
+    strict: bool = StrictOption,
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
     mapping = load_yaml(config) if config else {}
@@ -159,6 +161,7 @@ def evaluate(
         max_drop=max_drop,
         junit=junit,
         as_json_output=json_output,
+        strict=strict,
     )
 
 

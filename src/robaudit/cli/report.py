@@ -13,6 +13,7 @@ from robaudit.cli.common import (
     JsonOption,
     JunitOption,
     MaxDropOption,
+    StrictOption,
     handle_errors,
     report_gates,
 )
@@ -39,6 +40,7 @@ def report(
     max_drop: float = MaxDropOption,
     junit: Path = JunitOption,
     json_output: bool = JsonOption,
+    strict: bool = StrictOption,
 ) -> None:
     """Rebuild a run's reports from its stored records and judge release gates on it; with two runs, compare them."""
     if len(run_dirs) > 2:
@@ -51,7 +53,7 @@ def report(
         before, after = load_summary(run_dirs[0]), load_summary(run_dirs[1])
         text = comparison_markdown(compare_summaries(before, after), before=str(run_dirs[0]), after=str(run_dirs[1]))
         target = atomic_write_text(out or run_dir / "comparison.md", text)
-        console.print(text)
+        typer.echo(text)
         console.print(f"wrote {target}")
     report_gates(
         run_dir,
@@ -61,4 +63,5 @@ def report(
         max_drop=max_drop,
         junit=junit,
         as_json_output=json_output,
+        strict=strict,
     )

@@ -1,0 +1,73 @@
+"""Sanity checks: a gradient-masking model (input quantization) trips the zero-gradient and black-box-beats-
+white-box flags; a normal model trips none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from timm.models import register_model
+from torch import nn
+from typer.testing import CliRunner
+
+from robaudit.architectures import SmallCNN
+from robaudit.classifiers import save_classifier
+from robaudit.cli import app
+from robaudit.data import load_dataset
+from robaudit.train import ClassifierRecipe, train_classifier
+
+
+class Quantize(nn.Module):
+    """Rounds inputs to 9 grey levels: piecewise constant, so its gradient is zero almost everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 8) / 8
+
+
+@register_model
+def robaudit_test_quantized_cnn(pretrained: bool = False, **kwargs):
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return nn.Sequential(Quantize(), SmallCNN(**kwargs))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sanity")
+    train = load_dataset("digits", split="train")
+    paths = {}
+    for name, arch in (("normal", "cnn"), ("masked", "robaudit_test_quantized_cnn")):
+        model, _ = train_classifier(train, None, recipe=ClassifierRecipe(arch=arch, epochs=6, normalize=False), seed=0)
+        paths[name] = save_classifier(model, folder / f"{name}.pt")
+    return paths
+
+
+def _audit(model_path, tmp_path):
+    config = {
+        "model": str(model_path),
+        "data": {"name": "digits", "limit": 48},
+        "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 20}, {"name": "square", "n_queries": 300}],
+        "eps": "16/255",
+        "out": str(tmp_path / "run"),
+    }
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(tmp_path / "audit.yaml"), "--strict"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    return result, summary
+
+
+def test_gradient_masking_is_flagged(models, tmp_path):
+    result, summary = _audit(models["masked"], tmp_path)
+    checks = {f["check"] for f in summary["flags"] if f["severity"] == "error"}
+    assert "gradients" in checks, summary["flags"]
+    assert "black-box-beats-white-box" in checks, summary["flags"]
+    assert result.exit_code == 1  # --strict fails the gates
+    assert "gradient masking" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_normal_model_trips_no_flag(models, tmp_path):
+    result, summary = _audit(models["normal"], tmp_path)
+    assert [f for f in summary["flags"] if f["severity"] != "info"] == []
+    assert result.exit_code == 0, result.output
