@@ -164,7 +164,9 @@ def test_reports_escape_names_from_files(workdir, digits_model_path):
     html = (workdir / "run" / "report.html").read_text()
     assert "<script>" not in markdown and "\\<script\\>" in markdown and "\\|" in markdown
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert html.count("data:image/png;base64,") == 2  # plots embedded: the page is self-contained
+    # plots embedded (accuracy bars, per class, example gallery): the page is self-contained
+    assert html.count("data:image/png;base64,") == 3
+    assert (workdir / "run" / "plots" / "4-gallery.png").is_file()
 
 
 def test_eps_sweep(model, workdir):

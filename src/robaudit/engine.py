@@ -83,6 +83,18 @@ class BatchEvaluator:
                             build_attack(attack, model, num_classes=num_classes, seed=derive_seed(seed, *key)),
                         )
 
+    gallery_size = 6
+
+    @torch.no_grad()
+    def keep_examples(self, adversarial: torch.Tensor, attack: ResolvedAttack, defense: Defense, threat: str) -> None:
+        """Keep the first samples' adversarial (and purified) images for the report's gallery."""
+        key = f"{attack.label}|{defense.label}|{threat}"
+        head = adversarial[: self.gallery_size]
+        self.gallery[f"adversarial|{key}"] = head.cpu()
+        if defense.purifier is not None:
+            generator = torch.Generator(device=head.device).manual_seed(derive_seed(self.seed, "gallery", key))
+            self.gallery[f"purified|{key}"] = defense.purifier(head, generator=generator).cpu()
+
     def steps(self) -> int:
         """Progress units per batch."""
         return len(self.defenses) + sum(len(d.threats) for d in self.defenses) * len(self.attacks)
@@ -144,6 +156,9 @@ class BatchEvaluator:
                 )
 
         zeros = torch.zeros(n, device=device)
+        if start == 0:
+            self.gallery = {"clean": images[: self.gallery_size].cpu()}
+            self.gallery_ids = ids[: self.gallery_size]
         clean: dict[str, list[torch.Tensor]] = {}
         for defense in self.defenses:
             clean[defense.label] = []
@@ -195,6 +210,8 @@ class BatchEvaluator:
                         )
                         seconds = (time.perf_counter() - tic) / max(1, len(index))
                     linf, l2 = perturbation_norms(adversarial, images)
+                    if start == 0 and not attack.sweep:
+                        self.keep_examples(adversarial, attack, defense, threat)
                     for repeat in range(defense.repeats):
                         pred = self.predict(defense, adversarial, attack.label, defense.label, threat, repeat, start)
                         clean_pred = clean[defense.label][repeat]
@@ -235,6 +252,8 @@ def evaluate_batches(
                 dataset, start, stop, device=device, advance=lambda s: bar.update(task, advance=1, status=s)
             )
             run_dir.write_part(start, stop, records)
+            if start == 0:
+                run_dir.write_gallery(evaluator.gallery, evaluator.gallery_ids)
 
 
 def attack_dataset(

@@ -100,3 +100,49 @@ def robust_vs_eps(summary: dict[str, Any]) -> bytes | None:
         axis.set_title(f"Robust accuracy vs {norm} budget")
         axis.legend(fontsize=7)
     return _png(figure)
+
+
+def gallery(
+    images: dict[str, Any],
+    ids: list[str],
+    preds: dict[tuple[str, str], int],
+    labels: dict[str, int],
+    class_names: list[str],
+) -> bytes:
+    """Grid of the first samples: clean, adversarial (undefended) and, per purifier, the strongest threat model's
+    adversarial and purified image, titled with the prediction (red when wrong)."""
+    order = {"adaptive": 0, "bpda": 1, "non-adaptive": 2, "none": 3}
+    first_attack = next(k.split("|")[1] for k in images if k.startswith("adversarial|"))
+    chosen: dict[str, str] = {}
+    for key in images:
+        kind, attack, defense, threat = (key.split("|") + [None] * 3)[:4]
+        if kind == "adversarial" and attack == first_attack:
+            best = chosen.get(defense)
+            if best is None or order[threat] < order[best.split("|")[3]]:
+                chosen[defense] = key
+    columns = [("clean", "clean", "none|none|none")]
+    for defense, key in sorted(chosen.items(), key=lambda item: item[0] != "none"):  # undefended first
+        _, attack, _, threat = key.split("|")
+        condition = f"{attack}|{defense}|{threat}"
+        if defense == "none":
+            columns.append((key, f"{attack}", condition))
+        else:
+            columns.append((key, f"{attack} ({threat})\nvs {defense}", None))
+            columns.append((key.replace("adversarial|", "purified|", 1), f"purified by {defense}", condition))
+    rows = len(ids)
+    figure, axes = plt.subplots(rows, len(columns), figsize=(1.5 * len(columns), 1.6 * rows), squeeze=False)
+    for r, sample in enumerate(ids):
+        for c, (key, title, condition) in enumerate(columns):
+            axis = axes[r][c]
+            image = images[key][r]
+            axis.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(title, fontsize=7)
+            if condition is not None and (sample, condition) in preds:
+                pred = preds[(sample, condition)]
+                name = class_names[pred] if pred < len(class_names) else str(pred)
+                axis.set_xlabel(f"pred {name}", fontsize=7, color="black" if pred == labels[sample] else "red")
+    figure.suptitle("Examples: predictions in red are wrong", fontsize=9)
+    return _png(figure)

@@ -161,9 +161,9 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
     return written
 
 
-def figures(summary: dict[str, Any]) -> dict[str, str]:
-    """The report's plots as base64 PNGs, keyed by name (also written to RUN/plots/)."""
-    from robaudit.plots import per_class_bars, robust_accuracy_bars, robust_vs_eps
+def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str, bytes]:
+    """The report's plots as PNG bytes, keyed by name (also written to RUN/plots/)."""
+    from robaudit.plots import gallery, per_class_bars, robust_accuracy_bars, robust_vs_eps
 
     pngs = {"1-robust-accuracy": robust_accuracy_bars(summary)}
     if summary["defenses"][0].get("per_class"):
@@ -171,12 +171,20 @@ def figures(summary: dict[str, Any]) -> dict[str, str]:
     sweep = robust_vs_eps(summary)
     if sweep is not None:
         pngs["3-robust-vs-eps"] = sweep
+    stored = run_dir.read_gallery() if run_dir is not None else None
+    if stored is not None and any(k.startswith("adversarial|") for k in stored[0]):
+        images, ids = stored
+        wanted = set(ids)
+        records = [r for r in run_dir.read_records() if r["sample_id"] in wanted and r["repeat"] == 0]
+        preds = {(r["sample_id"], r["condition"]): r["pred"] for r in records}
+        labels = {r["sample_id"]: r["label"] for r in records}
+        pngs["4-gallery"] = gallery(images, ids, preds, labels, summary["model"]["class_names"])
     return pngs
 
 
 def write_html(run_dir: RunDir, summary: dict[str, Any], manifest: dict[str, Any]) -> Path:
     """A self-contained HTML report (plots embedded), autoescaped; plots also saved under RUN/plots/."""
-    pngs = figures(summary)
+    pngs = figures(summary, run_dir)
     for name, png in pngs.items():
         atomic_write(run_dir.path / "plots" / f"{name}.png", lambda tmp, data=png: tmp.write_bytes(data))
     env = template_environment(default_templates(), autoescape=True)

@@ -89,6 +89,27 @@ class RunDir:
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.records_dir / self.part_name(start, stop), lines)
 
+    def write_gallery(self, images: dict[str, Any], ids: list[str]) -> None:
+        """Atomically write the first samples' clean / adversarial / purified images (float32) for reports."""
+        from safetensors.torch import save_file
+
+        from robaudit.fileio import atomic_write
+
+        tensors = {k: v.float().contiguous() for k, v in images.items()}
+        metadata = {"ids": json.dumps(ids)}
+        atomic_write(self.path / "gallery.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def read_gallery(self) -> tuple[dict[str, Any], list[str]] | None:
+        """(images by key, sample ids) of the gallery, or None when the run has none."""
+        from safetensors import safe_open
+
+        path = self.path / "gallery.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
+            return {k: handle.get_tensor(k) for k in handle.keys()}, ids  # noqa: SIM118 (not a mapping)
+
     def read_records(self) -> list[dict[str, Any]]:
         """All records of all parts, in part order."""
         if not self.records_dir.is_dir():
