@@ -192,4 +192,4 @@ def test_eps_sweep(model, workdir):
     assert summary["worst_case"]["over"] == ["fgsm", "pgd"]  # the headline budget is the largest, 8/255
     assert {a["eps"] for a in summary["attacks"] if not a.get("sweep")} == {8 / 255}
     assert (workdir / "sweep" / "plots" / "3-robust-vs-eps.png").is_file()
-    assert "Robust accuracy vs eps" in (workdir / "sweep" / "report.md").read_text()
+    assert "](plots/3-robust-vs-eps.png)" in (workdir / "sweep" / "report.md").read_text()

@@ -37,6 +37,11 @@ def escape_markdown(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def code_span(value: object) -> str:
+    """Text safe inside a markdown code span: no backticks, no line breaks (nothing else is interpreted there)."""
+    return str(value).replace("`", "'").replace("\r", " ").replace("\n", " ")
+
+
 def percent(value: float | None) -> str:
     """0.1234 -> '12.3%'; None -> 'n/a'."""
     return "n/a" if value is None else f"{100 * value:.1f}%"
@@ -64,7 +69,7 @@ def template_environment(folder: Path, *, autoescape: bool = False) -> Sandboxed
         lstrip_blocks=True,
         autoescape=autoescape,
     )
-    env.filters.update(md=escape_markdown, pct=percent, ci=with_ci, eps=format_eps)
+    env.filters.update(code=code_span, md=escape_markdown, pct=percent, ci=with_ci, eps=format_eps)
     return env
 
 
@@ -146,6 +151,9 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
         "summary": atomic_write_json(run_dir.path / "summary.json", summary),
         "results": atomic_write_text(run_dir.path / "results.csv", table.to_csv(index=False, float_format="%.6g")),
     }
+    pngs = figures(summary, run_dir)
+    for name, png in pngs.items():
+        atomic_write(run_dir.path / "plots" / f"{name}.png", lambda tmp, data=png: tmp.write_bytes(data))
     if template is None:
         env, name, target = template_environment(default_templates()), "report.md.j2", "report.md"
     else:
@@ -154,10 +162,12 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
             raise RobauditError(f"template {str(template)!r} does not exist; pass a jinja2 template file")
         env, name = template_environment(template.parent), template.name
         target = template.name.removesuffix(".j2") if template.name.endswith(".j2") else f"{template.name}.out"
-    text = env.get_template(name).render(summary=summary, manifest=manifest, config=run_dir.read_config())
+    text = env.get_template(name).render(
+        summary=summary, manifest=manifest, config=run_dir.read_config(), figures=sorted(pngs)
+    )
     written["report"] = atomic_write_text(run_dir.path / target, text)
     if template is None:
-        written["html"] = write_html(run_dir, summary, manifest)
+        written["html"] = write_html(run_dir, summary, manifest, pngs)
     return written
 
 
@@ -182,11 +192,8 @@ def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str,
     return pngs
 
 
-def write_html(run_dir: RunDir, summary: dict[str, Any], manifest: dict[str, Any]) -> Path:
-    """A self-contained HTML report (plots embedded), autoescaped; plots also saved under RUN/plots/."""
-    pngs = figures(summary, run_dir)
-    for name, png in pngs.items():
-        atomic_write(run_dir.path / "plots" / f"{name}.png", lambda tmp, data=png: tmp.write_bytes(data))
+def write_html(run_dir: RunDir, summary: dict[str, Any], manifest: dict[str, Any], pngs: dict[str, bytes]) -> Path:
+    """A self-contained HTML report (plots embedded as data URIs), rendered with autoescaping."""
     env = template_environment(default_templates(), autoescape=True)
     encoded = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items()}
     html = env.get_template("report.html.j2").render(summary=summary, manifest=manifest, figures=encoded)

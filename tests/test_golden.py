@@ -1,0 +1,109 @@
+"""Golden test: a fixed set of per-sample records (with config and manifest) renders to the expected markdown and
+CSV. Regenerate the expected files on purpose with ``ROBAUDIT_REGENERATE_GOLDEN=1 pytest tests/test_golden.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from robaudit.report import rebuild_reports
+from robaudit.rundir import RunDir
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _records() -> list[dict]:
+    """Six samples, clean + fgsm + pgd: a, b survive everything; c falls to pgd; d falls to both; e to fgsm only;
+    f is wrong when clean."""
+    outcomes = {"a": (1, 1, 1), "b": (1, 1, 1), "c": (1, 1, 0), "d": (1, 0, 0), "e": (1, 0, 1), "f": (0, 0, 0)}
+    records = []
+    for index, (sample, (clean, fgsm, pgd)) in enumerate(outcomes.items()):
+        label = index % 2
+        for attack, ok in (("none", clean), ("fgsm", fgsm), ("pgd", pgd)):
+            attacked = attack != "none" and bool(clean)
+            records.append(
+                {
+                    "sample_id": sample,
+                    "index": index,
+                    "label": label,
+                    "condition": f"{attack}|none|none",
+                    "attack": attack,
+                    "norm": "none" if attack == "none" else "Linf",
+                    "eps": 0.0 if attack == "none" else 8 / 255,
+                    "purifier": "none",
+                    "threat": "none",
+                    "repeat": 0,
+                    "clean_pred": label if clean else 1 - label,
+                    "pred": label if ok else 1 - label,
+                    "correct": bool(ok),
+                    "attacked": attacked,
+                    "linf": 8 / 255 if attacked else 0.0,
+                    "l2": 0.5 if attacked else 0.0,
+                    "time_s": 0.01 if attacked else 0.0,
+                }
+            )
+    return records
+
+
+def _run_dir(path: Path) -> RunDir:
+    run = RunDir(path)
+    run.records_dir.mkdir(parents=True)
+    run.write_part(0, 6, _records())
+    attack = {"norm": "Linf", "eps": 8 / 255}
+    run.write_config(
+        {
+            "model": {"path": "model.pt"},
+            "data": {"name": "digits", "split": "test"},
+            "attacks": [
+                {**attack, "name": "fgsm", "label": "fgsm", "params": {"eps": 8 / 255}},
+                {
+                    **attack,
+                    "name": "pgd",
+                    "label": "pgd",
+                    "params": {"alpha": 0.0039, "eps": 8 / 255, "restarts": 1, "steps": 20},
+                },
+            ],
+            "eps": 8 / 255,
+            "eps_l2": 0.5,
+            "seed": 0,
+            "batch_size": 128,
+            "device": "cpu",
+        }
+    )
+    card = {"arch": "vit_tiny_patch16_224", "num_classes": 2, "class_names": ["normal", "pneumonia"]}
+    run.write_manifest(
+        {
+            "kind": "robaudit.run",
+            "status": "complete",
+            "fingerprint": "f",
+            "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:01:00+00:00",
+            "seed": 0,
+            "device": {"type": "cpu", "name": "test"},
+            "versions": {"robaudit": "0.1.0", "torch": "2.x"},
+            "preflight": [],
+            "model": {"path": "model.pt", "sha256": "ab" * 32, "card": card},
+            "data": {"description": "digits (test)", "sha256_tensors": "cd" * 32, "num_samples": 6, "provenance": {}},
+            "attack_details": {},
+            "purifier_details": {},
+        }
+    )
+    return run
+
+
+def test_records_render_to_the_expected_markdown_and_csv(tmp_path):
+    run = _run_dir(tmp_path / "run")
+    rebuild_reports(run.path)
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["clean_accuracy"]["value"] == 5 / 6
+    assert [a["robust_accuracy"]["value"] for a in summary["attacks"]] == [3 / 6, 3 / 6]
+    assert summary["worst_case"]["robust_accuracy"]["value"] == 2 / 6  # per-sample AND, not min(3/6, 3/6)
+    for name in ("report.md", "results.csv"):
+        produced = (run.path / name).read_text()
+        if os.environ.get("ROBAUDIT_REGENERATE_GOLDEN"):
+            (GOLDEN / name).write_text(produced)
+        assert produced == (GOLDEN / name).read_text(), f"{name} differs from tests/golden/{name}"
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["seed"] == 0
