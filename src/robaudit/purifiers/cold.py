@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +19,15 @@ from torch import nn
 
 from robaudit.purifiers.base import PURIFIERS, Purifier
 from robaudit.purifiers.training import fit_recipe
-from robaudit.purifiers.unet import small_unet
+from robaudit.purifiers.unet import UNetRecipe
 
 VARIANTS = ("blurred", "direct", "reconstructed")
 
 
 @dataclass
-class ColdRecipe:
+class ColdRecipe(UNetRecipe):
     """Training hyperparameters of the restorer; ``levels`` and ``max_blur`` define the degradation."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    widths: list[int] = field(default_factory=lambda: [16, 32])
-    layers_per_block: int = 1
-    unshuffle: int = 2  # run the U-Net on a (4C, H/2, W/2) space-to-depth view
     levels: int = 20
     max_blur: float = 0.125  # largest blur standard deviation, as a fraction of the image size
 
@@ -63,17 +57,9 @@ class BlurRestorer(nn.Module):
 
     def __init__(self, recipe: ColdRecipe, input_size: list[int]) -> None:
         super().__init__()
-        channels, size, _ = input_size
-        unet = small_unet(
-            channels=channels,
-            image_size=size,
-            widths=recipe.widths,
-            layers_per_block=recipe.layers_per_block,
-            unshuffle=recipe.unshuffle,
-        )
-        self.restore_net = unet
+        self.restore_net = recipe.build_unet(input_size)
         self.levels = recipe.levels
-        self.max_sigma = recipe.max_blur * size
+        self.max_sigma = recipe.max_blur * input_size[1]
 
     def sigma(self, level: int) -> float:
         """Blur standard deviation (pixels) at ``level`` in 0..levels."""

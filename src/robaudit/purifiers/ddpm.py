@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,19 +24,13 @@ from torch import nn
 from robaudit.errors import CheckpointError
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
 from robaudit.purifiers.training import fit_recipe
-from robaudit.purifiers.unet import LevelConditionedUNet, small_unet
+from robaudit.purifiers.unet import LevelConditionedUNet, UNetRecipe
 
 
 @dataclass
-class DDPMRecipe:
+class DDPMRecipe(UNetRecipe):
     """Training hyperparameters of the denoiser. ``train_t_max``: train on timesteps below this fraction only."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    widths: list[int] = field(default_factory=lambda: [16, 32])
-    layers_per_block: int = 1
-    unshuffle: int = 2  # run the U-Net on a (4C, H/2, W/2) space-to-depth view
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     train_t_max: float = 0.3
@@ -54,14 +48,7 @@ class DDPMNetwork(nn.Module):
         schedule: DDPMScheduler | None = None,
     ) -> None:
         super().__init__()
-        channels, size, _ = input_size
-        self.eps = eps_model or small_unet(
-            channels=channels,
-            image_size=size,
-            widths=recipe.widths,
-            layers_per_block=recipe.layers_per_block,
-            unshuffle=recipe.unshuffle,
-        )
+        self.eps = eps_model or recipe.build_unet(input_size)
         schedule = schedule or DDPMScheduler(
             num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule
         )

@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
 from robaudit.purifiers.training import fit_recipe
-from robaudit.purifiers.unet import small_unet
+from robaudit.purifiers.unet import UNetRecipe
 
 
 @dataclass
-class EBMRecipe:
+class EBMRecipe(UNetRecipe):
     """Training hyperparameters of the score network."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    widths: list[int] = field(default_factory=lambda: [16, 32])
-    layers_per_block: int = 1
-    unshuffle: int = 2  # run the U-Net on a (4C, H/2, W/2) space-to-depth view
     sigma_min: float = 0.01
     sigma_max: float = 0.5
     num_levels: int = 10
@@ -41,15 +35,7 @@ class ScoreNetwork(nn.Module):
 
     def __init__(self, recipe: EBMRecipe, input_size: list[int]) -> None:
         super().__init__()
-        channels, size, _ = input_size
-        unet = small_unet(
-            channels=channels,
-            image_size=size,
-            widths=recipe.widths,
-            layers_per_block=recipe.layers_per_block,
-            unshuffle=recipe.unshuffle,
-        )
-        self.noise = unet
+        self.noise = recipe.build_unet(input_size)
         sigmas = torch.logspace(math.log10(recipe.sigma_max), math.log10(recipe.sigma_min), recipe.num_levels)
         self.register_buffer("sigmas", sigmas, persistent=False)
 

@@ -6,6 +6,8 @@ For speed on CPUs the U-Net can run on a space-to-depth view of the image (``uns
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
@@ -54,3 +56,26 @@ class LevelConditionedUNet(nn.Module):
             x = F.pixel_unshuffle(x, self.unshuffle)
         out = self.unet(x, level).sample
         return F.pixel_shuffle(out, self.unshuffle) if self.unshuffle > 1 else out
+
+
+@dataclass
+class UNetRecipe:
+    """Training hyperparameters shared by the U-Net purifiers, and the size of their U-Net."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    widths: list[int] = field(default_factory=lambda: [16, 32])
+    layers_per_block: int = 1
+    unshuffle: int = 2  # run the U-Net on a (4C, H/2, W/2) space-to-depth view
+
+    def build_unet(self, input_size: list[int]) -> LevelConditionedUNet:
+        """The level-conditioned U-Net for images of ``input_size`` (C, H, W)."""
+        channels, size, _ = input_size
+        return small_unet(
+            channels=channels,
+            image_size=size,
+            widths=self.widths,
+            layers_per_block=self.layers_per_block,
+            unshuffle=self.unshuffle,
+        )
