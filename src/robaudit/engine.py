@@ -19,6 +19,7 @@ from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.data import ImageSet
+from robaudit.data.imageset import map_images
 from robaudit.defense import DefendedModel, defended_predict
 from robaudit.progress import progress_bar
 from robaudit.purifiers.base import Purifier
@@ -268,20 +269,15 @@ def attack_dataset(
     """Adversarial copies of every sample of ``dataset`` (float32, in the eps-ball), with the same ids and labels."""
     prepare_model(model)
     built = build_attack(attack, model, num_classes=model.card.num_classes, seed=derive_seed(seed, attack.label))
-    outputs = []
-    batches = list(dataset.batches(batch_size))
-    with progress_bar() as bar:
-        task = bar.add_task(f"attack {attack.label}", total=len(batches), status="")
-        for start, stop in batches:
-            images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
-            labels = dataset.labels[start:stop].to(device)
-            adv = run_attack(built, attack, images, labels, seed=derive_seed(seed, attack.label, start))
-            outputs.append(adv.cpu())
-            bar.advance(task)
-    return ImageSet(
-        images=torch.cat(outputs),
-        labels=dataset.labels.clone(),
-        ids=list(dataset.ids),
-        class_names=list(dataset.class_names),
+
+    def perturb(start: int, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return run_attack(built, attack, images, labels, seed=derive_seed(seed, attack.label, start))
+
+    return map_images(
+        dataset,
+        perturb,
+        batch_size=batch_size,
+        device=device,
+        task=f"attack {attack.label}",
         description=f"{attack.label} adversarial examples of {dataset.description}",
     )

@@ -24,6 +24,17 @@ def fgsm(model: nn.Module, *, eps: float = 8 / 255) -> AttackFn:
     return torchattacks.FGSM(model, eps=eps)
 
 
+def _with_restarts(
+    attack_cls, model: nn.Module, *, eps: float, steps: int, alpha: float | None, restarts: int
+) -> AttackFn:
+    """A torchattacks PGD-style attack with random start; ``restarts`` runs keep each sample's first success."""
+    step = default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"]
+    attack = attack_cls(model, eps=eps, alpha=step, steps=steps, random_start=True)
+    if restarts <= 1:
+        return attack
+    return KeepFirstSuccess(model, [(f"restart-{i}", attack) for i in range(restarts)])
+
+
 @ATTACKS.register(
     "pgd", description="PGD, Linf, random start, restarts (Madry et al. 2018)", norm="Linf", derive=default_step_size
 )
@@ -31,16 +42,7 @@ def pgd(
     model: nn.Module, *, eps: float = 8 / 255, steps: int = 20, alpha: float | None = None, restarts: int = 1
 ) -> AttackFn:
     """Projected gradient descent on the cross-entropy, Linf; ``restarts`` random starts, first success kept."""
-    attack = torchattacks.PGD(
-        model,
-        eps=eps,
-        alpha=default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"],
-        steps=steps,
-        random_start=True,
-    )
-    if restarts <= 1:
-        return attack
-    return KeepFirstSuccess(model, [(f"restart-{i}", attack) for i in range(restarts)])
+    return _with_restarts(torchattacks.PGD, model, eps=eps, steps=steps, alpha=alpha, restarts=restarts)
 
 
 @ATTACKS.register(
@@ -50,16 +52,7 @@ def pgdl2(
     model: nn.Module, *, eps: float = 0.5, steps: int = 20, alpha: float | None = None, restarts: int = 1
 ) -> AttackFn:
     """Projected gradient descent on the cross-entropy, L2."""
-    attack = torchattacks.PGDL2(
-        model,
-        eps=eps,
-        alpha=default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"],
-        steps=steps,
-        random_start=True,
-    )
-    if restarts <= 1:
-        return attack
-    return KeepFirstSuccess(model, [(f"restart-{i}", attack) for i in range(restarts)])
+    return _with_restarts(torchattacks.PGDL2, model, eps=eps, steps=steps, alpha=alpha, restarts=restarts)
 
 
 @ATTACKS.register("cw", description="Carlini-Wagner L2, minimal-norm; results cut back to the L2 budget eps", norm="L2")

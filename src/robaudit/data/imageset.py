@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,6 +56,41 @@ class ImageSet:
             labels=self.labels[index],
             ids=[self.ids[i] for i in index.tolist()],
         )
+
+
+def map_images(
+    dataset: ImageSet,
+    transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int,
+    device: torch.device,
+    task: str,
+    description: str,
+) -> ImageSet:
+    """A copy of ``dataset`` (same ids and labels) whose images are ``transform(start, images, labels)`` per batch.
+
+    images: (B, C, H, W) float32 on ``device``; the transform returns the same shape. A progress bar shows ``task``.
+    """
+    from robaudit.progress import progress_bar
+
+    outputs = []
+    batches = list(dataset.batches(batch_size))
+    with progress_bar() as bar:
+        progress = bar.add_task(task, total=len(batches), status="")
+        for start, stop in batches:
+            images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
+            labels = dataset.labels[start:stop].to(device)
+            outputs.append(transform(start, images, labels).detach().cpu())
+            bar.advance(progress)
+    return replace(
+        dataset,
+        images=torch.cat(outputs),
+        labels=dataset.labels.clone(),
+        ids=list(dataset.ids),
+        class_names=list(dataset.class_names),
+        description=description,
+        provenance={},
+    )
 
 
 def validate_pixels(images: torch.Tensor, *, description: str, ids: list[str]) -> None:
