@@ -26,12 +26,25 @@ def test_pickled_module_is_refused_and_runs_nothing(digits_model_path, tmp_path)
             return (open, (str(marker), "w"))
 
     torch.save({"payload": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="pickled code"):
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         load_classifier(tmp_path / "evil.pt")
     assert not marker.exists()
     torch.save(load_classifier(digits_model_path), tmp_path / "module.pt")  # a full pickled nn.Module
-    with pytest.raises(CheckpointError, match="will not load"):
+    with pytest.raises(CheckpointError, match="arbitrary code.*--trust-checkpoint"):
         load_classifier(tmp_path / "module.pt")
+
+
+def test_trusted_pickled_module_loads(digits_model_path, digits_test, tmp_path):
+    model = load_classifier(digits_model_path)
+    torch.save(model, tmp_path / "module.pt")
+    loaded = load_classifier(tmp_path / "module.pt", trust_checkpoint=True)
+    assert loaded.card == model.card and not loaded.training
+    assert torch.equal(loaded(digits_test.images), model(digits_test.images))
+    torch.save(torch.nn.Sequential(model), tmp_path / "bare-module.pt")  # a module without a card
+    with pytest.raises(CheckpointError, match="--num-classes"):
+        load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=None)
+    wrapped = load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=10)
+    assert wrapped.card.kind == "pickled-module" and wrapped.card.num_classes == 10
 
 
 def test_bare_state_dict_needs_arch(digits_model_path, digits_test, tmp_path):

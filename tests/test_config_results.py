@@ -72,7 +72,6 @@ def _rec(sample, condition, correct):
         "attacked": condition != CLEAN,
         "linf": 0.1,
         "l2": 0.5,
-        "time_s": 0.0,
     }
 
 

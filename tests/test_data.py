@@ -123,6 +123,9 @@ def test_artifact_roundtrip(tmp_path, digits_test):
     write_artifact(tmp_path / "adv", digits_test, provenance={"attack": {"name": "none"}})
     assert detect_source(str(tmp_path / "adv"))[0] == "artifact"
     back = read_artifact(tmp_path / "adv")
+    assert back.streamed and torch.equal(back.images[3:9], digits_test.images[3:9])
+    assert torch.equal(back.images[[7, 2]], digits_test.images[[7, 2]])
+    back = back.in_memory()
     assert torch.equal(back.images, digits_test.images) and back.ids == digits_test.ids
     assert back.provenance["attack"]["name"] == "none"
 

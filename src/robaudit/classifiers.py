@@ -6,7 +6,8 @@ A robaudit checkpoint (``.pt``) is a dict of plain values and tensors, loadable 
     {"robaudit": "classifier", "format_version": 1, "card": {...ModelCard...}, "state_dict": {...}}
 
 A ``.safetensors`` checkpoint holds the state dict with the card as JSON under the ``robaudit_card`` metadata key.
-Plain timm state dicts (with ``arch=``) and TorchScript files load too. Pickled modules are refused.
+Plain timm state dicts (with ``arch=``) and TorchScript files load too. Pickled modules are refused unless the
+user passes ``--trust-checkpoint``.
 """
 
 from __future__ import annotations
@@ -108,6 +109,26 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+TRUST_HINT = (
+    "unpickling can run arbitrary code, so robaudit refuses it. Re-save the weights as a state dict, a robaudit "
+    "checkpoint or safetensors, or pass --trust-checkpoint if you trust whoever made this file"
+)
+
+
+def load_checkpoint_payload(path: Path, *, trust: bool = False) -> Any:
+    """The object stored in a torch checkpoint: ``weights_only`` unpickling unless ``trust`` (runs code!)."""
+    if not trust:
+        return _load_weights_only(path)
+    from robaudit.progress import console
+
+    console.print(f"[yellow]warning:[/yellow] --trust-checkpoint: fully unpickling {path} (this can run code)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any failure of arbitrary unpickling is the file's fault
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({first})") from None
+
+
 def _load_weights_only(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -115,10 +136,12 @@ def _load_weights_only(path: Path) -> Any:
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(
-                f"checkpoint {str(path)!r} contains pickled code objects, which robaudit will not load: "
-                "unpickling can run arbitrary code. Re-save it as a state dict or robaudit checkpoint"
+                f"checkpoint {str(path)!r} contains pickled Python objects (such as a whole nn.Module): {TRUST_HINT}"
             ) from None
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({text.splitlines()[0]})") from None
+        first = (text.splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable ({first}); re-create or re-download it"
+        ) from None
 
 
 def pickle_errors() -> tuple[type[BaseException], ...]:
@@ -137,12 +160,14 @@ def load_classifier(
     input_size: list[int] | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    trust_checkpoint: bool = False,
 ) -> NormalizedClassifier | nn.Module:
     """Load a classifier without executing code from the file.
 
     Accepts a robaudit checkpoint (``.pt`` or ``.safetensors``), a plain state dict of a timm architecture
     (``arch=`` required; classes inferred from the head), or a TorchScript file. Returns a model in eval mode
-    carrying a ``card``.
+    carrying a ``card``. A whole pickled ``nn.Module`` (which must take images in [0, 1]) loads only with
+    ``trust_checkpoint=True``, because unpickling it runs code from the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -163,7 +188,9 @@ def load_classifier(
     elif _is_torchscript(path):
         return _load_torchscript(path, num_classes, class_names, input_size, mean, std)
     else:
-        payload = _load_weights_only(path)
+        payload = load_checkpoint_payload(path, trust=trust_checkpoint)
+        if isinstance(payload, nn.Module):
+            return _wrap_module(payload, path, num_classes, class_names, input_size)
         if isinstance(payload, dict) and payload.get("robaudit") == "classifier":
             if payload.get("format_version") != FORMAT_VERSION:
                 raise CheckpointError(
@@ -219,12 +246,12 @@ def _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean
     )
 
 
-class _ScriptedClassifier(nn.Module):
-    """Wraps a TorchScript module (which takes [0, 1] images and normalizes itself) with a card."""
+class _CardlessClassifier(nn.Module):
+    """Wraps a module that takes [0, 1] images and normalizes itself (TorchScript, trusted pickle) with a card."""
 
-    def __init__(self, scripted: nn.Module, card: ModelCard) -> None:
+    def __init__(self, net: nn.Module, card: ModelCard) -> None:
         super().__init__()
-        self.net = scripted
+        self.net = net
         self.card = card
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -232,22 +259,36 @@ class _ScriptedClassifier(nn.Module):
         return self.net(images)
 
 
-def _load_torchscript(path, num_classes, class_names, input_size, mean, std) -> nn.Module:
-    try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as exc:
-        raise CheckpointError(f"TorchScript file {str(path)!r} is unreadable ({exc})") from None
+def _cardless_card(kind, path, num_classes, class_names, input_size) -> ModelCard:
     if num_classes is None and not class_names:
-        raise CheckpointError(f"TorchScript model {str(path)!r} carries no card; pass --num-classes")
+        raise CheckpointError(f"model {str(path)!r} carries no card; pass --num-classes")
     num_classes = num_classes or len(class_names)
-    card = ModelCard(
-        arch="torchscript",
+    return ModelCard(
+        arch=kind,
         arch_kwargs={},
         num_classes=num_classes,
         class_names=list(class_names or [str(i) for i in range(num_classes)]),
         input_size=list(input_size or []),  # empty: unknown, not checked against the data
         mean=[],
         std=[],
-        kind="torchscript",
+        kind=kind,
     )
-    return _ScriptedClassifier(scripted, card).eval()
+
+
+def _wrap_module(module: nn.Module, path, num_classes, class_names, input_size) -> nn.Module:
+    """A trusted, fully pickled module: a robaudit classifier keeps its card; any other module gets one."""
+    card = getattr(module, "card", None)
+    if isinstance(card, ModelCard):
+        return module.float().eval()
+    num_classes = num_classes or getattr(module, "num_classes", None)
+    card = _cardless_card("pickled-module", path, num_classes, class_names, input_size)
+    return _CardlessClassifier(module.float(), card).eval()
+
+
+def _load_torchscript(path, num_classes, class_names, input_size, mean, std) -> nn.Module:
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise CheckpointError(f"TorchScript file {str(path)!r} is unreadable ({exc})") from None
+    card = _cardless_card("torchscript", path, num_classes, class_names, input_size)
+    return _CardlessClassifier(scripted, card).eval()

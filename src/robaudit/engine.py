@@ -21,6 +21,8 @@ from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_at
 from robaudit.data import ImageSet
 from robaudit.data.imageset import map_images
 from robaudit.defense import DefendedModel, defended_predict
+from robaudit.errors import Interrupted
+from robaudit.interrupt import stop_after_current_batch
 from robaudit.progress import progress_bar
 from robaudit.purifiers.base import Purifier
 from robaudit.rundir import RunDir
@@ -109,13 +111,24 @@ class BatchEvaluator:
 
     def __call__(
         self, dataset: ImageSet, start: int, stop: int, *, device: torch.device, advance: Callable[[str], None]
-    ) -> list[dict[str, Any]]:
-        """Records of samples [start, stop) under every condition."""
+    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+        """Records of samples [start, stop) under every condition, and the batch's timings.
+
+        Records hold no wall-clock values (same seed and config: same bytes); timings are
+        ``{condition: {"seconds": total, "samples": count}}``: attack time over attacked samples, and clean
+        prediction time over predicted samples (all repeats).
+        """
         images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
         labels = dataset.labels[start:stop].to(device)
         ids = dataset.ids[start:stop]
         n = len(labels)
         records: list[dict[str, Any]] = []
+        timings: dict[str, dict[str, float]] = {}
+
+        def time_condition(condition: str, seconds: float, samples: int) -> None:
+            entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+            entry["seconds"] += seconds
+            entry["samples"] += samples
 
         def emit(
             attack: ResolvedAttack | None,
@@ -127,7 +140,6 @@ class BatchEvaluator:
             attacked,
             linf,
             l2,
-            seconds,
         ) -> None:
             condition = {
                 "condition": condition_key(attack.label if attack else NONE, defense.label, threat),
@@ -152,7 +164,6 @@ class BatchEvaluator:
                         "attacked": hit,
                         "linf": round(float(linf[i]), 7),
                         "l2": round(float(l2[i]), 7),
-                        "time_s": round(seconds, 6) if (hit or attack is None) else 0.0,
                     }
                 )
 
@@ -166,9 +177,9 @@ class BatchEvaluator:
             for repeat in range(defense.repeats):
                 tic = time.perf_counter()
                 pred = self.predict(defense, images, "clean", defense.label, repeat, start)
-                seconds = (time.perf_counter() - tic) / n
+                time_condition(condition_key(NONE, defense.label, NONE), time.perf_counter() - tic, n)
                 clean[defense.label].append(pred)
-                emit(None, defense, NONE, repeat, pred, pred, torch.zeros(n, dtype=torch.bool), zeros, zeros, seconds)
+                emit(None, defense, NONE, repeat, pred, pred, torch.zeros(n, dtype=torch.bool), zeros, zeros)
             advance(f"batch {start}-{stop} clean {defense.label}")
 
         def targets(defense: Defense) -> torch.Tensor:
@@ -190,12 +201,13 @@ class BatchEvaluator:
                 labels[index],
                 seed=derive_seed(self.seed, attack.label, start),
             )
-            shared_seconds = (time.perf_counter() - tic) / max(1, len(index))
+            shared_seconds_per_sample = (time.perf_counter() - tic) / max(1, len(index))
             for defense in self.defenses:
                 want = targets(defense)
                 for threat in defense.threats:
                     if threat in (NONE, "non-adaptive"):
-                        adversarial, seconds = torch.where(want.view(-1, 1, 1, 1), shared, images), shared_seconds
+                        adversarial = torch.where(want.view(-1, 1, 1, 1), shared, images)
+                        seconds = shared_seconds_per_sample * int(want.sum())
                     else:
                         model, built = self.defended[(attack.label, defense.label, threat)]
                         model.reseed(derive_seed(self.seed, "purifier", attack.label, defense.label, threat, start))
@@ -209,7 +221,8 @@ class BatchEvaluator:
                             labels[index],
                             seed=derive_seed(self.seed, attack.label, defense.label, threat, start),
                         )
-                        seconds = (time.perf_counter() - tic) / max(1, len(index))
+                        seconds = time.perf_counter() - tic
+                    time_condition(condition_key(attack.label, defense.label, threat), seconds, int(want.sum()))
                     linf, l2 = perturbation_norms(adversarial, images)
                     if start == 0 and not attack.sweep:
                         self.keep_examples(adversarial, attack, defense, threat)
@@ -217,9 +230,9 @@ class BatchEvaluator:
                         pred = self.predict(defense, adversarial, attack.label, defense.label, threat, repeat, start)
                         clean_pred = clean[defense.label][repeat]
                         pred = torch.where(want, pred, clean_pred)
-                        emit(attack, defense, threat, repeat, clean_pred, pred, want, linf * want, l2 * want, seconds)
+                        emit(attack, defense, threat, repeat, clean_pred, pred, want, linf * want, l2 * want)
                     advance(f"batch {start}-{stop} {attack.label} {defense.label} {threat}")
-        return records
+        return records, timings
 
 
 def evaluate_batches(
@@ -239,22 +252,29 @@ def evaluate_batches(
     """Evaluate every condition batch by batch, writing one records part per batch; completed parts are skipped.
 
     Samples a defense misclassifies in every clean repeat are not attacked: they count as non-robust under every
-    attack, so skipping them changes no number.
+    attack, so skipping them changes no number. Ctrl-C stops after the current batch (raising ``Interrupted``)
+    with every finished batch written.
     """
     evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, on_built=on_built)
     batches = list(dataset.batches(batch_size))
-    with progress_bar() as bar:
+    with progress_bar() as bar, stop_after_current_batch() as stop_requested:
         task = bar.add_task("evaluate", total=len(batches) * evaluator.steps(), status="")
-        for start, stop in batches:
+        for number, (start, stop) in enumerate(batches):
             if RunDir.part_name(start, stop) in completed:
                 bar.advance(task, evaluator.steps())
                 continue
-            records = evaluator(
+            records, timings = evaluator(
                 dataset, start, stop, device=device, advance=lambda s: bar.update(task, advance=1, status=s)
             )
-            run_dir.write_part(start, stop, records)
+            run_dir.write_timings(start, stop, timings)
+            run_dir.write_part(start, stop, records)  # last: the part marks the batch as done
             if start == 0:
                 run_dir.write_gallery(evaluator.gallery, evaluator.gallery_ids)
+            if stop_requested() and number + 1 < len(batches):
+                raise Interrupted(
+                    f"stopped after samples {start}-{stop}; finished batches are saved in {run_dir.path}. "
+                    "Re-run the same command to resume"
+                )
 
 
 def attack_dataset(

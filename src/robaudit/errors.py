@@ -7,6 +7,7 @@ class RobauditError(Exception):
     """A problem with the user's input (files, names, values). Its message is shown as one line."""
 
     exit_code = 2
+    prefix = "error"
 
 
 class ConfigError(RobauditError):
@@ -19,3 +20,10 @@ class DataError(RobauditError):
 
 class CheckpointError(RobauditError):
     """A checkpoint that cannot be loaded safely or is malformed."""
+
+
+class Interrupted(RobauditError):
+    """The user stopped a run (Ctrl-C); completed work is on disk and the run can resume."""
+
+    exit_code = 130
+    prefix = "interrupted"

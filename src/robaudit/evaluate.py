@@ -16,7 +16,7 @@ from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
 from robaudit.data import ImageSet, load_dataset
 from robaudit.defense import THREATS
 from robaudit.engine import NONE, Defense, evaluate_batches
-from robaudit.errors import ConfigError
+from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
 from robaudit.modelspec import ModelSpec, obtain_classifier
@@ -38,6 +38,7 @@ class DataSpec:
     image_size: int | None = None
     channels: int | None = None
     subset_seed: int | None = None
+    skip_bad: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -56,11 +57,13 @@ class DataSpec:
             if key in value:
                 hint = str if key == "split" else int
                 setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
+        if "skip_bad" in value:
+            spec.skip_bad = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
         spec.params = value
         return spec
 
-    def load(self) -> ImageSet:
-        """Load the dataset this spec describes."""
+    def load(self, *, stream: bool = False) -> ImageSet:
+        """Load the dataset this spec describes (``stream``: read images batch by batch where possible)."""
         return load_dataset(
             self.source,
             split=self.split,
@@ -68,6 +71,8 @@ class DataSpec:
             image_size=self.image_size,
             channels=self.channels,
             subset_seed=self.subset_seed,
+            stream=stream,
+            skip_bad=self.skip_bad,
             **self.params,
         )
 
@@ -77,6 +82,8 @@ class DataSpec:
         for key in ("limit", "image_size", "channels", "subset_seed"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.skip_bad:
+            out["skip_bad"] = True
         return {**out, **self.params}
 
 
@@ -228,10 +235,20 @@ def parse_budgets(value: object, *, name: str) -> list[float]:
     return budgets
 
 
-def data_fingerprint(dataset: ImageSet) -> str:
-    """sha256 over a dataset's images, labels and ids (what the run actually evaluated)."""
+def data_fingerprint(dataset: ImageSet, *, batch_size: int = 256) -> str:
+    """sha256 over a dataset's images, labels and ids (what the run actually evaluated).
+
+    Reads every image once, batch by batch: on a streamed dataset this also checks every file before any work.
+    """
+    from robaudit.progress import progress_bar
+
     digest = hashlib.sha256()
-    digest.update(dataset.images.contiguous().numpy().tobytes())
+    batches = list(dataset.batches(batch_size))
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("check data", total=len(batches), status="")
+        for start, stop in batches:
+            digest.update(dataset.images[start:stop].contiguous().numpy().tobytes())
+            bar.advance(task)
     digest.update(dataset.labels.numpy().tobytes())
     digest.update(json.dumps(dataset.ids).encode())
     return digest.hexdigest()
@@ -243,17 +260,20 @@ def default_out(config: EvaluateConfig, model_path: Path) -> Path:
     return Path("runs") / f"{model_path.stem}-{Path(config.data.source).stem}-{key}"
 
 
-def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
+def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
     """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
 
     Re-running the same config on the same directory resumes from the completed batches.
+    ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them.
     """
+    config.model.trust_checkpoint = trust_checkpoint
     device = resolve_device(config.device)
     attacks = config.resolved_attacks()  # validate names and keys before any work
     purifier_specs = config.resolved_purifiers()
     model, model_path = obtain_classifier(config.model, device=str(device))
-    dataset = config.data.load()
+    dataset = config.data.load(stream=True)
     check_compatible(model, dataset)
+    data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
     model_sha = sha256_file(model_path)
     defenses = [Defense(NONE, None, 1, [NONE])]
     purifier_details = {}
@@ -267,6 +287,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
             device=str(device),
             classifier=model,
             classifier_sha256=model_sha,
+            trust_checkpoint=trust_checkpoint,
         )
         repeats = config.repeats if purifier.stochastic else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats)))
@@ -281,7 +302,6 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
         }
     out = Path(config.out) if config.out else default_out(config, model_path)
     resolved = config.to_dict()
-    data_sha = data_fingerprint(dataset)
     fingerprint = hashlib.sha256(
         json.dumps([resolved, model_sha, data_sha], sort_keys=True, default=str).encode()
     ).hexdigest()
@@ -326,19 +346,25 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False) -> Path:
             manifest["attack_details"][label] = {"components": attack.components, "dropped": attack.dropped}
 
     model.to(device)
-    evaluate_batches(
-        model,
-        dataset,
-        attacks,
-        defenses=defenses,
-        eot=config.eot,
-        run_dir=run_dir,
-        completed=completed,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        device=device,
-        on_built=note_components,
-    )
+    try:
+        evaluate_batches(
+            model,
+            dataset,
+            attacks,
+            defenses=defenses,
+            eot=config.eot,
+            run_dir=run_dir,
+            completed=completed,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            device=device,
+            on_built=note_components,
+        )
+    except Interrupted:
+        manifest.update(status="interrupted")
+        run_dir.write_manifest(manifest)
+        rebuild_reports(out)  # marked INCOMPLETE: it says how many samples have records
+        raise
     manifest.update(status="complete", finished=now())
     run_dir.write_manifest(manifest)
     rebuild_reports(out)

@@ -45,6 +45,7 @@ class ModelSpec:
     arch: str | None = None
     num_classes: int | None = None
     train: TrainSpec | None = None
+    trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
 
     @classmethod
     def parse(cls, value: object) -> ModelSpec:
@@ -65,8 +66,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
-        out = {k: v for k, v in asdict(self).items() if v is not None}
-        return out
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "trust_checkpoint"}
 
 
 def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -111,5 +111,5 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
             console.print(f"no classifier at {path}: training one ({spec.train.data}, seed {spec.train.seed})")
             train_and_save(spec.train, path, device=device)
             console.print(f"saved classifier to {path}")
-    model = load_classifier(path, arch=spec.arch, num_classes=spec.num_classes)
+    model = load_classifier(path, arch=spec.arch, num_classes=spec.num_classes, trust_checkpoint=spec.trust_checkpoint)
     return model, path

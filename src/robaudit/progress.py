@@ -15,8 +15,8 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
-def progress_bar() -> Progress:
-    """A progress bar with counts, elapsed and remaining time."""
+def progress_bar(*, transient: bool = False) -> Progress:
+    """A progress bar with counts, elapsed and remaining time (``transient``: erased when done)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -25,5 +25,5 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )

@@ -139,18 +139,37 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     return summary
 
 
+def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """A copy of ``summary`` for the reports, with seconds per sample from ``timings`` (``RunDir.read_timings``).
+
+    Adds ``seconds_per_image`` to each defense and ``seconds_per_attacked_sample`` to each result (0.0 when the
+    timing is unknown). summary.json itself holds no wall-clock values, so that it is reproducible byte for byte.
+    """
+    view = json.loads(json.dumps(summary))
+    for defense in view["defenses"]:
+        label = defense["label"]
+        defense["seconds_per_image"] = timings.get(f"none|{label}|none", 0.0)
+        for result in defense["results"]:
+            result["seconds_per_attacked_sample"] = timings.get(f"{result['label']}|{label}|{result['threat']}", 0.0)
+    view["attacks"] = view["defenses"][0]["results"]
+    return view
+
+
 def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> dict[str, Path]:
-    """Write summary.json, results.csv and report.md (or ``template``'s output) for the run at ``path``."""
+    """Write summary.json, timings.json, results.csv and report.md (or ``template``'s output) for the run."""
     run_dir = RunDir(path)
     if not run_dir.path.is_dir():
         raise RobauditError(f"run directory {str(run_dir.path)!r} does not exist; pass a directory evaluate wrote")
     summary = build_summary(run_dir)
     manifest = run_dir.read_manifest()
     table = results_table(summary)
+    timings = run_dir.read_timings()
     written = {
         "summary": atomic_write_json(run_dir.path / "summary.json", summary),
+        "timings": atomic_write_json(run_dir.path / "timings.json", {"seconds_per_sample": timings}),
         "results": atomic_write_text(run_dir.path / "results.csv", table.to_csv(index=False, float_format="%.6g")),
     }
+    summary = with_timings(summary, timings)
     pngs = figures(summary, run_dir)
     for name, png in pngs.items():
         atomic_write(run_dir.path / "plots" / f"{name}.png", lambda tmp, data=png: tmp.write_bytes(data))

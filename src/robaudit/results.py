@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 SUMMARY_SCHEMA = "robaudit.summary"
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2  # 2: wall-clock timings moved out of summary.json (to timings.json)
 RECORD_FIELDS = [
     "sample_id",
     "index",
@@ -30,7 +30,6 @@ RECORD_FIELDS = [
     "attacked",
     "linf",
     "l2",
-    "time_s",
 ]
 CLEAN = "none|none|none"  # the undefended clean condition
 
@@ -84,7 +83,6 @@ def _entry(frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dic
         "max_linf": float(first["linf"].max()) if len(first) else 0.0,
         "mean_l2": float(first["l2"].mean()) if len(first) else 0.0,
         "max_l2": float(first["l2"].max()) if len(first) else 0.0,
-        "seconds_per_attacked_sample": float(first["time_s"].mean()) if len(first) else 0.0,
     }, grid.all(axis=1)
 
 
@@ -133,7 +131,6 @@ def summarize(
             "n_samples": int(n),
             "clean_accuracy": rate(int(clean.values.sum()), n * repeats),
             "clean_accuracy_worst_of_n": rate(int(clean.all(axis=1).sum()), n),
-            "seconds_per_image": float(clean_rows["time_s"].mean()) if len(clean_rows) else 0.0,
             "results": results,
             "worst_case": {
                 "robust_accuracy": rate(int(robust_all.sum()), n),

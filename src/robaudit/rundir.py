@@ -5,7 +5,8 @@ Layout::
     config.yaml        the resolved configuration
     manifest.json      versions, hashes, device, seed, times, status ("running" | "complete")
     records/part-000000-000128.jsonl   one JSON record per (sample, condition), one file per batch
-    summary.json  results.csv  report.md
+    timings/part-000000-000128.json    wall-clock seconds per condition of that batch (kept out of the records)
+    summary.json  timings.json  results.csv  report.md
 
 A run is the union of its parts; a resumed run or another process writes its own parts.
 """
@@ -29,6 +30,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.records_dir = self.path / "records"
+        self.timings_dir = self.path / "timings"
         self.manifest_path = self.path / "manifest.json"
         self.config_path = self.path / "config.yaml"
 
@@ -61,6 +63,8 @@ class RunDir:
                     f"run directory {str(self.path)!r} holds a different run (other config, model or data); "
                     "pass --overwrite to replace it or another --out"
                 )
+            for stale in self.path.rglob(".*.tmp"):  # left by a process killed mid-write
+                stale.unlink(missing_ok=True)
             return {p.name for p in self.records_dir.glob("part-*.jsonl")}
         self.records_dir.mkdir(parents=True, exist_ok=True)
         return set()
@@ -88,6 +92,25 @@ class RunDir:
         """Atomically write the records of samples [start, stop)."""
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.records_dir / self.part_name(start, stop), lines)
+
+    def write_timings(self, start: int, stop: int, timings: dict[str, dict[str, float]]) -> None:
+        """Atomically write the wall-clock timings ``{condition: {seconds, samples}}`` of samples [start, stop)."""
+        name = self.part_name(start, stop).replace(".jsonl", ".json")
+        atomic_write_json(self.timings_dir / name, timings)
+
+    def read_timings(self) -> dict[str, float]:
+        """Seconds per sample of each condition, over the batches whose records exist."""
+        totals: dict[str, list[float]] = {}
+        for part in sorted(self.records_dir.glob("part-*.jsonl")):
+            try:
+                timings = json.loads((self.timings_dir / part.name.replace(".jsonl", ".json")).read_text("utf-8"))
+            except (OSError, ValueError):
+                continue  # timings are informative only; a missing file costs no number
+            for condition, entry in timings.items():
+                total = totals.setdefault(condition, [0.0, 0.0])
+                total[0] += float(entry.get("seconds", 0.0))
+                total[1] += float(entry.get("samples", 0))
+        return {condition: seconds / samples for condition, (seconds, samples) in totals.items() if samples}
 
     def write_gallery(self, images: dict[str, Any], ids: list[str]) -> None:
         """Atomically write the first samples' clean / adversarial / purified images (float32) for reports."""

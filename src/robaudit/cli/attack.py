@@ -8,7 +8,7 @@ import typer
 
 from robaudit.attacks import resolve_attack
 from robaudit.checks import check_compatible
-from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
+from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
 from robaudit.config import parse_eps
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
@@ -39,6 +39,7 @@ def attack(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     seed: int = SeedOption,
     device: str = DeviceOption,
+    trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Attack every sample of a dataset and write the adversarial images (float32 shards) with provenance."""
     resolved = resolve_attack(
@@ -47,7 +48,9 @@ def attack(
     out = out or Path("runs") / f"adv-{attack_name}-{Path(data).stem}"
     prepare_output(out, overwrite=overwrite)
     torch_device = resolve_device(device)
-    classifier, model_path = obtain_classifier(ModelSpec(path=model), device=str(torch_device))
+    classifier, model_path = obtain_classifier(
+        ModelSpec(path=model, trust_checkpoint=trust_checkpoint), device=str(torch_device)
+    )
     dataset = DataSpec(source=data, split=split, limit=limit, image_size=image_size, channels=channels).load()
     check_compatible(classifier, dataset)
     classifier.to(torch_device)

@@ -26,7 +26,7 @@ def handle_errors(func: F) -> F:
         except RobauditError as exc:
             if STATE["debug"]:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"{exc.prefix}: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: completed batches are kept; re-run the same command to resume", err=True)
@@ -37,6 +37,11 @@ def handle_errors(func: F) -> F:
 
 SeedOption = typer.Option(0, "--seed", help="Seed of every random choice (recorded in the manifest).")
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+TrustOption = typer.Option(
+    False,
+    "--trust-checkpoint",
+    help="Load pickled checkpoints in full. Unpickling runs code from the file: only for files you trust.",
+)
 
 
 def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_output, strict=False) -> None:

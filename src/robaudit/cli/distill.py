@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from robaudit.classifiers import save_classifier
-from robaudit.cli.common import DeviceOption, handle_errors
+from robaudit.cli.common import DeviceOption, TrustOption, handle_errors
 from robaudit.config import ComponentSpec, check_keys, load_yaml, parse_eps
 from robaudit.distill import DistillRecipe, compare, comparison_markdown, distill
 from robaudit.evaluate import DataSpec
@@ -35,6 +35,7 @@ def distill_command(
     out: Path = typer.Option(None, "--out", help="Student checkpoint (default runs/models/<data>-student.pt)."),
     seed: int = typer.Option(None, "--seed"),
     device: str = DeviceOption,
+    trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Distill a teacher into a student; write the student and a teacher/student comparison."""
     mapping = load_yaml(config) if config else {}
@@ -54,7 +55,9 @@ def distill_command(
     seed = seed if seed is not None else int(mapping.get("seed", 0))
     out = out or Path(mapping.get("out") or Path("runs") / "models" / f"{Path(data_spec.source).stem}-student.pt")
     torch_device = str(resolve_device(device))
-    teacher_model, teacher_path = obtain_classifier(ModelSpec.parse(teacher_spec), device=torch_device)
+    teacher_model_spec = ModelSpec.parse(teacher_spec)
+    teacher_model_spec.trust_checkpoint = trust_checkpoint
+    teacher_model, teacher_path = obtain_classifier(teacher_model_spec, device=torch_device)
     purifier_entry = purifier or mapping.get("purifier")
     purifier_module = None
     if purifier_entry:
@@ -68,6 +71,7 @@ def distill_command(
             device=torch_device,
             classifier=teacher_model,
             classifier_sha256=sha256_file(teacher_path),
+            trust_checkpoint=trust_checkpoint,
         )
     train_spec = DataSpec(**{**data_spec.__dict__, "split": "train", "limit": None})
     student_model = distill(

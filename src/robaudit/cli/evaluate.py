@@ -16,6 +16,7 @@ from robaudit.cli.common import (
     JunitOption,
     MaxDropOption,
     StrictOption,
+    TrustOption,
     handle_errors,
     report_gates,
 )
@@ -117,6 +118,7 @@ def evaluate(
     junit: Path = JunitOption,
     json_output: bool = JsonOption,
     strict: bool = StrictOption,
+    trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
     mapping = load_yaml(config) if config else {}
@@ -151,7 +153,9 @@ def evaluate(
     gates = list(mapping.pop("gates", None) or []) + list(gate or [])
     for text in gates:
         Gate.parse(text)  # a malformed gate fails before any work
-    run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=overwrite)
+    run_dir = run_evaluation(
+        EvaluateConfig.from_mapping(mapping), overwrite=overwrite, trust_checkpoint=trust_checkpoint
+    )
     print_summary(run_dir)
     report_gates(
         run_dir,

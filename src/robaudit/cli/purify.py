@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
+from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
 from robaudit.config import ComponentSpec
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
@@ -40,6 +40,7 @@ def purify(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     seed: int = SeedOption,
     device: str = DeviceOption,
+    trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Purify every image of a dataset and write the result (float32 shards) with provenance."""
     params = {"checkpoint": purifier_checkpoint} if purifier_checkpoint else {}
@@ -51,7 +52,9 @@ def purify(
     source = train_data or dataset.provenance.get("source_spec", {}).get("source") or data
     classifier, classifier_sha = None, ""
     if model:
-        classifier, model_path = obtain_classifier(ModelSpec(path=model), device=str(torch_device))
+        classifier, model_path = obtain_classifier(
+            ModelSpec(path=model, trust_checkpoint=trust_checkpoint), device=str(torch_device)
+        )
         classifier_sha = sha256_file(model_path)
     module, path = obtain_purifier(
         resolved,
@@ -62,6 +65,7 @@ def purify(
         device=str(torch_device),
         classifier=classifier,
         classifier_sha256=classifier_sha,
+        trust_checkpoint=trust_checkpoint,
     )
     purified = purify_dataset(module, dataset, seed=seed, batch_size=batch_size, device=torch_device)
     provenance = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from robaudit.cli.common import DeviceOption, SeedOption, handle_errors
+from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
 from robaudit.config import load_yaml
 from robaudit.errors import ConfigError
 from robaudit.manifest import resolve_device
@@ -33,6 +33,7 @@ def train(
     config: Path = typer.Option(None, "--config", help="YAML recipe (the kind's training hyperparameters)."),
     seed: int = SeedOption,
     device: str = DeviceOption,
+    trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Train a classifier or a purifier on a dataset's train split and save a self-describing checkpoint."""
     kinds = ["classifier", *PURIFIERS.names()]
@@ -57,7 +58,11 @@ def train(
         spec = TrainSpec(data=data, image_size=image_size, channels=channels, seed=seed, recipe=recipe)
         train_and_save(spec, out, device=torch_device)
     else:
-        classifier = obtain_classifier(ModelSpec(path=model), device=torch_device)[0] if model else None
+        classifier = (
+            obtain_classifier(ModelSpec(path=model, trust_checkpoint=trust_checkpoint), device=torch_device)[0]
+            if model
+            else None
+        )
         train_purifier_file(
             kind,
             data=data,

@@ -45,14 +45,23 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
     subset_seed: int | None = None,
+    stream: bool = False,
+    skip_bad: bool = False,
     **params: Any,
 ) -> ImageSet:
     """Load ``source`` (a registered name or a path) and apply the common options.
 
     limit: keep at most this many samples (the first ones, or a seeded random subset when ``subset_seed`` is set).
     image_size / channels: resize to (image_size, image_size) and convert to 1 or 3 channels.
+    stream: leave images on disk and read them batch by batch where the source allows (image folders, robaudit
+    datasets, uncompressed .npz); otherwise every image is read into memory.
+    skip_bad: leave out unreadable image files (listed in ``provenance["skipped"]``) instead of stopping.
     """
     name, detected = detect_source(source)
+    if skip_bad:
+        if not DATASETS.get(name).meta.get("skips_bad"):
+            raise DataError(f"--skip-bad applies to image folders; {source!r} is a {name} source. Fix the data instead")
+        params = {**params, "skip_bad": True}
     dataset: ImageSet = DATASETS.build(name, {**detected, **params, "split": split})
     if len(dataset) == 0:
         raise DataError(f"{dataset.description} is empty; pass a dataset with at least one image")
@@ -65,8 +74,9 @@ def load_dataset(
         elif limit < len(dataset):
             dataset = dataset.select(list(range(limit)))
     if channels is not None:
-        dataset.images = convert_channels(dataset.images, channels, description=dataset.description)
+        convert_channels(dataset.images[:1], channels, description=dataset.description)  # fails before any work
+        dataset.transform_images(lambda images: convert_channels(images, channels, description=dataset.description))
     if image_size is not None:
-        dataset.images = resize(dataset.images, image_size)
+        dataset.transform_images(lambda images: resize(images, image_size))
     dataset.provenance = {**dataset.provenance, "source": name, "split": split}
-    return dataset
+    return dataset if stream else dataset.in_memory()

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from robaudit.data.imageset import ImageSet, validate_pixels
+from robaudit.data.lazy import LazyImages
 from robaudit.errors import DataError
 from robaudit.fileio import atomic_write, atomic_write_json
 
@@ -89,7 +90,13 @@ def prepare_output(path: str | Path, *, overwrite: bool) -> Path:
 
 
 def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
-    """Read a dataset artifact folder. ``split`` is accepted for uniformity; an artifact has one split."""
+    """Open a dataset artifact folder; images are read shard slice by shard slice when indexed (streamed).
+
+    ``split`` is accepted for uniformity; an artifact has one split. Labels, ids and every shard's header are
+    checked now; pixels are checked (NaN, range) as they are read.
+    """
+    from safetensors import safe_open
+
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
@@ -100,29 +107,49 @@ def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
             f"dataset folder {str(path)!r} has schema version {manifest.get('schema_version')!r}; "
             f"this robaudit reads version {SCHEMA_VERSION}"
         )
-    images, labels, ids = [], [], []
+    description = f"{path} ({manifest.get('description', 'robaudit dataset')})"
+    labels, ids, spans, sample_shape = [], [], [], None
     for shard in manifest["shards"]:
         file = path / shard["file"]
         try:
-            tensors = load_file(str(file))
-            with open(file, "rb") as handle:
-                header_len = int.from_bytes(handle.read(8), "little")
-                header = json.loads(handle.read(header_len))
-            shard_ids = json.loads(header.get("__metadata__", {}).get("ids", "[]"))
+            with safe_open(str(file), framework="pt") as handle:
+                shard_ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
+                images = handle.get_slice("images")
+                shape, dtype = images.get_shape(), images.get_dtype()
+                shard_labels = handle.get_tensor("labels")
         except (OSError, ValueError, SafetensorError) as exc:
             raise DataError(f"dataset shard {str(file)!r} is unreadable ({exc}); re-create the dataset") from None
-        if tensors["images"].dtype != torch.float32 or len(shard_ids) != tensors["images"].shape[0]:
+        if dtype != "F32" or len(shape) != 4 or len(shard_ids) != shape[0] or shard_labels.shape != (shape[0],):
             raise DataError(f"dataset shard {str(file)!r} is malformed; re-create the dataset")
-        images.append(tensors["images"])
-        labels.append(tensors["labels"])
+        if sample_shape is not None and tuple(shape[1:]) != sample_shape:
+            raise DataError(f"dataset shard {str(file)!r} has images of another size; re-create the dataset")
+        sample_shape = tuple(shape[1:])
+        spans.append((len(ids), len(ids) + shape[0], file))
+        labels.append(shard_labels)
         ids.extend(shard_ids)
-    description = f"{path} ({manifest.get('description', 'robaudit dataset')})"
-    if not images:
+    if not ids:
         raise DataError(f"dataset folder {str(path)!r} holds no samples; re-create it")
-    stacked = torch.cat(images)
-    validate_pixels(stacked, description=description, ids=ids)
+
+    def read(indices: list[int]) -> torch.Tensor:
+        out = torch.empty((len(indices), *sample_shape))
+        wanted = torch.tensor(indices)
+        for first, stop, file in spans:
+            rows = ((wanted >= first) & (wanted < stop)).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            local = wanted[rows] - first
+            low, high = int(local.min()), int(local.max()) + 1
+            try:
+                with safe_open(str(file), framework="pt") as handle:
+                    block = handle.get_slice("images")[low:high]
+            except (OSError, ValueError, SafetensorError) as exc:
+                raise DataError(f"dataset shard {str(file)!r} is unreadable ({exc}); re-create the dataset") from None
+            out[rows] = block[local - low]
+        validate_pixels(out, description=description, ids=[ids[i] for i in indices])
+        return out
+
     return ImageSet(
-        images=stacked,
+        images=LazyImages(read, sample_shape=sample_shape, index=range(len(ids))),
         labels=torch.cat(labels).long(),
         ids=ids,
         class_names=list(manifest["class_names"]),

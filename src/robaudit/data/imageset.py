@@ -9,17 +9,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from robaudit.data.lazy import LazyImages
 from robaudit.errors import DataError
 
 
 @dataclass
 class ImageSet:
-    """A labelled image dataset held as tensors.
+    """A labelled image dataset.
 
-    images: (N, C, H, W) float32 in [0, 1]; labels: (N,) int64; ids: N stable sample ids.
+    images: (N, C, H, W) float32 in [0, 1], a tensor or ``LazyImages`` read batch by batch (``images[a:b]`` is a
+    tensor either way); labels: (N,) int64; ids: N stable sample ids.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     labels: torch.Tensor
     ids: list[str]
     class_names: list[str]
@@ -50,12 +52,32 @@ class ImageSet:
     def select(self, index: torch.Tensor | list[int]) -> ImageSet:
         """The samples at ``index`` (order kept)."""
         index = torch.as_tensor(index, dtype=torch.long)
+        images = self.images.select(index) if isinstance(self.images, LazyImages) else self.images[index]
         return replace(
             self,
-            images=self.images[index],
+            images=images,
             labels=self.labels[index],
             ids=[self.ids[i] for i in index.tolist()],
         )
+
+    @property
+    def streamed(self) -> bool:
+        """True when images are read from disk batch by batch rather than held in memory."""
+        return isinstance(self.images, LazyImages)
+
+    def in_memory(self) -> ImageSet:
+        """This dataset with every image read into one tensor (itself when already in memory)."""
+        if not self.streamed:
+            return self
+        return replace(self, images=self.images.materialize())
+
+    def transform_images(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Apply ``transform`` ((N, C, H, W) -> (N, C', H', W')) to the images, now or on every read."""
+        if self.streamed:
+            probe = transform(self.images[:1])
+            self.images = self.images.map(transform, sample_shape=probe.shape[1:])
+        else:
+            self.images = transform(self.images)
 
 
 def map_images(

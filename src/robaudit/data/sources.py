@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from robaudit.data.artifact import read_artifact
 from robaudit.data.imageset import ImageSet, resize, validate_pixels
+from robaudit.data.lazy import LazyImages
 from robaudit.errors import DataError
 from robaudit.registry import Registry
 
@@ -81,7 +83,11 @@ def digits(*, split: str = "test", image_size: int = 32, split_seed: int = 0) ->
 
 @DATASETS.register("npz", description="MedMNIST-layout .npz ({split}_images, {split}_labels), gray or RGB")
 def npz(*, path: str, split: str = "test", class_names: list[str] | None = None) -> ImageSet:
-    """Read ``{split}_images`` (N, H, W[, C]) and ``{split}_labels`` (N[, 1]) from an .npz file (no pickle)."""
+    """Read ``{split}_images`` (N, H, W[, C]) and ``{split}_labels`` (N[, 1]) from an .npz file (no pickle).
+
+    Images stay in their stored dtype and are converted per read; an uncompressed .npz (``np.savez``) is memory
+    mapped, so only the batches being evaluated are in memory.
+    """
     description = f"{path}"
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -90,23 +96,57 @@ def npz(*, path: str, split: str = "test", class_names: list[str] | None = None)
             _check_split(split, splits, description=description)
             if f"{split}_labels" not in keys:
                 raise DataError(f"{description}: has {split}_images but no {split}_labels")
-            raw_images = archive[f"{split}_images"]
+            raw_images = _npz_memmap(path, f"{split}_images")
+            if raw_images is None:
+                raw_images = archive[f"{split}_images"]
             raw_labels = archive[f"{split}_labels"]
             stored_names = archive["class_names"] if "class_names" in keys else None
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise DataError(f"{description} is not a readable .npz file ({exc}); re-create or re-download it") from None
-    images = _to_float_images(raw_images, description=f"{description} [{split}_images]")
-    labels = _to_labels(raw_labels, images.shape[0], description=f"{description} [{split}_labels]")
+    where = f"{description} [{split}_images]"
+    sample_shape = _to_float_images(np.array(raw_images[:1]), description=where).shape[1:]  # checks shape and dtype
+    labels = _to_labels(raw_labels, raw_images.shape[0], description=f"{description} [{split}_labels]")
     if class_names is None and stored_names is not None:
         class_names = [str(c) for c in stored_names.tolist()]
     if class_names is None:
         class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
     stem = Path(path).stem
     ids = [f"{stem}-{split}-{i:05d}" for i in range(len(labels))]
-    validate_pixels(images, description=description, ids=ids)
+
+    def read(indices: list[int]) -> torch.Tensor:
+        try:
+            images = _to_float_images(raw_images[indices], description=where)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{description} became unreadable ({exc}); re-create or re-download it") from None
+        validate_pixels(images, description=description, ids=[ids[i] for i in indices])
+        return images
+
+    images = LazyImages(read, sample_shape=sample_shape, index=range(len(labels)))
     return ImageSet(images, labels, ids, list(class_names), description=f"{description} ({split})")
+
+
+def _npz_memmap(path: str, key: str) -> np.ndarray | None:
+    """A read-only memory map of ``key`` in an uncompressed .npz; None when the member is compressed."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local_header = handle.read(30)
+        name_length, extra_length = struct.unpack("<HH", local_header[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        if version not in readers:
+            return None
+        shape, fortran_order, dtype = readers[version](handle)
+        offset = handle.tell()
+    if dtype.hasobject or fortran_order or offset + dtype.itemsize * int(np.prod(shape)) > Path(path).stat().st_size:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _read_image(file: Path, *, mode: str) -> np.ndarray:
@@ -120,48 +160,79 @@ def _read_image(file: Path, *, mode: str) -> np.ndarray:
         raise DataError(f"image {str(file)!r} is unreadable ({exc}); remove it or pass --skip-bad") from None
 
 
-@DATASETS.register("imagefolder", description="a folder of class subfolders of PNG/JPEG files (ImageFolder layout)")
-def imagefolder(*, path: str, split: str = "test", channels: int | None = None) -> ImageSet:
-    """Read ``path/[split/]class/*.png``. Images are resized to the first image's size; classes sorted by name."""
+def _image_tensor(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W[, C]) uint8 array -> (C, size[0], size[1]) float32 in [0, 1] (resized when needed)."""
+    image = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+    image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
+    if tuple(image.shape[1:]) != size:
+        image = torch.nn.functional.interpolate(
+            image[None], size=size, mode="bilinear", antialias=True, align_corners=False
+        )[0].clamp(0, 1)
+    return image
+
+
+@DATASETS.register(
+    "imagefolder", description="a folder of class subfolders of PNG/JPEG files (ImageFolder layout)", skips_bad=True
+)
+def imagefolder(*, path: str, split: str = "test", channels: int | None = None, skip_bad: bool = False) -> ImageSet:
+    """Read ``path/[split/]class/*.png``, streamed: every file is checked now and decoded again when its batch runs.
+
+    Images are resized to the first image's size; classes are sorted by name. An unreadable file stops the load
+    (naming it) unless ``skip_bad``, which leaves it out and lists it in ``provenance["skipped"]``.
+    """
     root = Path(path)
     if (root / split).is_dir():
         root = root / split
     try:
         class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        listed = [(f, label) for label, d in enumerate(class_dirs) for f in sorted(d.iterdir())]
     except OSError as exc:
-        raise DataError(f"image folder {str(root)!r} is unreadable ({exc.strerror}); check its permissions") from None
+        where = exc.filename or root
+        raise DataError(f"image folder {str(where)!r} is unreadable ({exc.strerror}); check its permissions") from None
     if not class_dirs:
         raise DataError(f"image folder {str(root)!r} has no class subfolders; lay it out as {root}/CLASS/IMAGE.png")
-    files = [
-        (f, label)
-        for label, d in enumerate(class_dirs)
-        for f in sorted(d.iterdir())
-        if f.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    files = [(f, label) for f, label in listed if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if channels is None:
-        from PIL import Image
+    mode = {1: "L", 3: "RGB"}.get(channels) if channels is not None else None
+    good, skipped, size = [], [], None
+    for file, label in files:
+        try:
+            if mode is None:
+                mode = _image_mode(file)
+            array = _read_image(file, mode=mode)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.append({"file": str(file.relative_to(root)), "reason": str(exc)})
+            continue
+        size = size or tuple(array.shape[:2])
+        good.append((file, label))
+    if not good:
+        raise DataError(f"image folder {str(root)!r} holds no readable images ({len(skipped)} skipped); fix the files")
 
-        with Image.open(files[0][0]) as first:
-            channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
-    mode = "L" if channels == 1 else "RGB"
-    arrays = [_read_image(f, mode=mode) for f, _ in files]
-    height, width = arrays[0].shape[:2]
-    tensors = []
-    for array in arrays:
-        image = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
-        image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
-        if image.shape[1:] != (height, width):
-            image = torch.nn.functional.interpolate(
-                image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False
-            )[0].clamp(0, 1)
-        tensors.append(image)
-    labels = torch.tensor([label for _, label in files], dtype=torch.long)
-    ids = [str(f.relative_to(root)) for f, _ in files]
+    def read(indices: list[int]) -> torch.Tensor:
+        return torch.stack([_image_tensor(_read_image(good[i][0], mode=mode), size) for i in indices])
+
+    channels_out = 1 if mode == "L" else 3
+    images = LazyImages(read, sample_shape=(channels_out, *size), index=range(len(good)))
+    labels = torch.tensor([label for _, label in good], dtype=torch.long)
+    ids = [str(f.relative_to(root)) for f, _ in good]
+    provenance = {"skipped": skipped} if skipped else {}
     return ImageSet(
-        torch.stack(tensors), labels, ids, [d.name for d in class_dirs], description=f"{root} (image folder)"
+        images, labels, ids, [d.name for d in class_dirs], description=f"{root} (image folder)", provenance=provenance
     )
+
+
+def _image_mode(file: Path) -> str:
+    """ "L" for a grayscale file, "RGB" otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            return "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"image {str(file)!r} is unreadable ({exc}); remove it or pass --skip-bad") from None
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

@@ -87,9 +87,9 @@ def save_purifier_network(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_purifier_network(path: str | Path) -> tuple[str, nn.Module, dict[str, Any]]:
-    """(kind, network in eval mode, card) from a purifier checkpoint; no code in the file runs."""
-    from robaudit.classifiers import _load_weights_only
+def load_purifier_network(path: str | Path, *, trust_checkpoint: bool = False) -> tuple[str, nn.Module, dict[str, Any]]:
+    """(kind, network in eval mode, card) from a purifier checkpoint; no code in the file runs unless trusted."""
+    from robaudit.classifiers import load_checkpoint_payload
 
     path = Path(path)
     if path.is_dir():
@@ -105,7 +105,7 @@ def load_purifier_network(path: str | Path) -> tuple[str, nn.Module, dict[str, A
         )
     if not path.is_file():
         raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
-    payload = _load_weights_only(path)
+    payload = load_checkpoint_payload(path, trust=trust_checkpoint)
     if not isinstance(payload, dict) or payload.get("robaudit") != "purifier":
         raise CheckpointError(f"{str(path)!r} is not a robaudit purifier checkpoint; train one with robaudit train")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -73,6 +73,7 @@ def obtain_purifier(
     device: str,
     classifier: nn.Module | None = None,
     classifier_sha256: str = "",
+    trust_checkpoint: bool = False,
 ) -> tuple[Purifier, Path]:
     """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split.
 
@@ -105,7 +106,7 @@ def obtain_purifier(
                 input_size=list(train_set.shape),
                 training={"data": train_set.description, "seed": seed},
             )
-    kind, network, _ = load_purifier_network(path)
+    kind, network, _ = load_purifier_network(path, trust_checkpoint=trust_checkpoint)
     if kind != resolved.name:
         raise ConfigError(f"checkpoint {str(path)!r} holds a {kind!r} purifier, not {resolved.name!r}")
     purifier = PURIFIERS.build(resolved.name, resolved.params, network)
