@@ -47,7 +47,9 @@ def main() -> None:
     for mode in ("plain", "checkpointed"):
         out = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--steps", str(args.steps), "--batch", str(args.batch)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         results[mode] = float(out.strip().splitlines()[-1])
     print(f"DDPM purifier, {args.steps}-step DDIM chain, batch {args.batch}, one adaptive gradient:")

@@ -33,6 +33,14 @@ def test_wilson_matches_reference_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("total", [1, 7, 24, 200, 2000, 9999])
+def test_wilson_interval_contains_the_rate(total):
+    for successes in range(0, total + 1, max(1, total // 50)):
+        low, high = wilson_interval(successes, total)
+        assert 0.0 <= low <= successes / total <= high <= 1.0
+    assert wilson_interval(0, total)[0] == 0.0 and wilson_interval(total, total)[1] == 1.0
+
+
 def test_registry_did_you_mean():
     registry = Registry("widget")
     registry.register("alpha", description="a")(lambda *, x=1: x)

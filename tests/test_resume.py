@@ -96,3 +96,39 @@ def test_ctrl_c_stops_after_the_current_batch_and_marks_the_run_incomplete(workd
     assert "INCOMPLETE RUN" in (run / "report.md").read_text()
     resume("stopped")
     assert yaml.safe_load((run / "summary.json").read_text())["complete"]
+
+
+def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypatch):
+    from robaudit.engine import OUT_OF_MEMORY, BatchEvaluator
+
+    evaluate_batch = BatchEvaluator.__call__
+
+    def small_device(self, dataset, start, stop, **kwargs):
+        if stop - start > 2:
+            raise OUT_OF_MEMORY[0]("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return evaluate_batch(self, dataset, start, stop, **kwargs)
+
+    monkeypatch.setattr(BatchEvaluator, "__call__", small_device)
+    resume("split")
+    run = workdir / "split"
+    assert len(list((run / "records").glob("part-*.jsonl"))) == BATCHES  # parts still follow --batch-size
+    summary = yaml.safe_load((run / "summary.json").read_text())
+    assert summary["complete"] and summary["n_samples"] == CONFIG["data"]["limit"]
+    flag = next(f for f in summary["flags"] if f["check"] == "out-of-memory")
+    assert f"{BATCHES} batch(es) were split" in flag["title"] and "chunks of 2" in flag["evidence"]
+    assert "ran out of memory" in (run / "report.md").read_text()
+    manifest = yaml.safe_load((run / "manifest.json").read_text())
+    assert [s["chunk"] for s in manifest["batch_splits"]] == [2] * BATCHES
+
+
+def test_clean_and_fgsm_records_do_not_depend_on_the_batch_size(workdir):
+    """Where no random start or batch-level logic is involved, the batch size changes no record."""
+    from robaudit.evaluate import EvaluateConfig, run_evaluation
+    from robaudit.rundir import RunDir
+
+    def records(batch_size: int) -> dict:
+        mapping = {**CONFIG, "attacks": ["fgsm"], "batch_size": batch_size, "out": f"bs{batch_size}"}
+        rows = RunDir(run_evaluation(EvaluateConfig.from_mapping(mapping))).read_records()
+        return {(r["sample_id"], r["condition"]): r for r in rows}
+
+    assert records(4) == records(40)

@@ -21,9 +21,9 @@ from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_at
 from robaudit.data import ImageSet
 from robaudit.data.imageset import map_images
 from robaudit.defense import DefendedModel, defended_predict
-from robaudit.errors import Interrupted
+from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
-from robaudit.progress import progress_bar
+from robaudit.progress import console, progress_bar
 from robaudit.purifiers.base import Purifier
 from robaudit.rundir import RunDir
 from robaudit.seeding import derive_seed
@@ -248,24 +248,32 @@ def evaluate_batches(
     eot: int,
     device: torch.device,
     on_built: Callable[[str, Any], None] | None = None,
+    on_split: Callable[[int, int, int], None] | None = None,
 ) -> None:
     """Evaluate every condition batch by batch, writing one records part per batch; completed parts are skipped.
 
     Samples a defense misclassifies in every clean repeat are not attacked: they count as non-robust under every
     attack, so skipping them changes no number. Ctrl-C stops after the current batch (raising ``Interrupted``)
-    with every finished batch written.
+    with every finished batch written. When the device runs out of memory, the batch is run in halves (again and
+    again, down to one sample) and later batches in chunks of the size that fitted; ``on_split(start, stop,
+    chunk)`` reports each batch that ran in chunks.
     """
     evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, on_built=on_built)
     batches = list(dataset.batches(batch_size))
+    chunk = batch_size
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:
         task = bar.add_task("evaluate", total=len(batches) * evaluator.steps(), status="")
         for number, (start, stop) in enumerate(batches):
             if RunDir.part_name(start, stop) in completed:
                 bar.advance(task, evaluator.steps())
                 continue
-            records, timings = evaluator(
-                dataset, start, stop, device=device, advance=lambda s: bar.update(task, advance=1, status=s)
-            )
+
+            def advance(status: str) -> None:
+                bar.update(task, advance=1, status=status)
+
+            records, timings, chunk = evaluate_in_chunks(evaluator, dataset, start, stop, chunk, device, advance)
+            if chunk < stop - start and on_split is not None:
+                on_split(start, stop, chunk)
             run_dir.write_timings(start, stop, timings)
             run_dir.write_part(start, stop, records)  # last: the part marks the batch as done
             if start == 0:
@@ -275,6 +283,47 @@ def evaluate_batches(
                     f"stopped after samples {start}-{stop}; finished batches are saved in {run_dir.path}. "
                     "Re-run the same command to resume"
                 )
+
+
+OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+def evaluate_in_chunks(
+    evaluator: BatchEvaluator,
+    dataset: ImageSet,
+    start: int,
+    stop: int,
+    chunk: int,
+    device: torch.device,
+    advance: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]], int]:
+    """Records and timings of samples [start, stop), evaluated ``chunk`` samples at a time; on out-of-memory the
+    chunk is halved and the failed chunk run again. Returns the chunk size that fitted."""
+    records: list[dict[str, Any]] = []
+    timings: dict[str, dict[str, float]] = {}
+    position = start
+    while position < stop:
+        end = min(position + chunk, stop)
+        try:
+            part, part_timings = evaluator(dataset, position, end, device=device, advance=advance)
+        except OUT_OF_MEMORY:
+            if end - position == 1:
+                raise RobauditError(
+                    f"out of {device.type} memory on a single sample ({dataset.ids[position]!r}); "
+                    "use a device with more memory, fewer purifier steps or EOT draws, or --device cpu"
+                ) from None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            chunk = max(1, (end - position) // 2)
+            console.print(f"[yellow]out of memory: running samples {position}-{end} in chunks of {chunk}[/yellow]")
+            continue
+        records.extend(part)
+        for condition, entry in part_timings.items():
+            total = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+            total["seconds"] += entry["seconds"]
+            total["samples"] += entry["samples"]
+        position = end
+    return records, timings, chunk
 
 
 def attack_dataset(

@@ -307,6 +307,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
     ).hexdigest()
     run_dir = RunDir(out)
     completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
+    previous = run_dir.read_manifest() if completed else None
     if completed:
         console.print(f"resuming {out}: {len(completed)} batch(es) already done")
     source_path = Path(config.data.source)
@@ -341,6 +342,12 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
     run_dir.write_config(resolved)
     run_dir.write_manifest(manifest)
 
+    manifest["batch_splits"] = list((previous or {}).get("batch_splits", []))
+
+    def note_split(start: int, stop: int, chunk: int) -> None:
+        manifest["batch_splits"].append({"start": start, "stop": stop, "chunk": chunk})
+        run_dir.write_manifest(manifest)
+
     def note_components(label: str, attack: Any) -> None:
         if hasattr(attack, "components"):
             manifest["attack_details"][label] = {"components": attack.components, "dropped": attack.dropped}
@@ -359,6 +366,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
             batch_size=config.batch_size,
             device=device,
             on_built=note_components,
+            on_split=note_split,
         )
     except Interrupted:
         manifest.update(status="interrupted")

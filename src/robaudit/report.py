@@ -132,7 +132,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         "seed": config.get("seed"),
         **numbers,
     }
-    flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary)
+    flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
     summary["flags"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
@@ -153,6 +153,24 @@ def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str
             result["seconds_per_attacked_sample"] = timings.get(f"{result['label']}|{label}|{result['threat']}", 0.0)
     view["attacks"] = view["defenses"][0]["results"]
     return view
+
+
+def memory_flags(manifest: dict[str, Any]) -> list[Flag]:
+    """An info flag when batches ran in smaller chunks after the device ran out of memory."""
+    splits = manifest.get("batch_splits") or []
+    if not splits:
+        return []
+    evidence = "; ".join(f"samples {s['start']}-{s['stop']} in chunks of {s['chunk']}" for s in splits[:5])
+    return [
+        Flag(
+            check="out-of-memory",
+            severity="info",
+            title=f"{len(splits)} batch(es) were split after the device ran out of memory",
+            explanation="those samples ran in smaller chunks; random starts are seeded per chunk, so their "
+            "records can differ (not in meaning) from a run with room for the whole batch",
+            evidence=evidence + ("; ..." if len(splits) > 5 else ""),
+        )
+    ]
 
 
 def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> dict[str, Path]:

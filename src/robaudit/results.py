@@ -42,7 +42,7 @@ def wilson_interval(successes: int, total: int, *, z: float = 1.959964) -> tuple
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # contains p despite rounding
 
 
 def rate(successes: int, total: int) -> dict[str, Any]:

@@ -86,7 +86,17 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The resolved config saved with the run."""
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        try:
+            config = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise RobauditError(
+                f"{str(self.path)!r} is not a readable robaudit run ({self.config_path.name}: {reason}); "
+                "pass a directory evaluate wrote"
+            ) from None
+        if not isinstance(config, dict):
+            raise RobauditError(f"{str(self.config_path)!r} is not a robaudit run config; pass a run directory")
+        return config
 
     def write_part(self, start: int, stop: int, records: list[dict[str, Any]]) -> None:
         """Atomically write the records of samples [start, stop)."""

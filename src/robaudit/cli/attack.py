@@ -33,6 +33,7 @@ def attack(
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
     channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable files of an image folder out."),
     eps: str = typer.Option("8/255", "--eps", help="Linf budget, e.g. 8/255."),
     eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for L2 attacks."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -51,7 +52,9 @@ def attack(
     classifier, model_path = obtain_classifier(
         ModelSpec(path=model, trust_checkpoint=trust_checkpoint), device=str(torch_device)
     )
-    dataset = DataSpec(source=data, split=split, limit=limit, image_size=image_size, channels=channels).load()
+    spec = DataSpec(source=data, split=split, limit=limit, image_size=image_size, channels=channels, skip_bad=skip_bad)
+    dataset = spec.load(stream=True)
+    source_sha = data_fingerprint(dataset)  # reads and checks every image before any work
     check_compatible(classifier, dataset)
     classifier.to(torch_device)
     adversarial = attack_dataset(classifier, dataset, resolved, seed=seed, batch_size=batch_size, device=torch_device)
@@ -63,7 +66,7 @@ def attack(
         "model_sha256": sha256_file(model_path),
         "source": dataset.description,
         "source_spec": {"source": data, "split": split},
-        "source_sha256_tensors": data_fingerprint(dataset),
+        "source_sha256_tensors": source_sha,
         "seed": seed,
         "versions": versions(),
     }

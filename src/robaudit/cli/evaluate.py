@@ -46,11 +46,14 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     data = mapping.get("data")
     data = {"name": data} if isinstance(data, str) else dict(data or {})
     if flags["data"] is not None:
-        data = {k: v for k, v in data.items() if k in ("split", "limit", "image_size", "channels", "subset_seed")}
+        keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad")
+        data = {k: v for k, v in data.items() if k in keep}
         data["name"] = flags["data"]
     for key in ("split", "limit", "image_size", "channels"):
         if flags[key] is not None:
             data[key] = flags[key]
+    if flags["skip_bad"]:
+        data["skip_bad"] = True
     if data:
         mapping["data"] = data
     if flags["attacks"] is not None:
@@ -87,6 +90,9 @@ def evaluate(
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
     channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Leave unreadable files of an image folder out (the report lists them)."
+    ),
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
     ),
@@ -132,6 +138,7 @@ def evaluate(
         limit=limit,
         image_size=image_size,
         channels=channels,
+        skip_bad=skip_bad,
         attacks=attacks,
         purifier=purifier,
         purifier_checkpoint=purifier_checkpoint,

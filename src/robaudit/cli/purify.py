@@ -36,6 +36,7 @@ def purify(
     out: Path = typer.Option(None, "--out", help="Output dataset folder (default runs/purified-<purifier>-<data>)."),
     split: str = typer.Option("test", "--split"),
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable files of an image folder out."),
     batch_size: int = typer.Option(128, "--batch-size"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     seed: int = SeedOption,
@@ -48,7 +49,8 @@ def purify(
     out = out or Path("runs") / f"purified-{purifier}-{Path(data).stem}"
     prepare_output(out, overwrite=overwrite)
     torch_device = resolve_device(device)
-    dataset = DataSpec(source=data, split=split, limit=limit).load()
+    dataset = DataSpec(source=data, split=split, limit=limit, skip_bad=skip_bad).load(stream=True)
+    source_sha = data_fingerprint(dataset)  # reads and checks every image before any work
     source = train_data or dataset.provenance.get("source_spec", {}).get("source") or data
     classifier, classifier_sha = None, ""
     if model:
@@ -75,7 +77,7 @@ def purify(
         "source": dataset.description,
         "source_provenance": dataset.provenance,
         "source_spec": dataset.provenance.get("source_spec", {"source": data, "split": split}),
-        "source_sha256_tensors": data_fingerprint(dataset),
+        "source_sha256_tensors": source_sha,
         "seed": seed,
         "versions": versions(),
     }

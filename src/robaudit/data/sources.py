@@ -27,21 +27,26 @@ def _check_split(split: str, valid: list[str], *, description: str) -> None:
         raise DataError(f"{description} has no split {split!r}; valid splits: {', '.join(valid)}")
 
 
-def _to_float_images(array: np.ndarray, *, description: str) -> torch.Tensor:
-    """(N, H, W) or (N, H, W, C) uint8/float array -> (N, C, H, W) float32 tensor in [0, 1]."""
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+def _check_image_array(array: np.ndarray, *, description: str) -> None:
+    """Raise a DataError unless ``array`` is (N, H, W) or (N, H, W, 1|3) of uint8 or floats."""
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
         raise DataError(
             f"{description}: images must be (N, H, W) or (N, H, W, 1|3), got shape {array.shape}; "
             "store grayscale or RGB images"
         )
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{description}: images have dtype {array.dtype}; store uint8 or floats in [0, 1]")
+
+
+def _to_float_images(array: np.ndarray, *, description: str) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8/float array -> (N, C, H, W) float32 tensor in [0, 1]."""
+    _check_image_array(array, description=description)
+    if array.ndim == 3:
+        array = array[..., None]
     if array.dtype == np.uint8:
         images = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
-    elif np.issubdtype(array.dtype, np.floating):
-        images = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     else:
-        raise DataError(f"{description}: images have dtype {array.dtype}; store uint8 or floats in [0, 1]")
+        images = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return images.permute(0, 3, 1, 2).contiguous()
 
 
@@ -106,7 +111,8 @@ def npz(*, path: str, split: str = "test", class_names: list[str] | None = None)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise DataError(f"{description} is not a readable .npz file ({exc}); re-create or re-download it") from None
     where = f"{description} [{split}_images]"
-    sample_shape = _to_float_images(np.array(raw_images[:1]), description=where).shape[1:]  # checks shape and dtype
+    _check_image_array(raw_images, description=where)
+    sample_shape = _to_float_images(np.array(raw_images[:1]), description=where).shape[1:]
     labels = _to_labels(raw_labels, raw_images.shape[0], description=f"{description} [{split}_labels]")
     if class_names is None and stored_names is not None:
         class_names = [str(c) for c in stored_names.tolist()]
