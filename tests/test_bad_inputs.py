@@ -98,7 +98,7 @@ def float_labels(w: Path):
 
 def label_out_of_range(w: Path):
     npz_file(w / "data.npz", gray(), np.array([0, 1, 11, 2]))
-    return (*EVALUATE, "--data", "data.npz"), ["label 11", "outside the model's 10 classes"]
+    return (*EVALUATE, "--data", "data.npz"), ["'data-test-00002'", "label 11", "outside the model's 10 classes"]
 
 
 def nan_pixels(w: Path):
@@ -241,6 +241,14 @@ def report_not_a_run(w: Path):
     return ("report", "notes"), ["notes", "robaudit run"]
 
 
+def report_corrupt_records(w: Path):
+    result = runner.invoke(app, [*EVALUATE, "--data", "digits", "--limit", "4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    part = next((w / "run" / "records").glob("part-*.jsonl"))
+    part.write_text(part.read_text()[:-40])
+    return ("report", "run"), [part.name, "unreadable", "re-run the same evaluate command"]
+
+
 CASES: dict[str, Callable] = {
     f.__name__: f
     for f in (
@@ -277,6 +285,7 @@ CASES: dict[str, Callable] = {
         train_yaml_unknown_key,
         distill_truncated_teacher,
         report_not_a_run,
+        report_corrupt_records,
     )
 }
 
@@ -305,6 +314,8 @@ def test_failed_overwrite_keeps_the_previous_run(workdir):
 def test_skip_bad_evaluates_the_rest_and_the_report_lists_what_was_skipped(workdir):
     folder = image_folder(workdir / "imgs")
     (folder / "2" / "garbage.png").write_bytes(b"not an image")
+    crafted = "<img src=x onerror=alert(1)>`**bold**`.png"  # a file name is data from elsewhere too
+    (folder / "2" / crafted).write_bytes(b"not an image either")
     victim = sorted((folder / "7").glob("*.png"))[0]
     victim.write_bytes(victim.read_bytes()[:50])
     assert "--skip-bad" in fail(*EVALUATE, "--data", "imgs")
@@ -314,10 +325,12 @@ def test_skip_bad_evaluates_the_rest_and_the_report_lists_what_was_skipped(workd
     summary = json.loads((workdir / "run" / "summary.json").read_text())
     assert summary["n_samples"] == 20 - 1  # the garbage file was never a sample; the truncated one is skipped
     skipped = {s["file"] for s in summary["data"]["provenance"]["skipped"]}
-    assert skipped == {"2/garbage.png", f"7/{victim.name}"}
+    assert skipped == {"2/garbage.png", f"2/{crafted}", f"7/{victim.name}"}
     report = (workdir / "run" / "report.md").read_text()
-    assert "SKIPPED INPUT FILES" in report and "2/garbage.png" in report
-    assert "SKIPPED INPUT FILES" in (workdir / "run" / "report.html").read_text()
+    assert "SKIPPED INPUT FILES" in report and "`2/garbage.png`" in report
+    assert "`2/<img src=x onerror=alert(1)>'**bold**'.png`" in report  # inside a code span: shown literally
+    html = (workdir / "run" / "report.html").read_text()
+    assert "SKIPPED INPUT FILES" in html and "<img src=x" not in html and "&lt;img src=x onerror" in html
     assert "--skip-bad applies to image folders" in fail(*EVALUATE, "--data", "digits", "--skip-bad", "--out", "x")
 
 

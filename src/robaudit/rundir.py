@@ -149,5 +149,11 @@ class RunDir:
             raise RobauditError(f"{str(self.path)!r} is not a robaudit run directory (no records/); pass a run")
         records = []
         for part in sorted(self.records_dir.glob("part-*.jsonl")):
-            records.extend(json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line)
+            try:
+                records.extend(json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line)
+            except (OSError, ValueError) as exc:
+                raise RobauditError(
+                    f"records part {str(part)!r} is unreadable ({type(exc).__name__}); delete it and re-run the "
+                    "same evaluate command to recompute that batch"
+                ) from None
         return records
