@@ -139,3 +139,33 @@ def test_unknown_source_is_named():
 def test_shared_pneumonia():
     data = load_dataset(str(PNEUMONIA), split="test")
     assert len(data) == 468 and data.shape == (1, 28, 28) and set(data.labels.tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_streamed_npz_reads_batches_on_demand(tmp_path, compressed):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 12, 12, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=30)
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "d.npz", test_images=images, test_labels=labels)
+    streamed = load_dataset(str(tmp_path / "d.npz"), stream=True, limit=20, subset_seed=1, image_size=8)
+    in_memory = load_dataset(str(tmp_path / "d.npz"), limit=20, subset_seed=1, image_size=8)
+    assert streamed.streamed and not in_memory.streamed and streamed.images.shape == (20, 3, 8, 8)
+    assert torch.equal(streamed.images[5:9], in_memory.images[5:9])
+    assert torch.equal(streamed.in_memory().images, in_memory.images) and streamed.ids == in_memory.ids
+    if not compressed:  # an uncompressed archive is memory mapped, not read
+        from robaudit.data.sources import _npz_memmap
+
+        assert isinstance(_npz_memmap(str(tmp_path / "d.npz"), "test_images"), np.memmap)
+
+
+def test_streamed_image_folder_matches_in_memory(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(9):
+        folder = tmp_path / ("cat" if i % 2 else "dog")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(10, 10, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    streamed = load_dataset(str(tmp_path), stream=True, channels=1)
+    assert streamed.streamed and streamed.images.shape == (9, 1, 10, 10)
+    assert torch.equal(streamed.images[[8, 0, 3]], load_dataset(str(tmp_path), channels=1).images[[8, 0, 3]])
