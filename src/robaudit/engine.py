@@ -25,7 +25,7 @@ from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
 from robaudit.progress import console, progress_bar
 from robaudit.purifiers.base import Purifier
-from robaudit.rundir import RunDir
+from robaudit.rundir import RunDir, add_timing
 from robaudit.seeding import derive_seed
 
 NONE = "none"
@@ -125,11 +125,6 @@ class BatchEvaluator:
         records: list[dict[str, Any]] = []
         timings: dict[str, dict[str, float]] = {}
 
-        def time_condition(condition: str, seconds: float, samples: int) -> None:
-            entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
-            entry["seconds"] += seconds
-            entry["samples"] += samples
-
         def emit(
             attack: ResolvedAttack | None,
             defense: Defense,
@@ -177,7 +172,7 @@ class BatchEvaluator:
             for repeat in range(defense.repeats):
                 tic = time.perf_counter()
                 pred = self.predict(defense, images, "clean", defense.label, repeat, start)
-                time_condition(condition_key(NONE, defense.label, NONE), time.perf_counter() - tic, n)
+                add_timing(timings, condition_key(NONE, defense.label, NONE), time.perf_counter() - tic, n)
                 clean[defense.label].append(pred)
                 emit(None, defense, NONE, repeat, pred, pred, torch.zeros(n, dtype=torch.bool), zeros, zeros)
             advance(f"batch {start}-{stop} clean {defense.label}")
@@ -222,7 +217,7 @@ class BatchEvaluator:
                             seed=derive_seed(self.seed, attack.label, defense.label, threat, start),
                         )
                         seconds = time.perf_counter() - tic
-                    time_condition(condition_key(attack.label, defense.label, threat), seconds, int(want.sum()))
+                    add_timing(timings, condition_key(attack.label, defense.label, threat), seconds, int(want.sum()))
                     linf, l2 = perturbation_norms(adversarial, images)
                     if start == 0 and not attack.sweep:
                         self.keep_examples(adversarial, attack, defense, threat)
@@ -319,9 +314,7 @@ def evaluate_in_chunks(
             continue
         records.extend(part)
         for condition, entry in part_timings.items():
-            total = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
-            total["seconds"] += entry["seconds"]
-            total["samples"] += entry["samples"]
+            add_timing(timings, condition, entry["seconds"], entry["samples"])
         position = end
     return records, timings, chunk
 

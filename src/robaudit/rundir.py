@@ -24,6 +24,13 @@ from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 
 
+def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: float, samples: float) -> None:
+    """Add ``seconds`` spent on ``samples`` samples to ``timings[condition]`` (``{"seconds", "samples"}``)."""
+    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+    entry["seconds"] += seconds
+    entry["samples"] += samples
+
+
 class RunDir:
     """A run directory on disk."""
 
@@ -110,17 +117,15 @@ class RunDir:
 
     def read_timings(self) -> dict[str, float]:
         """Seconds per sample of each condition, over the batches whose records exist."""
-        totals: dict[str, list[float]] = {}
+        totals: dict[str, dict[str, float]] = {}
         for part in sorted(self.records_dir.glob("part-*.jsonl")):
             try:
                 timings = json.loads((self.timings_dir / part.name.replace(".jsonl", ".json")).read_text("utf-8"))
             except (OSError, ValueError):
                 continue  # timings are informative only; a missing file costs no number
             for condition, entry in timings.items():
-                total = totals.setdefault(condition, [0.0, 0.0])
-                total[0] += float(entry.get("seconds", 0.0))
-                total[1] += float(entry.get("samples", 0))
-        return {condition: seconds / samples for condition, (seconds, samples) in totals.items() if samples}
+                add_timing(totals, condition, float(entry.get("seconds", 0.0)), float(entry.get("samples", 0)))
+        return {condition: t["seconds"] / t["samples"] for condition, t in totals.items() if t["samples"]}
 
     def write_gallery(self, images: dict[str, Any], ids: list[str]) -> None:
         """Atomically write the first samples' clean / adversarial / purified images (float32) for reports."""

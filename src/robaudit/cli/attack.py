@@ -8,7 +8,7 @@ import typer
 
 from robaudit.attacks import resolve_attack
 from robaudit.checks import check_compatible
-from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
+from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption, handle_errors
 from robaudit.config import parse_eps
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
@@ -33,7 +33,7 @@ def attack(
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
     channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable files of an image folder out."),
+    skip_bad: bool = SkipBadOption,
     eps: str = typer.Option("8/255", "--eps", help="Linf budget, e.g. 8/255."),
     eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for L2 attacks."),
     batch_size: int = typer.Option(128, "--batch-size"),

@@ -37,6 +37,9 @@ def handle_errors(func: F) -> F:
 
 SeedOption = typer.Option(0, "--seed", help="Seed of every random choice (recorded in the manifest).")
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+SkipBadOption = typer.Option(
+    False, "--skip-bad", help="Leave unreadable files of an image folder out (the report lists them)."
+)
 TrustOption = typer.Option(
     False,
     "--trust-checkpoint",

@@ -15,6 +15,7 @@ from robaudit.cli.common import (
     JsonOption,
     JunitOption,
     MaxDropOption,
+    SkipBadOption,
     StrictOption,
     TrustOption,
     handle_errors,
@@ -90,9 +91,7 @@ def evaluate(
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
     channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
-    skip_bad: bool = typer.Option(
-        False, "--skip-bad", help="Leave unreadable files of an image folder out (the report lists them)."
-    ),
+    skip_bad: bool = SkipBadOption,
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
     ),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
+from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption, handle_errors
 from robaudit.config import ComponentSpec
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
@@ -36,7 +36,7 @@ def purify(
     out: Path = typer.Option(None, "--out", help="Output dataset folder (default runs/purified-<purifier>-<data>)."),
     split: str = typer.Option("test", "--split"),
     limit: int = typer.Option(None, "--limit", help="At most this many samples."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable files of an image folder out."),
+    skip_bad: bool = SkipBadOption,
     batch_size: int = typer.Option(128, "--batch-size"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     seed: int = SeedOption,

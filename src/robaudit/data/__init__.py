@@ -74,7 +74,6 @@ def load_dataset(
         elif limit < len(dataset):
             dataset = dataset.select(list(range(limit)))
     if channels is not None:
-        convert_channels(dataset.images[:1], channels, description=dataset.description)  # fails before any work
         dataset.transform_images(lambda images: convert_channels(images, channels, description=dataset.description))
     if image_size is not None:
         dataset.transform_images(lambda images: resize(images, image_size))

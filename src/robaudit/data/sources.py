@@ -155,13 +155,15 @@ def _npz_memmap(path: str, key: str) -> np.ndarray | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
-def _read_image(file: Path, *, mode: str) -> np.ndarray:
+def _read_image(file: Path, *, mode: str | None) -> tuple[np.ndarray, str]:
+    """(decoded pixels, mode) of an image file; ``mode`` None: "L" for a grayscale file, "RGB" otherwise."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as image:
+            mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
             image.load()
-            return np.array(image.convert(mode))
+            return np.array(image.convert(mode)), mode
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DataError(f"image {str(file)!r} is unreadable ({exc}); remove it or pass --skip-bad") from None
 
@@ -204,9 +206,7 @@ def imagefolder(*, path: str, split: str = "test", channels: int | None = None, 
     good, skipped, size = [], [], None
     for file, label in files:
         try:
-            if mode is None:
-                mode = _image_mode(file)
-            array = _read_image(file, mode=mode)
+            array, mode = _read_image(file, mode=mode)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -218,7 +218,7 @@ def imagefolder(*, path: str, split: str = "test", channels: int | None = None, 
         raise DataError(f"image folder {str(root)!r} holds no readable images ({len(skipped)} skipped); fix the files")
 
     def read(indices: list[int]) -> torch.Tensor:
-        return torch.stack([_image_tensor(_read_image(good[i][0], mode=mode), size) for i in indices])
+        return torch.stack([_image_tensor(_read_image(good[i][0], mode=mode)[0], size) for i in indices])
 
     channels_out = 1 if mode == "L" else 3
     images = LazyImages(read, sample_shape=(channels_out, *size), index=range(len(good)))
@@ -228,17 +228,6 @@ def imagefolder(*, path: str, split: str = "test", channels: int | None = None, 
     return ImageSet(
         images, labels, ids, [d.name for d in class_dirs], description=f"{root} (image folder)", provenance=provenance
     )
-
-
-def _image_mode(file: Path) -> str:
-    """ "L" for a grayscale file, "RGB" otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            return "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"image {str(file)!r} is unreadable ({exc}); remove it or pass --skip-bad") from None
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
