@@ -12,6 +12,7 @@ from robaudit.attacks.autoattack import plan_components
 from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
+from robaudit.seeding import isolated_global_rng
 
 EPS, EPS_L2 = 8 / 255, 0.5
 # Small budgets so the contract runs in seconds; every registered attack is covered (new ones get defaults).
@@ -40,10 +41,18 @@ def batch(digits_test):
     return digits_test.images[:16], digits_test.labels[:16]
 
 
+def _raw(name, model, images, labels, *, seed=0):
+    """The attack's own output, without run_attack's final projection."""
+    resolved = resolve_attack(name, FAST.get(name, {}), eps=EPS, eps_l2=EPS_L2)
+    attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
+    with isolated_global_rng(seed):
+        return resolved, attack(images, labels)
+
+
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_contract(name, model, batch):
     images, labels = batch
-    resolved, adversarial = _run(name, model, images, labels)
+    resolved, adversarial = _raw(name, model, images, labels)
     assert adversarial.shape == images.shape and adversarial.dtype == torch.float32
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     delta = (adversarial - images).flatten(1)
@@ -51,8 +60,12 @@ def test_attack_contract(name, model, batch):
         assert delta.abs().max() <= resolved.eps + 1e-6
     else:
         assert delta.norm(dim=1).max() <= resolved.eps + 1e-5
-    _, again = _run(name, model, images, labels)
+    moved = delta.abs().amax(dim=1) > 0
+    assert moved.all(), f"{int((~moved).sum())} attacked samples came back as their clean image"
+    _, again = _raw(name, model, images, labels)
     assert torch.equal(adversarial, again), "same seed must give the same adversarial examples"
+    _, projected = _run(name, model, images, labels)
+    assert torch.allclose(projected, adversarial, atol=1e-6), "run_attack's projection must not change a valid result"
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -75,11 +88,19 @@ def test_attack_runs_model_in_eval_mode(model, batch):
     assert not any(m.training for m in model.modules())
 
 
-def test_normalization_is_not_applied_twice_by_torchattacks(model):
-    resolved = resolve_attack("pgd", {}, eps=EPS, eps_l2=EPS_L2)
-    attack = build_attack(resolved, model, num_classes=10, seed=0)
-    assert not getattr(attack, "_normalization_applied", False)
-    assert not hasattr(model, "mean") and not hasattr(model, "std")
+def test_normalization_is_applied_once(model, batch):
+    images, labels = batch
+    # FGSM's step follows the gradient through robaudit's own normalizing wrapper, computed here by hand.
+    x = images.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(x), labels, reduction="sum").backward()
+    expected = (images + EPS * x.grad.sign()).clamp(0, 1)
+    _, adversarial = _raw("fgsm", model, images, labels)
+    assert torch.allclose(adversarial, expected, atol=1e-6)
+    # torchattacks (APGD, FAB, Square inside AutoAttack) sees the same logits: no second normalization.
+    resolved = resolve_attack("autoattack", FAST["autoattack"], eps=EPS, eps_l2=EPS_L2)
+    autoattack = build_attack(resolved, model, num_classes=10, seed=0)
+    for _, stage in autoattack.stages:
+        assert torch.equal(stage.attack.get_logits(images), model(images))
 
 
 @pytest.mark.parametrize(
@@ -113,7 +134,7 @@ def test_autoattack_on_few_classes_runs_and_lowers_accuracy(fixture, request):
         resolved = resolve_attack("autoattack", {"steps": 10, "n_queries": 100, "eps": eps}, eps=EPS, eps_l2=EPS_L2)
         attack = build_attack(resolved, model, num_classes=classes, seed=0)
         adversarial = run_attack(attack, resolved, images, labels, seed=0)
-        assert "apgd-t" not in attack.components
+        assert "apgd-t" not in attack.details["components"]
         robust = (predict(model, adversarial) == labels).float().mean()
         assert robust <= clean
     assert robust < clean
@@ -134,7 +155,7 @@ def test_autoattack_target_count_and_explicit_seed(classes, targets):
     model = _Linear(classes)
     resolved = resolve_attack("autoattack", {}, eps=EPS, eps_l2=EPS_L2)
     attack = build_attack(resolved, model, num_classes=classes, seed=1234)
-    components = dict(attack.attacks)
+    components = {name.split("/")[0]: stage.attack for name, stage in attack.stages}
     # torchattacks reads n_classes as "n_classes - 1 targets": robaudit must end up with min(9, C - 1) targets.
     assert components["fab-t"].n_target_classes == targets
     if "apgd-t" in components:

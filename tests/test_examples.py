@@ -14,7 +14,7 @@ from robaudit.classifiers import save_classifier
 from robaudit.cli import app
 from robaudit.data import load_dataset
 from robaudit.train import train_classifier
-from test_purifier_cli import TINY_EPOCHS
+from test_purifier_cli import TINY_EPOCHS, TINY_PURIFICATION
 from test_purifiers import TINY_RECIPES
 
 CONFIGS = sorted((REPO / "examples" / "configs").glob("*.yaml"))
@@ -64,6 +64,9 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
         save_classifier(net, model)
     for purifier in mapping.get("purifiers", []):  # tiny networks, one epoch: the config's structure is what is tested
         purifier["recipe"] = {**TINY_RECIPES[purifier["name"]], **TINY_EPOCHS.get(purifier["name"], {"epochs": 1})}
+        purifier.update(TINY_PURIFICATION.get(purifier["name"], {}))
+    if mapping.get("purifiers"):
+        mapping.update(eot=1, repeats=2, selection_draws=2)
     tiny_config = tmp_path / config.name
     tiny_config.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "run"

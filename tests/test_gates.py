@@ -18,28 +18,34 @@ def _rate(value, low=None):
     return {"value": value, "ci_low": low if low is not None else value - 0.1, "ci_high": value + 0.1}
 
 
+def _result(label, threat, mean, worst, *, low=None):
+    return {
+        "label": label,
+        "threat": threat,
+        "robust_accuracy": _rate(mean),
+        "robust_accuracy_worst_of_n": _rate(worst, low),
+        "attack_success_rate": _rate(1 - worst),
+    }
+
+
 SUMMARY = {
     "complete": True,
     "defenses": [
         {
             "label": "none",
             "clean_accuracy": _rate(0.98),
+            "clean_accuracy_worst_of_n": _rate(0.98),
             "worst_case": {"robust_accuracy": _rate(0.2)},
-            "results": [
-                {"label": "pgd", "threat": "none", "robust_accuracy": _rate(0.3), "attack_success_rate": _rate(0.7)}
-            ],
+            "results": [_result("pgd", "none", 0.3, 0.3)],
         },
         {
             "label": "ddpm",
             "clean_accuracy": _rate(0.95),
-            "worst_case": {"robust_accuracy": _rate(0.6)},
+            "clean_accuracy_worst_of_n": _rate(0.9),
+            "worst_case": {"robust_accuracy": _rate(0.4)},
             "results": [
-                {
-                    "label": "pgd",
-                    "threat": "adaptive",
-                    "robust_accuracy": _rate(0.6, 0.52),
-                    "attack_success_rate": _rate(0.35),
-                }
+                _result("pgd", "non-adaptive", 0.8, 0.7),
+                _result("pgd", "adaptive", 0.6, 0.45, low=0.38),
             ],
         },
     ],
@@ -53,17 +59,33 @@ SUMMARY = {
         ("robust_accuracy[pgd] >= 0.40", False),
         ("robust_accuracy[pgd] > 0.25", True),
         ("worst_case >= 0.30", False),
-        ("worst_case[ddpm] >= 0.5", True),
-        ("robust_accuracy[pgd/ddpm/adaptive] >= 0.55", True),
+        ("worst_case[ddpm] >= 0.4", True),
+        ("worst_case[ddpm] >= 0.41", False),
+        # a randomized pipeline is read at its worst of N unless the gate asks for the mean
+        ("clean_accuracy[ddpm] >= 0.95", False),
+        ("clean_accuracy[ddpm:mean] >= 0.95", True),
+        ("robust_accuracy[pgd/ddpm/adaptive] >= 0.55", False),
+        ("robust_accuracy[pgd/ddpm/adaptive:mean] >= 0.55", True),
+        # no threat model named: the worst threat model that ran (adaptive, 0.45), not the first (0.7)
+        ("robust_accuracy[pgd/ddpm] >= 0.5", False),
+        ("robust_accuracy[pgd/ddpm] >= 0.45", True),
+        ("robust_accuracy[pgd/ddpm:mean] >= 0.65", False),
         ("attack_success_rate[pgd] < 0.8", True),
+        ("attack_success_rate[pgd/ddpm] <= 0.3", False),
     ],
 )
 def test_gate_expressions(text, passed):
     assert judge([text], SUMMARY)[0].passed is passed
 
 
+def test_gate_reads_the_observed_value():
+    assert judge(["robust_accuracy[pgd/ddpm] >= 0"], SUMMARY)[0].observed == 0.45
+    assert judge(["robust_accuracy[pgd/ddpm] >= 0"], SUMMARY, bound="ci_low")[0].observed == 0.38
+
+
 def test_gate_on_lower_confidence_bound():
-    assert judge(["robust_accuracy[pgd/ddpm/adaptive] >= 0.55"], SUMMARY, bound="ci_low")[0].passed is False
+    assert judge(["robust_accuracy[pgd/ddpm/adaptive] >= 0.4"], SUMMARY)[0].passed is True
+    assert judge(["robust_accuracy[pgd/ddpm/adaptive] >= 0.4"], SUMMARY, bound="ci_low")[0].passed is False
 
 
 @pytest.mark.parametrize("text", ["robust_accuracy >= 0.4", "accuracy[pgd] >= 1", "worst_case => 0.3", "worst_case"])
@@ -79,7 +101,7 @@ def test_unknown_condition_is_an_error():
 
 def test_max_drop():
     worse = json.loads(json.dumps(SUMMARY))
-    worse["defenses"][0]["results"][0]["robust_accuracy"]["value"] = 0.25
+    worse["defenses"][0]["results"][0]["robust_accuracy_worst_of_n"]["value"] = 0.25
     results = {r.name: r.passed for r in judge_max_drop(worse, SUMMARY, max_drop=0.02)}
     assert results["max drop 0.02: robust_accuracy[pgd/none/none]"] is False
     assert results["max drop 0.02: clean_accuracy[none]"] is True
@@ -116,13 +138,12 @@ def test_delta_interval_and_comparison(tmp_path, monkeypatch, digits_model_path)
     from robaudit.results import rate
 
     delta, low, high = delta_interval(rate(50, 100), rate(60, 100))
-    # By hand from the Wilson intervals [0.5020, 0.6906] (60/100) and [0.4038, 0.5962] (50/100):
-    # 0.1 -/+ sqrt(0.098^2 + 0.0962^2) and sqrt(0.0906^2 + 0.0962^2) -> [-0.0373, 0.2321].
-    assert (
-        delta == pytest.approx(0.10)
-        and low == pytest.approx(-0.0366, abs=2e-3)
-        and high == pytest.approx(0.2302, abs=2e-3)
-    )
+    # By hand from the Wilson intervals [0.50200, 0.69060] (60/100) and [0.40383, 0.59617] (50/100), Newcombe's
+    # method 10: 0.1 - sqrt(0.09800^2 + 0.09617^2) = -0.03730 and 0.1 + sqrt(0.09060^2 + 0.09617^2) = 0.23212.
+    assert rate(60, 100)["ci_low"] == pytest.approx(0.50200, abs=1e-5)
+    assert rate(50, 100)["ci_high"] == pytest.approx(0.59617, abs=1e-5)
+    assert delta == pytest.approx(0.10) and low == pytest.approx(-0.03730, abs=1e-4)
+    assert high == pytest.approx(0.23212, abs=1e-4)
     monkeypatch.chdir(tmp_path)
     shutil.copy(digits_model_path, "m.pt")
     runner = CliRunner()

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from robaudit.report import rebuild_reports
@@ -103,9 +104,11 @@ def test_records_render_to_the_expected_markdown_and_csv(tmp_path):
     assert summary["clean_accuracy"]["value"] == 5 / 6
     assert [a["robust_accuracy"]["value"] for a in summary["attacks"]] == [3 / 6, 3 / 6]
     assert summary["worst_case"]["robust_accuracy"]["value"] == 2 / 6  # per-sample AND, not min(3/6, 3/6)
-    for name in ("report.md", "results.csv"):
-        produced = (run.path / name).read_text()
-        if os.environ.get("ROBAUDIT_REGENERATE_GOLDEN"):
-            (GOLDEN / name).write_text(produced)
-        assert produced == (GOLDEN / name).read_text(), f"{name} differs from tests/golden/{name}"
+    produced = {name: (run.path / name).read_text() for name in ("report.md", "results.csv")}
+    if os.environ.get("ROBAUDIT_REGENERATE_GOLDEN"):
+        for name, text in produced.items():
+            (GOLDEN / name).write_text(text)
+        pytest.fail("regenerated tests/golden/; review the diff, then run again without ROBAUDIT_REGENERATE_GOLDEN")
+    for name, text in produced.items():
+        assert text == (GOLDEN / name).read_text(), f"{name} differs from tests/golden/{name}"
     assert yaml.safe_load((run.path / "config.yaml").read_text())["seed"] == 0

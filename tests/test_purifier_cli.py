@@ -16,6 +16,7 @@ from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 from test_purifiers import TINY_RECIPES
 
 runner = CliRunner()
+TINY_PURIFICATION = {"ebm": {"ensemble": 2, "max_steps": 2}, "ddpm": {"steps": 2}}
 TINY_EPOCHS = {"mae": {"pretrain_epochs": 1, "finetune_epochs": 1, "attack_steps": 1}}
 
 
@@ -50,8 +51,12 @@ def test_train_purify_evaluate(kind, tmp_path, monkeypatch, digits_model_path):
     invoke("evaluate", "--model", "vit.pt", "--data", "purified", "--out", "scored")
     assert json.loads((tmp_path / "scored" / "summary.json").read_text())["n_samples"] == 8
 
+    purifier = {"name": kind, "checkpoint": "pur.pt", **TINY_PURIFICATION.get(kind, {})}
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump({"purifiers": [purifier], "selection_draws": 2}))
     invoke(
         "evaluate",
+        "--config",
+        "audit.yaml",
         "--model",
         "vit.pt",
         "--data",
@@ -60,10 +65,6 @@ def test_train_purify_evaluate(kind, tmp_path, monkeypatch, digits_model_path):
         8,
         "--attacks",
         "fgsm",
-        "--purifier",
-        kind,
-        "--purifier-checkpoint",
-        "pur.pt",
         "--eot",
         1,
         "--repeats",

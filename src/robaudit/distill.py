@@ -20,7 +20,7 @@ from torch import nn
 from robaudit.attacks import build_attack, resolve_attack, run_attack
 from robaudit.classifiers import NormalizedClassifier, create_classifier
 from robaudit.data import ImageSet
-from robaudit.defense import defended_predict
+from robaudit.defense import Pipeline, score
 from robaudit.progress import progress_bar
 from robaudit.purifiers.base import Purifier
 from robaudit.purify import purify_dataset
@@ -152,9 +152,9 @@ def compare(
         model = model.to(device).eval()
         attack = build_attack(attack_spec, model, num_classes=model.card.num_classes, seed=derive_seed(seed, name))
         adversarial = run_attack(attack, attack_spec, images, labels, seed=derive_seed(seed, name, "pgd"))
-        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, name, "purify"))
-        clean = defended_predict(purifier, model, images, generator)
-        robust = defended_predict(purifier, model, adversarial, generator)
+        scored = Pipeline(model, purifier)
+        clean = score(scored, images, seed=derive_seed(seed, name, "purify", "clean"))
+        robust = score(scored, adversarial, seed=derive_seed(seed, name, "purify", "adversarial"))
         out[name] = {
             "arch": model.card.arch,
             "parameters": sum(p.numel() for p in model.parameters()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.data import ImageSet
 from robaudit.data.imageset import map_images
-from robaudit.defense import DefendedModel, defended_predict
+from robaudit.defense import Pipeline, score
 from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
 from robaudit.progress import console, progress_bar
@@ -33,12 +33,16 @@ NONE = "none"
 
 @dataclass
 class Defense:
-    """The undefended classifier (``purifier is None``) or one purifier in front of it."""
+    """The undefended classifier (``purifier is None``) or one purifier in front of it, and how it is scored.
+
+    ``scoring`` is the pipeline whose draws predictions take (``repeats`` scoring draws per condition).
+    """
 
     label: str
     purifier: Purifier | None
     repeats: int
     threats: list[str]
+    scoring: Pipeline
 
 
 def condition_key(attack: str, defense: str, threat: str) -> str:
@@ -52,8 +56,70 @@ def perturbation_norms(adversarial: torch.Tensor, images: torch.Tensor) -> tuple
     return delta.abs().amax(dim=1), delta.norm(dim=1)
 
 
+@dataclass
+class Batch:
+    """Samples [start, start + N) on the device: images (N, C, H, W), labels (N,), ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    start: int
+
+
+def batch_records(
+    batch: Batch,
+    condition: dict[str, Any],
+    clean_pred: torch.Tensor,
+    pred: torch.Tensor,
+    attacked: torch.Tensor,
+    adversarial: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """One record per sample of ``batch`` under ``condition`` (the record schema: ``results.RECORD_FIELDS``)."""
+    n = len(batch.labels)
+    if adversarial is None:
+        linf = l2 = torch.zeros(n)
+    else:
+        linf, l2 = perturbation_norms(adversarial, batch.images)
+    return [
+        {
+            "sample_id": batch.ids[i],
+            "index": batch.start + i,
+            "label": int(batch.labels[i]),
+            **condition,
+            "clean_pred": int(clean_pred[i]),
+            "pred": int(pred[i]),
+            "correct": bool(pred[i] == batch.labels[i]),
+            "attacked": bool(attacked[i]),
+            "linf": round(float(linf[i]) if attacked[i] else 0.0, 7),
+            "l2": round(float(l2[i]) if attacked[i] else 0.0, 7),
+        }
+        for i in range(n)
+    ]
+
+
+def condition_fields(attack: ResolvedAttack | None, defense: Defense, threat: str, repeat: int) -> dict[str, Any]:
+    """The condition part of a record."""
+    return {
+        "condition": condition_key(attack.label if attack else NONE, defense.label, threat),
+        "attack": attack.name if attack else NONE,
+        "norm": attack.norm if attack else NONE,
+        "eps": attack.eps if attack else 0.0,
+        "purifier": defense.label,
+        "threat": threat,
+        "repeat": repeat,
+    }
+
+
 class BatchEvaluator:
-    """Evaluates one batch under every condition; attacks are built once and reseeded per batch."""
+    """Evaluates one batch under every condition; attacks are built once and reseeded per batch.
+
+    Every sample a defense classifies correctly in at least one clean repeat is attacked, by every attack, under
+    every threat model (records mark it ``attacked``); the others count as non-robust without an attack.
+    Non-adaptive adversarial examples are made once per attack against the classifier alone, on every sample some
+    defense needs, and shared by the undefended and the non-adaptive conditions.
+    """
+
+    gallery_size = 6
 
     def __init__(
         self,
@@ -63,35 +129,32 @@ class BatchEvaluator:
         *,
         seed: int,
         eot: int,
+        draws: int,
         on_built: Callable[[str, Any], None] | None = None,
     ) -> None:
         prepare_model(classifier)
         self.classifier, self.defenses, self.attacks, self.seed = classifier, defenses, attacks, seed
-        num_classes = classifier.card.num_classes
+        bare = defenses[0].scoring  # the undefended pipeline: the classifier alone
+        context = {"num_classes": classifier.card.num_classes, "eot": eot, "draws": draws}
         self.on_classifier = {}
-        self.defended: dict[tuple[str, str, str], tuple[DefendedModel, Any]] = {}
+        self.defended: dict[tuple[str, str, str], tuple[Pipeline, Any]] = {}
         for attack in attacks:
-            built = build_attack(attack, classifier, num_classes=num_classes, seed=derive_seed(seed, attack.label))
+            built = build_attack(attack, bare, seed=derive_seed(seed, attack.label), **context)
             self.on_classifier[attack.label] = built
             if on_built is not None:
                 on_built(attack.label, built)
             for defense in defenses:
-                for threat in defense.threats:
-                    if threat in ("bpda", "adaptive"):
-                        model = DefendedModel(defense.purifier, classifier, threat=threat, eot=eot)
-                        prepare_model(model)
-                        key = (attack.label, defense.label, threat)
-                        self.defended[key] = (
-                            model,
-                            build_attack(attack, model, num_classes=num_classes, seed=derive_seed(seed, *key)),
-                        )
-
-    gallery_size = 6
+                for threat in (t for t in defense.threats if t in ("bpda", "adaptive")):
+                    model = prepare_model(Pipeline(classifier, defense.purifier, threat=threat, **_randomized(bare)))
+                    key = (attack.label, defense.label, threat)
+                    self.defended[key] = (model, build_attack(attack, model, seed=derive_seed(seed, *key), **context))
+                    if on_built is not None:
+                        on_built(condition_key(*key), self.defended[key][1])
 
     @torch.no_grad()
     def keep_examples(self, adversarial: torch.Tensor, attack: ResolvedAttack, defense: Defense, threat: str) -> None:
         """Keep the first samples' adversarial (and purified) images for the report's gallery."""
-        key = f"{attack.label}|{defense.label}|{threat}"
+        key = condition_key(attack.label, defense.label, threat)
         head = adversarial[: self.gallery_size]
         self.gallery[f"adversarial|{key}"] = head.cpu()
         if defense.purifier is not None:
@@ -103,11 +166,63 @@ class BatchEvaluator:
         return len(self.defenses) + sum(len(d.threats) for d in self.defenses) * len(self.attacks)
 
     def predict(self, defense: Defense, images: torch.Tensor, *parts: object) -> torch.Tensor:
-        """Predictions of ``defense`` on images, with purifier randomness seeded by ``parts``."""
-        generator = None
-        if defense.purifier is not None:
-            generator = torch.Generator(device=images.device).manual_seed(derive_seed(self.seed, *parts))
-        return defended_predict(defense.purifier, self.classifier, images, generator)
+        """One scoring draw of ``defense`` on images, its randomness seeded by ``parts``."""
+        return score(defense.scoring, images, seed=derive_seed(self.seed, *parts))
+
+    def clean_predictions(self, batch: Batch, out: _Output, advance: Callable[[str], None]) -> dict[str, list]:
+        """Each defense's clean predictions, one per repeat (recorded as the clean condition)."""
+        clean: dict[str, list[torch.Tensor]] = {}
+        n = len(batch.labels)
+        for defense in self.defenses:
+            clean[defense.label] = []
+            for repeat in range(defense.repeats):
+                tic = time.perf_counter()
+                pred = self.predict(defense, batch.images, "clean", defense.label, repeat, batch.start)
+                add_timing(out.timings, condition_key(NONE, defense.label, NONE), time.perf_counter() - tic, n)
+                clean[defense.label].append(pred)
+                fields = condition_fields(None, defense, NONE, repeat)
+                out.records += batch_records(batch, fields, pred, pred, torch.zeros(n, dtype=torch.bool))
+            advance(f"batch {batch.start}-{batch.start + n} clean {defense.label}")
+        return clean
+
+    def attack_samples(
+        self, built: Any, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, seed: int
+    ) -> torch.Tensor:
+        """``batch.images`` with the samples in ``want`` replaced by ``built``'s adversarial examples."""
+        index = want.nonzero().flatten()
+        adversarial = batch.images.clone()
+        adversarial[index] = run_attack(built, attack, batch.images[index], batch.labels[index], seed=seed)
+        return adversarial
+
+    def adversarial(
+        self, attack: ResolvedAttack, defense: Defense, threat: str, batch: Batch, shared: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:
+        """The adversarial images of one condition and the seconds spent making them (shared ones cost 0)."""
+        if threat in (NONE, "non-adaptive"):
+            return shared, 0.0
+        model, built = self.defended[(attack.label, defense.label, threat)]
+        model.reseed(derive_seed(self.seed, "purifier", attack.label, defense.label, threat, batch.start))
+        tic = time.perf_counter()
+        seed = derive_seed(self.seed, attack.label, defense.label, threat, batch.start)
+        adversarial = self.attack_samples(built, attack, batch, self.targets[defense.label], seed)
+        return adversarial, time.perf_counter() - tic
+
+    def score_condition(
+        self, attack: ResolvedAttack, defense: Defense, threat: str, batch: Batch, adversarial: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """Records of one condition: ``repeats`` scoring draws of the adversarial images."""
+        want = self.targets[defense.label]
+        adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
+        if batch.start == 0 and not attack.sweep:
+            self.keep_examples(adversarial, attack, defense, threat)
+        records = []
+        for repeat in range(defense.repeats):
+            pred = self.predict(defense, adversarial, attack.label, defense.label, threat, repeat, batch.start)
+            clean_pred = self.clean[defense.label][repeat]
+            pred = torch.where(want, pred, clean_pred)
+            fields = condition_fields(attack, defense, threat, repeat)
+            records += batch_records(batch, fields, clean_pred, pred, want, adversarial)
+        return records
 
     def __call__(
         self, dataset: ImageSet, start: int, stop: int, *, device: torch.device, advance: Callable[[str], None]
@@ -119,115 +234,46 @@ class BatchEvaluator:
         prediction time over predicted samples (all repeats).
         """
         images = dataset.images[start:stop].to(device=device, dtype=torch.float32)
-        labels = dataset.labels[start:stop].to(device)
-        ids = dataset.ids[start:stop]
-        n = len(labels)
-        records: list[dict[str, Any]] = []
-        timings: dict[str, dict[str, float]] = {}
-
-        def emit(
-            attack: ResolvedAttack | None,
-            defense: Defense,
-            threat: str,
-            repeat: int,
-            clean_pred,
-            pred,
-            attacked,
-            linf,
-            l2,
-        ) -> None:
-            condition = {
-                "condition": condition_key(attack.label if attack else NONE, defense.label, threat),
-                "attack": attack.name if attack else NONE,
-                "norm": attack.norm if attack else NONE,
-                "eps": attack.eps if attack else 0.0,
-                "purifier": defense.label,
-                "threat": threat,
-                "repeat": repeat,
-            }
-            for i in range(n):
-                hit = bool(attacked[i])
-                records.append(
-                    {
-                        "sample_id": ids[i],
-                        "index": start + i,
-                        "label": int(labels[i]),
-                        **condition,
-                        "clean_pred": int(clean_pred[i]),
-                        "pred": int(pred[i]),
-                        "correct": bool(pred[i] == labels[i]),
-                        "attacked": hit,
-                        "linf": round(float(linf[i]), 7),
-                        "l2": round(float(l2[i]), 7),
-                    }
-                )
-
-        zeros = torch.zeros(n, device=device)
+        batch = Batch(images, dataset.labels[start:stop].to(device), dataset.ids[start:stop], start)
+        out = _Output()
         if start == 0:
             self.gallery = {"clean": images[: self.gallery_size].cpu()}
-            self.gallery_ids = ids[: self.gallery_size]
-        clean: dict[str, list[torch.Tensor]] = {}
-        for defense in self.defenses:
-            clean[defense.label] = []
-            for repeat in range(defense.repeats):
-                tic = time.perf_counter()
-                pred = self.predict(defense, images, "clean", defense.label, repeat, start)
-                add_timing(timings, condition_key(NONE, defense.label, NONE), time.perf_counter() - tic, n)
-                clean[defense.label].append(pred)
-                emit(None, defense, NONE, repeat, pred, pred, torch.zeros(n, dtype=torch.bool), zeros, zeros)
-            advance(f"batch {start}-{stop} clean {defense.label}")
-
-        def targets(defense: Defense) -> torch.Tensor:
-            correct = torch.stack([p == labels for p in clean[defense.label]]).any(0)
-            return correct
-
-        shared_need = torch.zeros(n, dtype=torch.bool, device=device)
+            self.gallery_ids = batch.ids[: self.gallery_size]
+        self.clean = self.clean_predictions(batch, out, advance)
+        self.targets = {
+            label: torch.stack([p == batch.labels for p in preds]).any(0) for label, preds in self.clean.items()
+        }
+        shared_need = torch.zeros(len(batch.labels), dtype=torch.bool, device=device)
         for defense in self.defenses:
             if NONE in defense.threats or "non-adaptive" in defense.threats:
-                shared_need |= targets(defense)
+                shared_need |= self.targets[defense.label]
         for attack in self.attacks:
-            index = shared_need.nonzero().flatten()
             tic = time.perf_counter()
-            shared = images.clone()
-            shared[index] = run_attack(
-                self.on_classifier[attack.label],
-                attack,
-                images[index],
-                labels[index],
-                seed=derive_seed(self.seed, attack.label, start),
-            )
-            shared_seconds_per_sample = (time.perf_counter() - tic) / max(1, len(index))
+            seed = derive_seed(self.seed, attack.label, start)
+            shared = self.attack_samples(self.on_classifier[attack.label], attack, batch, shared_need, seed)
+            per_sample = (time.perf_counter() - tic) / max(1, int(shared_need.sum()))
             for defense in self.defenses:
-                want = targets(defense)
+                want = int(self.targets[defense.label].sum())
                 for threat in defense.threats:
-                    if threat in (NONE, "non-adaptive"):
-                        adversarial = torch.where(want.view(-1, 1, 1, 1), shared, images)
-                        seconds = shared_seconds_per_sample * int(want.sum())
-                    else:
-                        model, built = self.defended[(attack.label, defense.label, threat)]
-                        model.reseed(derive_seed(self.seed, "purifier", attack.label, defense.label, threat, start))
-                        index = want.nonzero().flatten()
-                        tic = time.perf_counter()
-                        adversarial = images.clone()
-                        adversarial[index] = run_attack(
-                            built,
-                            attack,
-                            images[index],
-                            labels[index],
-                            seed=derive_seed(self.seed, attack.label, defense.label, threat, start),
-                        )
-                        seconds = time.perf_counter() - tic
-                    add_timing(timings, condition_key(attack.label, defense.label, threat), seconds, int(want.sum()))
-                    linf, l2 = perturbation_norms(adversarial, images)
-                    if start == 0 and not attack.sweep:
-                        self.keep_examples(adversarial, attack, defense, threat)
-                    for repeat in range(defense.repeats):
-                        pred = self.predict(defense, adversarial, attack.label, defense.label, threat, repeat, start)
-                        clean_pred = clean[defense.label][repeat]
-                        pred = torch.where(want, pred, clean_pred)
-                        emit(attack, defense, threat, repeat, clean_pred, pred, want, linf * want, l2 * want)
+                    adversarial, seconds = self.adversarial(attack, defense, threat, batch, shared)
+                    seconds = seconds or per_sample * want
+                    add_timing(out.timings, condition_key(attack.label, defense.label, threat), seconds, want)
+                    out.records += self.score_condition(attack, defense, threat, batch, adversarial)
                     advance(f"batch {start}-{stop} {attack.label} {defense.label} {threat}")
-        return records, timings
+        return out.records, out.timings
+
+
+@dataclass
+class _Output:
+    """What one batch produces: records and timings."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _randomized(bare: Pipeline) -> dict[str, bool]:
+    """The randomized-classifier flag of the undefended pipeline, for the pipelines built on the same classifier."""
+    return {"stochastic_classifier": bare.stochastic}
 
 
 def evaluate_batches(
@@ -241,6 +287,7 @@ def evaluate_batches(
     seed: int,
     batch_size: int,
     eot: int,
+    draws: int,
     device: torch.device,
     on_built: Callable[[str, Any], None] | None = None,
     on_split: Callable[[int, int, int], None] | None = None,
@@ -253,7 +300,7 @@ def evaluate_batches(
     again, down to one sample) and later batches in chunks of the size that fitted; ``on_split(start, stop,
     chunk)`` reports each batch that ran in chunks.
     """
-    evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, on_built=on_built)
+    evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, draws=draws, on_built=on_built)
     batches = list(dataset.batches(batch_size))
     chunk = batch_size
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:

@@ -14,7 +14,7 @@ from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.checks import check_compatible
 from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
 from robaudit.data import ImageSet, load_dataset
-from robaudit.defense import THREATS
+from robaudit.defense import THREATS, Pipeline
 from robaudit.engine import NONE, Defense, evaluate_batches
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
@@ -25,7 +25,7 @@ from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolv
 from robaudit.registry import did_you_mean
 from robaudit.report import rebuild_reports
 from robaudit.rundir import RunDir
-from robaudit.sanity import preflight
+from robaudit.sanity import detect_randomized, preflight
 
 
 @dataclass
@@ -95,6 +95,7 @@ EVALUATE_KEYS = [
     "threats",
     "eot",
     "repeats",
+    "selection_draws",
     "eps",
     "eps_l2",
     "seed",
@@ -114,7 +115,8 @@ class EvaluateConfig:
     purifiers: list[ComponentSpec] = field(default_factory=list)
     threats: list[str] = field(default_factory=lambda: list(THREATS))
     eot: int = 4
-    repeats: int = 3
+    repeats: int = 10
+    selection_draws: int = 10
     eps: float = 8 / 255
     eps_l2: float = 0.5
     eps_sweep: list[float] = field(default_factory=list)  # extra Linf budgets (robust accuracy vs eps)
@@ -168,10 +170,11 @@ class EvaluateConfig:
             ("device", str),
             ("eot", int),
             ("repeats", int),
+            ("selection_draws", int),
         ):
             if mapping.get(key) is not None:
                 setattr(config, key, coerce(mapping[key], hint, where=key))
-        for key in ("batch_size", "eot", "repeats"):
+        for key in ("batch_size", "eot", "repeats", "selection_draws"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
@@ -205,17 +208,14 @@ class EvaluateConfig:
         """The resolved config as saved in the run directory."""
         purifiers = {}
         if self.purifiers:
-            purifiers = {
-                "purifiers": [p.to_dict() for p in self.resolved_purifiers()],
-                "threats": self.threats,
-                "eot": self.eot,
-                "repeats": self.repeats,
-            }
+            purifiers = {"purifiers": [p.to_dict() for p in self.resolved_purifiers()], "threats": self.threats}
+        randomized = {"eot": self.eot, "repeats": self.repeats, "selection_draws": self.selection_draws}
         return {
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
             "attacks": [a.to_dict() for a in self.resolved_attacks()],
             **purifiers,
+            **randomized,
             "eps": self.eps,
             "eps_l2": self.eps_l2,
             **({"eps_sweep": self.eps_sweep} if self.eps_sweep else {}),
@@ -260,24 +260,23 @@ def default_out(config: EvaluateConfig, model_path: Path) -> Path:
     return Path("runs") / f"{model_path.stem}-{Path(config.data.source).stem}-{key}"
 
 
-def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
-    """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
+def build_defenses(
+    config: EvaluateConfig,
+    model: torch.nn.Module,
+    *,
+    model_sha: str,
+    stochastic_classifier: bool,
+    device: torch.device,
+    trust_checkpoint: bool,
+) -> tuple[list[Defense], dict[str, Any]]:
+    """The undefended classifier and one defense per configured purifier (obtained or trained), with details.
 
-    Re-running the same config on the same directory resumes from the completed batches.
-    ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them.
+    A randomized pipeline (stochastic purifier or randomized classifier) is scored ``config.repeats`` times.
     """
-    config.model.trust_checkpoint = trust_checkpoint
-    device = resolve_device(config.device)
-    attacks = config.resolved_attacks()  # validate names and keys before any work
-    purifier_specs = config.resolved_purifiers()
-    model, model_path = obtain_classifier(config.model, device=str(device))
-    dataset = config.data.load(stream=True)
-    check_compatible(model, dataset)
-    data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
-    model_sha = sha256_file(model_path)
-    defenses = [Defense(NONE, None, 1, [NONE])]
-    purifier_details = {}
-    for spec in purifier_specs:
+    bare = Pipeline(model, stochastic_classifier=stochastic_classifier)
+    defenses = [Defense(NONE, None, config.repeats if bare.stochastic else 1, [NONE], bare)]
+    details = {}
+    for spec in config.resolved_purifiers():
         purifier, path = obtain_purifier(
             spec,
             data_source=config.data.source,
@@ -289,29 +288,34 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
             classifier_sha256=model_sha,
             trust_checkpoint=trust_checkpoint,
         )
-        repeats = config.repeats if purifier.stochastic else 1
-        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats)))
-        purifier_details[spec.label] = {
+        scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
+        repeats = config.repeats if scoring.stochastic else 1
+        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring))
+        details[spec.label] = {
             "checkpoint": str(path),
             "sha256": sha256_file(path),
             "stochastic": purifier.stochastic,
+            "randomized_pipeline": scoring.stochastic,
             "differentiable": purifier.differentiable,
             "ensemble": purifier.ensemble,
             "gradient": purifier.gradient_description(),
             "repeats": repeats,
         }
-    out = Path(config.out) if config.out else default_out(config, model_path)
-    resolved = config.to_dict()
-    fingerprint = hashlib.sha256(
-        json.dumps([resolved, model_sha, data_sha], sort_keys=True, default=str).encode()
-    ).hexdigest()
-    run_dir = RunDir(out)
-    completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
-    previous = run_dir.read_manifest() if completed else None
-    if completed:
-        console.print(f"resuming {out}: {len(completed)} batch(es) already done")
+    return defenses, details
+
+
+def run_manifest(
+    config: EvaluateConfig,
+    dataset: ImageSet,
+    *,
+    data_sha: str,
+    fingerprint: str,
+    device: torch.device,
+    model_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's manifest as it starts (status ``running``)."""
     source_path = Path(config.data.source)
-    manifest: dict[str, Any] = {
+    return {
         "kind": "robaudit.run",
         "command": "evaluate",
         "status": "running",
@@ -321,7 +325,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
         "seed": config.seed,
         "device": device_info(device),
         "versions": versions(),
-        "model": {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model)},
+        "model": model_info,
         "data": {
             "description": dataset.description,
             "source": config.data.source,
@@ -332,27 +336,94 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
             "provenance": dataset.provenance,
         },
         "attack_details": {},
-        "purifier_details": purifier_details,
     }
+
+
+def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
+    """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
+
+    Re-running the same config on the same directory resumes from the completed batches.
+    ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them.
+    """
+    config.model.trust_checkpoint = trust_checkpoint
+    device = resolve_device(config.device)
+    attacks = config.resolved_attacks()  # validate names and keys before any work
+    config.resolved_purifiers()
+    model, model_path = obtain_classifier(config.model, device=str(device))
+    dataset = config.data.load(stream=True)
+    check_compatible(model, dataset)
+    data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
+    model_sha = sha256_file(model_path)
+    detected = detect_randomized(model.cpu(), dataset)
+    stochastic = bool(config.model.stochastic) or detected
+    defenses, purifier_details = build_defenses(
+        config,
+        model,
+        model_sha=model_sha,
+        stochastic_classifier=stochastic,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    out = Path(config.out) if config.out else default_out(config, model_path)
+    resolved = config.to_dict()
+    hashes = [model_sha, data_sha, {k: v["sha256"] for k, v in purifier_details.items()}]
+    fingerprint = hashlib.sha256(json.dumps([resolved, *hashes], sort_keys=True, default=str).encode()).hexdigest()
+    run_dir = RunDir(out)
+    completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
+    previous = run_dir.read_manifest() if completed else None
+    if completed:
+        console.print(f"resuming {out}: {len(completed)} batch(es) already done")
+    randomized = {"declared": bool(config.model.stochastic), "detected": detected, "stochastic": stochastic}
+    model_info = {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model), "randomized": randomized}
+    manifest = run_manifest(
+        config, dataset, data_sha=data_sha, fingerprint=fingerprint, device=device, model_info=model_info
+    )
+    manifest["purifier_details"] = purifier_details
     purifier_modules = {d.label: d.purifier for d in defenses if d.purifier is not None}
-    manifest["preflight"] = [f.to_dict() for f in preflight(model.cpu(), dataset, purifiers=purifier_modules)]
+    flags = preflight(model.cpu(), dataset, purifiers=purifier_modules, randomized=randomized)
+    manifest["preflight"] = [f.to_dict() for f in flags]
     for defense in defenses:
-        if defense.purifier is not None:
-            defense.purifier.to(device)
+        defense.scoring.to(device)
     run_dir.write_config(resolved)
     run_dir.write_manifest(manifest)
-
     manifest["batch_splits"] = list((previous or {}).get("batch_splits", []))
+    model.to(device)
+    execute(
+        config,
+        model,
+        dataset,
+        attacks,
+        defenses,
+        run_dir=run_dir,
+        completed=completed,
+        manifest=manifest,
+        device=device,
+    )
+    return out
+
+
+def execute(
+    config: EvaluateConfig,
+    model: torch.nn.Module,
+    dataset: ImageSet,
+    attacks: list[ResolvedAttack],
+    defenses: list[Defense],
+    *,
+    run_dir: RunDir,
+    completed: set[str],
+    manifest: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Evaluate every batch not yet completed, keeping the manifest up to date; rebuild the reports."""
 
     def note_split(start: int, stop: int, chunk: int) -> None:
         manifest["batch_splits"].append({"start": start, "stop": stop, "chunk": chunk})
         run_dir.write_manifest(manifest)
 
-    def note_components(label: str, attack: Any) -> None:
-        if hasattr(attack, "components"):
-            manifest["attack_details"][label] = {"components": attack.components, "dropped": attack.dropped}
+    def note_details(key: str, attack: Any) -> None:
+        if getattr(attack, "details", None):
+            manifest["attack_details"][key] = attack.details
 
-    model.to(device)
     try:
         evaluate_batches(
             model,
@@ -360,23 +431,23 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
             attacks,
             defenses=defenses,
             eot=config.eot,
+            draws=config.selection_draws,
             run_dir=run_dir,
             completed=completed,
             seed=config.seed,
             batch_size=config.batch_size,
             device=device,
-            on_built=note_components,
+            on_built=note_details,
             on_split=note_split,
         )
     except Interrupted:
         manifest.update(status="interrupted")
         run_dir.write_manifest(manifest)
-        rebuild_reports(out)  # marked INCOMPLETE: it says how many samples have records
+        rebuild_reports(run_dir.path)  # marked INCOMPLETE: it says how many samples have records
         raise
     manifest.update(status="complete", finished=now())
     run_dir.write_manifest(manifest)
-    rebuild_reports(out)
-    return out
+    rebuild_reports(run_dir.path)
 
 
 def _card_dict(model: torch.nn.Module) -> dict[str, Any]:

@@ -4,9 +4,13 @@ a baseline run, and their outputs for CI systems (exit code, JUnit XML, markdown
 Metrics (a rate's value, or its 95% interval's lower end with ``bound="ci_low"``):
 
 - ``clean_accuracy`` or ``clean_accuracy[PURIFIER]``;
-- ``robust_accuracy[ATTACK]`` (undefended) or ``robust_accuracy[ATTACK/PURIFIER/THREAT]``;
+- ``robust_accuracy[ATTACK]`` (undefended), ``robust_accuracy[ATTACK/PURIFIER]`` (the worst threat model that ran)
+  or ``robust_accuracy[ATTACK/PURIFIER/THREAT]``;
 - ``worst_case`` (undefended) or ``worst_case[PURIFIER]``;
 - ``attack_success_rate[ATTACK]`` or ``attack_success_rate[ATTACK/PURIFIER/THREAT]``.
+
+On a randomized pipeline a gate reads the worst of N repeats; append ``:mean`` to the key to read the mean instead
+(``robust_accuracy[pgd/ddpm/adaptive:mean]``). The worst-case metric is always per sample over everything run.
 """
 
 from __future__ import annotations
@@ -60,25 +64,40 @@ class Gate:
             raise ConfigError(f"gate {text!r}: {metric} needs an attack, e.g. {metric}[pgd]")
         return cls(metric, key, op, float(threshold), text.strip())
 
-    def rate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        """The rate this gate reads from ``summary``; a ConfigError when the run has no such condition."""
+    def rate(self, summary: dict[str, Any], *, bound: str = "value") -> dict[str, Any]:
+        """The rate this gate reads from ``summary``; a ConfigError when the run has no such condition.
+
+        A randomized pipeline is read at its worst of N unless the key ends in ``:mean``; a key without a threat
+        model reads the threat model whose rate is worst (lowest accuracy, highest attack success) at ``bound``.
+        """
+        key, _, statistic = (self.key or "").partition(":")
+        if statistic not in ("", "mean"):
+            raise ConfigError(f"gate {self.text!r}: ':{statistic}' is not a statistic; use ':mean' or nothing")
+        mean = statistic == "mean"
         defenses = {d["label"]: d for d in summary.get("defenses", [])}
         if self.metric in ("clean_accuracy", "worst_case"):
-            defense = defenses.get(self.key or "none")
+            defense = defenses.get(key or "none")
             if defense is None:
-                raise ConfigError(f"gate {self.text!r}: the run has no purifier {self.key!r}")
-            return (
-                defense["clean_accuracy"]
-                if self.metric == "clean_accuracy"
-                else defense["worst_case"]["robust_accuracy"]
-            )
-        attack, purifier, threat = [*self.key.split("/"), None, None][:3]
+                raise ConfigError(f"gate {self.text!r}: the run has no purifier {key!r}")
+            if self.metric == "worst_case":
+                return defense["worst_case"]["robust_accuracy"]
+            return defense["clean_accuracy" if mean else "clean_accuracy_worst_of_n"]
+        attack, purifier, threat = [*key.split("/"), None, None][:3]
         purifier = purifier or "none"
-        threat = threat or ("none" if purifier == "none" else None)
-        for result in defenses.get(purifier, {}).get("results", []):
-            if result["label"] == attack and (threat is None or result["threat"] == threat):
-                return result["robust_accuracy" if self.metric == "robust_accuracy" else "attack_success_rate"]
-        raise ConfigError(f"gate {self.text!r}: the run has no condition {self.key!r} (attack/purifier/threat)")
+        field = (
+            "attack_success_rate"
+            if self.metric == "attack_success_rate"
+            else ("robust_accuracy" if mean else "robust_accuracy_worst_of_n")
+        )
+        found = [
+            result[field]
+            for result in defenses.get(purifier, {}).get("results", [])
+            if result["label"] == attack and threat in (None, result["threat"])
+        ]
+        if not found:
+            raise ConfigError(f"gate {self.text!r}: the run has no condition {key!r} (attack/purifier/threat)")
+        worst = max if self.metric == "attack_success_rate" else min
+        return worst(found, key=lambda r: -1.0 if r[bound] is None else r[bound])
 
 
 def judge(gates: list[str], summary: dict[str, Any], *, bound: str = "value") -> list[GateResult]:
@@ -88,7 +107,7 @@ def judge(gates: list[str], summary: dict[str, Any], *, bound: str = "value") ->
     results = []
     for text in gates:
         gate = Gate.parse(text)
-        observed = gate.rate(summary)[bound]
+        observed = gate.rate(summary, bound=bound)[bound]
         passed = observed is not None and _OPERATORS[gate.op](observed, gate.threshold)
         shown = "n/a" if observed is None else f"{observed:.4f}"
         name = gate.text if bound == "value" else f"{gate.text} (on {bound})"
@@ -103,10 +122,13 @@ def judge_max_drop(summary: dict[str, Any], baseline: dict[str, Any], *, max_dro
         out = {}
         for defense in s.get("defenses", []):
             label = defense["label"]
-            out[f"clean_accuracy[{label}]"] = defense["clean_accuracy"]["value"]
+            out[f"clean_accuracy[{label}]"] = defense.get("clean_accuracy_worst_of_n", defense["clean_accuracy"])[
+                "value"
+            ]
             out[f"worst_case[{label}]"] = defense["worst_case"]["robust_accuracy"]["value"]
             for r in defense["results"]:
-                out[f"robust_accuracy[{r['label']}/{label}/{r['threat']}]"] = r["robust_accuracy"]["value"]
+                worst = r.get("robust_accuracy_worst_of_n", r["robust_accuracy"])
+                out[f"robust_accuracy[{r['label']}/{label}/{r['threat']}]"] = worst["value"]
         return out
 
     now, before = rates(summary), rates(baseline)

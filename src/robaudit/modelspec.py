@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from robaudit.classifiers import load_classifier, save_classifier
-from robaudit.config import build_dataclass, check_keys
+from robaudit.config import build_dataclass, check_keys, coerce
 from robaudit.errors import ConfigError
 from robaudit.progress import console
 from robaudit.train import ClassifierRecipe, train_classifier
@@ -45,6 +45,7 @@ class ModelSpec:
     arch: str | None = None
     num_classes: int | None = None
     train: TrainSpec | None = None
+    stochastic: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
 
     @classmethod
@@ -54,9 +55,10 @@ class ModelSpec:
             return cls(path=value)
         if not isinstance(value, dict):
             raise ConfigError(f"model: expected a checkpoint path or a mapping, got {value!r}")
-        check_keys(value, ["path", "arch", "num_classes", "train"], where="model")
+        check_keys(value, ["path", "arch", "num_classes", "train", "stochastic"], where="model")
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
+        spec.stochastic = coerce(value.get("stochastic", False), bool, where="model.stochastic")
         if train is not None:
             spec.train = build_dataclass(TrainSpec, train, where="model.train")
             ClassifierRecipe(**_checked_recipe(spec.train.recipe))
@@ -66,7 +68,10 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
-        return {k: v for k, v in asdict(self).items() if v is not None and k != "trust_checkpoint"}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "trust_checkpoint"}
+        if not self.stochastic:
+            out.pop("stochastic")
+        return out
 
 
 def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

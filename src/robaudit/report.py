@@ -25,7 +25,7 @@ from robaudit.results import (
     summarize,
 )
 from robaudit.rundir import RunDir
-from robaudit.sanity import Flag, postrun
+from robaudit.sanity import CHECKS_AFTER, CHECKS_BEFORE, Flag, postrun
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -81,10 +81,10 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
     records = run_dir.read_records()
     frame = records_frame(records)
-    attacks = []
-    for attack in config.get("attacks", []):
-        details = manifest.get("attack_details", {}).get(attack["label"], {})
-        attacks.append({**attack, **details, "access": ATTACKS.get(attack["name"]).meta.get("access", "white-box")})
+    attacks = [
+        {**attack, "access": ATTACKS.get(attack["name"]).meta.get("access", "white-box")}
+        for attack in config.get("attacks", [])
+    ]
     defenses = [{"label": "none", "kind": "none", "threats": ["none"]}]
     for purifier in config.get("purifiers", []):
         details = manifest.get("purifier_details", {}).get(purifier["label"], {})
@@ -98,6 +98,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             }
         )
     numbers = summarize(frame, attacks=attacks, defenses=defenses)
+    attach_attack_details(numbers, manifest.get("attack_details", {}))
     expected = manifest["data"]["num_samples"]
     done = int((frame["condition"] == CLEAN).sum())
     complete = manifest.get("status") == "complete" and done == expected
@@ -114,6 +115,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "arch": card["arch"],
             "num_classes": card["num_classes"],
             "class_names": card["class_names"],
+            "randomized": manifest["model"].get("randomized", {"stochastic": False}),
         },
         "data": {
             "description": manifest["data"]["description"],
@@ -127,6 +129,8 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "eps_linf": config.get("eps"),
             "eps_l2": config.get("eps_l2"),
             "eot": config.get("eot"),
+            "repeats": config.get("repeats"),
+            "selection_draws": config.get("selection_draws"),
         },
         "flags": [],
         "seed": config.get("seed"),
@@ -135,8 +139,22 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
     summary["flags"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
+    summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
     return summary
+
+
+def attach_attack_details(numbers: dict[str, Any], details: dict[str, Any]) -> None:
+    """Copy what each built attack reported (AutoAttack's version, components run and dropped) into its results.
+
+    Details are keyed by condition (``attack|defense|threat``), or by attack label for the attack made against the
+    classifier alone (the undefended and non-adaptive conditions).
+    """
+    for defense in numbers["defenses"]:
+        for result in defense["results"]:
+            key = f"{result['label']}|{defense['label']}|{result['threat']}"
+            shared = result["threat"] in ("none", "non-adaptive")
+            result.update(details.get(key) or (details.get(result["label"], {}) if shared else {}))
 
 
 def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SUMMARY_SCHEMA = "robaudit.summary"
@@ -34,8 +35,9 @@ RECORD_FIELDS = [
 CLEAN = "none|none|none"  # the undefended clean condition
 
 
-def wilson_interval(successes: int, total: int, *, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion ``successes / total``; (0, 1) when total is 0."""
+def wilson_interval(successes: float, total: float, *, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion ``successes / total`` (counts may be effective, non-integer);
+    (0, 1) when total is 0."""
     if total == 0:
         return 0.0, 1.0
     p = successes / total
@@ -46,10 +48,53 @@ def wilson_interval(successes: int, total: int, *, z: float = 1.959964) -> tuple
 
 
 def rate(successes: int, total: int) -> dict[str, Any]:
-    """A proportion with its count and 95% Wilson interval."""
+    """A proportion of independent samples with its count and 95% Wilson interval (over ``total`` samples)."""
     low, high = wilson_interval(successes, total)
     value = successes / total if total else None
     return {"value": value, "successes": successes, "total": total, "ci_low": low, "ci_high": high, "ci": 0.95}
+
+
+def effective_samples(per_sample: np.ndarray, repeats: int) -> float:
+    """Kish's effective sample size of the mean of per-sample fractions ``per_sample`` (n,) over ``repeats``.
+
+    n_eff = p (1 - p) / Var(mean), with Var(mean) = var(per_sample) / n (the CLT variance over samples, the
+    independent unit), kept within [n, n * repeats]: n when the repeats of a sample always agree (perfectly
+    correlated), n * repeats when they vary like independent trials. A p of 0 or 1 gives n (conservative).
+    """
+    n = len(per_sample)
+    if n == 0:
+        return 0.0
+    p = float(per_sample.mean())
+    variance = float(per_sample.var())
+    if repeats <= 1 or p * (1 - p) == 0:
+        return float(n)
+    if variance == 0:
+        return float(n * repeats)
+    return min(max(n * p * (1 - p) / variance, float(n)), float(n * repeats))
+
+
+def mean_rate(grid: np.ndarray) -> dict[str, Any]:
+    """The mean over repeats of a (samples x repeats) boolean grid, with an interval over samples.
+
+    The interval is Wilson's at the effective sample size (``effective_samples``): repeats of one sample are
+    correlated, so they are never counted as samples x repeats independent trials. With one repeat, or repeats that
+    always agree, it is exactly the Wilson interval over samples.
+    """
+    n, repeats = grid.shape
+    per_sample = grid.mean(axis=1) if repeats else np.zeros(n)
+    n_eff = effective_samples(per_sample, repeats)
+    value = float(per_sample.mean()) if n else None
+    low, high = wilson_interval((value or 0.0) * n_eff, n_eff)
+    return {
+        "value": value,
+        "successes": int(grid.sum()),
+        "total": int(n * repeats),
+        "ci_low": low,
+        "ci_high": high,
+        "ci": 0.95,
+        "samples": int(n),
+        "effective_samples": round(n_eff, 3),
+    }
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -72,18 +117,30 @@ def _entry(frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dic
     rows = frame[(frame["condition"] == condition) & frame["attacked"].astype(bool)]
     first = rows[rows["repeat"] == rows["repeat"].min()] if len(rows) else rows
     clean_correct = clean[grid.columns] if set(grid.columns) <= set(clean.columns) else clean
-    fooled = int((clean_correct.values & ~grid.values).sum())
     return {
         **attack,
         "repeats": int(repeats),
-        "robust_accuracy": rate(int(grid.values.sum()), n * repeats),
+        "robust_accuracy": mean_rate(grid.values),
         "robust_accuracy_worst_of_n": rate(int(grid.all(axis=1).sum()), n),
-        "attack_success_rate": rate(fooled, int(clean_correct.values.sum())),
+        "attack_success_rate": success_rate(clean_correct.values, grid.values),
         "mean_linf": float(first["linf"].mean()) if len(first) else 0.0,
         "max_linf": float(first["linf"].max()) if len(first) else 0.0,
         "mean_l2": float(first["l2"].mean()) if len(first) else 0.0,
         "max_l2": float(first["l2"].max()) if len(first) else 0.0,
     }, grid.all(axis=1)
+
+
+def success_rate(clean_correct: np.ndarray, robust: np.ndarray) -> dict[str, Any]:
+    """Fooled / initially correct (sample, repeat) pairs; the interval counts each sample with a correct clean
+    repeat once (repeats of a sample are correlated), which is conservative."""
+    attempts = int(clean_correct.sum())
+    fooled = int((clean_correct & ~robust).sum())
+    samples = int(clean_correct.any(axis=1).sum())
+    out = rate(fooled, attempts)
+    if attempts and samples < attempts:
+        out["ci_low"], out["ci_high"] = wilson_interval(fooled / attempts * samples, samples)
+    out["samples"] = samples
+    return out
 
 
 def summarize(
@@ -102,7 +159,7 @@ def summarize(
         label = defense["label"]
         clean_rows = frame[frame["condition"] == f"none|{label}|none"]
         clean = clean_rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
-        clean = clean.sort_index().astype(bool)
+        clean = clean.sort_index().fillna(False).astype(bool)  # a missing clean record counts as wrong
         n, repeats = clean.shape
         robust_all = clean.all(axis=1)
         results = []
@@ -129,12 +186,14 @@ def summarize(
             **defense,
             "per_class": per_class,
             "n_samples": int(n),
-            "clean_accuracy": rate(int(clean.values.sum()), n * repeats),
+            "clean_accuracy": mean_rate(clean.values),
             "clean_accuracy_worst_of_n": rate(int(clean.all(axis=1).sum()), n),
             "results": results,
             "worst_case": {
                 "robust_accuracy": rate(int(robust_all.sum()), n),
                 "over": [f"{r['label']}/{r['threat']}" for r in results if not r.get("sweep")],
+                "threats": list(defense["threats"]),
+                "repeats": int(repeats),
             },
         }
         out["defenses"].append(summary)
@@ -154,6 +213,7 @@ def results_table(summary: dict[str, Any]) -> pd.DataFrame:
     rows = []
 
     def row(condition, attack, norm, eps, acc, asr, purifier, threat, worst=None) -> None:
+        samples = acc.get("samples", acc["total"])
         rows.append(
             {
                 "condition": condition,
@@ -162,7 +222,8 @@ def results_table(summary: dict[str, Any]) -> pd.DataFrame:
                 "attack": attack,
                 "norm": norm,
                 "eps": eps,
-                "n": acc["total"],
+                "n": samples,
+                "repeats": acc["total"] // samples if samples else 1,
                 "correct": acc["successes"],
                 "accuracy": acc["value"],
                 "accuracy_ci_low": acc["ci_low"],
@@ -198,6 +259,6 @@ def results_table(summary: dict[str, Any]) -> pd.DataFrame:
                 defense["worst_case"]["robust_accuracy"],
                 None,
                 purifier,
-                "all",
+                "+".join(defense["worst_case"].get("threats", ["all"])),
             )
     return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
-"""Registered attacks (torchattacks-backed) and the contract they run under."""
+"""Registered attacks and the contract they run under (selection rules in ``attacks.selection``)."""
 
-from robaudit.attacks import autoattack, library  # noqa: F401  (registers the attacks)
+from robaudit.attacks import autoattack, cw, pgd  # noqa: F401  (registers the attacks)
 from robaudit.attacks.base import (
     ATTACKS,
     NORMS,

@@ -1,18 +1,34 @@
-"""AutoAttack (Croce & Hein 2020), composed from torchattacks' components with the class count in mind.
+"""AutoAttack (Croce & Hein 2020) and Square, run through robaudit's cascade on torchattacks' single-run internals.
 
-torchattacks 3.5.1 traps this module guards against:
-- its DLR losses index the 3rd (untargeted) and 4th (targeted) largest logit, so they crash below 3 / 4 classes:
-  those components are dropped and the report says so;
-- its ``n_classes`` means "targets = n_classes - 1": robaudit passes ``n_target_classes + 1``;
-- its default seed is the clock: robaudit always passes the run's derived seed.
+robaudit calls each component's *single run* (APGD's ``attack_single_run``, FAB's ``attack_single_run_targeted``,
+Square's ``attack_single_run``) and does the rest itself, because torchattacks' ``perturb`` loops return the clean
+image for every sample one forward pass did not fool and skip samples one forward pass got wrong. Here:
+
+- every component's candidates (APGD: its best-loss iterate and its last fooling iterate) go to the cascade, which
+  judges them on selection draws and keeps each sample's best -- never the clean image;
+- a sample leaves the cascade only when fooled in every selection draw;
+- ``version: auto`` (the default) runs ``standard`` (APGD-CE, APGD-T, FAB-T, Square) on a deterministic pipeline and
+  ``rand`` (APGD-CE and APGD-DLR with ``eot_iter`` EOT draws, 20 by default) on a randomized one.
+
+torchattacks 3.5.1 traps this module guards against: its DLR losses index the 3rd (untargeted) and 4th (targeted)
+largest logit, so they crash below 3 / 4 classes -- those components are dropped and the report says so; its
+``n_classes`` means "targets = n_classes - 1" -- robaudit passes ``targets + 1``; its default seed is the clock --
+robaudit always passes one; its own AutoAttack wrapper builds APGD/FAB with 10 steps -- robaudit builds the
+components itself with ``steps`` (100).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from torch import nn
 from torchattacks import APGD, APGDT, FAB, Square
 
-from robaudit.attacks.base import ATTACKS, AttackFn, KeepFirstSuccess
+from robaudit.attacks.base import ATTACKS, AttackFn
+from robaudit.attacks.selection import Cascade, Stage
+
+VERSIONS = ("auto", "standard", "rand")
 
 
 def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9) -> tuple[list[str], list[str]]:
@@ -37,42 +53,149 @@ def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9
     return kept, dropped
 
 
-class AutoAttack(KeepFirstSuccess):
-    """AutoAttack's ensemble, run in order on the samples still robust; records its components."""
+def apgd_stage(attack: APGD | APGDT, target: int | None = None) -> Stage:
+    """One APGD run; candidates: its last iterate that fooled a draw (else its random start) and its best-loss one."""
 
-    def __init__(self, model: nn.Module, attacks: list[tuple[str, AttackFn]], *, dropped: list[str]) -> None:
-        super().__init__(model, attacks)
-        self.components = [name for name, _ in attacks]
-        self.dropped = dropped
+    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        if target is not None:
+            attack.target_class = target
+        best_loss, _, _, fooling = attack.attack_single_run(images, labels)
+        return [fooling, best_loss]
+
+    stage.attack = attack  # for inspection (tests, reports)
+    return stage
+
+
+def fab_stage(attack: FAB, target: int) -> Stage:
+    """One targeted FAB run toward the ``target``-th most likely class (its minimal adversarial, where found)."""
+
+    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        attack.target_class = target
+        return [attack.attack_single_run_targeted(images, labels, use_rand_start=False)]
+
+    stage.attack = attack
+    return stage
+
+
+def square_stage(attack: Square) -> Stage:
+    """One Square run; its candidate is each sample's best-margin query."""
+
+    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        attack.init_hyperparam(images)
+        with torch.no_grad():
+            _, best = attack.attack_single_run(images, labels)
+        return [best]
+
+    stage.attack = attack
+    return stage
+
+
+@dataclass
+class Settings:
+    """What every component of one AutoAttack shares."""
+
+    model: nn.Module
+    targets: int
+    steps: int
+    eot: int
+    n_queries: int
+    common: dict  # norm, eps, seed
+
+
+def apgd_untargeted(loss: str):
+    """The single stage of APGD on ``loss`` ("ce" or "dlr")."""
+
+    def stages(s: Settings) -> list[tuple[str, Stage]]:
+        attack = APGD(s.model, steps=s.steps, loss=loss, eot_iter=s.eot, n_restarts=1, **s.common)
+        return [(f"apgd-{loss}", apgd_stage(attack))]
+
+    return stages
+
+
+def apgd_targeted(s: Settings) -> list[tuple[str, Stage]]:
+    """APGD-T: one stage per target class (torchattacks reads n_classes as "n_classes - 1 targets")."""
+    attack = APGDT(s.model, steps=s.steps, n_classes=s.targets + 1, eot_iter=s.eot, n_restarts=1, **s.common)
+    return [(f"apgd-t/{t - 1}", apgd_stage(attack, t)) for t in range(2, s.targets + 2)]
+
+
+def fab_targeted(s: Settings) -> list[tuple[str, Stage]]:
+    """FAB-T: one stage per target class."""
+    attack = FAB(s.model, steps=s.steps, multi_targeted=True, n_classes=s.targets + 1, n_restarts=1, **s.common)
+    return [(f"fab-t/{t - 1}", fab_stage(attack, t)) for t in range(2, s.targets + 2)]
+
+
+def square_single(s: Settings) -> list[tuple[str, Stage]]:
+    """Square: one stage of ``n_queries`` queries."""
+    attack = Square(s.model, n_queries=s.n_queries, n_restarts=1, resc_schedule=False, **s.common)  # as the reference
+    return [("square", square_stage(attack))]
+
+
+COMPONENTS = {
+    "apgd-ce": apgd_untargeted("ce"),
+    "apgd-dlr": apgd_untargeted("dlr"),
+    "apgd-t": apgd_targeted,
+    "fab-t": fab_targeted,
+    "square": square_single,
+}
 
 
 @ATTACKS.register(
-    "autoattack", description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard) or APGD-CE/DLR+EOT (rand)"
+    "autoattack",
+    description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard) or APGD-CE/DLR+EOT (rand); auto picks",
 )
 def autoattack(
     model: nn.Module,
     *,
     num_classes: int,
     seed: int,
+    draws: int = 1,
+    stochastic: bool = False,
     eps: float = 8 / 255,
     norm: str = "Linf",
-    version: str = "standard",
+    version: str = "auto",
     steps: int = 100,
     n_target_classes: int = 9,
     n_queries: int = 5000,
     eot_iter: int = 20,
 ) -> AttackFn:
     """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes."""
-    kept, dropped = plan_components(version=version, num_classes=num_classes, n_target_classes=n_target_classes)
+    if version not in VERSIONS:
+        raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
+    run = ("rand" if stochastic else "standard") if version == "auto" else version
+    kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=n_target_classes)
     targets = min(n_target_classes, num_classes - 1)
-    common = {"norm": norm, "eps": eps, "seed": seed}
-    eot = eot_iter if version == "rand" else 1
-    factories = {
-        "apgd-ce": lambda: APGD(model, steps=steps, loss="ce", eot_iter=eot, n_restarts=1, **common),
-        "apgd-dlr": lambda: APGD(model, steps=steps, loss="dlr", eot_iter=eot, n_restarts=1, **common),
-        # torchattacks reads n_classes as "n_classes - 1 targets".
-        "apgd-t": lambda: APGDT(model, steps=steps, n_classes=targets + 1, n_restarts=1, **common),
-        "fab-t": lambda: FAB(model, steps=steps, multi_targeted=True, n_classes=targets + 1, n_restarts=1, **common),
-        "square": lambda: Square(model, n_queries=n_queries, n_restarts=1, **common),
+    settings = Settings(
+        model,
+        targets=targets,
+        steps=steps,
+        eot=eot_iter if run == "rand" else 1,
+        n_queries=n_queries,
+        common={"norm": norm, "eps": eps, "seed": seed},
+    )
+    stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
+    cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)
+    cascade.details = {
+        "version": run,
+        "components": kept,
+        "dropped": dropped,
+        "forced_standard_on_randomized": stochastic and version == "standard",
     }
-    return AutoAttack(model, [(name, factories[name]()) for name in kept], dropped=dropped)
+    return cascade
+
+
+@ATTACKS.register(
+    "square", description="Square Attack, black-box score-based (Andriushchenko et al. 2020)", access="black-box"
+)
+def square(
+    model: nn.Module,
+    *,
+    draws: int = 1,
+    eps: float = 8 / 255,
+    norm: str = "Linf",
+    n_queries: int = 5000,
+    p_init: float = 0.8,
+    seed: int = 0,
+) -> AttackFn:
+    """Square Attack: random square-shaped updates, queries only the model's outputs (one draw per query)."""
+    attack = Square(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
+    return Cascade(model, [("square", square_stage(attack))], norm=norm, eps=eps, draws=draws)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
 from robaudit.registry import Registry, did_you_mean
@@ -17,7 +18,7 @@ from robaudit.seeding import isolated_global_rng
 ATTACKS: Registry = Registry("attack")
 
 NORMS = ("Linf", "L2")
-CONTEXT_ARGS = ("num_classes", "seed")  # supplied by robaudit, never by the user
+CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "stochastic")  # supplied by robaudit, never by the user
 
 
 class AttackFn(Protocol):
@@ -90,18 +91,6 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
     return ResolvedAttack(name=name, norm=norm, eps=full["eps"], params=full, label=name)
 
 
-def project(adversarial: torch.Tensor, images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
-    """Clip to [0, 1], then project the perturbation onto the ``norm`` ball of radius ``eps`` (N, C, H, W)."""
-    adversarial = adversarial.clamp(0, 1)
-    delta = adversarial - images
-    if norm == "Linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
-    return (images + delta).clamp(0, 1)
-
-
 def prepare_model(model: nn.Module) -> nn.Module:
     """Put ``model`` in eval mode (every submodule) and float32, as every attack requires."""
     model.eval()
@@ -136,43 +125,29 @@ def run_attack(
     return project(adversarial.detach().to(images.dtype), images, norm=resolved.norm, eps=resolved.eps)
 
 
-def build_attack(resolved: ResolvedAttack, model: nn.Module, *, num_classes: int, seed: int) -> AttackFn:
-    """Instantiate the attack ``resolved`` describes against ``model`` (put in eval mode, float32)."""
+def build_attack(
+    resolved: ResolvedAttack, model: nn.Module, *, num_classes: int, seed: int, eot: int = 1, draws: int = 1
+) -> AttackFn:
+    """Instantiate the attack ``resolved`` describes against ``model`` (put in eval mode, float32).
+
+    On a randomized ``model`` (``model.stochastic``), gradients average ``eot`` draws and candidates are judged on
+    ``draws`` selection draws; on a deterministic one both are 1.
+    """
     prepare_model(model)
-    return ATTACKS.build(resolved.name, resolved.params, model, num_classes=num_classes, seed=seed)
+    stochastic = bool(getattr(model, "stochastic", False))
+    return ATTACKS.build(
+        resolved.name,
+        resolved.params,
+        model,
+        num_classes=num_classes,
+        seed=seed,
+        eot=eot if stochastic else 1,
+        draws=draws if stochastic else 1,
+        stochastic=stochastic,
+    )
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted labels (N,) of ``model`` on (N, C, H, W) images."""
     return model(images).argmax(dim=1)
-
-
-class KeepFirstSuccess:
-    """Runs attacks in order on the samples still classified correctly; a sample keeps its first success.
-
-    This is the per-sample worst case over the attacks (AutoAttack's rule). ``broken_by`` names, after each call,
-    the attack that first fooled each sample (None if none did).
-    """
-
-    def __init__(self, model: nn.Module, attacks: list[tuple[str, AttackFn]]) -> None:
-        self.model = model
-        self.attacks = attacks
-        self.broken_by: list[str | None] = []
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W), labels (N,) -> adversarial images (N, C, H, W)."""
-        result = images.clone()
-        robust = predict(self.model, images) == labels
-        self.broken_by = [None] * len(labels)
-        for name, attack in self.attacks:
-            index = robust.nonzero().flatten()
-            if index.numel() == 0:
-                break
-            candidate = attack(images[index], labels[index]).detach()
-            fooled = predict(self.model, candidate) != labels[index]
-            result[index[fooled]] = candidate[fooled]
-            robust[index[fooled]] = False
-            for i in index[fooled].tolist():
-                self.broken_by[i] = name
-        return result

@@ -39,10 +39,10 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     mapping = dict(mapping)
     if flags["model"] is not None:
         mapping["model"] = flags["model"]
-    if flags["arch"] is not None or flags["num_classes"] is not None:
+    if flags["arch"] is not None or flags["num_classes"] is not None or flags.get("stochastic"):
         model = mapping.get("model")
         model = {"path": model} if isinstance(model, str) else dict(model or {})
-        model.update({k: flags[k] for k in ("arch", "num_classes") if flags[k] is not None})
+        model.update({k: flags[k] for k in ("arch", "num_classes", "stochastic") if flags.get(k)})
         mapping["model"] = model
     data = mapping.get("data")
     data = {"name": data} if isinstance(data, str) else dict(data or {})
@@ -73,7 +73,7 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
     if flags["threat"] is not None:
         mapping["threats"] = [t.strip() for t in flags["threat"].split(",") if t.strip()]
-    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device", "eot", "repeats"):
+    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device", "eot", "repeats", "selection_draws"):
         if flags[key] is not None:
             mapping[key] = flags[key]
     return mapping
@@ -107,8 +107,16 @@ def evaluate(
         "--threat",
         help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three).",
     ),
-    eot: int = typer.Option(None, "--eot", help="EOT draws per gradient for stochastic purifiers (default 4)."),
-    repeats: int = typer.Option(None, "--repeats", help="Repeats of a stochastic defense's prediction (default 3)."),
+    eot: int = typer.Option(None, "--eot", help="EOT draws per gradient on a randomized pipeline (default 4)."),
+    repeats: int = typer.Option(
+        None, "--repeats", help="Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."
+    ),
+    selection_draws: int = typer.Option(
+        None, "--selection-draws", help="Draws that judge an attack's candidates on a randomized pipeline (default 10)."
+    ),
+    stochastic: bool = typer.Option(
+        False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
+    ),
     eps: str = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 (default 8/255)."),
     eps_l2: str = typer.Option(None, "--eps-l2", help="L2 budget for L2 attacks (default 0.5)."),
     batch_size: int = typer.Option(None, "--batch-size"),
@@ -144,6 +152,8 @@ def evaluate(
         threat=threat,
         eot=eot,
         repeats=repeats,
+        selection_draws=selection_draws,
+        stochastic=stochastic,
         eps=eps,
         eps_l2=eps_l2,
         seed=seed,
@@ -188,13 +198,14 @@ def print_summary(run_dir: Path) -> None:
         table.add_row("[bold]worst case", "per-sample", f"[bold]{with_ci(summary['worst_case']['robust_accuracy'])}")
     for defense in summary.get("defenses", [])[1:]:
         label = defense["label"]
-        table.add_row(f"clean + {label}", "-", with_ci(defense["clean_accuracy"]))
+        table.add_row(f"clean + {label}", "-", with_ci(defense["clean_accuracy_worst_of_n"]))
         for result in defense["results"]:
-            table.add_row(f"{result['label']} + {label}", result["threat"], with_ci(result["robust_accuracy"]))
+            shown = result["robust_accuracy_worst_of_n"]
+            table.add_row(f"{result['label']} + {label}", result["threat"], with_ci(shown))
         if defense["results"]:
             table.add_row(
                 f"[bold]worst case + {label}",
-                "all threat models",
+                ", ".join(defense["worst_case"].get("threats", [])) + f" (worst of {defense['worst_case']['repeats']})",
                 f"[bold]{with_ci(defense['worst_case']['robust_accuracy'])}",
             )
     console.print(table)

@@ -34,6 +34,13 @@ class ImageSet:
             raise DataError(f"{self.description}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (n,) or len(self.ids) != n:
             raise DataError(f"{self.description}: {n} images but {self.labels.shape[0]} labels / {len(self.ids)} ids")
+        if len(set(self.ids)) != n:
+            seen: set[str] = set()
+            duplicate = next(i for i in self.ids if i in seen or seen.add(i))
+            raise DataError(
+                f"{self.description}: sample id {duplicate!r} occurs more than once; records are keyed by sample "
+                "id, so give every sample a unique id (e.g. unique file names)"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -1,0 +1,47 @@
+"""Losses and Expectation over Transformation (EOT) gradients of an attacked pipeline.
+
+EOT, as robaudit computes it: for ``draws`` independent forward passes (draws of the pipeline's randomness), the
+gradient of the per-draw loss summed over the batch, averaged over the draws -- the gradient of the *expected loss*
+E_draw[L(f_draw(x), y)], estimated by its sample mean (Athalye et al. 2018). It is not the gradient of the loss of
+averaged logits, which differs for any non-linear loss. Each draw is backpropagated on its own, so memory holds
+one draw's graph at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robaudit.attacks.selection import Verdict, verdict_of
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, K), labels (N,)) -> per-sample loss (N,)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy (N,)."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample margin z_y - max_{i != y} z_i (N,); negative means misclassified (Carlini & Wagner's f)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], -torch.inf).amax(1)
+    return true - others
+
+
+def eot_gradient(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: Loss, draws: int
+) -> tuple[torch.Tensor, Verdict]:
+    """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws, and the verdict of those draws."""
+    x = images.detach().requires_grad_(True)
+    grad = torch.zeros_like(x)
+    logits = []
+    for _ in range(draws):
+        with torch.enable_grad():
+            z = model(x)
+            grad += torch.autograd.grad(loss(z, labels).sum(), x)[0]
+        logits.append(z.detach())
+    return grad / draws, verdict_of(logits, labels)

@@ -1,0 +1,120 @@
+"""FGSM and PGD (Linf, L2), implemented in robaudit: EOT gradients, each sample's best iterate, restarts as a cascade.
+
+PGD: Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks". FGSM: Goodfellow et al.
+2015. Distance: Linf (``pgd``, ``fgsm``) or L2 (``pgdl2``). Every iterate of a run is judged on the EOT draws its
+gradient already took (selection draws, independent of scoring); a run returns each sample's best iterate, never
+the clean image. Restarts form a cascade: a restart attacks the samples not yet fooled in every selection draw.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robaudit.attacks.base import ATTACKS, AttackFn
+from robaudit.attacks.gradient import cross_entropy, eot_gradient
+from robaudit.attacks.selection import BestSoFar, Cascade, judge, project
+
+
+def default_step_size(params: dict) -> dict:
+    """Fill ``alpha`` (step size) when unset: 2.5 * eps / steps (Madry et al.), so reports state the value used."""
+    if params.get("alpha") is None:
+        params = {**params, "alpha": 2.5 * params["eps"] / params["steps"]}
+    return params
+
+
+def random_start(images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
+    """A uniform point of the Linf ball, or a random direction at a uniform radius of the L2 ball (global RNG)."""
+    if norm == "Linf":
+        delta = torch.empty_like(images).uniform_(-eps, eps)
+    else:
+        delta = torch.randn_like(images)
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta / norms * eps * torch.rand(images.shape[0], 1, 1, 1, device=images.device)
+    return project(images + delta, images, norm=norm, eps=eps)
+
+
+def ascent_step(x: torch.Tensor, grad: torch.Tensor, *, norm: str, alpha: float) -> torch.Tensor:
+    """One steepest-ascent step: alpha * sign(grad) (Linf) or alpha * grad / ||grad|| (L2)."""
+    if norm == "Linf":
+        return x + alpha * grad.sign()
+    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return x + alpha * grad / norms
+
+
+class PGDRun:
+    """One PGD run from a random start: ``run(images, labels)`` -> [each sample's best iterate] (a cascade stage)."""
+
+    def __init__(self, model: nn.Module, *, norm: str, eps: float, alpha: float, steps: int, eot: int) -> None:
+        self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """images (M, C, H, W), labels (M,) -> [best iterate (M, C, H, W)]."""
+        x = random_start(images, norm=self.norm, eps=self.eps)
+        best = BestSoFar(images)
+        every = torch.arange(images.shape[0], device=images.device)
+        for _ in range(self.steps):
+            grad, verdict = eot_gradient(self.model, x, labels, loss=cross_entropy, draws=self.eot)
+            best.update(every, x, verdict)
+            x = project(ascent_step(x, grad, norm=self.norm, alpha=self.alpha), images, norm=self.norm, eps=self.eps)
+        best.update(every, x, judge(self.model, x, labels, draws=self.eot))
+        return [best.best]
+
+
+def fgsm_step(model: nn.Module, *, eps: float, eot: int):
+    """The FGSM stage: x + eps * sign(EOT gradient of the cross-entropy at x)."""
+
+    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        grad, _ = eot_gradient(model, images, labels, loss=cross_entropy, draws=eot)
+        return [ascent_step(images, grad, norm="Linf", alpha=eps)]
+
+    return stage
+
+
+@ATTACKS.register("fgsm", description="FGSM, one signed-gradient step (Goodfellow et al. 2015)", norm="Linf")
+def fgsm(model: nn.Module, *, eot: int = 1, draws: int = 1, eps: float = 8 / 255) -> AttackFn:
+    """Fast gradient sign method, Linf, with an EOT gradient on a randomized pipeline."""
+    return Cascade(model, [("fgsm", fgsm_step(model, eps=eps, eot=eot))], norm="Linf", eps=eps, draws=draws)
+
+
+def pgd_cascade(
+    model: nn.Module, *, norm: str, eps: float, steps: int, alpha: float | None, restarts: int, eot: int, draws: int
+) -> Cascade:
+    """``restarts`` PGD runs as a cascade (each on the samples not yet fooled in every selection draw)."""
+    step = default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"]
+    run = PGDRun(model, norm=norm, eps=eps, alpha=step, steps=steps, eot=eot)
+    return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
+
+
+@ATTACKS.register(
+    "pgd", description="PGD, Linf, random start, restarts (Madry et al. 2018)", norm="Linf", derive=default_step_size
+)
+def pgd(
+    model: nn.Module,
+    *,
+    eot: int = 1,
+    draws: int = 1,
+    eps: float = 8 / 255,
+    steps: int = 20,
+    alpha: float | None = None,
+    restarts: int = 1,
+) -> AttackFn:
+    """Projected gradient descent on the cross-entropy, Linf; ``restarts`` random starts as a cascade."""
+    return pgd_cascade(model, norm="Linf", eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)
+
+
+@ATTACKS.register(
+    "pgdl2", description="PGD, L2, random start, restarts (Madry et al. 2018)", norm="L2", derive=default_step_size
+)
+def pgdl2(
+    model: nn.Module,
+    *,
+    eot: int = 1,
+    draws: int = 1,
+    eps: float = 0.5,
+    steps: int = 20,
+    alpha: float | None = None,
+    restarts: int = 1,
+) -> AttackFn:
+    """Projected gradient descent on the cross-entropy, L2."""
+    return pgd_cascade(model, norm="L2", eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)

@@ -1,0 +1,166 @@
+"""Choosing each sample's adversarial candidate, the same way for deterministic and randomized pipelines.
+
+One forward pass of an attacked pipeline is one draw of its randomness (a stochastic purifier's noise, a randomized
+classifier's noise; a deterministic model gives the same answer every time). A candidate is judged on ``draws``
+*selection draws*: its ``correct_fraction`` (the fraction of draws still classifying it correctly; lower is better),
+ties broken by its mean cross-entropy over those draws (higher is better). Selection draws come from the attack's own
+random stream, independent of the draws that later score the verdict, so the attack never sees the defense's
+verdict-time randomness.
+
+Rules every attack follows through this module:
+
+- the clean image is never a candidate: a sample's result is the best candidate an attack stage produced (a sample
+  keeps its clean image only when no stage could move it, e.g. a zero gradient for FGSM);
+- candidates are projected onto the eps-ball and [0, 1] *before* they are judged;
+- in a cascade (restarts, AutoAttack's components), a sample leaves only when it is fooled in every selection draw;
+  otherwise every later stage attacks it again and the better candidate is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A stage attacks (images (M, C, H, W), labels (M,)) and returns its candidates, each (M, C, H, W).
+Stage = Callable[[torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
+
+
+@dataclass
+class Verdict:
+    """Per-sample judgement of candidates: ``correct_fraction`` (N,) in [0, 1] and mean ``loss`` (N,)."""
+
+    correct_fraction: torch.Tensor
+    loss: torch.Tensor
+
+    def __getitem__(self, index: torch.Tensor) -> Verdict:
+        return Verdict(self.correct_fraction[index], self.loss[index])
+
+    def beats(self, other: Verdict) -> torch.Tensor:
+        """(N,) bool: fewer correct draws, or as many with a higher loss."""
+        fewer = self.correct_fraction < other.correct_fraction
+        tie = (self.correct_fraction == other.correct_fraction) & (self.loss > other.loss)
+        return fewer | tie
+
+
+def project(adversarial: torch.Tensor, images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
+    """Clip to [0, 1], then project the perturbation onto the ``norm`` ball of radius ``eps`` (N, C, H, W)."""
+    adversarial = adversarial.clamp(0, 1)
+    delta = adversarial - images
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+    return (images + delta).clamp(0, 1)
+
+
+def verdict_of(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> Verdict:
+    """The verdict of per-draw logits (each (N, K)) on ``labels`` (N,)."""
+    correct = torch.stack([(z.argmax(1) == labels).float() for z in logits]).mean(0)
+    loss = torch.stack([F.cross_entropy(z.float(), labels, reduction="none") for z in logits]).mean(0)
+    return Verdict(correct, loss.detach())
+
+
+@torch.no_grad()
+def judge(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, draws: int) -> Verdict:
+    """Verdict of ``model`` on (N, C, H, W) ``images`` over ``draws`` forward passes (selection draws)."""
+    return verdict_of([model(images) for _ in range(draws)], labels)
+
+
+class BestSoFar:
+    """Each sample's best candidate among those offered with their verdicts; none at first (never the clean image)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        n = images.shape[0]
+        self.images = images
+        self.best = images.clone()
+        self.found = torch.zeros(n, dtype=torch.bool, device=images.device)
+        self.verdict = Verdict(torch.ones(n, device=images.device), torch.full((n,), -torch.inf, device=images.device))
+
+    def update(self, index: torch.Tensor, candidates: torch.Tensor, verdict: Verdict) -> torch.Tensor:
+        """Keep ``candidates`` (len(index), C, H, W) where they beat the current best; returns the kept mask."""
+        moved = (candidates != self.images[index]).flatten(1).any(1)
+        keep = moved & (~self.found[index] | verdict.beats(self.verdict[index]))
+        chosen = index[keep]
+        self.best[chosen] = candidates[keep].detach()
+        self.found[chosen] = True
+        self.verdict.correct_fraction[chosen] = verdict.correct_fraction[keep]
+        self.verdict.loss[chosen] = verdict.loss[keep]
+        return keep
+
+    def unsettled(self) -> torch.Tensor:
+        """(N,) bool: samples without a candidate, or whose candidate is still correct in some selection draw."""
+        return ~self.found | (self.verdict.correct_fraction > 0)
+
+
+class CandidatePool(BestSoFar):
+    """A ``BestSoFar`` that projects and judges what it is offered on fresh selection draws of ``model``.
+
+    ``chosen_by[i]`` names the stage whose candidate sample ``i`` holds.
+    """
+
+    def __init__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: str, eps: float, draws: int
+    ) -> None:
+        super().__init__(images)
+        self.model, self.labels, self.norm, self.eps, self.draws = model, labels, norm, eps, draws
+        self.chosen_by: list[str | None] = [None] * images.shape[0]
+
+    def offer(self, index: torch.Tensor, candidates: torch.Tensor, *, stage: str) -> None:
+        """Project ``candidates`` for samples ``index``, judge them, keep the better ones."""
+        projected = project(candidates.detach(), self.images[index], norm=self.norm, eps=self.eps)
+        verdict = judge(self.model, projected, self.labels[index], draws=self.draws)
+        kept = self.update(index, projected, verdict)
+        for i in index[kept].tolist():
+            self.chosen_by[i] = stage
+
+
+def run_cascade(
+    model: nn.Module,
+    stages: Sequence[tuple[str, Stage]],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    draws: int,
+) -> CandidatePool:
+    """Run ``stages`` in order, each on the samples still unsettled; every sample is attacked by the first stage."""
+    pool = CandidatePool(model, images, labels, norm=norm, eps=eps, draws=draws)
+    for name, stage in stages:
+        index = pool.unsettled().nonzero().flatten()
+        if index.numel() == 0:
+            break
+        for candidate in stage(images[index], labels[index]):
+            pool.offer(index, candidate, stage=name)
+    return pool
+
+
+class Cascade:
+    """An attack made of stages (restarts, AutoAttack's components) run by ``run_cascade``: an ``AttackFn``.
+
+    ``components`` names the stages in order; after each call ``chosen_by`` names, per sample, the stage whose
+    candidate it holds and ``unsettled`` marks the samples still correct in some selection draw.
+    """
+
+    def __init__(
+        self, model: nn.Module, stages: Sequence[tuple[str, Stage]], *, norm: str, eps: float, draws: int
+    ) -> None:
+        self.model, self.stages, self.norm, self.eps, self.draws = model, list(stages), norm, eps, draws
+        self.chosen_by: list[str | None] = []
+        self.unsettled = torch.zeros(0, dtype=torch.bool)
+
+    @property
+    def components(self) -> list[str]:
+        """The stage names, in the order they run."""
+        return [name for name, _ in self.stages]
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1], labels (N,) -> each sample's best candidate (N, C, H, W)."""
+        pool = run_cascade(self.model, self.stages, images, labels, norm=self.norm, eps=self.eps, draws=self.draws)
+        self.chosen_by, self.unsettled = pool.chosen_by, pool.unsettled()
+        return pool.best

@@ -1,0 +1,98 @@
+"""Toy models for the randomized-defense tests: a nearest-mean linear classifier on synthetic 3x4x4 images, noise
+injected inside a classifier (scriptable to TorchScript), and small purifiers (Gaussian noise, an inversion,
+a quantizer that masks gradients)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robaudit.data import ImageSet
+from robaudit.purifiers.base import Purifier, randn_like
+
+SHAPE = (3, 4, 4)
+CLASSES = 10
+
+
+class Card:
+    """The part of a model card the attack path reads."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+
+def toy_data(n: int = 400, *, seed: int = 0, spread: float = 0.08) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images (n, 3, 4, 4) in [0, 1], labels (n,), class means (10, 48))."""
+    g = torch.Generator().manual_seed(seed)
+    means = 0.2 + 0.6 * torch.rand(CLASSES, 48, generator=g)
+    labels = torch.arange(n) % CLASSES
+    images = (means[labels] + spread * torch.randn(n, 48, generator=g)).clamp(0, 1).view(n, *SHAPE)
+    return images, labels, means
+
+
+def toy_imageset(images: torch.Tensor, labels: torch.Tensor) -> ImageSet:
+    """An in-memory ImageSet of toy images."""
+    ids = [f"s{i:04d}" for i in range(len(labels))]
+    return ImageSet(images, labels, ids, [str(k) for k in range(CLASSES)], "toy")
+
+
+class NearestMean(nn.Module):
+    """Linear classifier: logits_k = scale * (x . mu_k - |mu_k|^2 / 2); ``sigma`` > 0 injects input noise."""
+
+    def __init__(self, means: torch.Tensor, *, scale: float = 10.0, sigma: float = 0.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(48, CLASSES)
+        with torch.no_grad():
+            self.fc.weight.copy_(scale * means)
+            self.fc.bias.copy_(-scale * (means * means).sum(1) / 2)
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sigma > 0:
+            x = x + self.sigma * torch.randn_like(x)
+        return self.fc(x.flatten(1))
+
+
+class WithCard(nn.Module):
+    """Gives any module (a TorchScript one too) the card robaudit's attack path reads."""
+
+    def __init__(self, inner: nn.Module, num_classes: int = CLASSES) -> None:
+        super().__init__()
+        self.inner = inner
+        self.card = Card(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class GaussianNoise(Purifier):
+    """x + sigma * z, clipped to [0, 1]: a randomized 'purifier'."""
+
+    stochastic = True
+
+    def __init__(self, sigma: float = 0.25, ensemble: int = 1) -> None:
+        super().__init__()
+        self.sigma = sigma
+        self.ensemble = ensemble
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        generator = self.generator_for(images, generator)
+        return (images + self.sigma * randn_like(images, generator)).clamp(0, 1)
+
+
+class Invert(Purifier):
+    """1 - x: a deterministic 'purifier' that fixes a classifier trained on inverted images."""
+
+    stochastic = False
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        return 1 - images
+
+
+class Quantize(Purifier):
+    """Rounds to 5 grey levels: piecewise constant, zero gradient almost everywhere (gradient masking)."""
+
+    stochastic = False
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.round(images * 4) / 4
