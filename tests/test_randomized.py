@@ -232,3 +232,51 @@ def test_worst_of_n_far_below_the_mean_is_flagged():
     }
     flags = luck_flags({"label": "ddpm", "results": [result]})
     assert flags and flags[0].check == "worst-of-n" and "worst of 2" in flags[0].title
+
+
+def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from robaudit.cli import app
+
+    train = load_dataset("digits", split="train")
+    means = torch.stack([train.images[train.labels == k].flatten(1).mean(0) for k in range(10)])
+    torch.jit.script(NearestMean(means, sigma=0.2).eval()).save(str(tmp_path / "noisy.ts"))
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", "--model", "noisy.ts", "--num-classes", "10", "--data", "digits", "--limit", "16"]
+    args += ["--eot", "2", "--repeats", "3", "--selection-draws", "2", "--out", "run"]
+    config = tmp_path / "attacks.yaml"
+    config.write_text("attacks: [{name: pgd, steps: 3}, {name: autoattack, steps: 3, eot_iter: 2}]\n")
+    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["model"]["randomized"] == {"declared": False, "detected": True, "stochastic": True}
+    assert any(f["check"] == "randomized-model" for f in summary["flags"])
+    undefended = summary["defenses"][0]
+    assert undefended["worst_case"]["repeats"] == 3
+    assert all(r["repeats"] == 3 for r in undefended["results"])
+    autoattack = next(r for r in undefended["results"] if r["name"] == "autoattack")
+    assert autoattack["version"] == "rand" and autoattack["components"] == ["apgd-ce", "apgd-dlr"]
+    config_written = (tmp_path / "run" / "config.yaml").read_text()
+    assert "eot: 2" in config_written and "repeats: 3" in config_written
+    assert "The classifier is randomized" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_autoattack_version_follows_the_pipeline_and_forcing_standard_is_flagged():
+    from robaudit.sanity import forced_standard_flags
+
+    _, _, means = toy_data(20)
+    randomized = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.2))
+    for version, expected, forced in (("auto", "rand", False), ("standard", "standard", True)):
+        resolved = resolve_attack("autoattack", {"version": version}, eps=0.05, eps_l2=0.5)
+        built = build_attack(resolved, randomized, num_classes=10, seed=0, eot=2, draws=2)
+        assert built.details["version"] == expected
+        assert built.details["forced_standard_on_randomized"] is forced
+    resolved = resolve_attack("autoattack", {}, eps=0.05, eps_l2=0.5)
+    deterministic = build_attack(resolved, WithCard(NearestMean(means)).eval(), num_classes=10, seed=0)
+    assert deterministic.details["version"] == "standard"
+    forced = {"label": "autoattack", "threat": "adaptive", "forced_standard_on_randomized": True}
+    flags = forced_standard_flags({"defenses": [{"label": "noise", "results": [forced]}]})
+    assert [f.check for f in flags] == ["autoattack-version"] and flags[0].severity == "warning"

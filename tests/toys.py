@@ -41,7 +41,7 @@ class NearestMean(nn.Module):
 
     def __init__(self, means: torch.Tensor, *, scale: float = 10.0, sigma: float = 0.0) -> None:
         super().__init__()
-        self.fc = nn.Linear(48, CLASSES)
+        self.fc = nn.Linear(means.shape[1], means.shape[0])
         with torch.no_grad():
             self.fc.weight.copy_(scale * means)
             self.fc.bias.copy_(-scale * (means * means).sum(1) / 2)

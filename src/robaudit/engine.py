@@ -1,10 +1,12 @@
 """The batch loop of evaluate: clean predictions, attacks under each defense and threat model, per-sample records.
 
 Conditions per batch: for the undefended classifier and each purifier (``defense``), the clean prediction
-(``repeats`` times for a stochastic purifier); then for each attack and threat model, adversarial examples made on
-the samples that defense classifies correctly in at least one clean repeat, and their prediction per repeat.
-Non-adaptive adversarial examples are made once per attack against the classifier alone and shared by the
-undefended condition and every purifier's non-adaptive condition.
+(``repeats`` scoring draws for a randomized pipeline); then for each attack and threat model, adversarial examples
+made on every sample that defense classifies correctly in at least one clean draw, and their prediction per draw.
+Non-adaptive adversarial examples are made once per attack against the classifier alone, on every sample some
+defense needs, and shared by the undefended condition and every purifier's non-adaptive condition. Attacks on a
+randomized pipeline take EOT gradients and choose candidates on selection draws (``attacks.selection``); scoring
+draws are seeded apart from them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Defense:
     repeats: int
     threats: list[str]
     scoring: Pipeline
+    eot: int | None = None  # EOT draws per gradient against this defense (None: the run's)
 
 
 def condition_key(attack: str, defense: str, threat: str) -> str:
@@ -147,7 +150,8 @@ class BatchEvaluator:
                 for threat in (t for t in defense.threats if t in ("bpda", "adaptive")):
                     model = prepare_model(Pipeline(classifier, defense.purifier, threat=threat, **_randomized(bare)))
                     key = (attack.label, defense.label, threat)
-                    self.defended[key] = (model, build_attack(attack, model, seed=derive_seed(seed, *key), **context))
+                    draws = {**context, "eot": defense.eot or eot}
+                    self.defended[key] = (model, build_attack(attack, model, seed=derive_seed(seed, *key), **draws))
                     if on_built is not None:
                         on_built(condition_key(*key), self.defended[key][1])
 

@@ -290,7 +290,7 @@ def build_defenses(
         )
         scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
         repeats = config.repeats if scoring.stochastic else 1
-        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring))
+        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot))
         details[spec.label] = {
             "checkpoint": str(path),
             "sha256": sha256_file(path),
@@ -300,6 +300,7 @@ def build_defenses(
             "ensemble": purifier.ensemble,
             "gradient": purifier.gradient_description(),
             "repeats": repeats,
+            "eot": (spec.eot or config.eot) if scoring.stochastic else 1,
         }
     return defenses, details
 
@@ -339,6 +340,15 @@ def run_manifest(
     }
 
 
+def run_fingerprint(resolved: dict[str, Any], model_sha: str, data_sha: str, purifiers: dict[str, Any]) -> str:
+    """What a run directory holds: the resolved config and the hashes of the model, data and purifier checkpoints.
+
+    A resumed run must match it; a directory holding another run is refused rather than mixed.
+    """
+    hashes = [model_sha, data_sha, {label: details["sha256"] for label, details in purifiers.items()}]
+    return hashlib.sha256(json.dumps([resolved, *hashes], sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
     """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
 
@@ -366,8 +376,7 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
     )
     out = Path(config.out) if config.out else default_out(config, model_path)
     resolved = config.to_dict()
-    hashes = [model_sha, data_sha, {k: v["sha256"] for k, v in purifier_details.items()}]
-    fingerprint = hashlib.sha256(json.dumps([resolved, *hashes], sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = run_fingerprint(resolved, model_sha, data_sha, purifier_details)
     run_dir = RunDir(out)
     completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
     previous = run_dir.read_manifest() if completed else None

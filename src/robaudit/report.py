@@ -122,16 +122,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "sha256": manifest["data"]["sha256_tensors"],
             "provenance": manifest["data"].get("provenance", {}),
         },
-        "threat_model": {
-            "summary": "white-box attacks against the undefended classifier (gradients of its logits)"
-            + ("; against each purifier under the threat models listed" if len(defenses) > 1 else ""),
-            "threats": {t: THREAT_DESCRIPTIONS[t] for t in ["none", *config.get("threats", [])]},
-            "eps_linf": config.get("eps"),
-            "eps_l2": config.get("eps_l2"),
-            "eot": config.get("eot"),
-            "repeats": config.get("repeats"),
-            "selection_draws": config.get("selection_draws"),
-        },
+        "threat_model": threat_model(config, defended=len(defenses) > 1),
         "flags": [],
         "seed": config.get("seed"),
         **numbers,
@@ -142,6 +133,20 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
     return summary
+
+
+def threat_model(config: dict[str, Any], *, defended: bool) -> dict[str, Any]:
+    """The summary's statement of the threat models, budgets and draws of a run."""
+    return {
+        "summary": "white-box attacks against the undefended classifier (gradients of its logits)"
+        + ("; against each purifier under the threat models listed" if defended else ""),
+        "threats": {t: THREAT_DESCRIPTIONS[t] for t in ["none", *config.get("threats", [])]},
+        "eps_linf": config.get("eps"),
+        "eps_l2": config.get("eps_l2"),
+        "eot": config.get("eot"),
+        "repeats": config.get("repeats"),
+        "selection_draws": config.get("selection_draws"),
+    }
 
 
 def attach_attack_details(numbers: dict[str, Any], details: dict[str, Any]) -> None:

@@ -143,6 +143,22 @@ def success_rate(clean_correct: np.ndarray, robust: np.ndarray) -> dict[str, Any
     return out
 
 
+def per_class_rates(labels: pd.Series, clean: pd.DataFrame, robust: pd.Series) -> list[dict[str, Any]]:
+    """Per class: clean accuracy (worst of N) and worst case, over that class's samples."""
+    out = []
+    for label in sorted(labels.unique().tolist()):
+        members = labels == label
+        out.append(
+            {
+                "label": int(label),
+                "n": int(members.sum()),
+                "clean_accuracy": rate(int(clean[members].all(axis=1).sum()), int(members.sum())),
+                "worst_case": rate(int(robust[members].sum()), int(members.sum())),
+            }
+        )
+    return out
+
+
 def summarize(
     frame: pd.DataFrame, *, attacks: list[dict[str, Any]], defenses: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -171,20 +187,9 @@ def summarize(
                     robust_all &= survived
                 results.append(entry)
         labels = clean_rows.groupby("sample_id")["label"].first().reindex(clean.index)
-        per_class = []
-        for label in sorted(labels.unique().tolist()):
-            members = labels == label
-            per_class.append(
-                {
-                    "label": int(label),
-                    "n": int(members.sum()),
-                    "clean_accuracy": rate(int(clean[members].all(axis=1).sum()), int(members.sum())),
-                    "worst_case": rate(int(robust_all[members].sum()), int(members.sum())),
-                }
-            )
         summary = {
             **defense,
-            "per_class": per_class,
+            "per_class": per_class_rates(labels, clean, robust_all),
             "n_samples": int(n),
             "clean_accuracy": mean_rate(clean.values),
             "clean_accuracy_worst_of_n": rate(int(clean.all(axis=1).sum()), n),

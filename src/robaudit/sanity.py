@@ -207,7 +207,7 @@ def _correct(frame: pd.DataFrame, condition: str) -> pd.Series:
 
 
 CHECKS_AFTER = (
-    "iterative attacks at least as strong as FGSM per sample",
+    "stronger attacks at least as strong per sample (PGD over FGSM, AutoAttack over both)",
     "no black-box attack fooling samples the white-box attacks did not",
     "robust accuracy not rising with eps or with more steps",
     "accuracy near chance at a Linf eps >= 0.3",
@@ -226,7 +226,7 @@ def postrun(frame: pd.DataFrame, summary: dict[str, Any]) -> list[Flag]:
         for threat in defense.get("threats") or ["none"]:
             results = [r for r in defense["results"] if r["threat"] == threat]
             where = "" if defense["label"] == "none" else f" ({defense['label']}, {threat})"
-            flags += single_step_flags(frame, results, defense["label"], where)
+            flags += strength_order_flags(frame, results, defense["label"], where)
             flags += black_box_flags(frame, results, defense["label"], where)
             flags += budget_flags(results, where, num_classes=num_classes)
         flags += luck_flags(defense)
@@ -237,11 +237,16 @@ def _key(result: dict[str, Any], defense: str) -> str:
     return f"{result['label']}|{defense}|{result['threat']}"
 
 
-def single_step_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Flag]:
-    """An iterative attack that leaves robust samples FGSM fooled at the same budget."""
+STRENGTH_ORDER = (("fgsm", "pgd"), ("fgsm", "autoattack"), ("pgd", "autoattack"))  # (weaker, stronger)
+
+
+def strength_order_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Flag]:
+    """A stronger attack (PGD over FGSM, AutoAttack over both) leaving robust, in its worst of N, samples the weaker
+    one fooled at the same budget."""
     flags = []
-    for weak in (a for a in results if a["name"] == "fgsm"):
-        for strong in (a for a in results if a["name"] in ("pgd", "autoattack")):
+    for weak_name, strong_name in STRENGTH_ORDER:
+        pairs = [(w, s) for w in results if w["name"] == weak_name for s in results if s["name"] == strong_name]
+        for weak, strong in pairs:
             if strong["norm"] != weak["norm"] or abs(strong["eps"] - weak["eps"]) > 1e-9:
                 continue
             weak_ok, strong_ok = _correct(frame, _key(weak, defense)), _correct(frame, _key(strong, defense))
@@ -249,11 +254,11 @@ def single_step_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defens
             if beaten > max(1, 0.02 * len(strong_ok)):
                 flags.append(
                     Flag(
-                        "iterative-vs-single-step",
+                        "attack-strength",
                         "warning",
                         f"{strong['label']} is weaker than {weak['label']} on {beaten} samples{where}",
-                        "An iterative attack should fool every sample a single step fools at the same "
-                        "budget. Check its step size and iterations; gradients may be masked.",
+                        "A stronger attack should fool every sample a weaker one fools at the same budget. "
+                        "Check its step size, iterations and EOT draws; gradients may be masked.",
                         f"{beaten} of {len(strong_ok)} samples",
                     )
                 )

@@ -34,25 +34,36 @@ class ResolvedPurifier:
     params: dict[str, Any]
     checkpoint: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
+    eot: int | None = None  # EOT draws per gradient for this defense (None: the run's eot)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for configs and manifests."""
         out = {"name": self.name, "label": self.label, "params": self.params, "recipe": self.recipe}
         if self.checkpoint:
             out["checkpoint"] = self.checkpoint
+        if self.eot is not None:
+            out["eot"] = self.eot
         return out
 
 
 def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> ResolvedPurifier:
-    """Check names and keys; fill in the factory's defaults. ``checkpoint`` and ``recipe`` are special keys."""
+    """Check names and keys; fill in the factory's defaults.
+
+    Special keys: ``checkpoint`` (a trained purifier), ``recipe`` (training hyperparameters) and ``eot`` (EOT draws
+    per gradient against this defense, overriding the run's ``eot``; e.g. 1 for a purifier whose prediction ensemble
+    already averages many draws inside every forward pass).
+    """
     entry = PURIFIERS.get(spec.name)
     params = dict(spec.params)
     checkpoint = params.pop("checkpoint", None)
     recipe = params.pop("recipe", None) or {}
+    eot = params.pop("eot", None)
+    if eot is not None and (not isinstance(eot, int) or isinstance(eot, bool) or eot <= 0):
+        raise ConfigError(f"purifier {spec.name!r}: eot must be a positive integer, got {eot!r}")
     hyper = entry.hyperparameters()
     for key in params:
         if key not in hyper:
-            valid = sorted([*hyper, "checkpoint", "recipe"])
+            valid = sorted([*hyper, "checkpoint", "recipe", "eot"])
             raise ConfigError(
                 f"unknown key {key!r} for purifier {spec.name!r}; valid keys: {', '.join(valid)}"
                 + did_you_mean(key, valid)
@@ -60,7 +71,7 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
     recipe_values = asdict(recipe_for(spec.name, recipe))
     full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
     full.update(params)
-    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values)
+    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot)
 
 
 def obtain_purifier(
