@@ -98,3 +98,45 @@ def test_worst_case_is_per_sample_and():
     assert [a["robust_accuracy"]["value"] for a in summary["attacks"]] == [0.5, 0.5]
     assert summary["worst_case"]["robust_accuracy"]["value"] == 0.25  # not min(0.5, 0.5)
     assert math.isclose(summary["attacks"][0]["attack_success_rate"]["value"], 1 / 3)
+
+
+def test_a_missing_clean_record_counts_as_wrong():
+    records = []
+    for sample, clean_ok in (("a", True), ("b", True)):
+        for repeat in (0, 1):
+            if sample == "b" and repeat == 1:
+                continue  # b's second clean draw is missing: it must not count as correct
+            records.append(
+                {
+                    "sample_id": sample,
+                    "index": 0,
+                    "label": 0,
+                    "condition": "none|p|none",
+                    "attack": "none",
+                    "norm": "none",
+                    "eps": 0.0,
+                    "purifier": "p",
+                    "threat": "none",
+                    "repeat": repeat,
+                    "clean_pred": 0,
+                    "pred": 0,
+                    "correct": clean_ok,
+                    "attacked": False,
+                    "linf": 0.0,
+                    "l2": 0.0,
+                }
+            )
+            records.append({**records[-1], "condition": "none|none|none", "purifier": "none"})
+    defenses = [{"label": "none", "threats": ["none"]}, {"label": "p", "threats": []}]
+    summary = summarize(records_frame(records), attacks=[], defenses=defenses)
+    defended = summary["defenses"][1]
+    assert defended["clean_accuracy_worst_of_n"]["value"] == 0.5  # b is not correct in every repeat
+    assert defended["clean_accuracy"]["value"] == 0.75
+
+
+def test_resume_fingerprint_covers_purifier_checkpoints():
+    from robaudit.evaluate import run_fingerprint
+
+    same = run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
+    assert same == run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
+    assert same != run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "b"}})

@@ -169,3 +169,11 @@ def test_streamed_image_folder_matches_in_memory(tmp_path):
     streamed = load_dataset(str(tmp_path), stream=True, channels=1)
     assert streamed.streamed and streamed.images.shape == (9, 1, 10, 10)
     assert torch.equal(streamed.images[[8, 0, 3]], load_dataset(str(tmp_path), channels=1).images[[8, 0, 3]])
+
+
+def test_duplicate_sample_ids_are_refused():
+    from robaudit.data import ImageSet
+    from robaudit.errors import DataError
+
+    with pytest.raises(DataError, match="'x' occurs more than once"):
+        ImageSet(torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long), ["x", "y", "x"], ["0"], "toy")

@@ -71,3 +71,15 @@ def test_normal_model_trips_no_flag(models, tmp_path):
     result, summary = _audit(models["normal"], tmp_path)
     assert [f for f in summary["flags"] if f["severity"] != "info"] == []
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("accuracy, flagged", [(0.75, False), (0.56, False), (0.54, True), (0.5, True)])
+def test_near_chance_check_on_a_binary_task(accuracy, flagged):
+    from robaudit.sanity import output_flags
+
+    labels = torch.zeros(100, dtype=torch.long)
+    logits = torch.zeros(100, 2)
+    logits[: int(accuracy * 100), 0] = 1.0  # correct on the first `accuracy` share, class 1 elsewhere
+    logits[int(accuracy * 100) :, 1] = 1.0
+    flags = output_flags(logits, torch.rand(100, 1, 2, 2), labels, num_classes=2)
+    assert any(f.check == "normalization" for f in flags) is flagged

@@ -148,10 +148,13 @@ class BatchEvaluator:
                 on_built(attack.label, built)
             for defense in defenses:
                 for threat in (t for t in defense.threats if t in ("bpda", "adaptive")):
-                    model = prepare_model(Pipeline(classifier, defense.purifier, threat=threat, **_randomized(bare)))
+                    pipeline = Pipeline(
+                        classifier, defense.purifier, threat=threat, stochastic_classifier=bare.stochastic
+                    )
+                    model = prepare_model(pipeline)
                     key = (attack.label, defense.label, threat)
-                    draws = {**context, "eot": defense.eot or eot}
-                    self.defended[key] = (model, build_attack(attack, model, seed=derive_seed(seed, *key), **draws))
+                    settings = {**context, "eot": defense.eot or eot}
+                    self.defended[key] = (model, build_attack(attack, model, seed=derive_seed(seed, *key), **settings))
                     if on_built is not None:
                         on_built(condition_key(*key), self.defended[key][1])
 
@@ -273,11 +276,6 @@ class _Output:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def _randomized(bare: Pipeline) -> dict[str, bool]:
-    """The randomized-classifier flag of the undefended pipeline, for the pipelines built on the same classifier."""
-    return {"stochastic_classifier": bare.stochastic}
 
 
 def evaluate_batches(

@@ -2,8 +2,8 @@
 
 PGD: Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks". FGSM: Goodfellow et al.
 2015. Distance: Linf (``pgd``, ``fgsm``) or L2 (``pgdl2``). Every iterate of a run is judged on the EOT draws its
-gradient already took (selection draws, independent of scoring); a run returns each sample's best iterate, never
-the clean image. Restarts form a cascade: a restart attacks the samples not yet fooled in every selection draw.
+gradient already took (selection draws, independent of scoring); a run offers each sample's best iterate and its
+last one to the cascade, which judges both on fresh selection draws; never the clean image. Restarts form a cascade: a restart attacks the samples not yet fooled in every selection draw.
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ class PGDRun:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        """images (M, C, H, W), labels (M,) -> [best iterate (M, C, H, W)]."""
+        """images (M, C, H, W), labels (M,) -> [best iterate, last iterate], each (M, C, H, W).
+
+        The best iterate is judged on the few EOT draws of its own step, which can favour a lucky iterate on a
+        randomized pipeline; offering the last iterate too lets the cascade's fresh selection draws decide.
+        """
         x = random_start(images, norm=self.norm, eps=self.eps)
         best = BestSoFar(images)
         every = torch.arange(images.shape[0], device=images.device)
@@ -58,7 +62,7 @@ class PGDRun:
             best.update(every, x, verdict)
             x = project(ascent_step(x, grad, norm=self.norm, alpha=self.alpha), images, norm=self.norm, eps=self.eps)
         best.update(every, x, judge(self.model, x, labels, draws=self.eot))
-        return [best.best]
+        return [best.best, x]
 
 
 def fgsm_step(model: nn.Module, *, eps: float, eot: int):
