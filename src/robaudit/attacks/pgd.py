@@ -3,7 +3,8 @@
 PGD: Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks". FGSM: Goodfellow et al.
 2015. Distance: Linf (``pgd``, ``fgsm``) or L2 (``pgdl2``). Every iterate of a run is judged on the EOT draws its
 gradient already took (selection draws, independent of scoring); a run offers each sample's best iterate and its
-last one to the cascade, which judges both on fresh selection draws; never the clean image. Restarts form a cascade: a restart attacks the samples not yet fooled in every selection draw.
+last one to the cascade, which judges both on fresh selection draws; never the clean image. Restarts form a
+cascade: a restart attacks the samples not yet fooled in every selection draw.
 """
 
 from __future__ import annotations
