@@ -203,10 +203,10 @@ class BatchEvaluator:
 
     def adversarial(
         self, attack: ResolvedAttack, defense: Defense, threat: str, batch: Batch, shared: torch.Tensor
-    ) -> tuple[torch.Tensor, float]:
-        """The adversarial images of one condition and the seconds spent making them (shared ones cost 0)."""
+    ) -> tuple[torch.Tensor, float | None]:
+        """The adversarial images of one condition and the seconds spent making them (None: the shared ones)."""
         if threat in (NONE, "non-adaptive"):
-            return shared, 0.0
+            return shared, None
         model, built = self.defended[(attack.label, defense.label, threat)]
         model.reseed(derive_seed(self.seed, "purifier", attack.label, defense.label, threat, batch.start))
         tic = time.perf_counter()
@@ -263,7 +263,7 @@ class BatchEvaluator:
                 want = int(self.targets[defense.label].sum())
                 for threat in defense.threats:
                     adversarial, seconds = self.adversarial(attack, defense, threat, batch, shared)
-                    seconds = seconds or per_sample * want
+                    seconds = per_sample * want if seconds is None else seconds
                     add_timing(out.timings, condition_key(attack.label, defense.label, threat), seconds, want)
                     out.records += self.score_condition(attack, defense, threat, batch, adversarial)
                     advance(f"batch {start}-{stop} {attack.label} {defense.label} {threat}")
