@@ -13,6 +13,7 @@ from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
 from robaudit.seeding import isolated_global_rng
+from toys import streams
 
 EPS, EPS_L2 = 8 / 255, 0.5
 # Small budgets so the contract runs in seconds; every registered attack is covered (new ones get defaults).
@@ -28,7 +29,7 @@ FAST = {
 def _run(name, model, images, labels, *, seed=0, params=None):
     resolved = resolve_attack(name, {**FAST.get(name, {}), **(params or {})}, eps=EPS, eps_l2=EPS_L2)
     attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
-    return resolved, run_attack(attack, resolved, images, labels, seed=seed)
+    return resolved, run_attack(attack, resolved, images, labels, rng=streams(len(labels), seed), seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _raw(name, model, images, labels, *, seed=0):
     resolved = resolve_attack(name, FAST.get(name, {}), eps=EPS, eps_l2=EPS_L2)
     attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
     with isolated_global_rng(seed):
-        return resolved, attack(images, labels)
+        return resolved, attack(images, labels, streams(len(labels), seed))
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -96,11 +97,13 @@ def test_normalization_is_applied_once(model, batch):
     expected = (images + EPS * x.grad.sign()).clamp(0, 1)
     _, adversarial = _raw("fgsm", model, images, labels)
     assert torch.allclose(adversarial, expected, atol=1e-6)
-    # torchattacks (APGD, FAB, Square inside AutoAttack) sees the same logits: no second normalization.
+    # torchattacks (FAB, Square inside AutoAttack) sees the same logits: no second normalization.
     resolved = resolve_attack("autoattack", FAST["autoattack"], eps=EPS, eps_l2=EPS_L2)
     autoattack = build_attack(resolved, model, num_classes=10, seed=0)
-    for _, stage in autoattack.stages:
-        assert torch.equal(stage.attack.get_logits(images), model(images))
+    library = [stage.attack for _, stage in autoattack.stages if hasattr(stage.attack, "get_logits")]
+    assert library, "FAB-T and Square come from torchattacks"
+    for component in library:
+        assert torch.equal(component.get_logits(images), model(images))
 
 
 @pytest.mark.parametrize(
@@ -133,7 +136,7 @@ def test_autoattack_on_few_classes_runs_and_lowers_accuracy(fixture, request):
     for eps in (16 / 255, 64 / 255):
         resolved = resolve_attack("autoattack", {"steps": 10, "n_queries": 100, "eps": eps}, eps=EPS, eps_l2=EPS_L2)
         attack = build_attack(resolved, model, num_classes=classes, seed=0)
-        adversarial = run_attack(attack, resolved, images, labels, seed=0)
+        adversarial = run_attack(attack, resolved, images, labels, rng=streams(len(labels), 0), seed=0)
         assert "apgd-t" not in attack.details["components"]
         robust = (predict(model, adversarial) == labels).float().mean()
         assert robust <= clean
@@ -158,9 +161,13 @@ def test_autoattack_target_count_and_explicit_seed(classes, targets):
     components = {name.split("/")[0]: stage.attack for name, stage in attack.stages}
     # torchattacks reads n_classes as "n_classes - 1 targets": robaudit must end up with min(9, C - 1) targets.
     assert components["fab-t"].n_target_classes == targets
-    if "apgd-t" in components:
-        assert components["apgd-t"].n_target_classes == targets
-    assert all(component.seed == 1234 for component in components.values())  # never the clock
+    assert sum(name.startswith("fab-t/") for name, _ in attack.stages) == targets
+    if "apgd-t" in components:  # robaudit's own APGD-T: one run per target rank 2 .. targets + 1
+        ranks = [stage.attack.target_rank for name, stage in attack.stages if name.startswith("apgd-t/")]
+        assert ranks == list(range(2, targets + 2))
+    assert components["apgd-ce"].steps == 100  # not torchattacks' AutoAttack wrapper's 10
+    library = [c for c in components.values() if hasattr(c, "seed")]
+    assert library and all(component.seed == 1234 for component in library)  # never the clock
 
 
 def test_unknown_attack_and_key_are_named():

@@ -53,8 +53,8 @@ def _run_dir(path: Path) -> RunDir:
     run.records_dir.mkdir(parents=True)
     seconds = {"none|none|none": {"seconds": 0.006, "samples": 6}}
     seconds.update({f"{a}|none|none": {"seconds": 0.05, "samples": 5} for a in ("fgsm", "pgd")})
-    run.write_timings(0, 6, seconds)
-    run.write_part(0, 6, _records())
+    run.write_timings("part-000000-000006.jsonl", seconds)
+    run.write_part("part-000000-000006.jsonl", _records())
     attack = {"norm": "Linf", "eps": 8 / 255}
     run.write_config(
         {

@@ -12,14 +12,15 @@ from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run
 from robaudit.attacks.autoattack import COMPONENTS, Settings
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
 from robaudit.attacks.selection import Cascade
+from robaudit.audit.execute import PartExecutor
+from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
 from robaudit.defense import Pipeline, score
-from robaudit.engine import BatchEvaluator, Defense
 from robaudit.results import mean_rate, rate, records_frame, summarize
 from robaudit.sanity import postrun, preflight
 from robaudit.seeding import isolated_global_rng
-from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, toy_data, toy_imageset
+from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, streams, toy_data, toy_imageset
 
 FAST = {
     "pgd": {"steps": 5},
@@ -33,14 +34,13 @@ FAST = {
 def _attack(pipeline, name, params, images, labels, *, eps, eot=4, draws=10, seed=0):
     resolved = resolve_attack(name, params, eps=eps, eps_l2=0.5)
     built = build_attack(resolved, pipeline, num_classes=10, seed=seed, eot=eot, draws=draws)
-    if hasattr(pipeline, "reseed"):
-        pipeline.reseed(seed + 1)
-    return run_attack(built, resolved, images, labels, seed=seed)
+    return run_attack(built, resolved, images, labels, rng=streams(len(labels), seed), seed=seed)
 
 
 def _scored(pipeline, adversarial, labels, *, repeats=10):
     """(mean accuracy, worst-of-N accuracy) over ``repeats`` scoring draws independent of the attack's."""
-    correct = torch.stack([score(pipeline, adversarial, seed=10_000 + r) for r in range(repeats)]) == labels
+    draws = [score(pipeline, adversarial, streams(len(labels), 10_000 + r)) for r in range(repeats)]
+    correct = torch.stack(draws) == labels
     return float(correct.float().mean()), float(correct.all(0).float().mean())
 
 
@@ -97,7 +97,7 @@ def test_autoattack_components_never_raise_robust_accuracy_exactly(tiny):
     for count in (1, 2, 5, len(stages)):
         cascade = Cascade(model, stages[:count], norm="Linf", eps=0.5 / 255, draws=1)
         with isolated_global_rng(0):
-            robust = _robust(model, cascade(images, labels), labels)
+            robust = _robust(model, cascade(images, labels, streams(len(labels))), labels)
         if previous is not None:
             assert bool((robust <= previous).all()), f"adding stages {count}: a robust sample reappeared"
         previous = robust
@@ -105,10 +105,11 @@ def test_autoattack_components_never_raise_robust_accuracy_exactly(tiny):
 
 def _toy_audit(classifier, defenses, attacks, images, labels, *, eot=2, draws=4, seed=0):
     """Records, summary and post-run flags of a toy evaluation through the engine."""
-    evaluator = BatchEvaluator(classifier, defenses, attacks, seed=seed, eot=eot, draws=draws)
-    dataset = toy_imageset(images, labels)
-    records, _ = evaluator(dataset, 0, len(labels), device=torch.device("cpu"), advance=lambda status: None)
-    frame = records_frame(records)
+    n = len(labels)
+    plan = AuditPlan(attacks, defenses, seed=seed, eot=eot, draws=draws, num_samples=n, part_size=n)
+    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=n)
+    output = executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)
+    frame = records_frame(output.records)
     attack_dicts = [{**a.to_dict(), "access": ATTACKS.get(a.name).meta.get("access", "white-box")} for a in attacks]
     defense_dicts = [{"label": d.label, "threats": d.threats} for d in defenses]
     summary = summarize(frame, attacks=attack_dicts, defenses=defense_dicts)
@@ -154,20 +155,18 @@ def test_attacked_forward_is_the_scored_pipeline_with_its_ensemble():
     images, labels, means = toy_data(20)
     purifier = GaussianNoise(0.2, ensemble=5)
     pipeline = Pipeline(WithCard(NearestMean(means)).eval(), purifier, threat="adaptive")
-    pipeline.reseed(7)
-    attacked = pipeline(images)
-    generator = torch.Generator().manual_seed(7)
+    attacked = pipeline(images, rng=streams(20, 7))
+    generator = streams(20, 7)  # the same per-sample streams, drawn by hand
     probabilities = sum(pipeline.classifier(purifier(images, generator=generator)).softmax(1) for _ in range(5)) / 5
     assert torch.allclose(attacked, probabilities.log(), atol=1e-5)
-    assert torch.equal(score(pipeline, images, seed=7), probabilities.argmax(1))
+    assert torch.equal(score(pipeline, images, streams(20, 7)), probabilities.argmax(1))
 
 
 def test_eot_gradient_is_the_mean_of_per_draw_gradients_of_a_nonlinear_loss():
     images, labels, means = toy_data(12)
     pipeline = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.3), threat="adaptive")
-    pipeline.reseed(3)
-    grad, verdict = eot_gradient(pipeline, images, labels, loss=cross_entropy, draws=4)
-    generator = torch.Generator().manual_seed(3)
+    grad, verdict, _ = eot_gradient(pipeline, images, labels, loss=cross_entropy, draws=4, rng=streams(12, 3))
+    generator = streams(12, 3)
     per_draw, logits = [], []
     for _ in range(4):
         x = images.clone().requires_grad_(True)
@@ -178,7 +177,7 @@ def test_eot_gradient_is_the_mean_of_per_draw_gradients_of_a_nonlinear_loss():
     assert torch.allclose(grad, torch.stack(per_draw).mean(0), atol=1e-5)
     # ... which is not the gradient of the loss of averaged logits (the old, wrong EOT)
     x = images.clone().requires_grad_(True)
-    generator = torch.Generator().manual_seed(3)
+    generator = streams(12, 3)
     averaged = sum(pipeline.classifier(GaussianNoise(0.3)(x, generator=generator)) for _ in range(4)) / 4
     torch.nn.functional.cross_entropy(averaged, labels, reduction="sum").backward()
     assert not torch.allclose(grad, x.grad, atol=1e-4)

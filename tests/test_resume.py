@@ -21,6 +21,7 @@ CONFIG = {
     "data": {"name": "digits", "limit": 40},
     "attacks": ["fgsm", {"name": "pgd", "steps": 30}],
     "batch_size": 5,
+    "part_size": 5,
     "device": "cpu",
     "seed": 3,
 }
@@ -99,19 +100,21 @@ def test_ctrl_c_stops_after_the_current_batch_and_marks_the_run_incomplete(workd
 
 
 def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypatch):
-    from robaudit.engine import OUT_OF_MEMORY, BatchEvaluator
+    import torch
 
-    evaluate_batch = BatchEvaluator.__call__
+    from robaudit.audit.execute import PartExecutor
 
-    def small_device(self, dataset, start, stop, **kwargs):
+    evaluate_batch = PartExecutor.batch
+
+    def small_device(self, dataset, start, stop, *args):
         if stop - start > 2:
-            raise OUT_OF_MEMORY[0]("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return evaluate_batch(self, dataset, start, stop, **kwargs)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return evaluate_batch(self, dataset, start, stop, *args)
 
-    monkeypatch.setattr(BatchEvaluator, "__call__", small_device)
+    monkeypatch.setattr(PartExecutor, "batch", small_device)
     resume("split")
     run = workdir / "split"
-    assert len(list((run / "records").glob("part-*.jsonl"))) == BATCHES  # parts still follow --batch-size
+    assert len(list((run / "records").glob("part-*.jsonl"))) == BATCHES  # parts follow part_size, not chunks
     summary = yaml.safe_load((run / "summary.json").read_text())
     assert summary["complete"] and summary["n_samples"] == CONFIG["data"]["limit"]
     flag = next(f for f in summary["flags"] if f["check"] == "out-of-memory")

@@ -9,6 +9,7 @@ from torch import nn
 
 from robaudit.data import ImageSet
 from robaudit.purifiers.base import Purifier, randn_like
+from robaudit.sample_rng import SampleRNG
 
 SHAPE = (3, 4, 4)
 CLASSES = 10
@@ -96,3 +97,8 @@ class Quantize(Purifier):
 
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.round(images * 4) / 4
+
+
+def streams(n: int, seed: int = 0) -> SampleRNG:
+    """Per-sample random streams for ``n`` samples (sample i seeded from (seed, i))."""
+    return SampleRNG.for_samples(seed, [str(i) for i in range(n)])

@@ -6,11 +6,15 @@ The threat model is a property of how gradients flow through it:
 - ``bpda``: the purifier runs forward, its backward pass is the identity (Athalye et al. 2018);
 - ``adaptive``: gradients flow through the whole purifier.
 
-One call of a pipeline is one draw of its randomness (a stochastic purifier's noise, drawn from the pipeline's
-generator; a randomized classifier's noise, drawn from the global RNG, which robaudit seeds around every attack and
-every prediction). A purifier with an ensemble (ADP: K = 10) is part of the pipeline: one call averages the softmax
-of K purified draws and returns its log, exactly what a prediction takes the argmax of. EOT -- the mean over draws
-of the gradient of the per-draw loss -- is the attacks' job (``attacks.gradient``), never averaged logits.
+One call of a pipeline is one draw of its randomness. Given the samples' own streams (``rng``, a ``SampleRNG``), a
+stochastic purifier draws each sample's noise from its stream: a sample's draws never depend on its batch. A
+randomized classifier draws its own noise from the global RNG for a whole batch; it runs under a global RNG seeded
+from the batch's streams, so its records are reproducible but depend on which samples share the batch (an exception
+to per-sample randomness, stated in the README). Without ``rng`` (callers that do not know which samples they hold),
+the purifier draws from the pipeline's own generator and the classifier from the global RNG, which robaudit seeds
+around every attack. A purifier with an ensemble (ADP: K = 10) is part of the pipeline: one call averages the
+softmax of K purified draws and returns its log, exactly what a prediction takes the argmax of. EOT -- the mean over
+draws of the gradient of the per-draw loss -- is the attacks' job (``attacks.gradient``), never averaged logits.
 """
 
 from __future__ import annotations
@@ -20,16 +24,10 @@ import math
 import torch
 from torch import nn
 
+from robaudit.audit.threats import PIPELINE_THREATS, threat_model
 from robaudit.purifiers.base import Purifier
-from robaudit.seeding import isolated_global_rng
-
-THREATS = ("non-adaptive", "bpda", "adaptive")
-THREAT_DESCRIPTIONS = {
-    "none": "undefended classifier, white-box",
-    "non-adaptive": "adversarial examples made against the classifier alone, then purified (gray-box)",
-    "bpda": "purifier forward, identity backward (BPDA), EOT over the pipeline's randomness",
-    "adaptive": "gradients through the whole purifier, EOT over the pipeline's randomness",
-}
+from robaudit.sample_rng import SampleRNG
+from robaudit.seeding import derive_seed, isolated_global_rng
 
 
 class Pipeline(nn.Module):
@@ -39,6 +37,8 @@ class Pipeline(nn.Module):
     over K purified draws. ``threat`` ("bpda" or "adaptive") sets the purifier's backward pass. ``stochastic`` is
     true when the purifier is stochastic or the classifier is declared or detected randomized.
     """
+
+    takes_sample_rng = True  # attacks pass the samples' streams (``attacks.selection.draw``)
 
     def __init__(
         self,
@@ -50,11 +50,12 @@ class Pipeline(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if threat not in ("bpda", "adaptive"):
-            raise ValueError(f"a pipeline differentiates under 'bpda' or 'adaptive', got {threat!r}")
+        if threat not in PIPELINE_THREATS:
+            raise ValueError(f"a pipeline differentiates under {' or '.join(PIPELINE_THREATS)}, got {threat!r}")
         self.purifier = purifier
         self.classifier = classifier
         self.threat = threat
+        self.stochastic_classifier = stochastic_classifier
         self.stochastic = stochastic_classifier or (purifier is not None and purifier.stochastic)
         self.ensemble = purifier.ensemble if purifier is not None else 1
         self.card = classifier.card
@@ -73,28 +74,33 @@ class Pipeline(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[key]
 
-    def purify(self, images: torch.Tensor) -> torch.Tensor:
+    def purify(self, images: torch.Tensor, rng: SampleRNG | None = None) -> torch.Tensor:
         """One purified draw (N, C, H, W); under BPDA its gradient is the identity."""
-        generator = self.generator(images.device)
-        if self.threat == "bpda":
+        generator = rng if rng is not None else self.generator(images.device)
+        if threat_model(self.threat).purifier_backward == "identity":
             with torch.no_grad():
                 purified = self.purifier(images, generator=generator)
             return images + (purified - images).detach()
         return self.purifier(images, generator=generator)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """One draw of the pipeline's scores: (N, C, H, W) -> (N, num_classes)."""
+    def classify(self, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
+        """The classifier's logits (N, K); a randomized one under a global RNG seeded from the streams when given."""
+        if rng is not None and self.stochastic_classifier:
+            with isolated_global_rng(derive_seed(0, *rng.seeds()), images.device):
+                return self.classifier(images)
+        return self.classifier(images)
+
+    def forward(self, images: torch.Tensor, rng: SampleRNG | None = None) -> torch.Tensor:
+        """One draw of the pipeline's scores: (N, C, H, W) -> (N, num_classes), from the samples' streams ``rng``."""
         if self.purifier is None:
-            return self.classifier(images)
+            return self.classify(images, rng)
         if self.ensemble == 1:
-            return self.classifier(self.purify(images))
-        log_probs = torch.stack([self.classifier(self.purify(images)).log_softmax(1) for _ in range(self.ensemble)])
-        return log_probs.logsumexp(0) - math.log(self.ensemble)
+            return self.classify(self.purify(images, rng), rng)
+        draws = [self.classify(self.purify(images, rng), rng).log_softmax(1) for _ in range(self.ensemble)]
+        return torch.stack(draws).logsumexp(0) - math.log(self.ensemble)
 
 
 @torch.no_grad()
-def score(pipeline: Pipeline, images: torch.Tensor, *, seed: int) -> torch.Tensor:
-    """Predicted labels (N,) of one scoring draw of ``pipeline``, all its randomness seeded by ``seed``."""
-    pipeline.reseed(seed)
-    with isolated_global_rng(seed, images.device):
-        return pipeline(images).argmax(1)
+def score(pipeline: Pipeline, images: torch.Tensor, rng: SampleRNG) -> torch.Tensor:
+    """Predicted labels (N,) of one scoring draw of ``pipeline`` on (N, C, H, W) images, from the streams ``rng``."""
+    return pipeline(images, rng=rng).argmax(1)

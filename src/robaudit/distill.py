@@ -25,6 +25,7 @@ from robaudit.progress import progress_bar
 from robaudit.purifiers.base import Purifier
 from robaudit.purify import purify_dataset
 from robaudit.results import rate
+from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed, isolated_global_rng
 from robaudit.train import ClassifierRecipe, make_card, random_shift
 
@@ -151,10 +152,11 @@ def compare(
     for name, model in (("teacher", teacher), ("student", student)):
         model = model.to(device).eval()
         attack = build_attack(attack_spec, model, num_classes=model.card.num_classes, seed=derive_seed(seed, name))
-        adversarial = run_attack(attack, attack_spec, images, labels, seed=derive_seed(seed, name, "pgd"))
+        rng = SampleRNG.for_samples(seed, test_set.ids, name, "pgd", device=device)
+        adversarial = run_attack(attack, attack_spec, images, labels, rng=rng, seed=derive_seed(seed, name, "pgd"))
         scored = Pipeline(model, purifier)
-        clean = score(scored, images, seed=derive_seed(seed, name, "purify", "clean"))
-        robust = score(scored, adversarial, seed=derive_seed(seed, name, "purify", "adversarial"))
+        clean = score(scored, images, SampleRNG.for_samples(seed, test_set.ids, name, "clean", device=device))
+        robust = score(scored, adversarial, SampleRNG.for_samples(seed, test_set.ids, name, "scored", device=device))
         out[name] = {
             "arch": model.card.arch,
             "parameters": sum(p.numel() for p in model.parameters()),

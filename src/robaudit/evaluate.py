@@ -11,11 +11,14 @@ from typing import Any
 import torch
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
+from robaudit.audit.execute import PartExecutor
+from robaudit.audit.plan import AuditPlan, Defense, Shard
+from robaudit.audit.run import barrier, merge, process_group, rank_device, run_shard, torchrun_active
+from robaudit.audit.threats import NONE, THREATS
 from robaudit.checks import check_compatible
 from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
 from robaudit.data import ImageSet, load_dataset
-from robaudit.defense import THREATS, Pipeline
-from robaudit.engine import NONE, Defense, evaluate_batches
+from robaudit.defense import Pipeline
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
@@ -23,7 +26,6 @@ from robaudit.modelspec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
 from robaudit.registry import did_you_mean
-from robaudit.report import rebuild_reports
 from robaudit.rundir import RunDir
 from robaudit.sanity import detect_randomized, preflight
 
@@ -101,7 +103,9 @@ EVALUATE_KEYS = [
     "seed",
     "out",
     "batch_size",
+    "part_size",
     "device",
+    "gates",
 ]
 
 
@@ -124,7 +128,9 @@ class EvaluateConfig:
     seed: int = 0
     out: str | None = None
     batch_size: int = 128
+    part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
     device: str = "auto"
+    gates: list[str] = field(default_factory=list)  # checked after the run (robaudit.gates); CLI --gate adds more
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
@@ -166,6 +172,7 @@ class EvaluateConfig:
         for key, hint in (
             ("seed", int),
             ("batch_size", int),
+            ("part_size", int),
             ("out", str),
             ("device", str),
             ("eot", int),
@@ -174,7 +181,8 @@ class EvaluateConfig:
         ):
             if mapping.get(key) is not None:
                 setattr(config, key, coerce(mapping[key], hint, where=key))
-        for key in ("batch_size", "eot", "repeats", "selection_draws"):
+        config.gates = parse_gates(mapping.get("gates"))
+        for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
@@ -221,9 +229,29 @@ class EvaluateConfig:
             **({"eps_sweep": self.eps_sweep} if self.eps_sweep else {}),
             **({"eps_l2_sweep": self.eps_l2_sweep} if self.eps_l2_sweep else {}),
             "seed": self.seed,
+            "part_size": self.part_size,
             "batch_size": self.batch_size,
             "device": self.device,
+            **({"gates": self.gates} if self.gates else {}),
         }
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The part of the config that decides the records: not the batch size, device or gates."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "device", "gates")}
+
+
+def parse_gates(value: object) -> list[str]:
+    """``gates:`` as a list of gate expressions (``robust_accuracy>=0.3``), each checked before any work."""
+    from robaudit.gates import Gate
+
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(g, str) for g in items):
+        raise ConfigError("gates: expected a list of expressions, e.g. ['robust_accuracy>=0.3']")
+    for text in items:
+        Gate.parse(text)
+    return list(items)
 
 
 def parse_budgets(value: object, *, name: str) -> list[float]:
@@ -256,7 +284,7 @@ def data_fingerprint(dataset: ImageSet, *, batch_size: int = 256) -> str:
 
 def default_out(config: EvaluateConfig, model_path: Path) -> Path:
     """``runs/<model>-<data>-<hash of config>``: the same command reopens (resumes) the same directory."""
-    key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    key = hashlib.sha256(json.dumps(config.fingerprinted(), sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path("runs") / f"{model_path.stem}-{Path(config.data.source).stem}-{key}"
 
 
@@ -349,14 +377,72 @@ def run_fingerprint(resolved: dict[str, Any], model_sha: str, data_sha: str, pur
     return hashlib.sha256(json.dumps([resolved, *hashes], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
-    """Run an evaluation and write its run directory (config, manifest, records, summary, results, report).
+@dataclass
+class PreparedRun:
+    """Everything a shard needs to run its parts: the plan, the classifier, the data, the run directory."""
 
-    Re-running the same config on the same directory resumes from the completed batches.
+    plan: AuditPlan
+    model: torch.nn.Module
+    dataset: ImageSet
+    run_dir: RunDir
+    manifest: dict[str, Any]
+    device: torch.device
+
+
+def run_evaluation(
+    config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False, shard: Shard | None = None
+) -> Path:
+    """Run an evaluation (or one shard of it) and write its run directory; returns the directory.
+
+    One process runs every part and writes the reports. Under ``torchrun`` each rank runs its share of the parts
+    (rank 0 first prepares the directory and trains missing purifiers) and rank 0 merges once all are done. With
+    ``shard`` (``--shard K/N`` of a job array) this process writes only its parts; ``robaudit report`` merges.
+    Re-running the same config on the same directory resumes: only missing parts are computed.
     ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them.
     """
+    if shard is not None and shard.count > 1 and overwrite:
+        raise ConfigError("--overwrite with --shard would delete other shards' parts; remove the directory first")
+    with process_group(config.device) as rank:
+        shard = shard or rank
+        leader = torchrun_active() and shard.index == 0
+        if torchrun_active() and not leader:
+            barrier()  # rank 0 trains missing purifiers and prepares the directory first
+        prepared = prepare_run(config, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=shard)
+        if leader:
+            barrier()
+        executor = PartExecutor(
+            prepared.plan,
+            prepared.model,
+            device=prepared.device,
+            batch_size=config.batch_size,
+            on_built=lambda key, attack: note_attack_details(prepared, key, attack),
+        )
+        prepared.run_dir.write_manifest(prepared.manifest)
+        try:
+            run_shard(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard, device=prepared.device)
+        except Interrupted:
+            if shard.count == 1:
+                merge(prepared.run_dir.path)  # marked INCOMPLETE: it says how many samples have records
+            raise
+        barrier()
+        if shard.index == 0 and (shard.count == 1 or torchrun_active()):
+            merge(prepared.run_dir.path)
+        elif not torchrun_active():
+            console.print(f"shard {shard} done; when every shard is done: robaudit report {prepared.run_dir.path}")
+    return prepared.run_dir.path
+
+
+def note_attack_details(prepared: PreparedRun, key: str, attack: Any) -> None:
+    """Keep what a built attack reports about itself (AutoAttack's version and components) in the manifest."""
+    if getattr(attack, "details", None):
+        prepared.manifest["attack_details"][key] = attack.details
+
+
+def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bool, shard: Shard) -> PreparedRun:
+    """Load the classifier, data and purifiers (training missing ones), open the run directory, run the pre-flight
+    checks and build the plan."""
     config.model.trust_checkpoint = trust_checkpoint
-    device = resolve_device(config.device)
+    device = rank_device(resolve_device(config.device))
     attacks = config.resolved_attacks()  # validate names and keys before any work
     config.resolved_purifiers()
     model, model_path = obtain_classifier(config.model, device=str(device))
@@ -365,24 +451,20 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
     data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
     model_sha = sha256_file(model_path)
     detected = detect_randomized(model.cpu(), dataset)
-    stochastic = bool(config.model.stochastic) or detected
+    randomized = {"declared": bool(config.model.stochastic), "detected": detected}
+    randomized["stochastic"] = randomized["declared"] or detected
     defenses, purifier_details = build_defenses(
         config,
         model,
         model_sha=model_sha,
-        stochastic_classifier=stochastic,
+        stochastic_classifier=randomized["stochastic"],
         device=device,
         trust_checkpoint=trust_checkpoint,
     )
     out = Path(config.out) if config.out else default_out(config, model_path)
-    resolved = config.to_dict()
-    fingerprint = run_fingerprint(resolved, model_sha, data_sha, purifier_details)
+    fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)
     run_dir = RunDir(out)
-    completed = run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite)
-    previous = run_dir.read_manifest() if completed else None
-    if completed:
-        console.print(f"resuming {out}: {len(completed)} batch(es) already done")
-    randomized = {"declared": bool(config.model.stochastic), "detected": detected, "stochastic": stochastic}
+    run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite and shard.index == 0, alone=shard.count == 1)
     model_info = {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model), "randomized": randomized}
     manifest = run_manifest(
         config, dataset, data_sha=data_sha, fingerprint=fingerprint, device=device, model_info=model_info
@@ -393,70 +475,18 @@ def run_evaluation(config: EvaluateConfig, *, overwrite: bool = False, trust_che
     manifest["preflight"] = [f.to_dict() for f in flags]
     for defense in defenses:
         defense.scoring.to(device)
-    run_dir.write_config(resolved)
-    run_dir.write_manifest(manifest)
-    manifest["batch_splits"] = list((previous or {}).get("batch_splits", []))
+    run_dir.write_config(config.to_dict())
     model.to(device)
-    execute(
-        config,
-        model,
-        dataset,
-        attacks,
-        defenses,
-        run_dir=run_dir,
-        completed=completed,
-        manifest=manifest,
-        device=device,
+    plan = AuditPlan(
+        attacks=attacks,
+        defenses=defenses,
+        seed=config.seed,
+        eot=config.eot,
+        draws=config.selection_draws,
+        num_samples=len(dataset),
+        part_size=config.part_size,
     )
-    return out
-
-
-def execute(
-    config: EvaluateConfig,
-    model: torch.nn.Module,
-    dataset: ImageSet,
-    attacks: list[ResolvedAttack],
-    defenses: list[Defense],
-    *,
-    run_dir: RunDir,
-    completed: set[str],
-    manifest: dict[str, Any],
-    device: torch.device,
-) -> None:
-    """Evaluate every batch not yet completed, keeping the manifest up to date; rebuild the reports."""
-
-    def note_split(start: int, stop: int, chunk: int) -> None:
-        manifest["batch_splits"].append({"start": start, "stop": stop, "chunk": chunk})
-        run_dir.write_manifest(manifest)
-
-    def note_details(key: str, attack: Any) -> None:
-        if getattr(attack, "details", None):
-            manifest["attack_details"][key] = attack.details
-
-    try:
-        evaluate_batches(
-            model,
-            dataset,
-            attacks,
-            defenses=defenses,
-            eot=config.eot,
-            draws=config.selection_draws,
-            run_dir=run_dir,
-            completed=completed,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            device=device,
-            on_built=note_details,
-            on_split=note_split,
-        )
-    except Interrupted:
-        manifest.update(status="interrupted")
-        run_dir.write_manifest(manifest)
-        rebuild_reports(run_dir.path)  # marked INCOMPLETE: it says how many samples have records
-        raise
-    manifest.update(status="complete", finished=now())
-    run_dir.write_manifest(manifest)
-    rebuild_reports(run_dir.path)
+    return PreparedRun(plan, model, dataset, run_dir, manifest, device)
 
 
 def _card_dict(model: torch.nn.Module) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from robaudit.attacks.base import ATTACKS, format_eps
-from robaudit.defense import THREAT_DESCRIPTIONS
+from robaudit.audit.threats import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.results import (

@@ -4,11 +4,13 @@ Layout::
 
     config.yaml        the resolved configuration
     manifest.json      versions, hashes, device, seed, times, status ("running" | "complete")
-    records/part-000000-000128.jsonl   one JSON record per (sample, condition), one file per batch
-    timings/part-000000-000128.json    wall-clock seconds per condition of that batch (kept out of the records)
-    summary.json  timings.json  results.csv  report.md
+    records/part-000000-000128.jsonl   one JSON record per (sample, condition), one file per part (sample range)
+    timings/part-000000-000128.json    wall-clock seconds per condition of that part (kept out of the records)
+    shards/shard-000-of-002.json       each shard's manifest: host, device, times, parts done, out-of-memory splits
+    gallery.safetensors                the first samples' clean, adversarial and purified images
+    summary.json  timings.json  results.csv  report.md  report.html  plots/
 
-A run is the union of its parts; a resumed run or another process writes its own parts.
+A run is the union of its parts; a resumed run, a torchrun rank or a job-array task writes its own parts.
 """
 
 from __future__ import annotations
@@ -34,22 +36,22 @@ def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: fl
 class RunDir:
     """A run directory on disk."""
 
+    OWN_ENTRIES = ("records", "timings", "shards", "config.yaml", "manifest.json")
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.records_dir = self.path / "records"
         self.timings_dir = self.path / "timings"
+        self.shards_dir = self.path / "shards"
         self.manifest_path = self.path / "manifest.json"
         self.config_path = self.path / "config.yaml"
 
-    @staticmethod
-    def part_name(start: int, stop: int) -> str:
-        """File name of the records part holding samples [start, stop)."""
-        return f"part-{start:06d}-{stop:06d}.jsonl"
-
-    def prepare(self, *, fingerprint: str, overwrite: bool) -> set[str]:
+    def prepare(self, *, fingerprint: str, overwrite: bool, alone: bool = True) -> set[str]:
         """Create or reopen the directory; return the names of record parts already complete.
 
-        A directory holding a different run (another fingerprint) is refused unless ``overwrite``.
+        A directory holding a different run (another fingerprint) is refused unless ``overwrite``. A directory that
+        another shard is just creating (only robaudit's own entries, no manifest yet) is joined. Temporary files of
+        a killed process are removed only when this process runs ``alone`` (not one shard among others).
         """
         if self.path.exists() and not self.path.is_dir():
             raise RobauditError(f"output path {str(self.path)!r} is an existing file; pass another --out")
@@ -61,6 +63,9 @@ class RunDir:
             shutil.rmtree(self.path)
         if self.path.exists() and any(self.path.iterdir()):
             manifest = self.read_manifest()
+            if manifest is None and {p.name for p in self.path.iterdir()} <= set(self.OWN_ENTRIES):
+                self.records_dir.mkdir(parents=True, exist_ok=True)
+                return {p.name for p in self.records_dir.glob("part-*.jsonl")}
             if manifest is None:
                 raise RobauditError(
                     f"output directory {str(self.path)!r} exists and is not a robaudit run; pass another --out"
@@ -70,7 +75,7 @@ class RunDir:
                     f"run directory {str(self.path)!r} holds a different run (other config, model or data); "
                     "pass --overwrite to replace it or another --out"
                 )
-            for stale in self.path.rglob(".*.tmp"):  # left by a process killed mid-write
+            for stale in self.path.rglob(".*.tmp") if alone else ():  # left by a process killed mid-write
                 stale.unlink(missing_ok=True)
             return {p.name for p in self.records_dir.glob("part-*.jsonl")}
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -105,15 +110,32 @@ class RunDir:
             raise RobauditError(f"{str(self.config_path)!r} is not a robaudit run config; pass a run directory")
         return config
 
-    def write_part(self, start: int, stop: int, records: list[dict[str, Any]]) -> None:
-        """Atomically write the records of samples [start, stop)."""
+    def write_part(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Atomically write the records part ``name`` (e.g. ``part-000000-000128.jsonl``)."""
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        atomic_write_text(self.records_dir / self.part_name(start, stop), lines)
+        atomic_write_text(self.records_dir / name, lines)
 
-    def write_timings(self, start: int, stop: int, timings: dict[str, dict[str, float]]) -> None:
-        """Atomically write the wall-clock timings ``{condition: {seconds, samples}}`` of samples [start, stop)."""
-        name = self.part_name(start, stop).replace(".jsonl", ".json")
-        atomic_write_json(self.timings_dir / name, timings)
+    def has_part(self, name: str) -> bool:
+        """Whether the records part ``name`` exists (its samples are done)."""
+        return (self.records_dir / name).is_file()
+
+    def write_timings(self, name: str, timings: dict[str, dict[str, float]]) -> None:
+        """Atomically write the wall-clock timings ``{condition: {seconds, samples}}`` of records part ``name``."""
+        atomic_write_json(self.timings_dir / name.replace(".jsonl", ".json"), timings)
+
+    def write_shard_manifest(self, name: str, manifest: dict[str, Any]) -> None:
+        """Atomically write shard ``name``'s manifest (``shards/<name>.json``)."""
+        atomic_write_json(self.shards_dir / f"{name}.json", manifest)
+
+    def read_shard_manifests(self) -> dict[str, dict[str, Any]]:
+        """Every shard manifest, keyed by shard name (unreadable ones are skipped: they are informative only)."""
+        shards = {}
+        for path in sorted(self.shards_dir.glob("shard-*.json")):
+            try:
+                shards[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+        return shards
 
     def read_timings(self) -> dict[str, float]:
         """Seconds per sample of each condition, over the batches whose records exist."""

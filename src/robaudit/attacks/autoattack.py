@@ -1,20 +1,22 @@
-"""AutoAttack (Croce & Hein 2020) and Square, run through robaudit's cascade on torchattacks' single-run internals.
+"""AutoAttack (Croce & Hein 2020) and Square, run through robaudit's cascade.
 
-robaudit calls each component's *single run* (APGD's ``attack_single_run``, FAB's ``attack_single_run_targeted``,
-Square's ``attack_single_run``) and does the rest itself, because torchattacks' ``perturb`` loops return the clean
-image for every sample one forward pass did not fool and skip samples one forward pass got wrong. Here:
+APGD (CE, DLR, targeted DLR) is robaudit's own (``attacks.apgd``: per-sample random starts and step sizes); FAB-T and
+Square are torchattacks' *single runs* (FAB's ``attack_single_run_targeted``, Square's ``attack_single_run``), and
+robaudit does the rest itself, because torchattacks' ``perturb`` loops return the clean image for every sample one
+forward pass did not fool and skip samples one forward pass got wrong. Here:
 
-- every component's candidates (APGD: its best-loss iterate and its last fooling iterate) go to the cascade, which
-  judges them on selection draws and keeps each sample's best -- never the clean image;
+- every component's candidates go to the cascade, which judges them on selection draws and keeps each sample's best
+  -- never the clean image;
 - a sample leaves the cascade only when fooled in every selection draw;
 - ``version: auto`` (the default) runs ``standard`` (APGD-CE, APGD-T, FAB-T, Square) on a deterministic pipeline and
   ``rand`` (APGD-CE and APGD-DLR with ``eot_iter`` EOT draws, 20 by default) on a randomized one.
 
-torchattacks 3.5.1 traps this module guards against: its DLR losses index the 3rd (untargeted) and 4th (targeted)
-largest logit, so they crash below 3 / 4 classes -- those components are dropped and the report says so; its
-``n_classes`` means "targets = n_classes - 1" -- robaudit passes ``targets + 1``; its default seed is the clock --
-robaudit always passes one; its own AutoAttack wrapper builds APGD/FAB with 10 steps -- robaudit builds the
-components itself with ``steps`` (100).
+torchattacks 3.5.1 traps this module guards against: DLR losses index the 3rd (untargeted) and 4th (targeted)
+largest logit, so they are undefined below 3 / 4 classes -- those components are dropped and the report says so;
+torchattacks' ``n_classes`` means "targets = n_classes - 1" -- robaudit passes ``targets + 1`` to FAB; its default
+seed is the clock -- robaudit always passes one; its own AutoAttack wrapper builds APGD/FAB with 10 steps --
+robaudit builds the components itself with ``steps`` (100); Square draws one proposal window per query for the whole
+batch -- robaudit runs it one sample at a time from the sample's own stream.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchattacks import APGD, APGDT, FAB, Square
+from torchattacks import FAB, Square
 
+from robaudit.attacks.apgd import APGDRun
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.selection import Cascade, Stage
+from robaudit.sample_rng import SampleRNG, per_sample
 
 VERSIONS = ("auto", "standard", "rand")
 
@@ -53,23 +57,23 @@ def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9
     return kept, dropped
 
 
-def apgd_stage(attack: APGD | APGDT, target: int | None = None) -> Stage:
-    """One APGD run; candidates: its last iterate that fooled a draw (else its random start) and its best-loss one."""
+def apgd_stage(run: APGDRun) -> Stage:
+    """One APGD run; candidates: its best-verdict iterate and its best-loss iterate."""
 
-    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        if target is not None:
-            attack.target_class = target
-        best_loss, _, _, fooling = attack.attack_single_run(images, labels)
-        return [fooling, best_loss]
+    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        return run(images, labels, rng)
 
-    stage.attack = attack  # for inspection (tests, reports)
+    stage.attack = run  # for inspection (tests, reports)
     return stage
 
 
 def fab_stage(attack: FAB, target: int) -> Stage:
-    """One targeted FAB run toward the ``target``-th most likely class (its minimal adversarial, where found)."""
+    """One targeted FAB run toward the ``target``-th most likely class (its minimal adversarial, where found).
 
-    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    torchattacks' single targeted run without a random start draws nothing at random.
+    """
+
+    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
         attack.target_class = target
         return [attack.attack_single_run_targeted(images, labels, use_rand_start=False)]
 
@@ -78,13 +82,19 @@ def fab_stage(attack: FAB, target: int) -> Stage:
 
 
 def square_stage(attack: Square) -> Stage:
-    """One Square run; its candidate is each sample's best-margin query."""
+    """One Square run; its candidate is each sample's best-margin query.
 
-    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        attack.init_hyperparam(images)
+    torchattacks' Square draws its proposals from the global RNG for a whole batch (one window per query for every
+    sample), so it runs one sample at a time, each under a global RNG seeded from the sample's own stream.
+    """
+
+    def single(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        attack.init_hyperparam(image)
         with torch.no_grad():
-            _, best = attack.attack_single_run(images, labels)
-        return [best]
+            return attack.attack_single_run(image, label)[1]
+
+    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        return [per_sample(single, images, rng, labels)]
 
     stage.attack = attack
     return stage
@@ -99,35 +109,45 @@ class Settings:
     steps: int
     eot: int
     n_queries: int
-    common: dict  # norm, eps, seed
+    common: dict  # norm, eps, seed (torchattacks' FAB and Square take them as keywords)
+
+    @property
+    def norm(self) -> str:
+        return self.common["norm"]
+
+    @property
+    def eps(self) -> float:
+        return self.common["eps"]
+
+    def apgd(self, **loss: object) -> APGDRun:
+        """An APGD run with these settings and ``loss`` ("ce", "dlr") or ``target_rank``."""
+        return APGDRun(self.model, norm=self.norm, eps=self.eps, steps=self.steps, eot=self.eot, **loss)
 
 
 def apgd_untargeted(loss: str):
     """The single stage of APGD on ``loss`` ("ce" or "dlr")."""
 
     def stages(s: Settings) -> list[tuple[str, Stage]]:
-        attack = APGD(s.model, steps=s.steps, loss=loss, eot_iter=s.eot, n_restarts=1, **s.common)
-        return [(f"apgd-{loss}", apgd_stage(attack))]
+        return [(f"apgd-{loss}", apgd_stage(s.apgd(loss=loss)))]
 
     return stages
 
 
 def apgd_targeted(s: Settings) -> list[tuple[str, Stage]]:
-    """APGD-T: one stage per target class (torchattacks reads n_classes as "n_classes - 1 targets")."""
-    attack = APGDT(s.model, steps=s.steps, n_classes=s.targets + 1, eot_iter=s.eot, n_restarts=1, **s.common)
-    return [(f"apgd-t/{t - 1}", apgd_stage(attack, t)) for t in range(2, s.targets + 2)]
+    """APGD-T: one stage per target, the classes ranked 2nd, 3rd, ... at the clean image."""
+    return [(f"apgd-t/{rank - 1}", apgd_stage(s.apgd(target_rank=rank))) for rank in range(2, s.targets + 2)]
 
 
 def fab_targeted(s: Settings) -> list[tuple[str, Stage]]:
-    """FAB-T: one stage per target class."""
+    """FAB-T: one stage per target class (torchattacks reads n_classes as "targets = n_classes - 1")."""
     attack = FAB(s.model, steps=s.steps, multi_targeted=True, n_classes=s.targets + 1, n_restarts=1, **s.common)
     return [(f"fab-t/{t - 1}", fab_stage(attack, t)) for t in range(2, s.targets + 2)]
 
 
 def square_single(s: Settings) -> list[tuple[str, Stage]]:
     """Square: one stage of ``n_queries`` queries."""
-    attack = Square(s.model, n_queries=s.n_queries, n_restarts=1, resc_schedule=False, **s.common)  # as the reference
-    return [("square", square_stage(attack))]
+    square = Square(s.model, n_queries=s.n_queries, n_restarts=1, resc_schedule=False, **s.common)  # as the reference
+    return [("square", square_stage(square))]
 
 
 COMPONENTS = {

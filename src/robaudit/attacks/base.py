@@ -13,6 +13,7 @@ from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
 from robaudit.registry import Registry, did_you_mean
+from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import isolated_global_rng
 
 ATTACKS: Registry = Registry("attack")
@@ -22,9 +23,10 @@ CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "stochastic")  # supplied
 
 
 class AttackFn(Protocol):
-    """Anything mapping (images (N, C, H, W) in [0, 1], labels (N,)) to adversarial images of the same shape."""
+    """Anything mapping (images (N, C, H, W) in [0, 1], labels (N,), the samples' streams) to adversarial images of
+    the same shape, drawing every random choice of sample i from stream i."""
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> torch.Tensor: ...
 
 
 @dataclass
@@ -107,9 +109,12 @@ def run_attack(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    rng: SampleRNG,
     seed: int,
 ) -> torch.Tensor:
-    """Run ``attack`` on (N, C, H, W) float32 images in [0, 1] under a seeded, isolated global RNG.
+    """Run ``attack`` on (N, C, H, W) float32 images in [0, 1] with the samples' own streams ``rng``.
+
+    Library code inside that reads the global RNG sees one seeded with ``seed`` and isolated from the caller's.
 
     The result is projected onto the threat model's eps-ball and [0, 1], so a perturbation never exceeds eps
     (minimal-norm attacks such as C&W are cut back to the budget, which may undo their success).
@@ -121,7 +126,7 @@ def run_attack(
     if images.shape[0] == 0:
         return images.clone()
     with isolated_global_rng(seed, images.device):
-        adversarial = attack(images, labels)
+        adversarial = attack(images, labels, rng)
     return project(adversarial.detach().to(images.dtype), images, norm=resolved.norm, eps=resolved.eps)
 
 

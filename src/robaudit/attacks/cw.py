@@ -16,7 +16,8 @@ from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import margin
-from robaudit.attacks.selection import Cascade
+from robaudit.attacks.selection import Cascade, draw
+from robaudit.sample_rng import SampleRNG
 
 
 class CarliniWagnerL2:
@@ -28,7 +29,7 @@ class CarliniWagnerL2:
         self.model, self.c, self.kappa, self.steps, self.lr, self.eot = model, c, kappa, steps, lr, eot
         self.every = max(1, steps // checkpoints)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
         """The iterates at the checkpoints, each (M, C, H, W) in [0, 1]."""
         w = torch.atanh((images * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach().requires_grad_(True)
         optimizer = torch.optim.Adam([w], lr=self.lr)
@@ -40,7 +41,7 @@ class CarliniWagnerL2:
                 x = (torch.tanh(w) + 1) / 2
                 distance = (x - images).flatten(1).pow(2).sum()
                 distance.backward(retain_graph=True)
-                margins = [margin(self.model(x), labels) for _ in range(self.eot)]
+                margins = [margin(draw(self.model, x, rng), labels) for _ in range(self.eot)]
                 if step == 0:  # already fooled in every draw: push deeper instead of stopping at the clean image
                     fooled = torch.stack([m.detach() < 0 for m in margins]).all(0)
                     floor = torch.where(fooled, -torch.inf, floor)

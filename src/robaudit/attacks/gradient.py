@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.attacks.selection import Verdict, verdict_of
+from robaudit.attacks.selection import Verdict, draw, verdict_of
+from robaudit.sample_rng import SampleRNG
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, K), labels (N,)) -> per-sample loss (N,)
 
@@ -33,15 +34,19 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def eot_gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: Loss, draws: int
-) -> tuple[torch.Tensor, Verdict]:
-    """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws, and the verdict of those draws."""
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: Loss, draws: int, rng: SampleRNG
+) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
+    """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws, the verdict of those draws and the
+    mean loss (N,). The draws come from the samples' own streams ``rng``."""
     x = images.detach().requires_grad_(True)
     grad = torch.zeros_like(x)
+    total = torch.zeros(len(labels), device=images.device)
     logits = []
     for _ in range(draws):
         with torch.enable_grad():
-            z = model(x)
-            grad += torch.autograd.grad(loss(z, labels).sum(), x)[0]
+            z = draw(model, x, rng)
+            value = loss(z, labels)
+            grad += torch.autograd.grad(value.sum(), x)[0]
+        total += value.detach()
         logits.append(z.detach())
-    return grad / draws, verdict_of(logits, labels)
+    return grad / draws, verdict_of(logits, labels), total / draws

@@ -15,6 +15,7 @@ from torch import nn
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
 from robaudit.attacks.selection import BestSoFar, Cascade, judge, project
+from robaudit.sample_rng import SampleRNG
 
 
 def default_step_size(params: dict) -> dict:
@@ -24,14 +25,14 @@ def default_step_size(params: dict) -> dict:
     return params
 
 
-def random_start(images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
-    """A uniform point of the Linf ball, or a random direction at a uniform radius of the L2 ball (global RNG)."""
+def random_start(images: torch.Tensor, rng: SampleRNG, *, norm: str, eps: float) -> torch.Tensor:
+    """A uniform point of the Linf ball, or a random direction at a uniform radius of the L2 ball, per sample."""
     if norm == "Linf":
-        delta = torch.empty_like(images).uniform_(-eps, eps)
+        delta = (2 * rng.rand_like(images) - 1) * eps
     else:
-        delta = torch.randn_like(images)
+        delta = rng.randn_like(images)
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        delta = delta / norms * eps * torch.rand(images.shape[0], 1, 1, 1, device=images.device)
+        delta = delta / norms * eps * rng.rand(1, 1, 1, device=images.device)
     return project(images + delta, images, norm=norm, eps=eps)
 
 
@@ -49,28 +50,28 @@ class PGDRun:
     def __init__(self, model: nn.Module, *, norm: str, eps: float, alpha: float, steps: int, eot: int) -> None:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        """images (M, C, H, W), labels (M,) -> [best iterate, last iterate], each (M, C, H, W).
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        """images (M, C, H, W), labels (M,), streams -> [best iterate, last iterate], each (M, C, H, W).
 
         The best iterate is judged on the few EOT draws of its own step, which can favour a lucky iterate on a
         randomized pipeline; offering the last iterate too lets the cascade's fresh selection draws decide.
         """
-        x = random_start(images, norm=self.norm, eps=self.eps)
+        x = random_start(images, rng, norm=self.norm, eps=self.eps)
         best = BestSoFar(images)
         every = torch.arange(images.shape[0], device=images.device)
         for _ in range(self.steps):
-            grad, verdict = eot_gradient(self.model, x, labels, loss=cross_entropy, draws=self.eot)
+            grad, verdict, _ = eot_gradient(self.model, x, labels, loss=cross_entropy, draws=self.eot, rng=rng)
             best.update(every, x, verdict)
             x = project(ascent_step(x, grad, norm=self.norm, alpha=self.alpha), images, norm=self.norm, eps=self.eps)
-        best.update(every, x, judge(self.model, x, labels, draws=self.eot))
+        best.update(every, x, judge(self.model, x, labels, draws=self.eot, rng=rng))
         return [best.best, x]
 
 
 def fgsm_step(model: nn.Module, *, eps: float, eot: int):
     """The FGSM stage: x + eps * sign(EOT gradient of the cross-entropy at x)."""
 
-    def stage(images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        grad, _ = eot_gradient(model, images, labels, loss=cross_entropy, draws=eot)
+    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        grad, _, _ = eot_gradient(model, images, labels, loss=cross_entropy, draws=eot, rng=rng)
         return [ascent_step(images, grad, norm="Linf", alpha=eps)]
 
     return stage

@@ -25,8 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# A stage attacks (images (M, C, H, W), labels (M,)) and returns its candidates, each (M, C, H, W).
-Stage = Callable[[torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
+from robaudit.sample_rng import SampleRNG
+
+# A stage attacks (images (M, C, H, W), labels (M,), the samples' streams) and returns candidates, each (M, C, H, W).
+Stage = Callable[[torch.Tensor, torch.Tensor, SampleRNG], Sequence[torch.Tensor]]
+
+
+def draw(model: nn.Module, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
+    """One draw of ``model``'s scores (N, K) on (N, C, H, W) images, its randomness from the samples' streams
+    where the model takes them (a ``Pipeline``); a deterministic model is simply called."""
+    if rng is not None and getattr(model, "takes_sample_rng", False):
+        return model(images, rng=rng)
+    return model(images)
 
 
 @dataclass
@@ -66,9 +76,11 @@ def verdict_of(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> Verdict:
 
 
 @torch.no_grad()
-def judge(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, draws: int) -> Verdict:
+def judge(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, draws: int, rng: SampleRNG | None
+) -> Verdict:
     """Verdict of ``model`` on (N, C, H, W) ``images`` over ``draws`` forward passes (selection draws)."""
-    return verdict_of([model(images) for _ in range(draws)], labels)
+    return verdict_of([draw(model, images, rng) for _ in range(draws)], labels)
 
 
 class BestSoFar:
@@ -104,16 +116,24 @@ class CandidatePool(BestSoFar):
     """
 
     def __init__(
-        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: str, eps: float, draws: int
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        rng: SampleRNG,
+        *,
+        norm: str,
+        eps: float,
+        draws: int,
     ) -> None:
         super().__init__(images)
-        self.model, self.labels, self.norm, self.eps, self.draws = model, labels, norm, eps, draws
+        self.model, self.labels, self.rng, self.norm, self.eps, self.draws = model, labels, rng, norm, eps, draws
         self.chosen_by: list[str | None] = [None] * images.shape[0]
 
     def offer(self, index: torch.Tensor, candidates: torch.Tensor, *, stage: str) -> None:
         """Project ``candidates`` for samples ``index``, judge them, keep the better ones."""
         projected = project(candidates.detach(), self.images[index], norm=self.norm, eps=self.eps)
-        verdict = judge(self.model, projected, self.labels[index], draws=self.draws)
+        verdict = judge(self.model, projected, self.labels[index], draws=self.draws, rng=self.rng[index])
         kept = self.update(index, projected, verdict)
         for i in index[kept].tolist():
             self.chosen_by[i] = stage
@@ -124,18 +144,22 @@ def run_cascade(
     stages: Sequence[tuple[str, Stage]],
     images: torch.Tensor,
     labels: torch.Tensor,
+    rng: SampleRNG,
     *,
     norm: str,
     eps: float,
     draws: int,
 ) -> CandidatePool:
-    """Run ``stages`` in order, each on the samples still unsettled; every sample is attacked by the first stage."""
-    pool = CandidatePool(model, images, labels, norm=norm, eps=eps, draws=draws)
+    """Run ``stages`` in order, each on the samples still unsettled; every sample is attacked by the first stage.
+
+    A stage and the judging of its candidates draw from the streams of the samples they work on only.
+    """
+    pool = CandidatePool(model, images, labels, rng, norm=norm, eps=eps, draws=draws)
     for name, stage in stages:
         index = pool.unsettled().nonzero().flatten()
         if index.numel() == 0:
             break
-        for candidate in stage(images[index], labels[index]):
+        for candidate in stage(images[index], labels[index], rng[index]):
             pool.offer(index, candidate, stage=name)
     return pool
 
@@ -159,8 +183,12 @@ class Cascade:
         """The stage names, in the order they run."""
         return [name for name, _ in self.stages]
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1], labels (N,) -> each sample's best candidate (N, C, H, W)."""
-        pool = run_cascade(self.model, self.stages, images, labels, norm=self.norm, eps=self.eps, draws=self.draws)
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG | None = None) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1], labels (N,), the samples' streams -> each sample's best candidate.
+
+        Without ``rng``, sample i's stream is seeded with i (so results then depend on the batch).
+        """
+        rng = rng if rng is not None else SampleRNG.from_seeds(range(len(labels)), images.device)
+        pool = run_cascade(self.model, self.stages, images, labels, rng, norm=self.norm, eps=self.eps, draws=self.draws)
         self.chosen_by, self.unsettled = pool.chosen_by, pool.unsettled()
         return pool.best

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 
 from robaudit.attacks import resolve_attack
+from robaudit.attacks.dataset import attack_dataset
 from robaudit.checks import check_compatible
 from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption, handle_errors
 from robaudit.config import parse_eps
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
-from robaudit.engine import attack_dataset
 from robaudit.evaluate import DataSpec, data_fingerprint
 from robaudit.fileio import sha256_file
 from robaudit.manifest import now, resolve_device, versions

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from robaudit.audit.plan import Shard
 from robaudit.cli.common import (
     BaselineOption,
     GateBoundOption,
@@ -73,7 +74,8 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
     if flags["threat"] is not None:
         mapping["threats"] = [t.strip() for t in flags["threat"].split(",") if t.strip()]
-    for key in ("eps", "eps_l2", "seed", "out", "batch_size", "device", "eot", "repeats", "selection_draws"):
+    keys = ("eps", "eps_l2", "seed", "out", "batch_size", "part_size", "device", "eot", "repeats", "selection_draws")
+    for key in keys:
         if flags[key] is not None:
             mapping[key] = flags[key]
     return mapping
@@ -119,7 +121,13 @@ def evaluate(
     ),
     eps: str = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 (default 8/255)."),
     eps_l2: str = typer.Option(None, "--eps-l2", help="L2 budget for L2 attacks (default 0.5)."),
-    batch_size: int = typer.Option(None, "--batch-size"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Samples per batch (does not change any record)."),
+    part_size: int = typer.Option(
+        None, "--part-size", help="Samples per records part, the unit of resuming and sharding (default 128)."
+    ),
+    shard: str = typer.Option(
+        None, "--shard", help="Run only shard K/N of the parts (job arrays); merge with: robaudit report RUN_DIR."
+    ),
     out: str = typer.Option(None, "--out", help="Run directory (default runs/<model>-<data>-<config hash>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     seed: int = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
@@ -159,6 +167,7 @@ def evaluate(
         seed=seed,
         out=out,
         batch_size=batch_size,
+        part_size=part_size,
         device=device,
     )
     if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
@@ -166,12 +175,14 @@ def evaluate(
         if isinstance(source, str) and detect_source(source)[0] != "artifact":
             console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
             mapping["attacks"] = list(DEFAULT_ATTACKS)
-    gates = list(mapping.pop("gates", None) or []) + list(gate or [])
-    for text in gates:
+    for text in gate or []:
         Gate.parse(text)  # a malformed gate fails before any work
-    run_dir = run_evaluation(
-        EvaluateConfig.from_mapping(mapping), overwrite=overwrite, trust_checkpoint=trust_checkpoint
-    )
+    settings = EvaluateConfig.from_mapping(mapping)
+    chosen = Shard.parse(shard) if shard is not None else None
+    run_dir = run_evaluation(settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=chosen)
+    if (chosen is not None and chosen.count > 1) or Shard.from_environment().index != 0:
+        return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
+    gates = settings.gates + list(gate or [])
     print_summary(run_dir)
     report_gates(
         run_dir,

@@ -1,4 +1,4 @@
-"""`robaudit report RUN_DIR`: rebuild summary.json, results.csv and report.md from the run directory alone."""
+"""`robaudit report RUN_DIR`: merge a run's shards and rebuild its reports from the run directory alone."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from robaudit.audit.run import merge
 from robaudit.cli.common import (
     BaselineOption,
     GateBoundOption,
@@ -22,6 +23,7 @@ from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_text
 from robaudit.progress import console
 from robaudit.report import load_summary, rebuild_reports
+from robaudit.rundir import RunDir
 
 app = typer.Typer()
 
@@ -46,8 +48,15 @@ def report(
     if len(run_dirs) > 2:
         raise ConfigError("report takes one run directory, or two to compare (the last release first)")
     for run_dir in run_dirs:
-        for path in rebuild_reports(run_dir, template=template).values():
-            console.print(f"wrote {path}")
+        missing = merge(run_dir)  # the shards' parts that exist; the reports say what is missing
+        if missing:
+            names = ", ".join(p.name for p in missing[:8]) + (", ..." if len(missing) > 8 else "")
+            console.print(f"[yellow]incomplete run: {len(missing)} part(s) missing: {names}[/yellow]")
+        if template is not None:
+            for path in rebuild_reports(run_dir, template=template).values():
+                console.print(f"wrote {path}")
+        else:
+            console.print(f"rebuilt the reports in {run_dir}: summary.json, results.csv, report.md, report.html")
     run_dir = run_dirs[-1]
     if len(run_dirs) == 2:
         before, after = load_summary(run_dirs[0]), load_summary(run_dirs[1])
@@ -57,7 +66,7 @@ def report(
         console.print(f"wrote {target}")
     report_gates(
         run_dir,
-        gates=list(gate or []),
+        gates=configured_gates(run_dir) + list(gate or []),
         bound=gate_bound,
         baseline=baseline,
         max_drop=max_drop,
@@ -65,3 +74,8 @@ def report(
         as_json_output=json_output,
         strict=strict,
     )
+
+
+def configured_gates(run_dir: Path) -> list[str]:
+    """The ``gates:`` saved in the run's config (a sharded run is gated when its report is merged)."""
+    return list(RunDir(run_dir).read_config().get("gates", []))

@@ -2,7 +2,9 @@
 
 A purifier is an ``nn.Module`` mapping images (N, C, H, W) in [0, 1] to images of the same shape in [0, 1]. It
 declares ``stochastic`` and ``differentiable``, draws all randomness from the ``torch.Generator`` it is given, and
-never wraps its forward pass in ``no_grad``/``inference_mode``: adaptive attacks differentiate through it.
+never wraps its forward pass in ``no_grad``/``inference_mode``: adaptive attacks differentiate through it. The
+generator may be a ``SampleRNG`` (one stream per sample): draw noise with ``randn_like`` so each row comes from its
+sample's stream.
 
 Each method registers a factory ``(network, *, **purification_hyperparameters) -> Purifier`` with metadata:
 ``recipe`` (the training hyperparameters, a dataclass), ``build`` (recipe, input shape -> untrained network) and
@@ -26,6 +28,7 @@ from robaudit.data import ImageSet
 from robaudit.errors import CheckpointError
 from robaudit.fileio import atomic_write
 from robaudit.registry import Registry
+from robaudit.sample_rng import SampleRNG
 
 PURIFIERS: Registry = Registry("purifier")
 FORMAT_VERSION = 1
@@ -57,8 +60,13 @@ class Purifier(nn.Module, abc.ABC):
         return torch.Generator(device=images.device).manual_seed(0)
 
 
-def randn_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard normal noise shaped like ``images``, drawn from ``generator`` (on its device), moved to theirs."""
+def randn_like(images: torch.Tensor, generator: torch.Generator | SampleRNG) -> torch.Tensor:
+    """Standard normal noise shaped like ``images``, drawn from ``generator`` (on its device), moved to theirs.
+
+    A ``SampleRNG`` (one stream per sample) draws each row from its sample's stream.
+    """
+    if isinstance(generator, SampleRNG):
+        return generator.randn_like(images)
     noise = torch.randn(images.shape, generator=generator, device=generator.device, dtype=images.dtype)
     return noise.to(images.device)
 

@@ -1,0 +1,287 @@
+"""``execute(plan, part)``: the records of one part of a run, batch by batch.
+
+For each batch of the part: every defense's clean prediction (``repeats`` scoring draws for a randomized pipeline);
+then for each attack, adversarial examples made against the classifier alone on every sample some classifier-only
+condition needs (shared by the undefended and the non-adaptive conditions), and against each defended pipeline under
+BPDA and the adaptive threat model, on every sample that defense classifies correctly in at least one clean draw;
+then ``repeats`` scoring draws of each condition. Every random draw comes from the sample's own stream, seeded from
+(run seed, condition, sample id): a sample's records do not depend on its batch, the batch size, the other
+conditions or the shard layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
+from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
+from robaudit.audit.threats import threat_model
+from robaudit.data import ImageSet
+from robaudit.defense import Pipeline, score
+from robaudit.errors import RobauditError
+from robaudit.progress import console
+from robaudit.rundir import add_timing
+from robaudit.sample_rng import SampleRNG
+from robaudit.seeding import derive_seed
+
+Advance = Callable[[str], None]
+
+
+@dataclass
+class Batch:
+    """Samples [start, start + N) on the device: images (N, C, H, W), labels (N,), ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    start: int
+
+
+@dataclass
+class PartOutput:
+    """What a part produces: records (plan order), timings ``{condition: {seconds, samples}}``, gallery images,
+    and the chunk size batches ran in after running out of memory (None: never)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    gallery: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    gallery_ids: list[str] = field(default_factory=list)
+    chunk: int | None = None
+
+
+def perturbation_norms(adversarial: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample (Linf, L2) norms of ``adversarial - images``, both (N,)."""
+    delta = (adversarial - images).flatten(1)
+    return delta.abs().amax(dim=1), delta.norm(dim=1)
+
+
+def condition_records(
+    batch: Batch,
+    condition: Condition,
+    attack: ResolvedAttack | None,
+    repeat: int,
+    preds: tuple[torch.Tensor, torch.Tensor],
+    attacked: torch.Tensor,
+    adversarial: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """One record per sample of ``batch`` under ``condition``; ``preds`` = (clean predictions, predictions)."""
+    clean_pred, pred = preds
+    zeros = torch.zeros(len(batch.labels))
+    linf, l2 = perturbation_norms(adversarial, batch.images) if adversarial is not None else (zeros, zeros)
+    return [
+        Record(
+            sample_id=batch.ids[i],
+            index=batch.start + i,
+            label=int(batch.labels[i]),
+            condition=condition.key(),
+            attack=attack.name if attack else condition.attack,
+            norm=attack.norm if attack else "none",
+            eps=attack.eps if attack else 0.0,
+            purifier=condition.defense,
+            threat=condition.threat,
+            repeat=repeat,
+            clean_pred=int(clean_pred[i]),
+            pred=int(pred[i]),
+            correct=bool(pred[i] == batch.labels[i]),
+            attacked=bool(attacked[i]),
+            linf=round(float(linf[i]) if attacked[i] else 0.0, 7),
+            l2=round(float(l2[i]) if attacked[i] else 0.0, 7),
+        ).to_dict()
+        for i in range(len(batch.labels))
+    ]
+
+
+class BuiltAttacks:
+    """Every attack built once: against the classifier alone (shared examples) and against each defended pipeline
+    under each threat model that differentiates through it. ``on_built(key, attack)`` sees each one."""
+
+    def __init__(self, plan: AuditPlan, classifier: nn.Module, *, on_built: Callable[[str, Any], None] | None) -> None:
+        bare = plan.defenses[0].scoring  # the undefended pipeline: the classifier alone
+        context = {"num_classes": classifier.card.num_classes, "draws": plan.draws}
+        self.shared: dict[str, Any] = {}
+        self.pipelines: dict[str, tuple[Pipeline, Any]] = {}
+        for attack in plan.attacks:
+            seed = derive_seed(plan.seed, "build", attack.label)
+            self.shared[attack.label] = build_attack(attack, bare, seed=seed, eot=plan.eot, **context)
+            if on_built is not None:
+                on_built(attack.label, self.shared[attack.label])
+        for condition, attack, defense in plan.conditions():
+            if attack is None or condition.shares_classifier_examples:
+                continue
+            pipeline = Pipeline(
+                classifier, defense.purifier, threat=condition.threat, stochastic_classifier=bare.stochastic
+            )
+            prepare_model(pipeline)
+            seed = derive_seed(plan.seed, "build", condition.key())
+            built = build_attack(attack, pipeline, seed=seed, eot=defense.eot or plan.eot, **context)
+            self.pipelines[condition.key()] = (pipeline, built)
+            if on_built is not None:
+                on_built(condition.key(), built)
+
+
+class PartExecutor:
+    """Evaluates parts of a plan; attacks are built once. ``executor(dataset, part, advance)`` -> PartOutput."""
+
+    gallery_size = 6
+
+    def __init__(
+        self,
+        plan: AuditPlan,
+        classifier: nn.Module,
+        *,
+        device: torch.device,
+        batch_size: int,
+        on_built: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        prepare_model(classifier)
+        self.plan, self.device, self.batch_size = plan, device, batch_size
+        self.built = BuiltAttacks(plan, classifier, on_built=on_built)
+
+    def steps(self, part: Part) -> int:
+        """Progress units of a part: one per condition and batch."""
+        return len(self.plan.conditions()) * -(-(part.stop - part.start) // self.batch_size)
+
+    def streams(self, batch: Batch, *parts: object) -> SampleRNG:
+        """The streams of ``batch``'s samples for the purpose named by ``parts``."""
+        return SampleRNG.for_samples(self.plan.seed, batch.ids, *parts, device=self.device)
+
+    def __call__(self, dataset: ImageSet, part: Part, advance: Advance) -> PartOutput:
+        """Records of ``part``, in batches of ``batch_size``; on out-of-memory a batch is run again in halves."""
+        out, position, chunk = PartOutput(), part.start, self.batch_size
+        while position < part.stop:
+            end = min(position + chunk, part.stop)
+            try:
+                self.batch(dataset, position, end, out, advance)
+            except torch.cuda.OutOfMemoryError:
+                if end - position == 1:
+                    raise RobauditError(
+                        f"out of {self.device.type} memory on a single sample ({dataset.ids[position]!r}); use a "
+                        "device with more memory, fewer purifier steps or EOT draws, or --device cpu"
+                    ) from None
+                torch.cuda.empty_cache()
+                chunk = out.chunk = max(1, (end - position) // 2)
+                console.print(f"[yellow]out of memory: running samples {position}-{end} in chunks of {chunk}[/]")
+                continue
+            position = end
+        out.records.sort(key=self.plan.record_order)
+        return out
+
+    def batch(self, dataset: ImageSet, start: int, stop: int, out: PartOutput, advance: Advance) -> None:
+        """Add the records, timings and gallery rows of samples [start, stop) to ``out``."""
+        images = dataset.images[start:stop].to(device=self.device, dtype=torch.float32)
+        batch = Batch(images, dataset.labels[start:stop].to(self.device), dataset.ids[start:stop], start)
+        kept: list[dict[str, Any]] = []
+        clean = {d.label: self.clean_predictions(d, batch, out, kept) for d in self.plan.defenses}
+        advance(f"samples {start}-{stop} clean")
+        targets = {label: torch.stack([p == batch.labels for p in preds]).any(0) for label, preds in clean.items()}
+        for attack in self.plan.attacks:
+            shared = self.shared_examples(attack, batch, targets, out)
+            for defense in self.plan.defenses:
+                for threat in defense.threats:
+                    condition = Condition(attack.label, defense.label, threat)
+                    want = targets[defense.label]
+                    adversarial = shared if condition.shares_classifier_examples else None
+                    if adversarial is None:
+                        adversarial = self.pipeline_examples(condition, attack, batch, want, out)
+                    else:
+                        add_timing(out.timings, condition.key(), self.shared_seconds * int(want.sum()), int(want.sum()))
+                    adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
+                    self.score_condition(
+                        condition, attack, defense, batch, (clean[defense.label], want), adversarial, out
+                    )
+                    advance(f"samples {start}-{stop} {condition.key()}")
+        self.collect_gallery(batch, out)
+
+    def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput, _: list) -> list[torch.Tensor]:
+        """``defense``'s clean predictions, one per repeat (recorded as its clean condition)."""
+        condition, preds = Condition.clean(defense.label), []
+        not_attacked = torch.zeros(len(batch.labels), dtype=torch.bool)
+        for repeat in range(defense.repeats):
+            tic = time.perf_counter()
+            pred = score(defense.scoring, batch.images, self.streams(batch, "score", condition.key(), repeat))
+            add_timing(out.timings, condition.key(), time.perf_counter() - tic, len(batch.labels))
+            preds.append(pred)
+            out.records += condition_records(batch, condition, None, repeat, (pred, pred), not_attacked)
+        return preds
+
+    def run(
+        self, built: Any, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, *purpose: object
+    ) -> torch.Tensor:
+        """``batch.images`` with the samples in ``want`` replaced by ``built``'s adversarial examples."""
+        index = want.nonzero().flatten()
+        adversarial = batch.images.clone()
+        rng = self.streams(batch, *purpose)[index]
+        seed = derive_seed(self.plan.seed, "global", *purpose)  # for library code that reads the global RNG
+        adversarial[index] = run_attack(built, attack, batch.images[index], batch.labels[index], rng=rng, seed=seed)
+        return adversarial
+
+    def shared_examples(
+        self, attack: ResolvedAttack, batch: Batch, targets: dict[str, torch.Tensor], out: PartOutput
+    ) -> torch.Tensor:
+        """Examples made against the classifier alone on every sample a classifier-only condition needs."""
+        need = torch.zeros(len(batch.labels), dtype=torch.bool, device=self.device)
+        for defense in self.plan.defenses:
+            if any(threat_model(t).attacks_classifier_only for t in defense.threats):
+                need |= targets[defense.label]
+        tic = time.perf_counter()
+        shared = self.run(self.built.shared[attack.label], attack, batch, need, "attack", attack.label, "classifier")
+        self.shared_seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
+        return shared
+
+    def pipeline_examples(
+        self, condition: Condition, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, out: PartOutput
+    ) -> torch.Tensor:
+        """Examples made against the defended pipeline of ``condition`` (BPDA or adaptive)."""
+        pipeline, built = self.built.pipelines[condition.key()]
+        pipeline.reseed(derive_seed(self.plan.seed, "pipeline", condition.key()))
+        tic = time.perf_counter()
+        adversarial = self.run(built, attack, batch, want, "attack", condition.key())
+        add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(want.sum()))
+        return adversarial
+
+    def score_condition(
+        self,
+        condition: Condition,
+        attack: ResolvedAttack,
+        defense: Defense,
+        batch: Batch,
+        clean: tuple[list[torch.Tensor], torch.Tensor],
+        adversarial: torch.Tensor,
+        out: PartOutput,
+    ) -> None:
+        """Records of one condition: ``repeats`` scoring draws of its adversarial images; gallery rows."""
+        clean_preds, want = clean
+        if not attack.sweep:
+            self.keep_for_gallery(condition, defense, batch, adversarial, out)
+        for repeat in range(defense.repeats):
+            pred = score(defense.scoring, adversarial, self.streams(batch, "score", condition.key(), repeat))
+            pred = torch.where(want, pred, clean_preds[repeat])
+            preds = (clean_preds[repeat], pred)
+            out.records += condition_records(batch, condition, attack, repeat, preds, want, adversarial)
+
+    @torch.no_grad()
+    def keep_for_gallery(
+        self, condition: Condition, defense: Defense, batch: Batch, adversarial: torch.Tensor, out: PartOutput
+    ) -> None:
+        """Keep the dataset's first samples' adversarial (and purified) images for the report's gallery."""
+        head = max(0, min(self.gallery_size - batch.start, len(batch.labels)))
+        if head == 0:
+            return
+        out.gallery.setdefault(f"adversarial|{condition.key()}", []).append(adversarial[:head].cpu())
+        if defense.purifier is not None:
+            rng = self.streams(batch, "gallery", condition.key())[slice(0, head)]
+            purified = defense.purifier(adversarial[:head], generator=rng)
+            out.gallery.setdefault(f"purified|{condition.key()}", []).append(purified.cpu())
+
+    def collect_gallery(self, batch: Batch, out: PartOutput) -> None:
+        """Keep the first samples' clean images and ids."""
+        head = max(0, min(self.gallery_size - batch.start, len(batch.labels)))
+        if head:
+            out.gallery.setdefault("clean", []).append(batch.images[:head].cpu())
+            out.gallery_ids += batch.ids[:head]

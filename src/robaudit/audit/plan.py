@@ -1,0 +1,189 @@
+"""The audit as objects: conditions, the record schema, the plan of a run, its parts and shards.
+
+A *condition* is (attack, defense, threat model); ``Condition.key()`` is the one place its text form is made. A run
+is a plan of conditions evaluated on parts: fixed sample ranges [start, stop) of ``part_size`` samples (independent
+of the batch size and of the shard layout). Shard K of N owns parts K, K + N, K + 2N, ...; one process is shard 0/1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from robaudit.audit.threats import NONE, threat_model
+from robaudit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One (attack, defense, threat model); the clean prediction of a defense is attack ``none``, threat ``none``."""
+
+    attack: str
+    defense: str
+    threat: str
+
+    def key(self) -> str:
+        """The ``condition`` column: ``attack|defense|threat``."""
+        return f"{self.attack}|{self.defense}|{self.threat}"
+
+    @classmethod
+    def parse(cls, key: str) -> Condition:
+        """The condition of a key ``attack|defense|threat``."""
+        attack, defense, threat = key.split("|")
+        return cls(attack, defense, threat)
+
+    @classmethod
+    def clean(cls, defense: str) -> Condition:
+        """The clean prediction of ``defense``."""
+        return cls(NONE, defense, NONE)
+
+    @property
+    def is_clean(self) -> bool:
+        return self.attack == NONE
+
+    @property
+    def shares_classifier_examples(self) -> bool:
+        """Made against the classifier alone (undefended or non-adaptive): the examples are shared."""
+        return threat_model(self.threat).attacks_classifier_only
+
+
+CLEAN = Condition.clean(NONE)
+
+
+@dataclass
+class Record:
+    """One row of the records: one sample under one condition and one repeat (scoring draw).
+
+    ``purifier`` is the defense label (``none`` for the undefended classifier); ``attacked`` is true when an attack
+    was run on the sample (a sample the defense misclassifies in every clean draw is not attacked: non-robust);
+    ``linf`` / ``l2`` are the norms of the perturbation scored.
+    """
+
+    sample_id: str
+    index: int
+    label: int
+    condition: str
+    attack: str
+    norm: str
+    eps: float
+    purifier: str
+    threat: str
+    repeat: int
+    clean_pred: int
+    pred: int
+    correct: bool
+    attacked: bool
+    linf: float
+    l2: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to a records part."""
+        return asdict(self)
+
+
+RECORD_FIELDS = [f.name for f in fields(Record)]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Samples [start, stop): the unit a run is written, resumed and sharded in."""
+
+    number: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        """File name of its records part."""
+        return f"part-{self.start:06d}-{self.stop:06d}.jsonl"
+
+
+def parts(num_samples: int, part_size: int) -> list[Part]:
+    """The parts of ``num_samples`` samples, ``part_size`` each (the last one shorter)."""
+    bounds = range(0, num_samples, part_size)
+    return [Part(i, start, min(start + part_size, num_samples)) for i, start in enumerate(bounds)]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: owns every part whose number is ``index`` modulo ``count``."""
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, part: Part) -> bool:
+        return part.number % self.count == self.index
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:03d}-of-{self.count:03d}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` (0 <= K < N) -> Shard(K, N)."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+        if not match or not int(match[1]) < int(match[2]):
+            raise ConfigError(f"--shard must be K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def from_environment(cls) -> Shard:
+        """The shard of this process under torchrun (RANK / WORLD_SIZE), else 0/1."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+
+@dataclass
+class Defense:
+    """The undefended classifier (``purifier is None``) or one purifier in front of it, and how it is scored.
+
+    ``scoring`` is the pipeline whose draws predictions take (``repeats`` scoring draws per condition); ``eot`` the
+    EOT draws per gradient against it (None: the run's).
+    """
+
+    label: str
+    purifier: Any
+    repeats: int
+    threats: list[str]
+    scoring: Any
+    eot: int | None = None
+
+
+@dataclass
+class AuditPlan:
+    """Every condition of a run: each defense's clean prediction, then each attack under each defense's threat models.
+
+    ``attacks`` are ``ResolvedAttack`` s; ``defenses[0]`` is the undefended classifier. Randomness of a condition is
+    seeded from (``seed``, condition, sample id); ``eot`` and ``draws`` (selection draws) apply to randomized
+    pipelines.
+    """
+
+    attacks: list[Any]
+    defenses: list[Defense]
+    seed: int
+    eot: int
+    draws: int
+    num_samples: int
+    part_size: int
+
+    def conditions(self) -> list[tuple[Condition, Any, Defense]]:
+        """(condition, attack or None, defense) in record order."""
+        out = [(Condition.clean(d.label), None, d) for d in self.defenses]
+        for attack in self.attacks:
+            for defense in self.defenses:
+                out += [(Condition(attack.label, defense.label, t), attack, defense) for t in defense.threats]
+        return out
+
+    def parts(self) -> list[Part]:
+        """The parts of the run."""
+        return parts(self.num_samples, self.part_size)
+
+    def record_order(self, record: dict[str, Any]) -> tuple[int, int, int]:
+        """Sort key of a record within a part: condition (plan order), repeat, sample index."""
+        if not hasattr(self, "_positions"):
+            self._positions = {c.key(): i for i, (c, _, _) in enumerate(self.conditions())}
+        return self._positions[record["condition"]], record["repeat"], record["index"]

@@ -1,0 +1,164 @@
+"""Running a plan's parts on one shard, and merging a run directory's shards.
+
+One process is shard 0/1. Under ``torchrun`` each rank is shard RANK/WORLD_SIZE (``torch.distributed``: NCCL on GPUs,
+gloo on CPU) and rank 0 merges once every rank is done; a job array runs ``--shard K/N`` per task and ``robaudit
+report RUN_DIR`` merges what exists. Each shard writes only its own parts and its own manifest
+(``shards/shard-K-of-N.json``: host, device, times, out-of-memory splits); a killed shard is resumed by running it
+again, which redoes only its missing parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robaudit.audit.execute import PartExecutor
+from robaudit.audit.plan import Part, Shard, parts
+from robaudit.data import ImageSet
+from robaudit.errors import Interrupted, RobauditError
+from robaudit.interrupt import stop_after_current_batch
+from robaudit.manifest import device_info, now
+from robaudit.progress import console, progress_bar
+from robaudit.rundir import RunDir
+
+
+def torchrun_active() -> bool:
+    """True in a process started by ``torchrun`` with more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and "RANK" in os.environ
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[Shard]:
+    """Join torchrun's process group (NCCL when ranks use GPUs, gloo on CPU) for the block; yield this rank's shard.
+
+    Outside torchrun: shard 0/1 and no process group.
+    """
+    import torch.distributed as dist
+
+    if not torchrun_active() or dist.is_initialized():
+        yield Shard.from_environment()
+        return
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(days=7))  # ranks wait for the slowest
+    try:
+        yield Shard.from_environment()
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, a CUDA device becomes ``cuda:LOCAL_RANK``."""
+    if device.type == "cuda" and torchrun_active():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def shard_manifest(shard: Shard, device: torch.device) -> dict[str, Any]:
+    """A shard's manifest as it starts."""
+    return {
+        "shard": str(shard),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": device_info(device),
+        "threads": torch.get_num_threads(),
+        "status": "running",
+        "started": now(),
+        "finished": None,
+        "parts_done": [],
+        "batch_splits": [],
+    }
+
+
+def run_shard(
+    executor: PartExecutor,
+    dataset: ImageSet,
+    *,
+    run_dir: RunDir,
+    shard: Shard,
+    device: torch.device,
+) -> None:
+    """Evaluate this shard's parts that have no records yet, writing each part, its timings and this shard's manifest.
+
+    Ctrl-C stops after the current part (raising ``Interrupted``) with every finished part written.
+    """
+    owned = [p for p in executor.plan.parts() if shard.owns(p)]
+    todo = [p for p in owned if not run_dir.has_part(p.name)]
+    if len(todo) < len(owned):
+        console.print(f"resuming {run_dir.path}: {len(owned) - len(todo)} of {len(owned)} part(s) already done")
+    manifest = shard_manifest(shard, device)
+    run_dir.write_shard_manifest(shard.name, manifest)
+    with progress_bar() as bar, stop_after_current_batch() as stop_requested:
+        task = bar.add_task(f"evaluate {shard}", total=sum(executor.steps(p) for p in todo), status="")
+        for number, part in enumerate(todo):
+            output = executor(dataset, part, lambda status: bar.update(task, advance=1, status=status))
+            if output.chunk is not None:
+                manifest["batch_splits"].append({"start": part.start, "stop": part.stop, "chunk": output.chunk})
+            run_dir.write_timings(part.name, output.timings)
+            if output.gallery_ids:
+                gallery = {key: torch.cat(rows) for key, rows in output.gallery.items()}
+                run_dir.write_gallery(gallery, output.gallery_ids)
+            run_dir.write_part(part.name, output.records)  # last: the part marks the samples as done
+            manifest["parts_done"].append(part.name)
+            run_dir.write_shard_manifest(shard.name, manifest)
+            if stop_requested() and number + 1 < len(todo):
+                manifest["status"] = "interrupted"
+                run_dir.write_shard_manifest(shard.name, manifest)
+                raise Interrupted(
+                    f"stopped after samples {part.start}-{part.stop}; finished parts are saved in {run_dir.path}. "
+                    "Re-run the same command to resume"
+                )
+    manifest.update(status="done", finished=now())
+    run_dir.write_shard_manifest(shard.name, manifest)
+
+
+def expected_parts(config: dict[str, Any], manifest: dict[str, Any]) -> list[Part] | None:
+    """The parts a run must have (None for runs written before parts had a fixed size)."""
+    if "part_size" not in config:
+        return None
+    return parts(int(manifest["data"]["num_samples"]), int(config["part_size"]))
+
+
+def merge(path: str | Path) -> list[Part]:
+    """Merge a run directory's shards: the run manifest gains every shard's manifest and out-of-memory splits and
+    the status ``complete`` or ``incomplete`` (naming the missing parts); the reports are rebuilt from the records
+    that exist. Returns the missing parts."""
+    from robaudit.report import rebuild_reports
+
+    run_dir = RunDir(path)
+    manifest = run_dir.read_manifest()
+    if manifest is None:
+        raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
+    expected = expected_parts(run_dir.read_config(), manifest)
+    if expected is not None:
+        shards = run_dir.read_shard_manifests()
+        missing = [p for p in expected if not run_dir.has_part(p.name)]
+        manifest["shards"] = shards
+        splits = [s for shard in shards.values() for s in shard.get("batch_splits", [])]
+        manifest["batch_splits"] = sorted(splits, key=lambda s: s["start"])
+        manifest["missing_parts"] = [p.name for p in missing]
+        interrupted = any(s.get("status") == "interrupted" for s in shards.values())
+        manifest["status"] = ("interrupted" if interrupted else "incomplete") if missing else "complete"
+        finished = [s["finished"] for s in shards.values() if s.get("finished")]
+        manifest["finished"] = max(finished) if finished and not missing else None
+        run_dir.write_manifest(manifest)
+    else:
+        missing = []
+    rebuild_reports(run_dir.path)
+    return missing
