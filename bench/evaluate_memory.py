@@ -39,8 +39,8 @@ def write_model(path: Path, *, size: int) -> None:
     """An untrained 2-class small CNN for (3, size, size) inputs (memory does not depend on its weights)."""
     import torch
 
-    import robaudit.architectures  # noqa: F401 - registers robaudit_small_cnn with timm
-    from robaudit.classifiers import ModelCard, create_classifier, save_classifier
+    import robaudit.models.architectures  # noqa: F401 - registers robaudit_small_cnn with timm
+    from robaudit.models.classifiers import ModelCard, create_classifier, save_classifier
 
     torch.manual_seed(0)
     card = ModelCard(

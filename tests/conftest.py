@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from robaudit.classifiers import save_classifier
 from robaudit.data import ImageSet, load_dataset
-from robaudit.train import ClassifierRecipe, train_classifier
+from robaudit.models.classifiers import save_classifier
+from robaudit.models.training import ClassifierRecipe, train_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

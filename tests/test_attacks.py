@@ -9,9 +9,9 @@ from torch import nn
 from conftest import classes_subset
 from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.autoattack import plan_components
-from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
+from robaudit.models.classifiers import load_classifier
 from robaudit.seeding import isolated_global_rng
 from toys import streams
 

@@ -356,7 +356,7 @@ def test_crafted_pickles_never_run_through_any_command(workdir):
 
 
 def test_trust_checkpoint_loads_a_pickled_module(workdir):
-    from robaudit.classifiers import load_classifier
+    from robaudit.models.classifiers import load_classifier
 
     torch.save(load_classifier(workdir / "m.pt"), workdir / "module.pt")
     assert "--trust-checkpoint" in fail(*EVALUATE, "--model", "module.pt", "--data", "digits", "--limit", "4")

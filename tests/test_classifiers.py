@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robaudit.classifiers import load_classifier, save_classifier
 from robaudit.errors import CheckpointError
+from robaudit.models.classifiers import load_classifier, save_classifier
 
 
 def test_pt_and_safetensors_roundtrip(digits_model_path, digits_test, tmp_path):

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
+from robaudit.audit.evaluate import EvaluateConfig
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
-from robaudit.evaluate import EvaluateConfig
 from robaudit.registry import Registry
-from robaudit.results import CLEAN, records_frame, summarize, wilson_interval
+from robaudit.reporting.results import CLEAN, records_frame, summarize, wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_a_missing_clean_record_counts_as_wrong():
 
 
 def test_resume_fingerprint_covers_purifier_checkpoints():
-    from robaudit.evaluate import run_fingerprint
+    from robaudit.audit.evaluate import run_fingerprint
 
     same = run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
     assert same == run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})

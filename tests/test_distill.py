@@ -9,11 +9,11 @@ import shutil
 import torch
 from typer.testing import CliRunner
 
-from robaudit.classifiers import load_classifier
 from robaudit.cli import app
 from robaudit.data import load_dataset
 from robaudit.distill import DistillRecipe, distill, distillation_loss
-from robaudit.train import accuracy
+from robaudit.models.classifiers import load_classifier
+from robaudit.models.training import accuracy
 
 
 def test_loss_matches_hand_computation():

@@ -10,12 +10,14 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import PNEUMONIA, REPO, TINY_RECIPE
-from robaudit.classifiers import save_classifier
 from robaudit.cli import app
 from robaudit.data import load_dataset
-from robaudit.train import train_classifier
+from robaudit.models.classifiers import save_classifier
+from robaudit.models.training import train_classifier
 from test_purifier_cli import TINY_EPOCHS, TINY_PURIFICATION
 from test_purifiers import TINY_RECIPES
+
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m "not slow"` skips them
 
 CONFIGS = sorted((REPO / "examples" / "configs").glob("*.yaml"))
 

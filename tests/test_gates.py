@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.errors import ConfigError
-from robaudit.gates import Gate, judge, judge_max_drop, junit_xml
+from robaudit.reporting.gates import Gate, judge, judge_max_drop, junit_xml
 
 
 def _rate(value, low=None):
@@ -134,8 +134,8 @@ def test_cli_exit_codes(tmp_path, monkeypatch, digits_model_path):
 
 
 def test_delta_interval_and_comparison(tmp_path, monkeypatch, digits_model_path):
-    from robaudit.compare import delta_interval
-    from robaudit.results import rate
+    from robaudit.reporting.compare import delta_interval
+    from robaudit.reporting.results import rate
 
     delta, low, high = delta_interval(rate(50, 100), rate(60, 100))
     # By hand from the Wilson intervals [0.50200, 0.69060] (60/100) and [0.40383, 0.59617] (50/100), Newcombe's

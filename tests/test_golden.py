@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robaudit.report import rebuild_reports
+from robaudit.reporting.report import rebuild_reports
 from robaudit.rundir import RunDir
 
 GOLDEN = Path(__file__).parent / "golden"

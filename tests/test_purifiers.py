@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from robaudit.defense import Pipeline
+from robaudit.audit.pipeline import Pipeline
 from robaudit.errors import ConfigError
 from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
 from robaudit.purifiers.ebm import adaptive_step_size

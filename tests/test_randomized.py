@@ -13,12 +13,12 @@ from robaudit.attacks.autoattack import COMPONENTS, Settings
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
 from robaudit.attacks.selection import Cascade
 from robaudit.audit.execute import PartExecutor
+from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Defense, Part
-from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
-from robaudit.defense import Pipeline, score
-from robaudit.results import mean_rate, rate, records_frame, summarize
-from robaudit.sanity import postrun, preflight
+from robaudit.models.classifiers import load_classifier
+from robaudit.reporting.results import mean_rate, rate, records_frame, summarize
+from robaudit.reporting.sanity import postrun, preflight
 from robaudit.seeding import isolated_global_rng
 from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, streams, toy_data, toy_imageset
 
@@ -219,7 +219,7 @@ def test_a_quantizing_purifier_trips_the_masking_flags_on_its_conditions():
 
 
 def test_worst_of_n_far_below_the_mean_is_flagged():
-    from robaudit.sanity import luck_flags
+    from robaudit.reporting.sanity import luck_flags
 
     grid = pd.DataFrame([[True, False]] * 10 + [[True, True]] * 10).values
     result = {
@@ -264,7 +264,7 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
 
 
 def test_autoattack_version_follows_the_pipeline_and_forcing_standard_is_flagged():
-    from robaudit.sanity import forced_standard_flags
+    from robaudit.reporting.sanity import forced_standard_flags
 
     _, _, means = toy_data(20)
     randomized = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.2))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from pyautoattack import AutoAttack as ReferenceAutoAttack
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
-from robaudit.classifiers import load_classifier
 from robaudit.data import load_dataset
+from robaudit.models.classifiers import load_classifier
 from toys import streams
+
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m "not slow"` skips them
 
 EPS = 1 / 255
 

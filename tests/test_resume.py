@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m "not slow"` skips them
+
 CONFIG = {
     "model": "m.pt",
     "data": {"name": "digits", "limit": 40},
@@ -126,7 +128,7 @@ def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypa
 
 def test_clean_and_fgsm_records_do_not_depend_on_the_batch_size(workdir):
     """Where no random start or batch-level logic is involved, the batch size changes no record."""
-    from robaudit.evaluate import EvaluateConfig, run_evaluation
+    from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
     from robaudit.rundir import RunDir
 
     def records(batch_size: int) -> dict:

@@ -12,11 +12,11 @@ from timm.models import register_model
 from torch import nn
 from typer.testing import CliRunner
 
-from robaudit.architectures import SmallCNN
-from robaudit.classifiers import save_classifier
 from robaudit.cli import app
 from robaudit.data import load_dataset
-from robaudit.train import ClassifierRecipe, train_classifier
+from robaudit.models.architectures import SmallCNN
+from robaudit.models.classifiers import save_classifier
+from robaudit.models.training import ClassifierRecipe, train_classifier
 
 
 class Quantize(nn.Module):
@@ -75,7 +75,7 @@ def test_normal_model_trips_no_flag(models, tmp_path):
 
 @pytest.mark.parametrize("accuracy, flagged", [(0.75, False), (0.56, False), (0.54, True), (0.5, True)])
 def test_near_chance_check_on_a_binary_task(accuracy, flagged):
-    from robaudit.sanity import output_flags
+    from robaudit.reporting.sanity import output_flags
 
     labels = torch.zeros(100, dtype=torch.long)
     logits = torch.zeros(100, 2)

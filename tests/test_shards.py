@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from robaudit.attacks import resolve_attack
 from robaudit.audit.execute import PartExecutor
+from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Shard, parts
 from robaudit.cli import app
-from robaudit.defense import Pipeline
 from robaudit.errors import ConfigError
 from toys import GaussianNoise, Invert, NearestMean, WithCard, toy_data, toy_imageset
 
@@ -109,6 +109,7 @@ def _subprocess(workdir: Path, *command: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_and_job_array_shards_give_the_one_process_result(workdir):
     _robaudit("evaluate", "--config", "audit.yaml", "--out", "single", "--batch-size", "6")
     reference = _outputs(workdir / "single")

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from robaudit.errors import ConfigError
-from robaudit.registry import did_you_mean
+from robaudit.registry import check_keys
 
 _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 
@@ -93,15 +93,6 @@ class ComponentSpec:
     def to_dict(self) -> dict[str, Any]:
         """The YAML form: ``{name: ..., **params}``."""
         return {"name": self.name, **self.params}
-
-
-def check_keys(mapping: Mapping[str, Any], allowed: list[str], *, where: str) -> None:
-    """Raise a ConfigError naming the first key of ``mapping`` not in ``allowed``."""
-    for key in mapping:
-        if key not in allowed:
-            raise ConfigError(
-                f"unknown key {key!r} in {where}; valid keys: {', '.join(allowed)}" + did_you_mean(key, allowed)
-            )
 
 
 def build_dataclass(cls: type, mapping: Mapping[str, Any], *, where: str) -> Any:

@@ -18,16 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
-from robaudit.classifiers import NormalizedClassifier, create_classifier
+from robaudit.audit.pipeline import Pipeline, score
 from robaudit.data import ImageSet
-from robaudit.defense import Pipeline, score
+from robaudit.models.classifiers import NormalizedClassifier, create_classifier
+from robaudit.models.training import ClassifierRecipe, make_card, random_shift
 from robaudit.progress import progress_bar
 from robaudit.purifiers.base import Purifier
-from robaudit.purify import purify_dataset
-from robaudit.results import rate
+from robaudit.purifiers.dataset import purify_dataset
+from robaudit.reporting.results import rate
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed, isolated_global_rng
-from robaudit.train import ClassifierRecipe, make_card, random_shift
 
 
 @dataclass
@@ -171,7 +171,7 @@ def compare(
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison as a markdown table."""
-    from robaudit.report import escape_markdown, with_ci
+    from robaudit.reporting.report import escape_markdown, with_ci
 
     lines = [
         "# Distillation: teacher vs student",

@@ -29,10 +29,15 @@ class Entry:
 
 
 class Registry(Generic[F]):
-    """Maps stable names to factories. Unknown names fail with the valid ones and a "did you mean"."""
+    """Maps stable names to factories. Unknown names fail with the valid ones and a "did you mean".
 
-    def __init__(self, kind: str) -> None:
+    ``metadata``: a dataclass every entry's metadata must fit (unknown or missing fields fail at registration, i.e.
+    at import); entries then carry all its fields, defaults filled in.
+    """
+
+    def __init__(self, kind: str, *, metadata: type | None = None) -> None:
         self.kind = kind
+        self.metadata = metadata
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, *, description: str, **meta: Any) -> Callable[[F], F]:
@@ -41,7 +46,8 @@ class Registry(Generic[F]):
         def decorator(factory: F) -> F:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, factory, description, dict(meta))
+            typed = dict(meta) if self.metadata is None else vars(self.metadata(**meta))
+            self._entries[name] = Entry(name, factory, description, typed)
             return factory
 
         return decorator
@@ -72,13 +78,7 @@ class Registry(Generic[F]):
         entry = self.get(name)
         allowed = entry.hyperparameters()
         params = dict(params or {})
-        for key in params:
-            if key not in allowed or key in context:
-                settable = sorted(k for k in allowed if k not in context)
-                raise ConfigError(
-                    f"unknown key {key!r} for {self.kind} {name!r}; valid keys: {', '.join(settable) or 'none'}"
-                    + did_you_mean(key, settable)
-                )
+        check_keys(params, sorted(k for k in allowed if k not in context), where=f"{self.kind} {name!r}")
         kwargs = {k: v for k, v in context.items() if k in allowed}
         kwargs.update(params)
         return entry.factory(*args, **kwargs)
@@ -93,3 +93,13 @@ def did_you_mean(name: str, valid: list[str]) -> str:
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     """One-line message for an unknown component name."""
     return f"unknown {kind} {name!r}; valid: {', '.join(valid)}" + did_you_mean(name, valid)
+
+
+def check_keys(mapping: Mapping[str, Any], allowed: list[str], *, where: str) -> None:
+    """Raise a ConfigError naming the first key of ``mapping`` not in ``allowed`` (the one key check of robaudit:
+    configs, recipes, attack and purifier sections), with the valid keys and a "did you mean"."""
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {key!r} in {where}; valid keys: {', '.join(allowed)}" + did_you_mean(key, allowed)
+            )

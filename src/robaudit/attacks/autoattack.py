@@ -162,6 +162,7 @@ COMPONENTS = {
 @ATTACKS.register(
     "autoattack",
     description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard) or APGD-CE/DLR+EOT (rand); auto picks",
+    tier=3,
 )
 def autoattack(
     model: nn.Module,

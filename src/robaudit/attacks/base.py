@@ -12,11 +12,25 @@ from torch import nn
 from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
-from robaudit.registry import Registry, did_you_mean
+from robaudit.registry import Registry, check_keys
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import isolated_global_rng
 
-ATTACKS: Registry = Registry("attack")
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """What an attack registers besides its factory, read by robaudit (never its name): its default ``norm``,
+    ``access`` ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks
+    at one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a
+    minimal-norm attack) and ``derive`` (fills parameters that follow from others, e.g. PGD's step size)."""
+
+    norm: str | None = None
+    access: str = "white-box"
+    tier: int | None = None
+    derive: Any = None
+
+
+ATTACKS: Registry = Registry("attack", metadata=AttackEntry)
 
 NORMS = ("Linf", "L2")
 CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "stochastic")  # supplied by robaudit, never by the user
@@ -39,6 +53,8 @@ class ResolvedAttack:
     params: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # unique display name within a run (e.g. "pgd", "pgd#2", or "pgd@0.01569" in an eps sweep)
     sweep: bool = False  # an extra budget of an eps sweep: reported, but not part of the headline worst case
+    access: str = "white-box"  # from the registry (``AttackEntry``), saved with the run so reports need no registry
+    tier: int | None = None
 
     def threat_model(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -47,6 +63,7 @@ class ResolvedAttack:
     def to_dict(self) -> dict[str, Any]:
         """Plain form for records, summaries and manifests."""
         out = {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps, "params": self.params}
+        out.update(access=self.access, tier=self.tier)
         if self.sweep:
             out["sweep"] = True
         return out
@@ -65,13 +82,7 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
     entry = ATTACKS.get(name)
     hyper = entry.hyperparameters()
     params = dict(params)
-    for key in params:
-        if key not in hyper or key in CONTEXT_ARGS:
-            settable = sorted(k for k in hyper if k not in CONTEXT_ARGS)
-            raise ConfigError(
-                f"unknown key {key!r} for attack {name!r}; valid keys: {', '.join(settable)}"
-                + did_you_mean(key, settable)
-            )
+    check_keys(params, sorted(k for k in hyper if k not in CONTEXT_ARGS), where=f"attack {name!r}")
     default_norm = hyper["norm"].default if "norm" in hyper else entry.meta.get("norm")
     norm = params.get("norm", default_norm)
     if norm not in NORMS:
@@ -88,9 +99,12 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
     full.update(params)
     if "norm" in hyper:
         full["norm"] = norm
-    if "derive" in entry.meta:  # values that follow from others (e.g. PGD's step size), stated in reports
+    if entry.meta["derive"] is not None:  # values that follow from others (e.g. PGD's step size), stated in reports
         full = entry.meta["derive"](full)
-    return ResolvedAttack(name=name, norm=norm, eps=full["eps"], params=full, label=name)
+    meta = entry.meta
+    return ResolvedAttack(
+        name=name, norm=norm, eps=full["eps"], params=full, label=name, access=meta["access"], tier=meta["tier"]
+    )
 
 
 def prepare_model(model: nn.Module) -> nn.Module:

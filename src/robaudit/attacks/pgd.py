@@ -77,7 +77,7 @@ def fgsm_step(model: nn.Module, *, eps: float, eot: int):
     return stage
 
 
-@ATTACKS.register("fgsm", description="FGSM, one signed-gradient step (Goodfellow et al. 2015)", norm="Linf")
+@ATTACKS.register("fgsm", description="FGSM, one signed-gradient step (Goodfellow et al. 2015)", norm="Linf", tier=1)
 def fgsm(model: nn.Module, *, eot: int = 1, draws: int = 1, eps: float = 8 / 255) -> AttackFn:
     """Fast gradient sign method, Linf, with an EOT gradient on a randomized pipeline."""
     return Cascade(model, [("fgsm", fgsm_step(model, eps=eps, eot=eot))], norm="Linf", eps=eps, draws=draws)
@@ -93,7 +93,11 @@ def pgd_cascade(
 
 
 @ATTACKS.register(
-    "pgd", description="PGD, Linf, random start, restarts (Madry et al. 2018)", norm="Linf", derive=default_step_size
+    "pgd",
+    description="PGD, Linf, random start, restarts (Madry et al. 2018)",
+    norm="Linf",
+    tier=2,
+    derive=default_step_size,
 )
 def pgd(
     model: nn.Module,
@@ -110,7 +114,11 @@ def pgd(
 
 
 @ATTACKS.register(
-    "pgdl2", description="PGD, L2, random start, restarts (Madry et al. 2018)", norm="L2", derive=default_step_size
+    "pgdl2",
+    description="PGD, L2, random start, restarts (Madry et al. 2018)",
+    norm="L2",
+    tier=2,
+    derive=default_step_size,
 )
 def pgdl2(
     model: nn.Module,

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
+from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
 from robaudit.audit.threats import threat_model
 from robaudit.data import ImageSet
-from robaudit.defense import Pipeline, score
 from robaudit.errors import RobauditError
 from robaudit.progress import console
 from robaudit.rundir import add_timing

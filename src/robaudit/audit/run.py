@@ -139,7 +139,7 @@ def merge(path: str | Path) -> list[Part]:
     """Merge a run directory's shards: the run manifest gains every shard's manifest and out-of-memory splits and
     the status ``complete`` or ``incomplete`` (naming the missing parts); the reports are rebuilt from the records
     that exist. Returns the missing parts."""
-    from robaudit.report import rebuild_reports
+    from robaudit.reporting.report import rebuild_reports
 
     run_dir = RunDir(path)
     manifest = run_dir.read_manifest()

@@ -8,15 +8,16 @@ import typer
 
 from robaudit.attacks import resolve_attack
 from robaudit.attacks.dataset import attack_dataset
-from robaudit.checks import check_compatible
+from robaudit.audit.evaluate import data_fingerprint
 from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption, handle_errors
 from robaudit.config import parse_eps
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
-from robaudit.evaluate import DataSpec, data_fingerprint
+from robaudit.data.spec import DataSpec
 from robaudit.fileio import sha256_file
 from robaudit.manifest import now, resolve_device, versions
-from robaudit.modelspec import ModelSpec, obtain_classifier
+from robaudit.models.compat import check_compatible
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 
 app = typer.Typer()

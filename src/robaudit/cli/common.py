@@ -52,8 +52,8 @@ def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_ou
     import json
 
     from robaudit.fileio import atomic_write_text
-    from robaudit.gates import as_json, gate_run, junit_xml
     from robaudit.progress import console
+    from robaudit.reporting.gates import as_json, gate_run, junit_xml
 
     if not gates and max_drop is None and not strict:
         return

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
 from robaudit.audit.plan import Shard
 from robaudit.cli.common import (
     BaselineOption,
@@ -25,10 +26,9 @@ from robaudit.cli.common import (
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
-from robaudit.evaluate import EvaluateConfig, run_evaluation
-from robaudit.gates import Gate
 from robaudit.progress import console
-from robaudit.report import load_summary, with_ci
+from robaudit.reporting.gates import Gate
+from robaudit.reporting.report import load_summary, with_ci
 
 app = typer.Typer()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from robaudit.architectures import ARCHITECTURES
 from robaudit.attacks import ATTACKS
 from robaudit.cli.common import handle_errors
 from robaudit.data import DATASETS
 from robaudit.errors import ConfigError
+from robaudit.models.architectures import ARCHITECTURES
 from robaudit.progress import console
 from robaudit.purifiers import PURIFIERS
 from robaudit.registry import Registry, unknown_name_message

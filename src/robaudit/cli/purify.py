@@ -6,17 +6,18 @@ from pathlib import Path
 
 import typer
 
+from robaudit.audit.evaluate import data_fingerprint
 from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption, handle_errors
 from robaudit.config import ComponentSpec
 from robaudit.data import write_artifact
 from robaudit.data.artifact import prepare_output
-from robaudit.evaluate import DataSpec, data_fingerprint
+from robaudit.data.spec import DataSpec
 from robaudit.fileio import sha256_file
 from robaudit.manifest import now, resolve_device, versions
-from robaudit.modelspec import ModelSpec, obtain_classifier
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
+from robaudit.purifiers.dataset import purify_dataset
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
-from robaudit.purify import purify_dataset
 
 app = typer.Typer()
 

@@ -18,11 +18,11 @@ from robaudit.cli.common import (
     handle_errors,
     report_gates,
 )
-from robaudit.compare import compare_summaries, comparison_markdown
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_text
 from robaudit.progress import console
-from robaudit.report import load_summary, rebuild_reports
+from robaudit.reporting.compare import compare_summaries, comparison_markdown
+from robaudit.reporting.report import load_summary, rebuild_reports
 from robaudit.rundir import RunDir
 
 app = typer.Typer()

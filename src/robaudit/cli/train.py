@@ -10,7 +10,7 @@ from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_er
 from robaudit.config import load_yaml
 from robaudit.errors import ConfigError
 from robaudit.manifest import resolve_device
-from robaudit.modelspec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
+from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
 from robaudit.progress import console
 from robaudit.purifiers import PURIFIERS
 from robaudit.purifiers.resolve import train_purifier_file

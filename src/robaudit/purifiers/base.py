@@ -16,21 +16,36 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from dataclasses import asdict, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from robaudit.config import check_keys
 from robaudit.data import ImageSet
 from robaudit.errors import CheckpointError
 from robaudit.fileio import atomic_write
-from robaudit.registry import Registry
+from robaudit.registry import Registry, check_keys
 from robaudit.sample_rng import SampleRNG
 
-PURIFIERS: Registry = Registry("purifier")
+
+@dataclass(frozen=True)
+class PurifierEntry:
+    """What a purifier method registers besides its factory: its training ``recipe`` (a dataclass), ``build``
+    (recipe, input shape -> untrained network), ``train`` (network, train set, *, recipe, seed, device[,
+    classifier]), whether training needs the classifier (``needs_classifier``) and, for methods whose networks come
+    from a pretrained folder (a diffusers pipeline), ``load_directory`` (folder -> network)."""
+
+    recipe: type
+    build: Callable[..., nn.Module]
+    train: Callable[..., None]
+    needs_classifier: bool = False
+    load_directory: Callable[..., nn.Module] | None = None
+
+
+PURIFIERS: Registry = Registry("purifier", metadata=PurifierEntry)
 FORMAT_VERSION = 1
 
 
@@ -97,11 +112,11 @@ def save_purifier_network(
 
 def load_purifier_network(path: str | Path, *, trust_checkpoint: bool = False) -> tuple[str, nn.Module, dict[str, Any]]:
     """(kind, network in eval mode, card) from a purifier checkpoint; no code in the file runs unless trusted."""
-    from robaudit.classifiers import load_checkpoint_payload
+    from robaudit.models.classifiers import load_checkpoint_payload
 
     path = Path(path)
     if path.is_dir():
-        loaders = {e.name: e.meta["load_directory"] for e in PURIFIERS if "load_directory" in e.meta}
+        loaders = {e.name: e.meta["load_directory"] for e in PURIFIERS if e.meta["load_directory"] is not None}
         if not loaders:
             raise CheckpointError(f"purifier checkpoint {str(path)!r} is a directory; pass a checkpoint file")
         kind, loader = next(iter(loaders.items()))
@@ -139,14 +154,14 @@ def train_purifier_network(
     with isolated_global_rng(derive_seed(seed, kind, "init")):
         network = entry.meta["build"](recipe, list(train_set.shape))
     network.to(device)
-    kwargs = {"classifier": classifier} if entry.meta.get("needs_classifier") else {}
+    kwargs = {"classifier": classifier} if entry.meta["needs_classifier"] else {}
     entry.meta["train"](network, train_set, recipe=recipe, seed=seed, device=device, **kwargs)
     return network.eval().cpu()
 
 
 def purifier_cache_path(kind: str, *, data: str, recipe: Any, seed: int, extra: str = "") -> Path:
     """Cache path of a purifier trained with this kind, data, recipe and seed."""
-    from robaudit.modelspec import cache_dir
+    from robaudit.models.spec import cache_dir
 
     key = json.dumps([kind, data, asdict(recipe), seed, extra], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]

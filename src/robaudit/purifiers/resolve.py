@@ -22,7 +22,7 @@ from robaudit.purifiers.base import (
     save_purifier_network,
     train_purifier_network,
 )
-from robaudit.registry import did_you_mean
+from robaudit.registry import check_keys
 
 
 @dataclass
@@ -61,13 +61,7 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
     if eot is not None and (not isinstance(eot, int) or isinstance(eot, bool) or eot <= 0):
         raise ConfigError(f"purifier {spec.name!r}: eot must be a positive integer, got {eot!r}")
     hyper = entry.hyperparameters()
-    for key in params:
-        if key not in hyper:
-            valid = sorted([*hyper, "checkpoint", "recipe", "eot"])
-            raise ConfigError(
-                f"unknown key {key!r} for purifier {spec.name!r}; valid keys: {', '.join(valid)}"
-                + did_you_mean(key, valid)
-            )
+    check_keys(params, sorted([*hyper, "checkpoint", "recipe", "eot"]), where=f"purifier {spec.name!r}")
     recipe_values = asdict(recipe_for(spec.name, recipe))
     full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
     full.update(params)
@@ -93,9 +87,9 @@ def obtain_purifier(
     if resolved.checkpoint:
         path = Path(resolved.checkpoint)
     else:
+        require_classifier(resolved.name, classifier)  # before any work, not after minutes of training
         recipe = recipe_for(resolved.name, resolved.recipe)
-        needs_classifier = PURIFIERS.get(resolved.name).meta.get("needs_classifier", False)
-        extra = classifier_sha256 if needs_classifier else ""
+        extra = classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
         path = purifier_cache_path(
             resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
         )
@@ -105,17 +99,16 @@ def obtain_purifier(
             console.print(
                 f"no {resolved.name} purifier given: training one on {data_source} (train split), cached at {path}"
             )
-            train_set = load_dataset(data_source, split="train", image_size=image_size, channels=channels)
-            network = train_purifier_network(
-                resolved.name, train_set, recipe=recipe, seed=seed, device=device, classifier=classifier
-            )
-            save_purifier_network(
-                path,
-                kind=resolved.name,
-                network=network,
-                recipe=recipe,
-                input_size=list(train_set.shape),
-                training={"data": train_set.description, "seed": seed},
+            train_purifier_file(
+                resolved.name,
+                data=data_source,
+                out=path,
+                recipe=resolved.recipe,
+                seed=seed,
+                device=device,
+                image_size=image_size,
+                channels=channels,
+                classifier=classifier,
             )
     kind, network, _ = load_purifier_network(path, trust_checkpoint=trust_checkpoint)
     if kind != resolved.name:
@@ -136,10 +129,9 @@ def train_purifier_file(
     channels: int | None = None,
     classifier: nn.Module | None = None,
 ) -> Path:
-    """Train purifier ``kind`` on ``data``'s train split and write its checkpoint to ``out``."""
-    entry = PURIFIERS.get(kind)
-    if entry.meta.get("needs_classifier") and classifier is None:
-        raise ConfigError(f"the {kind} purifier is fine-tuned against a classifier; pass --model PATH")
+    """Train purifier ``kind`` on ``data``'s train split and write its checkpoint to ``out`` (the one training path:
+    ``robaudit train``, and evaluate / purify / distill when no checkpoint is given)."""
+    require_classifier(kind, classifier)
     recipe_obj = recipe_for(kind, recipe)
     train_set = load_dataset(data, split="train", image_size=image_size, channels=channels)
     network = train_purifier_network(
@@ -153,3 +145,9 @@ def train_purifier_file(
         input_size=list(train_set.shape),
         training={"data": train_set.description, "seed": seed},
     )
+
+
+def require_classifier(kind: str, classifier: nn.Module | None) -> None:
+    """A one-line error when purifier ``kind`` is trained against a classifier and none is given."""
+    if PURIFIERS.get(kind).meta.get("needs_classifier") and classifier is None:
+        raise ConfigError(f"the {kind} purifier is fine-tuned against a classifier; pass --model PATH")

@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import nn
 
-from robaudit.classifiers import load_classifier, save_classifier
-from robaudit.config import build_dataclass, check_keys, coerce
+from robaudit.config import build_dataclass, coerce
 from robaudit.errors import ConfigError
+from robaudit.models.classifiers import load_classifier, save_classifier
+from robaudit.models.training import ClassifierRecipe, train_classifier
 from robaudit.progress import console
-from robaudit.train import ClassifierRecipe, train_classifier
+from robaudit.registry import check_keys
 
 
 def cache_dir() -> Path:

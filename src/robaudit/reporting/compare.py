@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from robaudit.report import escape_markdown, percent
+from robaudit.reporting.report import escape_markdown, percent
 
 
 def delta_interval(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float]:

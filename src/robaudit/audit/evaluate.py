@@ -12,82 +12,23 @@ import torch
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.audit.execute import PartExecutor
+from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Shard
 from robaudit.audit.run import barrier, merge, process_group, rank_device, run_shard, torchrun_active
 from robaudit.audit.threats import NONE, THREATS
-from robaudit.checks import check_compatible
-from robaudit.config import ComponentSpec, check_keys, coerce, parse_eps
-from robaudit.data import ImageSet, load_dataset
-from robaudit.defense import Pipeline
+from robaudit.config import ComponentSpec, coerce, parse_eps
+from robaudit.data import ImageSet
+from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
-from robaudit.modelspec import ModelSpec, obtain_classifier
+from robaudit.models.compat import check_compatible
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
-from robaudit.registry import did_you_mean
+from robaudit.registry import check_keys, did_you_mean
+from robaudit.reporting.sanity import detect_randomized, preflight
 from robaudit.rundir import RunDir
-from robaudit.sanity import detect_randomized, preflight
-
-
-@dataclass
-class DataSpec:
-    """A data source (registered name or path) with the common options and source-specific parameters."""
-
-    source: str
-    split: str = "test"
-    limit: int | None = None
-    image_size: int | None = None
-    channels: int | None = None
-    subset_seed: int | None = None
-    skip_bad: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, value: object) -> DataSpec:
-        """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``."""
-        if isinstance(value, str):
-            return cls(source=value)
-        if not isinstance(value, dict):
-            raise ConfigError(f"data: expected a name, a path or a mapping, got {value!r}")
-        value = dict(value)
-        source = value.pop("path", None) or value.pop("name", None)
-        if not isinstance(source, str):
-            raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")
-        spec = cls(source=source)
-        for key in ("split", "limit", "image_size", "channels", "subset_seed"):
-            if key in value:
-                hint = str if key == "split" else int
-                setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
-        if "skip_bad" in value:
-            spec.skip_bad = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
-        spec.params = value
-        return spec
-
-    def load(self, *, stream: bool = False) -> ImageSet:
-        """Load the dataset this spec describes (``stream``: read images batch by batch where possible)."""
-        return load_dataset(
-            self.source,
-            split=self.split,
-            limit=self.limit,
-            image_size=self.image_size,
-            channels=self.channels,
-            subset_seed=self.subset_seed,
-            stream=stream,
-            skip_bad=self.skip_bad,
-            **self.params,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML form."""
-        out = {"path" if ("/" in self.source or "." in self.source) else "name": self.source, "split": self.split}
-        for key in ("limit", "image_size", "channels", "subset_seed"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.skip_bad:
-            out["skip_bad"] = True
-        return {**out, **self.params}
-
 
 EVALUATE_KEYS = [
     "model",
@@ -130,7 +71,9 @@ class EvaluateConfig:
     batch_size: int = 128
     part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
     device: str = "auto"
-    gates: list[str] = field(default_factory=list)  # checked after the run (robaudit.gates); CLI --gate adds more
+    gates: list[str] = field(
+        default_factory=list
+    )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
@@ -242,7 +185,7 @@ class EvaluateConfig:
 
 def parse_gates(value: object) -> list[str]:
     """``gates:`` as a list of gate expressions (``robust_accuracy>=0.3``), each checked before any work."""
-    from robaudit.gates import Gate
+    from robaudit.reporting.gates import Gate
 
     if value is None:
         return []

@@ -155,7 +155,7 @@ def junit_xml(results: list[GateResult], *, suite: str = "robaudit gates") -> st
         "testsuite", name=suite, tests=str(len(results)), failures=str(sum(not r.passed for r in results))
     )
     for result in results:
-        case = ElementTree.SubElement(root, "testcase", classname="robaudit.gates", name=result.name)
+        case = ElementTree.SubElement(root, "testcase", classname="robaudit.reporting.gates", name=result.name)
         if not result.passed:
             ElementTree.SubElement(case, "failure", message=result.message).text = result.message
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
@@ -190,7 +190,7 @@ def gate_run(
     from pathlib import Path
 
     from robaudit.fileio import atomic_write_json, atomic_write_text
-    from robaudit.report import load_summary
+    from robaudit.reporting.report import load_summary
 
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaudit.audit.pipeline import Pipeline
 from robaudit.data import ImageSet
-from robaudit.defense import Pipeline
 from robaudit.seeding import isolated_global_rng
 
 SEVERITIES = ("info", "warning", "error")
@@ -237,31 +237,28 @@ def _key(result: dict[str, Any], defense: str) -> str:
     return f"{result['label']}|{defense}|{result['threat']}"
 
 
-STRENGTH_ORDER = (("fgsm", "pgd"), ("fgsm", "autoattack"), ("pgd", "autoattack"))  # (weaker, stronger)
-
-
 def strength_order_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Flag]:
-    """A stronger attack (PGD over FGSM, AutoAttack over both) leaving robust, in its worst of N, samples the weaker
-    one fooled at the same budget."""
+    """A stronger attack (a higher ``tier``: iterative over single-step, an ensemble over both, e.g. PGD over FGSM,
+    AutoAttack over both) leaving robust, in its worst of N, samples the weaker one fooled at the same budget."""
     flags = []
-    for weak_name, strong_name in STRENGTH_ORDER:
-        pairs = [(w, s) for w in results if w["name"] == weak_name for s in results if s["name"] == strong_name]
-        for weak, strong in pairs:
-            if strong["norm"] != weak["norm"] or abs(strong["eps"] - weak["eps"]) > 1e-9:
-                continue
-            weak_ok, strong_ok = _correct(frame, _key(weak, defense)), _correct(frame, _key(strong, defense))
-            beaten = int((strong_ok & ~weak_ok.reindex(strong_ok.index, fill_value=True)).sum())
-            if beaten > max(1, 0.02 * len(strong_ok)):
-                flags.append(
-                    Flag(
-                        "attack-strength",
-                        "warning",
-                        f"{strong['label']} is weaker than {weak['label']} on {beaten} samples{where}",
-                        "A stronger attack should fool every sample a weaker one fools at the same budget. "
-                        "Check its step size, iterations and EOT draws; gradients may be masked.",
-                        f"{beaten} of {len(strong_ok)} samples",
-                    )
+    ordered = [r for r in results if r.get("tier") is not None and r.get("access", "white-box") == "white-box"]
+    pairs = [(w, s) for w in ordered for s in ordered if w["tier"] < s["tier"]]
+    for weak, strong in pairs:
+        if strong["norm"] != weak["norm"] or abs(strong["eps"] - weak["eps"]) > 1e-9:
+            continue
+        weak_ok, strong_ok = _correct(frame, _key(weak, defense)), _correct(frame, _key(strong, defense))
+        beaten = int((strong_ok & ~weak_ok.reindex(strong_ok.index, fill_value=True)).sum())
+        if beaten > max(1, 0.02 * len(strong_ok)):
+            flags.append(
+                Flag(
+                    "attack-strength",
+                    "warning",
+                    f"{strong['label']} is weaker than {weak['label']} on {beaten} samples{where}",
+                    "A stronger attack should fool every sample a weaker one fools at the same budget. "
+                    "Check its step size, iterations and EOT draws; gradients may be masked.",
+                    f"{beaten} of {len(strong_ok)} samples",
                 )
+            )
     return flags
 
 

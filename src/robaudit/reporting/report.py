@@ -12,11 +12,11 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from robaudit.attacks.base import ATTACKS, format_eps
+from robaudit.attacks.base import format_eps
 from robaudit.audit.threats import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
-from robaudit.results import (
+from robaudit.reporting.results import (
     CLEAN,
     SUMMARY_SCHEMA,
     SUMMARY_SCHEMA_VERSION,
@@ -24,8 +24,8 @@ from robaudit.results import (
     results_table,
     summarize,
 )
+from robaudit.reporting.sanity import CHECKS_AFTER, CHECKS_BEFORE, Flag, postrun
 from robaudit.rundir import RunDir
-from robaudit.sanity import CHECKS_AFTER, CHECKS_BEFORE, Flag, postrun
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -55,8 +55,12 @@ def with_ci(rate: dict[str, Any]) -> str:
 
 
 def default_templates() -> Path:
-    """The folder of robaudit's bundled jinja2 templates."""
-    return Path(str(resources.files("robaudit") / "reports" / "templates"))
+    """The folder of robaudit's default jinja2 templates: ``reports/templates/`` at the top of a source checkout
+    (editable installs, tests), packaged into a wheel as ``robaudit/templates``."""
+    packaged = Path(str(resources.files("robaudit"))) / "templates"
+    if (packaged / "report.md.j2").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "reports" / "templates"
 
 
 def template_environment(folder: Path, *, autoescape: bool = False) -> SandboxedEnvironment:
@@ -81,10 +85,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
     records = run_dir.read_records()
     frame = records_frame(records)
-    attacks = [
-        {**attack, "access": ATTACKS.get(attack["name"]).meta.get("access", "white-box")}
-        for attack in config.get("attacks", [])
-    ]
+    attacks = [{**attack, **attack_metadata(attack)} for attack in config.get("attacks", [])]
     defenses = [{"label": "none", "kind": "none", "threats": ["none"]}]
     for purifier in config.get("purifiers", []):
         details = manifest.get("purifier_details", {}).get(purifier["label"], {})
@@ -133,6 +134,17 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
     return summary
+
+
+def attack_metadata(attack: dict[str, Any]) -> dict[str, Any]:
+    """An attack's ``access`` and ``tier`` as saved in the run's config. Runs saved before robaudit stored them fall
+    back to the registry when the name is still registered, else to an unordered white-box attack."""
+    if "access" in attack:
+        return {"access": attack["access"], "tier": attack.get("tier")}
+    from robaudit.attacks.base import ATTACKS
+
+    meta = ATTACKS.get(attack["name"]).meta if attack.get("name") in ATTACKS else {}
+    return {"access": meta.get("access", "white-box"), "tier": meta.get("tier")}
 
 
 def threat_model(config: dict[str, Any], *, defended: bool) -> dict[str, Any]:
@@ -233,7 +245,7 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
 
 def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str, bytes]:
     """The report's plots as PNG bytes, keyed by name (also written to RUN/plots/)."""
-    from robaudit.plots import gallery, per_class_bars, robust_accuracy_bars, robust_vs_eps
+    from robaudit.reporting.plots import gallery, per_class_bars, robust_accuracy_bars, robust_vs_eps
 
     pngs = {"1-robust-accuracy": robust_accuracy_bars(summary)}
     if summary["defenses"][0].get("per_class"):

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robaudit.architectures import architecture_for
-from robaudit.classifiers import ModelCard, NormalizedClassifier, create_classifier
 from robaudit.data import ImageSet
+from robaudit.models.architectures import architecture_for
+from robaudit.models.classifiers import ModelCard, NormalizedClassifier, create_classifier
 from robaudit.progress import console, progress_bar
 from robaudit.seeding import derive_seed, isolated_global_rng
 

@@ -1,0 +1,69 @@
+"""A data source as a config names it: registered name or path, split, limit, size, channels and source options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from robaudit.config import coerce
+from robaudit.data import ImageSet, load_dataset
+from robaudit.errors import ConfigError
+
+
+@dataclass
+class DataSpec:
+    """A data source (registered name or path) with the common options and source-specific parameters."""
+
+    source: str
+    split: str = "test"
+    limit: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    subset_seed: int | None = None
+    skip_bad: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: object) -> DataSpec:
+        """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``."""
+        if isinstance(value, str):
+            return cls(source=value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"data: expected a name, a path or a mapping, got {value!r}")
+        value = dict(value)
+        source = value.pop("path", None) or value.pop("name", None)
+        if not isinstance(source, str):
+            raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")
+        spec = cls(source=source)
+        for key in ("split", "limit", "image_size", "channels", "subset_seed"):
+            if key in value:
+                hint = str if key == "split" else int
+                setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
+        if "skip_bad" in value:
+            spec.skip_bad = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
+        spec.params = value
+        return spec
+
+    def load(self, *, stream: bool = False) -> ImageSet:
+        """Load the dataset this spec describes (``stream``: read images batch by batch where possible)."""
+        return load_dataset(
+            self.source,
+            split=self.split,
+            limit=self.limit,
+            image_size=self.image_size,
+            channels=self.channels,
+            subset_seed=self.subset_seed,
+            stream=stream,
+            skip_bad=self.skip_bad,
+            **self.params,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML form."""
+        out = {"path" if ("/" in self.source or "." in self.source) else "name": self.source, "split": self.split}
+        for key in ("limit", "image_size", "channels", "subset_seed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.skip_bad:
+            out["skip_bad"] = True
+        return {**out, **self.params}

@@ -1,0 +1,1 @@
+"""Classifiers: self-describing checkpoints and the normalizing wrapper, architectures, model specs, training."""

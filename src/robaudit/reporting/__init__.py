@@ -1,0 +1,1 @@
+"""Records -> summary (rates and intervals), sanity checks, gates, plots, comparisons and rendered reports."""
