@@ -14,8 +14,7 @@ from robaudit.cli import app
 from robaudit.data import load_dataset
 from robaudit.models.classifiers import save_classifier
 from robaudit.models.training import train_classifier
-from test_purifier_cli import TINY_EPOCHS, TINY_PURIFICATION
-from test_purifiers import TINY_RECIPES
+from tiny import TINY_EPOCHS, TINY_PURIFICATION, TINY_RECIPES
 
 pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m "not slow"` skips them
 

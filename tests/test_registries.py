@@ -9,12 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from golden_run import _run_dir
 from robaudit.attacks.base import ATTACKS, AttackEntry
 from robaudit.cli import app
 from robaudit.purifiers.base import PURIFIERS, PurifierEntry
 from robaudit.registry import Registry
 from robaudit.reporting.report import default_templates, rebuild_reports
-from test_golden import _run_dir
 
 
 def test_a_typo_in_a_registry_entry_fails_at_registration():

@@ -139,22 +139,11 @@ class CandidatePool(BestSoFar):
             self.chosen_by[i] = stage
 
 
-def run_cascade(
-    model: nn.Module,
-    stages: Sequence[tuple[str, Stage]],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    rng: SampleRNG,
-    *,
-    norm: str,
-    eps: float,
-    draws: int,
-) -> CandidatePool:
-    """Run ``stages`` in order, each on the samples still unsettled; every sample is attacked by the first stage.
-
-    A stage and the judging of its candidates draw from the streams of the samples they work on only.
+def run_cascade(pool: CandidatePool, stages: Sequence[tuple[str, Stage]]) -> CandidatePool:
+    """Run ``stages`` in order on ``pool``'s samples, each stage on those still unsettled (every sample meets the
+    first stage). A stage and the judging of its candidates draw from the streams of the samples they work on only.
     """
-    pool = CandidatePool(model, images, labels, rng, norm=norm, eps=eps, draws=draws)
+    images, labels, rng = pool.images, pool.labels, pool.rng
     for name, stage in stages:
         index = pool.unsettled().nonzero().flatten()
         if index.numel() == 0:
@@ -189,6 +178,7 @@ class Cascade:
         Without ``rng``, sample i's stream is seeded with i (so results then depend on the batch).
         """
         rng = rng if rng is not None else SampleRNG.from_seeds(range(len(labels)), images.device)
-        pool = run_cascade(self.model, self.stages, images, labels, rng, norm=self.norm, eps=self.eps, draws=self.draws)
+        pool = CandidatePool(self.model, images, labels, rng, norm=self.norm, eps=self.eps, draws=self.draws)
+        run_cascade(pool, self.stages)
         self.chosen_by, self.unsettled = pool.chosen_by, pool.unsettled()
         return pool.best

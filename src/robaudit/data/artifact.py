@@ -89,27 +89,12 @@ def prepare_output(path: str | Path, *, overwrite: bool) -> Path:
     return path
 
 
-def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
-    """Open a dataset artifact folder; images are read shard slice by shard slice when indexed (streamed).
-
-    ``split`` is accepted for uniformity; an artifact has one split. Labels, ids and every shard's header are
-    checked now; pixels are checked (NaN, range) as they are read.
-    """
+def index_shards(path: Path, shards: list[dict]) -> tuple[list[torch.Tensor], list[str], list[tuple], tuple]:
+    """Check every shard's header; (labels per shard, ids, (first, stop, file) spans, image shape (C, H, W))."""
     from safetensors import safe_open
 
-    path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"dataset folder {str(path)!r}: manifest.json unreadable ({exc}); re-create it") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(
-            f"dataset folder {str(path)!r} has schema version {manifest.get('schema_version')!r}; "
-            f"this robaudit reads version {SCHEMA_VERSION}"
-        )
-    description = f"{path} ({manifest.get('description', 'robaudit dataset')})"
     labels, ids, spans, sample_shape = [], [], [], None
-    for shard in manifest["shards"]:
+    for shard in shards:
         file = path / shard["file"]
         try:
             with safe_open(str(file), framework="pt") as handle:
@@ -129,6 +114,29 @@ def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
         ids.extend(shard_ids)
     if not ids:
         raise DataError(f"dataset folder {str(path)!r} holds no samples; re-create it")
+    return labels, ids, spans, sample_shape
+
+
+def read_artifact(path: str | Path, *, split: str | None = None) -> ImageSet:
+    """Open a dataset artifact folder; images are read shard slice by shard slice when indexed (streamed).
+
+    ``split`` is accepted for uniformity; an artifact has one split. Labels, ids and every shard's header are
+    checked now; pixels are checked (NaN, range) as they are read.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"dataset folder {str(path)!r}: manifest.json unreadable ({exc}); re-create it") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(
+            f"dataset folder {str(path)!r} has schema version {manifest.get('schema_version')!r}; "
+            f"this robaudit reads version {SCHEMA_VERSION}"
+        )
+    description = f"{path} ({manifest.get('description', 'robaudit dataset')})"
+    labels, ids, spans, sample_shape = index_shards(path, manifest["shards"])
 
     def read(indices: list[int]) -> torch.Tensor:
         out = torch.empty((len(indices), *sample_shape))

@@ -173,41 +173,14 @@ def load_classifier(
     if not path.is_file():
         raise CheckpointError(f"model checkpoint {str(path)!r} does not exist; pass an existing file to --model")
     if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path))
-            with open(path, "rb") as handle:
-                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})") from None
-        card_json = header.get("__metadata__", {}).get("robaudit_card")
-        if card_json is None and arch is None:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} has no robaudit card; pass --arch with the timm architecture name"
-            )
-        card = ModelCard.from_dict(json.loads(card_json)) if card_json else None
+        card, state = _read_safetensors(path, arch=arch)
     elif _is_torchscript(path):
         return _load_torchscript(path, num_classes, class_names, input_size, mean, std)
     else:
         payload = load_checkpoint_payload(path, trust=trust_checkpoint)
         if isinstance(payload, nn.Module):
             return _wrap_module(payload, path, num_classes, class_names, input_size)
-        if isinstance(payload, dict) and payload.get("robaudit") == "classifier":
-            if payload.get("format_version") != FORMAT_VERSION:
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r} has format version {payload.get('format_version')!r}; "
-                    f"this robaudit reads version {FORMAT_VERSION}"
-                )
-            card, state = ModelCard.from_dict(payload["card"]), payload["state_dict"]
-        elif isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
-            card, state = None, payload
-            if arch is None:
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r} is a bare state dict; pass --arch with its timm architecture name"
-                )
-        else:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} is neither a robaudit checkpoint nor a state dict; re-save it"
-            )
+        card, state = _read_payload(payload, path, arch=arch)
     if card is None:
         card = _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std)
     model = create_classifier(card)
@@ -217,6 +190,40 @@ def load_classifier(
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit {card.arch!r}: {first}") from None
     return model.eval()
+
+
+def _read_safetensors(path: Path, *, arch: str | None) -> tuple[ModelCard | None, dict[str, torch.Tensor]]:
+    """(card or None, state dict) of a safetensors checkpoint; a card-less one needs ``arch``."""
+    try:
+        state = load_file(str(path))
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})") from None
+    card_json = header.get("__metadata__", {}).get("robaudit_card")
+    if card_json is None and arch is None:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no robaudit card; pass --arch with the timm architecture name"
+        )
+    return (ModelCard.from_dict(json.loads(card_json)) if card_json else None), state
+
+
+def _read_payload(payload: Any, path: Path, *, arch: str | None) -> tuple[ModelCard | None, dict[str, torch.Tensor]]:
+    """(card or None, state dict) of a loaded ``.pt`` payload: a robaudit checkpoint or a bare state dict."""
+    if isinstance(payload, dict) and payload.get("robaudit") == "classifier":
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has format version {payload.get('format_version')!r}; "
+                f"this robaudit reads version {FORMAT_VERSION}"
+            )
+        return ModelCard.from_dict(payload["card"]), payload["state_dict"]
+    if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if arch is None:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is a bare state dict; pass --arch with its timm architecture name"
+            )
+        return None, payload
+    raise CheckpointError(f"checkpoint {str(path)!r} is neither a robaudit checkpoint nor a state dict; re-save it")
 
 
 def _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std) -> ModelCard:

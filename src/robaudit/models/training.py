@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from robaudit.data import ImageSet
 from robaudit.models.architectures import architecture_for
@@ -82,6 +83,42 @@ def make_card(train_set: ImageSet, recipe: ClassifierRecipe, num_classes: int) -
     )
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, recipe: ClassifierRecipe, steps_per_epoch: int) -> Any:
+    """A linear warmup over ``recipe.warmup_epochs``, then a cosine decay to zero, stepped once per batch."""
+    total = recipe.epochs * steps_per_epoch
+    warmup = recipe.warmup_epochs * steps_per_epoch
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+def train_epoch(
+    model: nn.Module, train_set: ImageSet, steps: tuple, *, recipe: ClassifierRecipe, seed: int, epoch: int, device: str
+) -> float:
+    """One epoch over ``train_set`` in a random order (``steps`` = optimizer, scheduler, data generator); returns
+    the mean loss. Randomness inside the model (dropout) is seeded per step from (``seed``, ``epoch``, step)."""
+    optimizer, scheduler, data_gen = steps
+    model.train()
+    order = torch.randperm(len(train_set), generator=data_gen)
+    total_loss = 0.0
+    for i in range(math.ceil(len(train_set) / recipe.batch_size)):
+        index = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+        images = random_shift(train_set.images[index], recipe.max_shift, data_gen).to(device)
+        labels = train_set.labels[index].to(device)
+        with isolated_global_rng(derive_seed(seed, "classifier-step", epoch, i), device):
+            loss = F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(index)
+    return total_loss / len(train_set)
+
+
 def train_classifier(
     train_set: ImageSet,
     val_set: ImageSet | None,
@@ -102,35 +139,15 @@ def train_classifier(
     data_gen = torch.Generator().manual_seed(derive_seed(seed, "classifier-data"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    warmup = recipe.warmup_epochs * steps_per_epoch
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = warmup_cosine(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, float]] = []
     start_time = time.time()
     with progress_bar() as bar:
         task = bar.add_task("train classifier", total=recipe.epochs, status="")
         for epoch in range(recipe.epochs):
-            model.train()
-            order = torch.randperm(len(train_set), generator=data_gen)
-            total_loss = 0.0
-            for i in range(steps_per_epoch):
-                index = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-                images = random_shift(train_set.images[index], recipe.max_shift, data_gen).to(device)
-                labels = train_set.labels[index].to(device)
-                with isolated_global_rng(derive_seed(seed, "classifier-step", epoch, i), device):
-                    loss = F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total_loss += loss.item() * len(index)
-            record = {"epoch": epoch + 1, "loss": total_loss / len(train_set)}
+            steps = (optimizer, scheduler, data_gen)
+            loss = train_epoch(model, train_set, steps, recipe=recipe, seed=seed, epoch=epoch, device=device)
+            record = {"epoch": epoch + 1, "loss": loss}
             if val_set is not None:
                 record["val_accuracy"] = accuracy(model, val_set, device=device)
             history.append(record)

@@ -13,11 +13,9 @@ from robaudit.cli import app
 from robaudit.config import ComponentSpec
 from robaudit.purifiers import PURIFIERS
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
-from test_purifiers import TINY_RECIPES
+from tiny import TINY_EPOCHS, TINY_PURIFICATION, TINY_RECIPES
 
 runner = CliRunner()
-TINY_PURIFICATION = {"ebm": {"ensemble": 2, "max_steps": 2}, "ddpm": {"steps": 2}}
-TINY_EPOCHS = {"mae": {"pretrain_epochs": 1, "finetune_epochs": 1, "attack_steps": 1}}
 
 
 def invoke(*args):

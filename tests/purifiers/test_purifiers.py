@@ -12,17 +12,10 @@ from robaudit.errors import ConfigError
 from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
 from robaudit.purifiers.ebm import adaptive_step_size
 from robaudit.seeding import generator
+from tiny import TINY_PARAMS, TINY_RECIPES
+
 
 # A tiny untrained network per purifier: the contract does not depend on training.
-TINY_RECIPES = {
-    "ddpm": {"widths": [8, 16]},
-    "ebm": {"widths": [8, 16]},
-    "cold": {"widths": [8, 16], "levels": 4},
-    "mae": {"embed_dim": 16, "depth": 1, "decoder_dim": 16, "decoder_depth": 1, "num_heads": 2},
-}
-TINY_PARAMS = {"ddpm": {"steps": 3}, "ebm": {"max_steps": 2, "ensemble": 2}}
-
-
 def tiny_purifier(name: str, *, shape=(1, 16, 16), **params) -> Purifier:
     recipe = recipe_for(name, TINY_RECIPES.get(name, {}))
     entry = PURIFIERS.get(name)
