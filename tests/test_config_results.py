@@ -140,3 +140,14 @@ def test_resume_fingerprint_covers_purifier_checkpoints():
     same = run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
     assert same == run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
     assert same != run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "b"}})
+
+
+def test_gates_and_part_size_belong_to_the_library_config():
+    base = {"model": "m.pt", "data": "digits"}
+    config = EvaluateConfig.from_mapping({**base, "gates": ["worst_case >= 0.1"], "part_size": 64})
+    assert config.gates == ["worst_case >= 0.1"] and config.to_dict()["gates"] == ["worst_case >= 0.1"]
+    assert config.part_size == 64 and "batch_size" not in config.fingerprinted()
+    with pytest.raises(ConfigError, match="unknown metric"):
+        EvaluateConfig.from_mapping({**base, "gates": ["worst >= 0.1"]})
+    with pytest.raises(ConfigError, match="part_size must be a positive integer"):
+        EvaluateConfig.from_mapping({**base, "part_size": 0})
