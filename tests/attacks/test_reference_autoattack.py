@@ -37,3 +37,35 @@ def test_standard_autoattack_matches_the_reference_within_one_sample(digits_mode
     assert 0 < robust_theirs < clean, "the budget must leave the comparison something to measure"
     assert abs(robust_ours - robust_theirs) <= 1, (robust_ours, robust_theirs)
     assert torch.equal(ours, ours.clamp(images - EPS, images + EPS))
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_square_matches_the_reference_square_within_one_sample(digits_model_path, rescale):
+    """robaudit's Linf Square (per-sample windows) against the reference's SquareAttack, same p schedule."""
+    from pyautoattack.square import SquareAttack
+
+    from robaudit.attacks.square import SquareLinf
+
+    model = load_classifier(digits_model_path).eval()
+    data = load_dataset("digits", split="test", limit=40)
+    images, labels = data.images, data.labels
+    ours = SquareLinf(model, eps=8 / 255, n_queries=300, p_init=0.8, rescale=rescale)(images, labels, streams(40))[0]
+    reference = SquareAttack(
+        model,
+        p_init=0.8,
+        n_queries=300,
+        eps=8 / 255,
+        norm="Linf",
+        n_restarts=1,
+        seed=0,
+        device="cpu",
+        resc_schedule=rescale,
+    )
+    theirs = reference.perturb(images, labels)
+    robust_ours, robust_theirs = (
+        int((predict(model, ours) == labels).sum()),
+        int((predict(model, theirs) == labels).sum()),
+    )
+    assert robust_theirs < int((predict(model, images) == labels).sum())
+    assert abs(robust_ours - robust_theirs) <= 2, (robust_ours, robust_theirs)
+    assert (ours - images).abs().max() <= 8 / 255 + 1e-6

@@ -1,9 +1,10 @@
 """AutoAttack (Croce & Hein 2020) and Square, run through robaudit's cascade.
 
-APGD (CE, DLR, targeted DLR) is robaudit's own (``attacks.apgd``: per-sample random starts and step sizes); FAB-T and
-Square are torchattacks' *single runs* (FAB's ``attack_single_run_targeted``, Square's ``attack_single_run``), and
-robaudit does the rest itself, because torchattacks' ``perturb`` loops return the clean image for every sample one
-forward pass did not fool and skip samples one forward pass got wrong. Here:
+APGD (CE, DLR, targeted DLR) and Linf Square are robaudit's own (``attacks.apgd``, ``attacks.square``: per-sample
+random starts, step sizes and proposals); FAB-T and L2 Square are torchattacks' *single runs* (FAB's
+``attack_single_run_targeted``, Square's ``attack_single_run``), and robaudit does the rest itself, because
+torchattacks' ``perturb`` loops return the clean image for every sample one forward pass did not fool and skip
+samples one forward pass got wrong. Here:
 
 - every component's candidates go to the cascade, which judges them on selection draws and keeps each sample's best
   -- never the clean image;
@@ -15,8 +16,9 @@ torchattacks 3.5.1 traps this module guards against: DLR losses index the 3rd (u
 largest logit, so they are undefined below 3 / 4 classes -- those components are dropped and the report says so;
 torchattacks' ``n_classes`` means "targets = n_classes - 1" -- robaudit passes ``targets + 1`` to FAB; its default
 seed is the clock -- robaudit always passes one; its own AutoAttack wrapper builds APGD/FAB with 10 steps --
-robaudit builds the components itself with ``steps`` (100); Square draws one proposal window per query for the whole
-batch -- robaudit runs it one sample at a time from the sample's own stream.
+robaudit builds the components itself with ``steps`` (100); its Square keeps p constant instead of the reference's
+schedule and draws one proposal window per query for the whole batch -- robaudit's Linf Square follows the schedule
+with per-sample windows, and L2 Square runs one sample at a time from the sample's own stream.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torchattacks import FAB, Square
 from robaudit.attacks.apgd import APGDRun
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.selection import Cascade, Stage
+from robaudit.attacks.square import SquareLinf
 from robaudit.sample_rng import SampleRNG, per_sample
 
 VERSIONS = ("auto", "standard", "rand")
@@ -57,8 +60,8 @@ def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9
     return kept, dropped
 
 
-def apgd_stage(run: APGDRun) -> Stage:
-    """One APGD run; candidates: its best-verdict iterate and its best-loss iterate."""
+def run_stage(run: APGDRun | SquareLinf) -> Stage:
+    """A stage of one of robaudit's own runs (APGD: its best-verdict and best-loss iterates; Square: its best query)."""
 
     def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
         return run(images, labels, rng)
@@ -81,12 +84,19 @@ def fab_stage(attack: FAB, target: int) -> Stage:
     return stage
 
 
-def square_stage(attack: Square) -> Stage:
+def square_stage(
+    model: nn.Module, *, norm: str, eps: float, n_queries: int, p_init: float, seed: int, rescale: bool = True
+) -> Stage:
     """One Square run; its candidate is each sample's best-margin query.
 
-    torchattacks' Square draws its proposals from the global RNG for a whole batch (one window per query for every
-    sample), so it runs one sample at a time, each under a global RNG seeded from the sample's own stream.
+    Linf: robaudit's own (``attacks.square``: per-sample windows, the reference's p schedule). L2: torchattacks'
+    single run, which draws its proposals from the global RNG for a whole batch, so it runs one sample at a time,
+    each under a global RNG seeded from the sample's own stream.
     """
+    if norm == "Linf":
+        return run_stage(SquareLinf(model, eps=eps, n_queries=n_queries, p_init=p_init, rescale=rescale))
+    attack = Square(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
+    attack.rescale_schedule = rescale
 
     def single(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         attack.init_hyperparam(image)
@@ -128,14 +138,14 @@ def apgd_untargeted(loss: str):
     """The single stage of APGD on ``loss`` ("ce" or "dlr")."""
 
     def stages(s: Settings) -> list[tuple[str, Stage]]:
-        return [(f"apgd-{loss}", apgd_stage(s.apgd(loss=loss)))]
+        return [(f"apgd-{loss}", run_stage(s.apgd(loss=loss)))]
 
     return stages
 
 
 def apgd_targeted(s: Settings) -> list[tuple[str, Stage]]:
     """APGD-T: one stage per target, the classes ranked 2nd, 3rd, ... at the clean image."""
-    return [(f"apgd-t/{rank - 1}", apgd_stage(s.apgd(target_rank=rank))) for rank in range(2, s.targets + 2)]
+    return [(f"apgd-t/{rank - 1}", run_stage(s.apgd(target_rank=rank))) for rank in range(2, s.targets + 2)]
 
 
 def fab_targeted(s: Settings) -> list[tuple[str, Stage]]:
@@ -146,8 +156,8 @@ def fab_targeted(s: Settings) -> list[tuple[str, Stage]]:
 
 def square_single(s: Settings) -> list[tuple[str, Stage]]:
     """Square: one stage of ``n_queries`` queries."""
-    square = Square(s.model, n_queries=s.n_queries, n_restarts=1, resc_schedule=False, **s.common)  # as the reference
-    return [("square", square_stage(square))]
+    square = square_stage(s.model, n_queries=s.n_queries, p_init=0.8, rescale=False, **s.common)  # as the reference
+    return [("square", square)]
 
 
 COMPONENTS = {
@@ -218,5 +228,5 @@ def square(
     seed: int = 0,
 ) -> AttackFn:
     """Square Attack: random square-shaped updates, queries only the model's outputs (one draw per query)."""
-    attack = Square(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
-    return Cascade(model, [("square", square_stage(attack))], norm=norm, eps=eps, draws=draws)
+    stage = square_stage(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, seed=seed)
+    return Cascade(model, [("square", stage)], norm=norm, eps=eps, draws=draws)

@@ -1,0 +1,78 @@
+"""Square Attack, Linf (Andriushchenko et al. 2020, "Square Attack: a query-efficient black-box adversarial attack
+via random search"), implemented in robaudit with per-sample proposals.
+
+Starts from vertical stripes of +-eps; each query changes one square window of side s to +-eps per channel and keeps
+it when the margin loss z_y - max_{i != y} z_i drops (or the sample becomes misclassified). The window's size
+follows the reference schedule (p_init halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of 10,000
+queries, stretched to the budget with ``rescale`` -- the reference's default; AutoAttack runs it unstretched;
+torchattacks 3.5.1 keeps p constant instead), and every sample draws its own window position and signs from its
+own stream -- the reference and torchattacks draw one window per query for the whole batch, which ties a sample's
+search to its batch. A sample stops querying once misclassified.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from robaudit.attacks.gradient import margin
+from robaudit.attacks.selection import draw
+from robaudit.sample_rng import SampleRNG
+
+HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(p_init: float, query: int, *, n_queries: int, rescale: bool) -> float:
+    """The fraction p of pixels a window covers at ``query``: the reference schedule, written for 10,000 queries and,
+    with ``rescale``, stretched to ``n_queries``."""
+    step = int(query / n_queries * 10000) if rescale else query
+    return p_init / 2 ** sum(step > halving for halving in HALVINGS)
+
+
+def windows(rng: SampleRNG, *, side: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(M, 1, H, W) bool masks of one side x side window per sample, its corner drawn from the sample's stream."""
+    corner = rng.rand(2, device=device)  # (M, 2) uniform in [0, 1)
+    top = (corner[:, 0] * (height - side)).long().view(-1, 1, 1, 1)
+    left = (corner[:, 1] * (width - side)).long().view(-1, 1, 1, 1)
+    rows = torch.arange(height, device=device).view(1, 1, -1, 1)
+    cols = torch.arange(width, device=device).view(1, 1, 1, -1)
+    return (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+
+
+def random_signs(rng: SampleRNG, *shape: int, device: torch.device) -> torch.Tensor:
+    """+-1 per sample and ``shape``, from the samples' streams."""
+    return (rng.rand(*shape, device=device) < 0.5).float() * 2 - 1
+
+
+class SquareLinf:
+    """One Square run: ``run(images, labels, rng)`` -> [each sample's best query] (a cascade stage)."""
+
+    def __init__(self, model: nn.Module, *, eps: float, n_queries: int, p_init: float, rescale: bool) -> None:
+        self.model, self.eps, self.n_queries, self.p_init, self.rescale = model, eps, n_queries, p_init, rescale
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        """images (M, C, H, W), labels (M,) -> [best query (M, C, H, W)]."""
+        n, c, h, w = images.shape
+        stripes = random_signs(rng, c, 1, w, device=images.device)
+        best = (images + self.eps * stripes).clamp(0, 1)
+        loss = margin(draw(self.model, best, rng), labels)
+        for query in range(1, self.n_queries):
+            active = (loss > 0).nonzero().flatten()
+            if active.numel() == 0:
+                break
+            p = square_fraction(self.p_init, query, n_queries=self.n_queries, rescale=self.rescale)
+            side = max(1, min(h - 1, round(math.sqrt(p * h * w))))
+            streams = rng[active]
+            mask = windows(streams, side=side, height=h, width=w, device=images.device)
+            step = 2 * self.eps * random_signs(streams, c, 1, 1, device=images.device)
+            x, start = images[active], best[active]
+            proposal = torch.where(mask, start + step, start)
+            proposal = torch.min(torch.max(proposal, x - self.eps), x + self.eps).clamp(0, 1)
+            new_loss = margin(draw(self.model, proposal, streams), labels[active])
+            better = new_loss < loss[active]
+            best[active[better]] = proposal[better]
+            loss[active[better]] = new_loss[better]
+        return [best]
