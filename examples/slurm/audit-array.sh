@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run: sbatch examples/slurm/audit-array.sh            (4 tasks; then, when all are done:)
-#      robaudit report runs/audit-array --gate "worst_case>=0.2"
+#      robaudit report runs/audit-array --gate "worst_case>=0.1"
 # A Slurm job array: task K of N evaluates shard K/N of the run's parts and writes only its own parts and its own
 # manifest (runs/audit-array/shards/). `robaudit report` merges what exists, lists missing parts and fails the gates
 # of an incomplete run. A failed or preempted task is resumed by re-submitting just it (sbatch --array=K ...): it

@@ -14,7 +14,15 @@ from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Shard
-from robaudit.audit.run import barrier, merge, process_group, rank_device, run_shard, torchrun_active
+from robaudit.audit.run import (
+    barrier,
+    merge,
+    process_group,
+    rank_device,
+    rank_zero_first,
+    run_shard,
+    torchrun_active,
+)
 from robaudit.audit.threats import NONE, THREATS
 from robaudit.config import ComponentSpec, coerce, parse_eps
 from robaudit.data import ImageSet
@@ -347,12 +355,7 @@ def run_evaluation(
         raise ConfigError("--overwrite with --shard would delete other shards' parts; remove the directory first")
     with process_group(config.device) as rank:
         shard = shard or rank
-        leader = torchrun_active() and shard.index == 0
-        if torchrun_active() and not leader:
-            barrier()  # rank 0 trains missing purifiers and prepares the directory first
         prepared = prepare_run(config, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=shard)
-        if leader:
-            barrier()
         executor = PartExecutor(
             prepared.plan,
             prepared.model,
@@ -396,18 +399,19 @@ def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bo
     detected = detect_randomized(model.cpu(), dataset)
     randomized = {"declared": bool(config.model.stochastic), "detected": detected}
     randomized["stochastic"] = randomized["declared"] or detected
-    defenses, purifier_details = build_defenses(
-        config,
-        model,
-        model_sha=model_sha,
-        stochastic_classifier=randomized["stochastic"],
-        device=device,
-        trust_checkpoint=trust_checkpoint,
-    )
-    out = Path(config.out) if config.out else default_out(config, model_path)
-    fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)
-    run_dir = RunDir(out)
-    run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite and shard.index == 0, alone=shard.count == 1)
+    with rank_zero_first():  # rank 0 trains missing purifiers and prepares the directory; the others then join
+        defenses, purifier_details = build_defenses(
+            config,
+            model,
+            model_sha=model_sha,
+            stochastic_classifier=randomized["stochastic"],
+            device=device,
+            trust_checkpoint=trust_checkpoint,
+        )
+        out = Path(config.out) if config.out else default_out(config, model_path)
+        fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)
+        run_dir = RunDir(out)
+        run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite and shard.index == 0, alone=shard.count == 1)
     model_info = {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model), "randomized": randomized}
     manifest = run_manifest(
         config, dataset, data_sha=data_sha, fingerprint=fingerprint, device=device, model_info=model_info

@@ -63,6 +63,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Under torchrun, rank 0 runs the block first while the other ranks wait (e.g. it trains a purifier they then
+    load from the cache); outside torchrun, just the block."""
+    leader = not torchrun_active() or Shard.from_environment().index == 0
+    if not leader:
+        barrier()
+    yield
+    if leader and torchrun_active():
+        barrier()
+
+
 def rank_device(device: torch.device) -> torch.device:
     """Under torchrun, a CUDA device becomes ``cuda:LOCAL_RANK``."""
     if device.type == "cuda" and torchrun_active():
