@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robaudit.data import ImageSet, load_dataset
+from robaudit.data import ImageSet, detect_source, load_dataset
 from robaudit.data.artifact import write_artifact
 from robaudit.data.sources import DATASETS
 from robaudit.models.architectures import ARCHITECTURES, architecture_for
@@ -22,7 +22,7 @@ from robaudit.models.classifiers import ModelCard, create_classifier
 def _npz(root):
     images = np.random.default_rng(0).integers(0, 256, size=(6, 12, 12), dtype=np.uint8)
     np.savez(root / "tiny.npz", test_images=images, test_labels=np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8))
-    return {"path": str(root / "tiny.npz")}
+    return str(root / "tiny.npz")
 
 
 def _imagefolder(root):
@@ -31,7 +31,7 @@ def _imagefolder(root):
         (root / "test" / name).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "test" / name / f"{i}.png")
-    return {"path": str(root)}
+    return str(root)
 
 
 def _cifar10(root):
@@ -39,18 +39,18 @@ def _cifar10(root):
     for name, n in (("data_batch_1", 4), ("test_batch", 5)):
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
         (root / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return {"path": str(root)}
+    return str(root)
 
 
 def _artifact(root):
     images = torch.rand(4, 1, 8, 8)
     data = ImageSet(images, torch.tensor([0, 1, 1, 0]), ["w", "x", "y", "z"], ["no", "yes"], "tiny")
     write_artifact(root / "set", data, provenance={"made_by": "test"})
-    return {"path": str(root / "set")}
+    return str(root / "set")
 
 
 BUILDERS = {
-    "digits": lambda root: {},
+    "digits": lambda root: "digits",
     "npz": _npz,
     "imagefolder": _imagefolder,
     "cifar10": _cifar10,
@@ -61,7 +61,9 @@ BUILDERS = {
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_every_data_source_keeps_the_image_conventions(name, tmp_path):
     assert name in BUILDERS, f"data source {name!r} has no tiny builder in tests/test_contracts.py"
-    data = load_dataset(name, split="test", **BUILDERS[name](tmp_path))
+    source = BUILDERS[name](tmp_path)
+    assert detect_source(source)[0] == name
+    data = load_dataset(source, split="test")
     images = data.images[: len(data)]
     assert images.dtype == torch.float32 and images.dim() == 4 and len(images) == len(data) > 0
     assert float(images.min()) >= 0 and float(images.max()) <= 1
