@@ -68,3 +68,15 @@ def ternary_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits_test() -> ImageSet:
     """The first 48 digits test images."""
     return load_dataset("digits", split="test", limit=48)
+
+
+def audit_workdir(tmp_path: Path, model_path: Path, config: dict, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder holding the model as ``m.pt`` and ``config`` as ``audit.yaml``; the test runs inside it."""
+    import shutil
+
+    import yaml
+
+    shutil.copy(model_path, tmp_path / "m.pt")
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -3,7 +3,6 @@ summary, byte for byte, as an uninterrupted run."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import audit_workdir
 from robaudit.cli import app
 
 pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m "not slow"` skips them
@@ -61,10 +61,7 @@ def start_and_kill(workdir: Path, out: str, *, parts: int, sig: int) -> int:
 
 @pytest.fixture()
 def workdir(tmp_path, digits_model_path, monkeypatch):
-    shutil.copy(digits_model_path, tmp_path / "m.pt")
-    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(CONFIG))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return audit_workdir(tmp_path, digits_model_path, CONFIG, monkeypatch)
 
 
 def resume(out: str) -> None:

@@ -4,7 +4,6 @@ torchrun ranks or job-array tasks; a killed shard resumes only its missing parts
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from conftest import audit_workdir
 from robaudit.attacks import resolve_attack
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
@@ -86,10 +86,7 @@ CONFIG = {
 
 @pytest.fixture()
 def workdir(tmp_path, digits_model_path, monkeypatch):
-    shutil.copy(digits_model_path, tmp_path / "m.pt")
-    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(CONFIG))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return audit_workdir(tmp_path, digits_model_path, CONFIG, monkeypatch)
 
 
 def _outputs(run: Path) -> dict[str, bytes]:

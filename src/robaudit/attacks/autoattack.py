@@ -16,9 +16,9 @@ torchattacks 3.5.1 traps this module guards against: DLR losses index the 3rd (u
 largest logit, so they are undefined below 3 / 4 classes -- those components are dropped and the report says so;
 torchattacks' ``n_classes`` means "targets = n_classes - 1" -- robaudit passes ``targets + 1`` to FAB; its default
 seed is the clock -- robaudit always passes one; its own AutoAttack wrapper builds APGD/FAB with 10 steps --
-robaudit builds the components itself with ``steps`` (100); its Square keeps p constant instead of the reference's
-schedule and draws one proposal window per query for the whole batch -- robaudit's Linf Square follows the schedule
-with per-sample windows, and L2 Square runs one sample at a time from the sample's own stream.
+robaudit builds the components itself with ``steps`` (100); its Square draws one proposal window per query for the
+whole batch -- robaudit's Linf Square draws per-sample windows, and L2 Square runs one sample at a time from the
+sample's own stream.
 """
 
 from __future__ import annotations

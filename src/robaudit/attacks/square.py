@@ -4,10 +4,10 @@ via random search"), implemented in robaudit with per-sample proposals.
 Starts from vertical stripes of +-eps; each query changes one square window of side s to +-eps per channel and keeps
 it when the margin loss z_y - max_{i != y} z_i drops (or the sample becomes misclassified). The window's size
 follows the reference schedule (p_init halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of 10,000
-queries, stretched to the budget with ``rescale`` -- the reference's default; AutoAttack runs it unstretched;
-torchattacks 3.5.1 keeps p constant instead), and every sample draws its own window position and signs from its
-own stream -- the reference and torchattacks draw one window per query for the whole batch, which ties a sample's
-search to its batch. A sample stops querying once misclassified.
+queries, stretched to the budget with ``rescale`` -- the reference's default; AutoAttack runs it unstretched), and
+every sample draws its own window position and signs from its own stream -- the reference and torchattacks draw
+one window per query for the whole batch, which ties a sample's search to its batch. A sample stops querying once
+misclassified.
 """
 
 from __future__ import annotations

@@ -176,8 +176,7 @@ class PartExecutor:
         """Add the records, timings and gallery rows of samples [start, stop) to ``out``."""
         images = dataset.images[start:stop].to(device=self.device, dtype=torch.float32)
         batch = Batch(images, dataset.labels[start:stop].to(self.device), dataset.ids[start:stop], start)
-        kept: list[dict[str, Any]] = []
-        clean = {d.label: self.clean_predictions(d, batch, out, kept) for d in self.plan.defenses}
+        clean = {d.label: self.clean_predictions(d, batch, out) for d in self.plan.defenses}
         advance(f"samples {start}-{stop} clean")
         targets = {label: torch.stack([p == batch.labels for p in preds]).any(0) for label, preds in clean.items()}
         for attack in self.plan.attacks:
@@ -198,7 +197,7 @@ class PartExecutor:
                     advance(f"samples {start}-{stop} {condition.key()}")
         self.collect_gallery(batch, out)
 
-    def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput, _: list) -> list[torch.Tensor]:
+    def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput) -> list[torch.Tensor]:
         """``defense``'s clean predictions, one per repeat (recorded as its clean condition)."""
         condition, preds = Condition.clean(defense.label), []
         not_attacked = torch.zeros(len(batch.labels), dtype=torch.bool)
