@@ -49,9 +49,6 @@ class Condition:
         return threat_model(self.threat).attacks_classifier_only
 
 
-CLEAN = Condition.clean(NONE)
-
-
 @dataclass
 class Record:
     """One row of the records: one sample under one condition and one repeat (scoring draw).

@@ -54,7 +54,6 @@ THREAT_MODELS: dict[str, ThreatModel] = {
 THREATS = tuple(name for name, t in THREAT_MODELS.items() if t.defended)  # what a purifier can be audited under
 THREAT_DESCRIPTIONS = {name: t.description for name, t in THREAT_MODELS.items()}
 PIPELINE_THREATS = tuple(name for name, t in THREAT_MODELS.items() if not t.attacks_classifier_only)
-ADAPTIVE = "adaptive"
 
 
 def threat_model(name: str) -> ThreatModel:

@@ -10,6 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from robaudit.audit.plan import Condition  # noqa: E402
+from robaudit.audit.threats import NONE  # noqa: E402
+
 
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
@@ -120,10 +123,10 @@ def gallery(
             best = chosen.get(defense)
             if best is None or order[threat] < order[best.split("|")[3]]:
                 chosen[defense] = key
-    columns = [("clean", "clean", "none|none|none")]
+    columns = [("clean", "clean", Condition.clean(NONE).key())]
     for defense, key in sorted(chosen.items(), key=lambda item: item[0] != "none"):  # undefended first
         _, attack, _, threat = key.split("|")
-        condition = f"{attack}|{defense}|{threat}"
+        condition = Condition(attack, defense, threat).key()
         if defense == "none":
             columns.append((key, f"{attack}", condition))
         else:

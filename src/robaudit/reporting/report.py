@@ -13,6 +13,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from robaudit.attacks.base import format_eps
+from robaudit.audit.plan import Condition
 from robaudit.audit.threats import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
@@ -169,7 +170,7 @@ def attach_attack_details(numbers: dict[str, Any], details: dict[str, Any]) -> N
     """
     for defense in numbers["defenses"]:
         for result in defense["results"]:
-            key = f"{result['label']}|{defense['label']}|{result['threat']}"
+            key = Condition(result["label"], defense["label"], result["threat"]).key()
             shared = result["threat"] in ("none", "non-adaptive")
             result.update(details.get(key) or (details.get(result["label"], {}) if shared else {}))
 
@@ -183,9 +184,10 @@ def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str
     view = json.loads(json.dumps(summary))
     for defense in view["defenses"]:
         label = defense["label"]
-        defense["seconds_per_image"] = timings.get(f"none|{label}|none", 0.0)
+        defense["seconds_per_image"] = timings.get(Condition.clean(label).key(), 0.0)
         for result in defense["results"]:
-            result["seconds_per_attacked_sample"] = timings.get(f"{result['label']}|{label}|{result['threat']}", 0.0)
+            key = Condition(result["label"], label, result["threat"]).key()
+            result["seconds_per_attacked_sample"] = timings.get(key, 0.0)
     view["attacks"] = view["defenses"][0]["results"]
     return view
 

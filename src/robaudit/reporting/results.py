@@ -12,27 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robaudit.audit.plan import RECORD_FIELDS, Condition
+from robaudit.audit.threats import NONE
+
 SUMMARY_SCHEMA = "robaudit.summary"
 SUMMARY_SCHEMA_VERSION = 2  # 2: wall-clock timings moved out of summary.json (to timings.json)
-RECORD_FIELDS = [
-    "sample_id",
-    "index",
-    "label",
-    "condition",
-    "attack",
-    "norm",
-    "eps",
-    "purifier",
-    "threat",
-    "repeat",
-    "clean_pred",
-    "pred",
-    "correct",
-    "attacked",
-    "linf",
-    "l2",
-]
-CLEAN = "none|none|none"  # the undefended clean condition
+CLEAN = Condition.clean(NONE).key()  # the undefended clean condition
 
 
 def wilson_interval(successes: float, total: float, *, z: float = 1.959964) -> tuple[float, float]:
@@ -173,7 +158,7 @@ def summarize(
     out: dict[str, Any] = {"defenses": []}
     for defense in defenses:
         label = defense["label"]
-        clean_rows = frame[frame["condition"] == f"none|{label}|none"]
+        clean_rows = frame[frame["condition"] == Condition.clean(label).key()]
         clean = clean_rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
         clean = clean.sort_index().fillna(False).astype(bool)  # a missing clean record counts as wrong
         n, repeats = clean.shape
@@ -181,7 +166,7 @@ def summarize(
         results = []
         for attack in attacks:
             for threat in defense["threats"]:
-                entry, survived = _entry(frame, f"{attack['label']}|{label}|{threat}", clean, attack)
+                entry, survived = _entry(frame, Condition(attack["label"], label, threat).key(), clean, attack)
                 entry = {**entry, "purifier": label, "threat": threat}
                 if not attack.get("sweep"):  # the headline worst case is at the headline budget
                     robust_all &= survived

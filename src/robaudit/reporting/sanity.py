@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.audit.pipeline import Pipeline
+from robaudit.audit.plan import Condition
 from robaudit.data import ImageSet
 from robaudit.seeding import isolated_global_rng
 
@@ -234,7 +235,7 @@ def postrun(frame: pd.DataFrame, summary: dict[str, Any]) -> list[Flag]:
 
 
 def _key(result: dict[str, Any], defense: str) -> str:
-    return f"{result['label']}|{defense}|{result['threat']}"
+    return Condition(result["label"], defense, result["threat"]).key()
 
 
 def strength_order_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Flag]:
