@@ -95,6 +95,15 @@ class ComponentSpec:
         return {"name": self.name, **self.params}
 
 
+def as_mapping(value: object, *, where: str, short_key: str, expected: str) -> dict[str, Any]:
+    """A config entry written as a string (short for ``{short_key: value}``) or a mapping, as a new dict."""
+    if isinstance(value, str):
+        return {short_key: value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    return dict(value)
+
+
 def build_dataclass(cls: type, mapping: Mapping[str, Any], *, where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``mapping``, rejecting unknown keys and checking simple types."""
     fields = {f.name: f for f in dataclasses.fields(cls)}

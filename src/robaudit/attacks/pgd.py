@@ -9,6 +9,8 @@ cascade: a restart attacks the samples not yet fooled in every selection draw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -92,43 +94,27 @@ def pgd_cascade(
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
 
-@ATTACKS.register(
-    "pgd",
-    description="PGD, Linf, random start, restarts (Madry et al. 2018)",
-    norm="Linf",
-    tier=2,
-    derive=default_step_size,
-)
-def pgd(
-    model: nn.Module,
-    *,
-    eot: int = 1,
-    draws: int = 1,
-    eps: float = 8 / 255,
-    steps: int = 20,
-    alpha: float | None = None,
-    restarts: int = 1,
-) -> AttackFn:
-    """Projected gradient descent on the cross-entropy, Linf; ``restarts`` random starts as a cascade."""
-    return pgd_cascade(model, norm="Linf", eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)
+def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
+    """The registry entry of PGD in ``norm``: cross-entropy ascent, random start, ``restarts`` runs as a cascade."""
+
+    def attack(
+        model: nn.Module,
+        *,
+        eps: float = default_eps,
+        steps: int = 20,
+        alpha: float | None = None,
+        restarts: int = 1,
+        eot: int = 1,
+        draws: int = 1,
+    ) -> AttackFn:
+        return pgd_cascade(model, norm=norm, eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)
+
+    attack.__doc__ = f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts."
+    return attack
 
 
-@ATTACKS.register(
-    "pgdl2",
-    description="PGD, L2, random start, restarts (Madry et al. 2018)",
-    norm="L2",
-    tier=2,
-    derive=default_step_size,
-)
-def pgdl2(
-    model: nn.Module,
-    *,
-    eot: int = 1,
-    draws: int = 1,
-    eps: float = 0.5,
-    steps: int = 20,
-    alpha: float | None = None,
-    restarts: int = 1,
-) -> AttackFn:
-    """Projected gradient descent on the cross-entropy, L2."""
-    return pgd_cascade(model, norm="L2", eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)
+for name, norm, default_eps in (("pgd", "Linf", 8 / 255), ("pgdl2", "L2", 0.5)):
+    description = f"PGD, {norm}, random start, restarts (Madry et al. 2018)"
+    ATTACKS.register(name, description=description, norm=norm, tier=2, derive=default_step_size)(
+        pgd_attack(norm, default_eps)
+    )

@@ -26,6 +26,7 @@ from robaudit.audit.run import (
 from robaudit.audit.threats import NONE, THREATS
 from robaudit.config import ComponentSpec, coerce, parse_eps
 from robaudit.data import ImageSet
+from robaudit.data.job import data_fingerprint
 from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
@@ -212,25 +213,6 @@ def parse_budgets(value: object, *, name: str) -> list[float]:
     if not budgets:
         raise ConfigError(f"{name}: give at least one budget, e.g. {name}=8/255")
     return budgets
-
-
-def data_fingerprint(dataset: ImageSet, *, batch_size: int = 256) -> str:
-    """sha256 over a dataset's images, labels and ids (what the run actually evaluated).
-
-    Reads every image once, batch by batch: on a streamed dataset this also checks every file before any work.
-    """
-    from robaudit.progress import progress_bar
-
-    digest = hashlib.sha256()
-    batches = list(dataset.batches(batch_size))
-    with progress_bar(transient=True) as bar:
-        task = bar.add_task("check data", total=len(batches), status="")
-        for start, stop in batches:
-            digest.update(dataset.images[start:stop].contiguous().numpy().tobytes())
-            bar.advance(task)
-    digest.update(dataset.labels.numpy().tobytes())
-    digest.update(json.dumps(dataset.ids).encode())
-    return digest.hexdigest()
 
 
 def default_out(config: EvaluateConfig, model_path: Path) -> Path:

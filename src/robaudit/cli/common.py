@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -47,20 +48,29 @@ TrustOption = typer.Option(
 )
 
 
-def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_output, strict=False) -> None:
-    """Judge gates on a finished run, write gates.md/gates.json (and JUnit XML), exit 1 when one fails."""
+def report_gates(run_dir: Path, flags: Any, *, extra_gates: list[str] | None = None) -> None:
+    """Judge ``extra_gates`` and the gates of ``flags`` (a ``GateFlags``) on a finished run; write gates.md and
+    gates.json (and JUnit XML); exit 1 when one fails."""
     import json
 
     from robaudit.fileio import atomic_write_text
     from robaudit.progress import console
     from robaudit.reporting.gates import as_json, gate_run, junit_xml
 
-    if not gates and max_drop is None and not strict:
+    gates = list(extra_gates or []) + list(flags.gate or [])
+    if not gates and flags.max_drop is None and not flags.strict:
         return
-    results = gate_run(run_dir, gates=gates, bound=bound, baseline=baseline, max_drop=max_drop, strict=strict)
-    if junit is not None:
-        atomic_write_text(junit, junit_xml(results))
-    if as_json_output:
+    results = gate_run(
+        run_dir,
+        gates=gates,
+        bound=flags.gate_bound,
+        baseline=flags.baseline,
+        max_drop=flags.max_drop,
+        strict=flags.strict,
+    )
+    if flags.junit is not None:
+        atomic_write_text(flags.junit, junit_xml(results))
+    if flags.json_output:
         typer.echo(json.dumps(as_json(results), indent=2))
     for result in results:
         mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
@@ -69,14 +79,3 @@ def report_gates(run_dir, *, gates, bound, baseline, max_drop, junit, as_json_ou
         failed = [r.name for r in results if not r.passed]
         typer.echo(f"gate failed: {'; '.join(failed)}", err=True)
         raise typer.Exit(1)
-
-
-GateOption = typer.Option(None, "--gate", help='A release gate, e.g. "robust_accuracy[pgd] >= 0.40" (repeatable).')
-GateBoundOption = typer.Option(
-    "value", "--gate-bound", help="Judge gates on the rate (value) or its 95% lower end (ci_low)."
-)
-BaselineOption = typer.Option(None, "--baseline", help="Run directory to compare against (with --max-drop).")
-MaxDropOption = typer.Option(None, "--max-drop", help="Fail when any rate fell by more than this vs --baseline.")
-JunitOption = typer.Option(None, "--junit", help="Write the gates as JUnit XML (one test case per gate).")
-JsonOption = typer.Option(False, "--json", help="Print the gate results as JSON on stdout.")
-StrictOption = typer.Option(False, "--strict", help="Fail the gates when a sanity check raises a warning or error.")

@@ -10,19 +10,8 @@ from rich.table import Table
 
 from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
 from robaudit.audit.plan import Shard
-from robaudit.cli.common import (
-    BaselineOption,
-    GateBoundOption,
-    GateOption,
-    JsonOption,
-    JunitOption,
-    MaxDropOption,
-    SkipBadOption,
-    StrictOption,
-    TrustOption,
-    handle_errors,
-    report_gates,
-)
+from robaudit.cli.common import TrustOption, handle_errors, report_gates
+from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, with_flags
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
@@ -51,11 +40,7 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad")
         data = {k: v for k, v in data.items() if k in keep}
         data["name"] = flags["data"]
-    for key in ("split", "limit", "image_size", "channels"):
-        if flags[key] is not None:
-            data[key] = flags[key]
-    if flags["skip_bad"]:
-        data["skip_bad"] = True
+    data.update(flags["data_flags"])
     if data:
         mapping["data"] = data
     if flags["attacks"] is not None:
@@ -74,27 +59,38 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
     if flags["threat"] is not None:
         mapping["threats"] = [t.strip() for t in flags["threat"].split(",") if t.strip()]
-    keys = ("eps", "eps_l2", "seed", "out", "batch_size", "part_size", "device", "eot", "repeats", "selection_draws")
-    for key in keys:
-        if flags[key] is not None:
-            mapping[key] = flags[key]
     return mapping
+
+
+SETTING_FLAGS = FlagGroup.overrides(
+    "overrides",
+    {  # config keys a flag sets over the config's value
+        "eps": (str, "Linf budget, e.g. 8/255 (default 8/255); a comma list also sweeps the smaller budgets."),
+        "eps_l2": (str, "L2 budget for L2 attacks (default 0.5)."),
+        "eot": (int, "EOT draws per gradient on a randomized pipeline (default 4)."),
+        "repeats": (int, "Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."),
+        "selection_draws": (int, "Draws that judge an attack's candidates on a randomized pipeline (default 10)."),
+        "batch_size": (int, "Samples per batch (default 128; changes no result)."),
+        "part_size": (int, "Samples per records part, the unit of resuming and sharding (default 128)."),
+        "out": (str, "Run directory (default runs/<model>-<data>-<config hash>)."),
+        "seed": (int, "Seed of every random choice (default 0)."),
+        "device": (str, "cpu, cuda or auto (default auto)."),
+    },
+)
 
 
 # evaluate() is over 60 lines only by its Typer parameter declarations (one per flag); its body is short.
 @app.command("evaluate")
 @handle_errors
+@with_flags(GATE_FLAGS)
+@with_flags(SETTING_FLAGS)
+@with_flags(DATA_FLAGS)
 def evaluate(
     config: Path = typer.Option(None, "--config", help="YAML config; flags override its values."),
     model: str = typer.Option(None, "--model", help="Classifier checkpoint."),
     arch: str = typer.Option(None, "--arch", help="timm architecture of a bare state-dict checkpoint."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classes of a card-less checkpoint."),
     data: str = typer.Option(None, "--data", help="Dataset name or path (.npz, image folder, CIFAR, artifact)."),
-    split: str = typer.Option(None, "--split", help="Dataset split (default test)."),
-    limit: int = typer.Option(None, "--limit", help="At most this many samples."),
-    image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
-    channels: int = typer.Option(None, "--channels", help="Convert images to 1 or 3 channels."),
-    skip_bad: bool = SkipBadOption,
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
     ),
@@ -110,37 +106,17 @@ def evaluate(
         "--threat",
         help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three).",
     ),
-    eot: int = typer.Option(None, "--eot", help="EOT draws per gradient on a randomized pipeline (default 4)."),
-    repeats: int = typer.Option(
-        None, "--repeats", help="Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."
-    ),
-    selection_draws: int = typer.Option(
-        None, "--selection-draws", help="Draws that judge an attack's candidates on a randomized pipeline (default 10)."
-    ),
     stochastic: bool = typer.Option(
         False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
-    ),
-    eps: str = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 (default 8/255)."),
-    eps_l2: str = typer.Option(None, "--eps-l2", help="L2 budget for L2 attacks (default 0.5)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Samples per batch (does not change any record)."),
-    part_size: int = typer.Option(
-        None, "--part-size", help="Samples per records part, the unit of resuming and sharding (default 128)."
     ),
     shard: str = typer.Option(
         None, "--shard", help="Run only shard K/N of the parts (job arrays); merge with: robaudit report RUN_DIR."
     ),
-    out: str = typer.Option(None, "--out", help="Run directory (default runs/<model>-<data>-<config hash>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
-    seed: int = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda or auto (default auto)."),
-    gate: list[str] = GateOption,
-    gate_bound: str = GateBoundOption,
-    baseline: Path = BaselineOption,
-    max_drop: float = MaxDropOption,
-    junit: Path = JunitOption,
-    json_output: bool = JsonOption,
-    strict: bool = StrictOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run directory when it exists."),
     trust_checkpoint: bool = TrustOption,
+    overrides: dict[str, Any] = None,  # type: ignore[assignment]  (filled by with_flags)
+    data_flags: dict[str, Any] = None,  # type: ignore[assignment]
+    gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
     mapping = load_yaml(config) if config else {}
@@ -150,51 +126,28 @@ def evaluate(
         arch=arch,
         num_classes=num_classes,
         data=data,
-        split=split,
-        limit=limit,
-        image_size=image_size,
-        channels=channels,
-        skip_bad=skip_bad,
+        data_flags=data_flags,
         attacks=attacks,
         purifier=purifier,
         purifier_checkpoint=purifier_checkpoint,
         threat=threat,
-        eot=eot,
-        repeats=repeats,
-        selection_draws=selection_draws,
         stochastic=stochastic,
-        eps=eps,
-        eps_l2=eps_l2,
-        seed=seed,
-        out=out,
-        batch_size=batch_size,
-        part_size=part_size,
-        device=device,
     )
+    mapping.update(overrides)
     if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
         source = mapping["data"].get("path") or mapping["data"].get("name")
         if isinstance(source, str) and detect_source(source)[0] != "artifact":
             console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
             mapping["attacks"] = list(DEFAULT_ATTACKS)
-    for text in gate or []:
+    for text in gate_flags.gate or []:
         Gate.parse(text)  # a malformed gate fails before any work
     settings = EvaluateConfig.from_mapping(mapping)
     chosen = Shard.parse(shard) if shard is not None else None
     run_dir = run_evaluation(settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=chosen)
     if (chosen is not None and chosen.count > 1) or Shard.from_environment().index != 0:
         return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
-    gates = settings.gates + list(gate or [])
     print_summary(run_dir)
-    report_gates(
-        run_dir,
-        gates=gates,
-        bound=gate_bound,
-        baseline=baseline,
-        max_drop=max_drop,
-        junit=junit,
-        as_json_output=json_output,
-        strict=strict,
-    )
+    report_gates(run_dir, gate_flags, extra_gates=settings.gates)
 
 
 def print_summary(run_dir: Path) -> None:

@@ -7,17 +7,8 @@ from pathlib import Path
 import typer
 
 from robaudit.audit.run import merge
-from robaudit.cli.common import (
-    BaselineOption,
-    GateBoundOption,
-    GateOption,
-    JsonOption,
-    JunitOption,
-    MaxDropOption,
-    StrictOption,
-    handle_errors,
-    report_gates,
-)
+from robaudit.cli.common import handle_errors, report_gates
+from robaudit.cli.flags import GATE_FLAGS, GateFlags, with_flags
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_text
 from robaudit.progress import console
@@ -30,19 +21,14 @@ app = typer.Typer()
 
 @app.command("report")
 @handle_errors
+@with_flags(GATE_FLAGS)
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="A run directory; two to compare (the last release first)."),
     out: Path = typer.Option(
         None, "--out", help="With two runs: where to write the comparison (default RUN_B/comparison.md)."
     ),
     template: Path = typer.Option(None, "--template", help="A jinja2 template to render instead of report.md."),
-    gate: list[str] = GateOption,
-    gate_bound: str = GateBoundOption,
-    baseline: Path = BaselineOption,
-    max_drop: float = MaxDropOption,
-    junit: Path = JunitOption,
-    json_output: bool = JsonOption,
-    strict: bool = StrictOption,
+    gate_flags: GateFlags = None,  # type: ignore[assignment]  (filled by with_flags)
 ) -> None:
     """Rebuild a run's reports from its stored records and judge release gates on it; with two runs, compare them."""
     if len(run_dirs) > 2:
@@ -64,16 +50,7 @@ def report(
         target = atomic_write_text(out or run_dir / "comparison.md", text)
         typer.echo(text)
         console.print(f"wrote {target}")
-    report_gates(
-        run_dir,
-        gates=configured_gates(run_dir) + list(gate or []),
-        bound=gate_bound,
-        baseline=baseline,
-        max_drop=max_drop,
-        junit=junit,
-        as_json_output=json_output,
-        strict=strict,
-    )
+    report_gates(run_dir, gate_flags, extra_gates=configured_gates(run_dir))
 
 
 def configured_gates(run_dir: Path) -> list[str]:

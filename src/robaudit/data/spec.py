@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robaudit.config import coerce
+from robaudit.config import as_mapping, coerce
 from robaudit.data import ImageSet, load_dataset
 from robaudit.errors import ConfigError
 
@@ -26,11 +26,7 @@ class DataSpec:
     @classmethod
     def parse(cls, value: object) -> DataSpec:
         """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``."""
-        if isinstance(value, str):
-            return cls(source=value)
-        if not isinstance(value, dict):
-            raise ConfigError(f"data: expected a name, a path or a mapping, got {value!r}")
-        value = dict(value)
+        value = as_mapping(value, where="data", short_key="name", expected="a name, a path or a mapping")
         source = value.pop("path", None) or value.pop("name", None)
         if not isinstance(source, str):
             raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from robaudit.config import build_dataclass, coerce
+from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import load_classifier, save_classifier
 from robaudit.models.training import ClassifierRecipe, train_classifier
@@ -52,10 +52,7 @@ class ModelSpec:
     @classmethod
     def parse(cls, value: object) -> ModelSpec:
         """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
-        if isinstance(value, str):
-            return cls(path=value)
-        if not isinstance(value, dict):
-            raise ConfigError(f"model: expected a checkpoint path or a mapping, got {value!r}")
+        value = as_mapping(value, where="model", short_key="path", expected="a checkpoint path or a mapping")
         check_keys(value, ["path", "arch", "num_classes", "train", "stochastic"], where="model")
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))

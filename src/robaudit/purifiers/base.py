@@ -14,6 +14,7 @@ Each method registers a factory ``(network, *, **purification_hyperparameters) -
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -35,12 +36,13 @@ from robaudit.sample_rng import SampleRNG
 class PurifierEntry:
     """What a purifier method registers besides its factory: its training ``recipe`` (a dataclass), ``build``
     (recipe, input shape -> untrained network), ``train`` (network, train set, *, recipe, seed, device[,
-    classifier]), whether training needs the classifier (``needs_classifier``) and, for methods whose networks come
-    from a pretrained folder (a diffusers pipeline), ``load_directory`` (folder -> network)."""
+    classifier]; None: minimise ``network.loss`` with the recipe's epochs, batch size and lr), whether training needs
+    the classifier (``needs_classifier``) and, for methods whose networks come from a pretrained folder (a diffusers
+    pipeline), ``load_directory`` (folder -> network)."""
 
     recipe: type
     build: Callable[..., nn.Module]
-    train: Callable[..., None]
+    train: Callable[..., None] | None = None
     needs_classifier: bool = False
     load_directory: Callable[..., nn.Module] | None = None
 
@@ -148,14 +150,16 @@ def train_purifier_network(
     kind: str, train_set: ImageSet, *, recipe: Any, seed: int, device: str, classifier: nn.Module | None = None
 ) -> nn.Module:
     """Build and train the network of purifier ``kind`` on ``train_set``."""
+    from robaudit.purifiers.training import fit_recipe
     from robaudit.seeding import derive_seed, isolated_global_rng
 
     entry = PURIFIERS.get(kind)
+    train = entry.meta["train"] or functools.partial(fit_recipe, description=f"train {kind}")
     with isolated_global_rng(derive_seed(seed, kind, "init")):
         network = entry.meta["build"](recipe, list(train_set.shape))
     network.to(device)
     kwargs = {"classifier": classifier} if entry.meta["needs_classifier"] else {}
-    entry.meta["train"](network, train_set, recipe=recipe, seed=seed, device=device, **kwargs)
+    train(network, train_set, recipe=recipe, seed=seed, device=device, **kwargs)
     return network.eval().cpu()
 
 

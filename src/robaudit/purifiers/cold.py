@@ -9,7 +9,6 @@ variants, as in the paper: ``blurred`` (D(x, t*) alone), ``direct`` (R(D(x, t*),
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -18,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.purifiers.base import PURIFIERS, Purifier
-from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import UNetRecipe
 
 VARIANTS = ("blurred", "direct", "reconstructed")
@@ -122,7 +120,6 @@ class ColdPurifier(Purifier):
     description="Defensive Diffusion: Gaussian-blur cold diffusion, variants blurred / direct / reconstructed",
     recipe=ColdRecipe,
     build=BlurRestorer,
-    train=functools.partial(fit_recipe, description="train cold (blur restorer)"),
 )
 def cold(network: BlurRestorer, *, variant: str = "reconstructed", t_star: float = 0.5) -> ColdPurifier:
     """variant: blurred, direct or reconstructed; t_star: blur depth as a fraction of the levels."""

@@ -10,7 +10,6 @@ for the backward pass only (Lee & Kim, ICCV 2023), starting from the same diffus
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from torch import nn
 
 from robaudit.errors import CheckpointError
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
-from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import LevelConditionedUNet, UNetRecipe
 
 
@@ -217,7 +215,6 @@ class DDPMPurifier(Purifier):
     description="DiffPure-style: diffuse to t*, reverse with DDPM (ancestral) or DDIM (few steps)",
     recipe=DDPMRecipe,
     build=DDPMNetwork,
-    train=functools.partial(fit_recipe, description="train ddpm"),
     load_directory=DDPMNetwork.from_pretrained,
 )
 def ddpm(

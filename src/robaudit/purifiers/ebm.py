@@ -9,7 +9,6 @@ classifier's softmax over K = 10 purified draws.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ import torch
 from torch import nn
 
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
-from robaudit.purifiers.training import fit_recipe
 from robaudit.purifiers.unet import UNetRecipe
 
 
@@ -65,6 +63,36 @@ def adaptive_step_size(
     return (lam * probe / (1 - z)).clamp(low, high)
 
 
+@PURIFIERS.register(
+    "ebm",
+    description="ADP: score network (DSM), noise injection + adaptive-step score ascent, K-draw ensemble",
+    recipe=EBMRecipe,
+    build=ScoreNetwork,
+)
+def ebm(
+    network: ScoreNetwork,
+    *,
+    sigma: float = 0.25,
+    max_steps: int = 10,
+    probe: float = 1e-3,
+    lam: float = 0.05,
+    stop_below: float = 1e-3,
+    score_sigma: float | None = None,
+    ensemble: int = 10,
+) -> ADPPurifier:
+    """ADP with the paper's constants; the score is taken at the trained level nearest ``score_sigma`` (or sigma)."""
+    return ADPPurifier(
+        network,
+        sigma=sigma,
+        max_steps=max_steps,
+        probe=probe,
+        lam=lam,
+        stop_below=stop_below,
+        score_sigma=score_sigma,
+        ensemble=ensemble,
+    )
+
+
 class ADPPurifier(Purifier):
     """Noise injection + adaptive score ascent: (N, C, H, W) in [0, 1] -> (N, C, H, W) in [0, 1]."""
 
@@ -108,34 +136,3 @@ class ADPPurifier(Purifier):
             step = torch.where(active, alpha, torch.zeros_like(alpha)).view(-1, 1, 1, 1)
             x = (x + step * s).clamp(0, 1)
         return x.clamp(0, 1)
-
-
-@PURIFIERS.register(
-    "ebm",
-    description="ADP: score network (DSM), noise injection + adaptive-step score ascent, K-draw ensemble",
-    recipe=EBMRecipe,
-    build=ScoreNetwork,
-    train=functools.partial(fit_recipe, description="train ebm (score network)"),
-)
-def ebm(
-    network: ScoreNetwork,
-    *,
-    sigma: float = 0.25,
-    max_steps: int = 10,
-    probe: float = 1e-3,
-    lam: float = 0.05,
-    stop_below: float = 1e-3,
-    score_sigma: float | None = None,
-    ensemble: int = 10,
-) -> ADPPurifier:
-    """ADP with the paper's constants; the score is taken at the trained level nearest ``score_sigma`` (or sigma)."""
-    return ADPPurifier(
-        network,
-        sigma=sigma,
-        max_steps=max_steps,
-        probe=probe,
-        lam=lam,
-        stop_below=stop_below,
-        score_sigma=score_sigma,
-        ensemble=ensemble,
-    )
