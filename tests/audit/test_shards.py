@@ -117,6 +117,8 @@ def test_torchrun_ranks_and_job_array_shards_give_the_one_process_result(workdir
     assert _outputs(workdir / "ranks") == reference
     manifest = yaml.safe_load((workdir / "ranks" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and sorted(manifest["shards"]) == ["shard-000-of-002", "shard-001-of-002"]
+    claimed = [shard["parts_done"] for shard in manifest["shards"].values()]  # ranks claim parts from one counter
+    assert sorted(sum(claimed, [])) == sorted(p.name for p in (workdir / "ranks" / "records").glob("part-*.jsonl"))
 
     for k in (0, 1):
         _robaudit("evaluate", "--config", "audit.yaml", "--out", "array", "--shard", f"{k}/2")

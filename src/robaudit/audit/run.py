@@ -1,10 +1,12 @@
 """Running a plan's parts on one shard, and merging a run directory's shards.
 
 One process is shard 0/1. Under ``torchrun`` each rank is shard RANK/WORLD_SIZE (``torch.distributed``: NCCL on GPUs,
-gloo on CPU) and rank 0 merges once every rank is done; a job array runs ``--shard K/N`` per task and ``robaudit
-report RUN_DIR`` merges what exists. Each shard writes only its own parts and its own manifest
-(``shards/shard-K-of-N.json``: host, device, times, out-of-memory splits); a killed shard is resumed by running it
-again, which redoes only its missing parts.
+gloo on CPU): the ranks take parts one at a time from a counter in the process group's own store, so a rank that
+drew cheap parts takes more of them, and rank 0 merges once every rank is done. A job array runs ``--shard K/N`` per
+task (task K owns parts K, K + N, ...) and ``robaudit report RUN_DIR`` merges what exists. Which process evaluates a
+part never changes its records: every random draw is seeded per sample. Each shard writes only its own parts and its
+own manifest (``shards/shard-K-of-N.json``: host, device, times, parts done, out-of-memory splits); a killed shard
+(or rank) is resumed by running it again, which redoes only the missing parts.
 """
 
 from __future__ import annotations
@@ -82,6 +84,28 @@ def rank_device(device: torch.device) -> torch.device:
     return device
 
 
+def owned_parts(parts: list[Part], shard: Shard) -> Iterator[Part]:
+    """Shard K of N's parts: K, K + N, K + 2N, ... (job-array tasks, and one process)."""
+    return (part for part in parts if shard.owns(part))
+
+
+def claimed_parts(parts: list[Part], *, key: str) -> Iterator[Part]:
+    """The parts this torchrun rank claims, one at a time, from a counter in the process group's store (the ranks'
+    rendezvous): every part is claimed by exactly one rank, and a rank that finishes early claims more."""
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    store = _get_default_store()
+    while (index := store.add(key, 1) - 1) < len(parts):
+        yield parts[index]
+
+
+def parts_of(shard: Shard, parts: list[Part], *, run_dir: RunDir) -> Iterator[Part]:
+    """The parts this process evaluates: claimed from the other ranks under torchrun, else the shard's own."""
+    if torchrun_active() and shard == Shard.from_environment():
+        return claimed_parts(parts, key=f"robaudit/next-part/{run_dir.path.name}")
+    return owned_parts(parts, shard)
+
+
 def shard_manifest(shard: Shard, device: torch.device) -> dict[str, Any]:
     """A shard's manifest as it starts."""
     return {
@@ -110,15 +134,17 @@ def run_shard(
 
     Ctrl-C stops after the current part (raising ``Interrupted``) with every finished part written.
     """
-    owned = [p for p in executor.plan.parts() if shard.owns(p)]
-    todo = [p for p in owned if not run_dir.has_part(p.name)]
-    if len(todo) < len(owned):
-        console.print(f"resuming {run_dir.path}: {len(owned) - len(todo)} of {len(owned)} part(s) already done")
+    every = executor.plan.parts()
+    done = sum(run_dir.has_part(p.name) for p in every)
+    if done:
+        console.print(f"resuming {run_dir.path}: {done} of {len(every)} part(s) already done")
+    todo = [p for p in every if not run_dir.has_part(p.name)]
     manifest = shard_manifest(shard, device)
     run_dir.write_shard_manifest(shard.name, manifest)
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:
-        task = bar.add_task(f"evaluate {shard}", total=sum(executor.steps(p) for p in todo), status="")
-        for number, part in enumerate(todo):
+        total = sum(executor.steps(p) for p in todo) // shard.count  # this shard's share (about, for claimed parts)
+        task = bar.add_task(f"evaluate {shard}", total=total, status="")
+        for part in parts_of(shard, todo, run_dir=run_dir):
             output = executor(dataset, part, lambda status: bar.update(task, advance=1, status=status))
             if output.chunk is not None:
                 manifest["batch_splits"].append({"start": part.start, "stop": part.stop, "chunk": output.chunk})
@@ -129,7 +155,7 @@ def run_shard(
             run_dir.write_part(part.name, output.records)  # last: the part marks the samples as done
             manifest["parts_done"].append(part.name)
             run_dir.write_shard_manifest(shard.name, manifest)
-            if stop_requested() and number + 1 < len(todo):
+            if stop_requested():
                 manifest["status"] = "interrupted"
                 run_dir.write_shard_manifest(shard.name, manifest)
                 raise Interrupted(
