@@ -79,7 +79,6 @@ SETTING_FLAGS = FlagGroup.overrides(
 )
 
 
-# evaluate() is over 60 lines only by its Typer parameter declarations (one per flag); its body is short.
 @app.command("evaluate")
 @handle_errors
 @with_flags(GATE_FLAGS)
@@ -134,11 +133,7 @@ def evaluate(
         stochastic=stochastic,
     )
     mapping.update(overrides)
-    if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
-        source = mapping["data"].get("path") or mapping["data"].get("name")
-        if isinstance(source, str) and detect_source(source)[0] != "artifact":
-            console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
-            mapping["attacks"] = list(DEFAULT_ATTACKS)
+    add_default_attacks(mapping)
     for text in gate_flags.gate or []:
         Gate.parse(text)  # a malformed gate fails before any work
     settings = EvaluateConfig.from_mapping(mapping)
@@ -148,6 +143,15 @@ def evaluate(
         return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
     print_summary(run_dir)
     report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+
+
+def add_default_attacks(mapping: dict[str, Any]) -> None:
+    """No attacks given: run the default ones, except on a stored adversarial dataset (scored as given)."""
+    if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
+        source = mapping["data"].get("path") or mapping["data"].get("name")
+        if isinstance(source, str) and detect_source(source)[0] != "artifact":
+            console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
+            mapping["attacks"] = list(DEFAULT_ATTACKS)
 
 
 def print_summary(run_dir: Path) -> None:
