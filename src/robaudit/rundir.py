@@ -25,12 +25,21 @@ import yaml
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 
+PASS_KINDS = ("forward", "backward", "purifier")  # classifier forward / backward passes, purifier network evaluations
+
 
 def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: float, samples: float) -> None:
     """Add ``seconds`` spent on ``samples`` samples to ``timings[condition]`` (``{"seconds", "samples"}``)."""
     entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
     entry["seconds"] += seconds
     entry["samples"] += samples
+
+
+def add_passes(timings: dict[str, dict[str, float]], condition: str, passes: dict[str, int], evaluated: int) -> None:
+    """Add ``passes`` (sample-passes by kind) spent evaluating ``condition`` on ``evaluated`` samples."""
+    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+    for kind, count in {**passes, "evaluated": evaluated}.items():
+        entry[kind] = entry.get(kind, 0) + count
 
 
 class RunDir:
@@ -137,8 +146,9 @@ class RunDir:
                 continue
         return shards
 
-    def read_timings(self) -> dict[str, float]:
-        """Seconds per sample of each condition, over the batches whose records exist."""
+    def read_costs(self) -> dict[str, dict[str, float]]:
+        """Each condition's totals over the parts whose records exist: seconds, samples and (runs that counted them)
+        sample-passes by kind."""
         totals: dict[str, dict[str, float]] = {}
         for part in sorted(self.records_dir.glob("part-*.jsonl")):
             try:
@@ -147,7 +157,24 @@ class RunDir:
                 continue  # timings are informative only; a missing file costs no number
             for condition, entry in timings.items():
                 add_timing(totals, condition, float(entry.get("seconds", 0.0)), float(entry.get("samples", 0)))
-        return {condition: t["seconds"] / t["samples"] for condition, t in totals.items() if t["samples"]}
+                if "evaluated" in entry:
+                    passes = {kind: int(entry.get(kind, 0)) for kind in PASS_KINDS}
+                    add_passes(totals, condition, passes, int(entry["evaluated"]))
+        return totals
+
+    def read_timings(self) -> dict[str, float]:
+        """Seconds per sample of each condition, over the parts whose records exist."""
+        return {c: t["seconds"] / t["samples"] for c, t in self.read_costs().items() if t["samples"]}
+
+    def read_passes(self) -> dict[str, dict[str, float]]:
+        """Passes per evaluated sample of each condition, by kind: everything the condition cost (its attack, also
+        when shared with other conditions, and its scoring draws) over the samples it was evaluated on. Exact sums
+        of integer counts: the same for every batch size, shard layout and machine (runs that counted them)."""
+        return {
+            condition: {kind: round(t[kind] / t["evaluated"], 3) for kind in PASS_KINDS}
+            for condition, t in self.read_costs().items()
+            if t.get("evaluated")
+        }
 
     def write_gallery(self, images: dict[str, Any], ids: list[str]) -> None:
         """Atomically write the first samples' clean / adversarial / purified images (float32) for reports."""

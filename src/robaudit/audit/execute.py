@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
+from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
 from robaudit.audit.threats import threat_model
 from robaudit.data import ImageSet
 from robaudit.errors import RobauditError
 from robaudit.progress import console
-from robaudit.rundir import add_timing
+from robaudit.rundir import add_passes, add_timing
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed
 
@@ -142,6 +143,8 @@ class PartExecutor:
         prepare_model(classifier)
         self.plan, self.device, self.batch_size = plan, device, batch_size
         self.built = BuiltAttacks(plan, classifier, on_built=on_built)
+        networks = [purifier_network(d.purifier) for d in plan.defenses if d.purifier is not None]
+        self.passes = PassCounter(classifier, networks)
 
     def steps(self, part: Part) -> int:
         """Progress units of a part: one per condition and batch."""
@@ -190,6 +193,7 @@ class PartExecutor:
                         adversarial = self.pipeline_examples(condition, attack, batch, want, out)
                     else:
                         add_timing(out.timings, condition.key(), self.shared_seconds * int(want.sum()), int(want.sum()))
+                        add_passes(out.timings, condition.key(), self.shared_passes.to_dict(), 0)
                     adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
                     self.score_condition(
                         condition, attack, defense, batch, (clean[defense.label], want), adversarial, out
@@ -203,10 +207,12 @@ class PartExecutor:
         not_attacked = torch.zeros(len(batch.labels), dtype=torch.bool)
         for repeat in range(defense.repeats):
             tic = time.perf_counter()
-            pred = score(defense.scoring, batch.images, self.streams(batch, "score", condition.key(), repeat))
+            with self.passes.charge(condition.key()):
+                pred = score(defense.scoring, batch.images, self.streams(batch, "score", condition.key(), repeat))
             add_timing(out.timings, condition.key(), time.perf_counter() - tic, len(batch.labels))
             preds.append(pred)
             out.records += condition_records(batch, condition, None, repeat, (pred, pred), not_attacked)
+        add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
         return preds
 
     def run(
@@ -229,8 +235,12 @@ class PartExecutor:
             if any(threat_model(t).attacks_classifier_only for t in defense.threats):
                 need |= targets[defense.label]
         tic = time.perf_counter()
-        shared = self.run(self.built.shared[attack.label], attack, batch, need, "attack", attack.label, "classifier")
+        with self.passes.charge("shared"):
+            shared = self.run(
+                self.built.shared[attack.label], attack, batch, need, "attack", attack.label, "classifier"
+            )
         self.shared_seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
+        self.shared_passes = self.passes.take("shared")  # counted in full by every condition that scores them
         return shared
 
     def pipeline_examples(
@@ -240,7 +250,8 @@ class PartExecutor:
         pipeline, built = self.built.pipelines[condition.key()]
         pipeline.reseed(derive_seed(self.plan.seed, "pipeline", condition.key()))
         tic = time.perf_counter()
-        adversarial = self.run(built, attack, batch, want, "attack", condition.key())
+        with self.passes.charge(condition.key()):
+            adversarial = self.run(built, attack, batch, want, "attack", condition.key())
         add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(want.sum()))
         return adversarial
 
@@ -259,10 +270,12 @@ class PartExecutor:
         if not attack.sweep:
             self.keep_for_gallery(condition, defense, batch, adversarial, out)
         for repeat in range(defense.repeats):
-            pred = score(defense.scoring, adversarial, self.streams(batch, "score", condition.key(), repeat))
+            with self.passes.charge(condition.key()):
+                pred = score(defense.scoring, adversarial, self.streams(batch, "score", condition.key(), repeat))
             pred = torch.where(want, pred, clean_preds[repeat])
             preds = (clean_preds[repeat], pred)
             out.records += condition_records(batch, condition, attack, repeat, preds, want, adversarial)
+        add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
 
     @torch.no_grad()
     def keep_for_gallery(

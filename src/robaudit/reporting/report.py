@@ -216,12 +216,17 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
     if not run_dir.path.is_dir():
         raise RobauditError(f"run directory {str(run_dir.path)!r} does not exist; pass a directory evaluate wrote")
     summary = build_summary(run_dir)
+    passes = run_dir.read_passes()
+    if passes:  # runs that counted passes: exact, so they belong in summary.json
+        summary["passes"] = passes
     manifest = run_dir.read_manifest()
     table = results_table(summary)
     timings = run_dir.read_timings()
     written = {
         "summary": atomic_write_json(run_dir.path / "summary.json", summary),
-        "timings": atomic_write_json(run_dir.path / "timings.json", {"seconds_per_sample": timings}),
+        "timings": atomic_write_json(
+            run_dir.path / "timings.json", {"seconds_per_sample": timings, "passes_per_sample": passes}
+        ),
         "results": atomic_write_text(run_dir.path / "results.csv", table.to_csv(index=False, float_format="%.6g")),
     }
     summary = with_timings(summary, timings)

@@ -1,0 +1,65 @@
+"""Pass accounting: classifier forward/backward passes and purifier network evaluations, counted where they happen,
+per condition, the same for every batch size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robaudit.attacks import resolve_attack
+from robaudit.audit.execute import PartExecutor
+from robaudit.audit.passes import PassCounter
+from robaudit.audit.pipeline import Pipeline
+from robaudit.audit.plan import AuditPlan, Defense, Part
+from toys import GaussianNoise, NearestMean, WithCard, toy_data, toy_imageset
+
+
+def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
+    classifier = nn.Linear(4, 3)
+    purifier = nn.Identity()
+    counter = PassCounter(classifier, [purifier])
+    x = torch.randn(5, 4, requires_grad=True)
+    classifier(x)  # not charged: not counted
+    with counter.charge("a"):
+        classifier(purifier(x)).sum().backward()
+        with torch.no_grad():
+            classifier(x[:2])
+    assert counter.take("a").to_dict() == {"forward": 7, "backward": 5, "purifier": 5}
+    assert counter.take("a").to_dict() == {"forward": 0, "backward": 0, "purifier": 0}
+    PassCounter(classifier, [purifier])  # a new counter replaces the old hooks: nothing is counted twice
+    with counter.charge("b"):
+        classifier(x)
+    assert counter.take("b").forward == 0
+
+
+def _timings(batch_size: int, *, steps: int = 4, n: int = 12) -> dict[str, dict[str, float]]:
+    images, labels, means = toy_data(n, seed=4)
+    classifier = WithCard(NearestMean(means)).eval()
+    noise = GaussianNoise(0.2)
+    defenses = [
+        Defense("none", None, 1, ["none"], Pipeline(classifier)),
+        Defense("noise", noise, 3, ["non-adaptive", "adaptive"], Pipeline(classifier, noise)),
+    ]
+    attack = resolve_attack("pgd", {"steps": steps, "restarts": 2}, eps=0.05, eps_l2=0.5)
+    attack.label = "pgd"
+    plan = AuditPlan([attack], defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
+    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
+    timings = executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None).timings
+    return {key: {k: v for k, v in entry.items() if k not in ("seconds", "samples")} for key, entry in timings.items()}
+
+
+def test_passes_are_exact_counts_that_do_not_depend_on_the_batch_size():
+    small, large = _timings(4), _timings(12)
+    assert small == large
+    clean = large["none|none|none"]
+    assert clean == {"forward": 12, "backward": 0, "purifier": 0, "evaluated": 12}  # one pass per image
+    assert large["none|noise|none"]["forward"] == 3 * 12 == large["none|noise|none"]["purifier"]  # 3 draws
+    undefended, adaptive = large["pgd|none|none"], large["pgd|noise|adaptive"]
+    assert undefended["backward"] > 0 and undefended["purifier"] == 0
+    assert adaptive["purifier"] > 0 and adaptive["backward"] > 0  # gradients flow through the purifier
+    shared = large["pgd|noise|non-adaptive"]  # the undefended attack's examples, scored through the purifier
+    assert shared["backward"] == undefended["backward"]
+
+
+def test_more_steps_cost_more_passes():
+    assert _timings(12, steps=8)["pgd|none|none"]["backward"] > _timings(12, steps=4)["pgd|none|none"]["backward"]
