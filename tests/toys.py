@@ -102,3 +102,27 @@ class Quantize(Purifier):
 def streams(n: int, seed: int = 0) -> SampleRNG:
     """Per-sample random streams for ``n`` samples (sample i seeded from (seed, i))."""
     return SampleRNG.for_samples(seed, [str(i) for i in range(n)])
+
+
+def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: bool = False):
+    """Evaluate ``attacks`` (resolved, labelled) on ``n`` toy samples as one part: the undefended nearest-mean
+    classifier, a Gaussian-noise purifier (3 repeats; non-adaptive and adaptive) and, with ``extra_purifier``, an
+    inverting one under BPDA. Returns the part's output (records, timings)."""
+    import torch
+
+    from robaudit.audit.execute import PartExecutor
+    from robaudit.audit.pipeline import Pipeline
+    from robaudit.audit.plan import AuditPlan, Defense, Part
+
+    images, labels, means = toy_data(n, seed=4)
+    classifier = WithCard(NearestMean(means)).eval()
+    noise = GaussianNoise(0.2)
+    defenses = [
+        Defense("none", None, 1, ["none"], Pipeline(classifier)),
+        Defense("noise", noise, 3, ["non-adaptive", "adaptive"], Pipeline(classifier, noise)),
+    ]
+    if extra_purifier:
+        defenses.append(Defense("invert", Invert(), 1, ["bpda"], Pipeline(classifier, Invert())))
+    plan = AuditPlan(attacks, defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
+    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
+    return executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)

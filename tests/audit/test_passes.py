@@ -7,11 +7,8 @@ import torch
 from torch import nn
 
 from robaudit.attacks import resolve_attack
-from robaudit.audit.execute import PartExecutor
 from robaudit.audit.passes import PassCounter
-from robaudit.audit.pipeline import Pipeline
-from robaudit.audit.plan import AuditPlan, Defense, Part
-from toys import GaussianNoise, NearestMean, WithCard, toy_data, toy_imageset
+from toys import toy_part_output
 
 
 def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
@@ -33,18 +30,9 @@ def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
 
 
 def _timings(batch_size: int, *, steps: int = 4, n: int = 12) -> dict[str, dict[str, float]]:
-    images, labels, means = toy_data(n, seed=4)
-    classifier = WithCard(NearestMean(means)).eval()
-    noise = GaussianNoise(0.2)
-    defenses = [
-        Defense("none", None, 1, ["none"], Pipeline(classifier)),
-        Defense("noise", noise, 3, ["non-adaptive", "adaptive"], Pipeline(classifier, noise)),
-    ]
     attack = resolve_attack("pgd", {"steps": steps, "restarts": 2}, eps=0.05, eps_l2=0.5)
     attack.label = "pgd"
-    plan = AuditPlan([attack], defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
-    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
-    timings = executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None).timings
+    timings = toy_part_output([attack], batch_size, n=n).timings
     return {key: {k: v for k, v in entry.items() if k not in ("seconds", "samples")} for key, entry in timings.items()}
 
 

@@ -9,18 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
 from conftest import audit_workdir
 from robaudit.attacks import resolve_attack
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.pipeline import Pipeline
-from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Shard, parts
+from robaudit.audit.plan import Condition, Shard, parts
 from robaudit.cli import app
 from robaudit.errors import ConfigError
-from toys import GaussianNoise, Invert, NearestMean, WithCard, toy_data, toy_imageset
+from toys import toy_part_output
 
 FAST = {
     "fgsm": {},
@@ -31,23 +28,12 @@ FAST = {
 
 
 def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16) -> list[dict]:
-    images, labels, means = toy_data(n, seed=4)
-    classifier = WithCard(NearestMean(means)).eval()
-    noise = GaussianNoise(0.2)
-    defenses = [
-        Defense("none", None, 1, ["none"], Pipeline(classifier)),
-        Defense("noise", noise, 3, ["non-adaptive", "adaptive"], Pipeline(classifier, noise)),
-    ]
-    if extra_purifier:
-        defenses.append(Defense("invert", Invert(), 1, ["bpda"], Pipeline(classifier, Invert())))
     attacks = []
     for name, params in FAST.items():
         attack = resolve_attack(name, params, eps=0.05, eps_l2=0.5)
         attack.label = name
         attacks.append(attack)
-    plan = AuditPlan(attacks, defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
-    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
-    return executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None).records
+    return toy_part_output(attacks, batch_size, n=n, extra_purifier=extra_purifier).records
 
 
 def test_records_do_not_depend_on_the_batch_size_or_the_other_conditions():
