@@ -26,12 +26,6 @@ class PassCount:
     backward: int = 0
     purifier: int = 0
 
-    def add(self, other: PassCount, times: float = 1.0) -> None:
-        """Add ``times`` x ``other`` (a per-sample share times a number of samples)."""
-        self.forward += round(other.forward * times)
-        self.backward += round(other.backward * times)
-        self.purifier += round(other.purifier * times)
-
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
