@@ -135,16 +135,19 @@ def run_shard(
     Ctrl-C stops after the current part (raising ``Interrupted``) with every finished part written.
     """
     every = executor.plan.parts()
-    done = sum(run_dir.has_part(p.name) for p in every)
-    if done:
-        console.print(f"resuming {run_dir.path}: {done} of {len(every)} part(s) already done")
     todo = [p for p in every if not run_dir.has_part(p.name)]
+    if len(todo) < len(every):
+        console.print(f"resuming {run_dir.path}: {len(every) - len(todo)} of the run's {len(every)} part(s) done")
     manifest = shard_manifest(shard, device)
     run_dir.write_shard_manifest(shard.name, manifest)
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:
         total = sum(executor.steps(p) for p in todo) // shard.count  # this shard's share (about, for claimed parts)
         task = bar.add_task(f"evaluate {shard}", total=total, status="")
-        for part in parts_of(shard, todo, run_dir=run_dir):
+        # Claims index the run's full part list, the same on every rank; a part with records is skipped when claimed
+        # (each rank lists the parts at its own moment, so lists of the parts still to do could differ).
+        for part in parts_of(shard, every, run_dir=run_dir):
+            if run_dir.has_part(part.name):
+                continue
             output = executor(dataset, part, lambda status: bar.update(task, advance=1, status=status))
             if output.chunk is not None:
                 manifest["batch_splits"].append({"start": part.start, "stop": part.stop, "chunk": output.chunk})
