@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks.gradient import Loss, cross_entropy, eot_gradient
-from robaudit.attacks.selection import BestSoFar, draw, project
+from robaudit.attacks.selection import BestSoFar, EarlyExit, draw, project
 from robaudit.sample_rng import SampleRNG
 
 
@@ -37,6 +37,38 @@ def targeted_dlr(targets: torch.Tensor) -> Loss:
         return -(true - target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
 
     return loss
+
+
+def targets_by_logits(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> torch.Tensor:
+    """(M, K) classes ordered by one draw of the scores at the clean ``images``, highest first (AutoAttack's rule:
+    rank 2 -- index 1 -- is the runner-up)."""
+    with torch.no_grad():
+        return draw(model, images, rng).sort(dim=1).indices.flip(1)
+
+
+def targets_by_linear_estimate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG, *, norm: str, candidates: int = 20
+) -> torch.Tensor:
+    """(M, 1 + k) the label, then the ``candidates`` highest-scoring other classes ordered by the linear estimate
+    of their distance, (z_y - z_j) / ||grad (z_y - z_j)||_* (dual norm: L1 for Linf, L2 for L2), nearest first.
+
+    The targeting rule of MALT (Melamed et al., NeurIPS 2024): a class a first-order model says is near is a better
+    target than the one with the second-highest score. One forward and one backward pass per candidate, at one draw.
+    """
+    x = images.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = draw(model, x, rng)
+        others = z.detach().scatter(1, labels[:, None], -torch.inf)
+        top = others.topk(min(candidates, z.shape[1] - 1), dim=1).indices  # (M, k)
+        true = z.gather(1, labels[:, None]).squeeze(1)
+        distances = []
+        for r in range(top.shape[1]):
+            gap = true - z.gather(1, top[:, r : r + 1]).squeeze(1)
+            grad = torch.autograd.grad(gap.sum(), x, retain_graph=r + 1 < top.shape[1])[0]
+            dual = grad.flatten(1).norm(p=1 if norm == "Linf" else 2, dim=1).clamp_min(1e-12)
+            distances.append(gap.detach() / dual)
+    ordered = top.gather(1, torch.stack(distances, 1).argsort(dim=1))
+    return torch.cat([labels[:, None], ordered], dim=1)
 
 
 def apgd_start(images: torch.Tensor, rng: SampleRNG, *, norm: str, eps: float) -> torch.Tensor:
@@ -63,8 +95,9 @@ def checkpoint_intervals(steps: int) -> list[int]:
 class APGDRun:
     """One APGD run: ``run(images, labels, rng)`` -> [best-verdict iterate, best-loss iterate] (a cascade stage).
 
-    ``target_rank``: for APGD-T, attack toward the class ranked ``target_rank`` (2 = runner-up) by the pipeline's
-    scores at the clean image, with the targeted DLR loss.
+    ``target_rank``: for APGD-T, attack toward the class ranked ``target_rank`` (2 = runner-up) at the clean image,
+    with the targeted DLR loss; ``targeting`` ranks the classes: "logits" (the pipeline's scores, AutoAttack's rule)
+    or "linear" (``targets_by_linear_estimate``, MALT's rule).
     """
 
     def __init__(
@@ -79,16 +112,22 @@ class APGDRun:
         target_rank: int | None = None,
         rho: float = 0.75,
         momentum: float = 0.75,
+        draws: int = 1,
+        early_exit: bool = True,
+        targeting: str = "logits",
     ) -> None:
+        if targeting not in TARGETING:
+            raise ValueError(f"targeting must be one of {', '.join(TARGETING)}, got {targeting!r}")
         self.model, self.norm, self.eps, self.steps, self.eot = model, norm, eps, steps, eot
+        self.targeting = targeting
         self.loss_name, self.target_rank, self.rho, self.momentum = loss, target_rank, rho, momentum
+        self.draws, self.early_exit = draws, early_exit
 
-    def loss_for(self, images: torch.Tensor, rng: SampleRNG) -> Loss:
-        """The loss of this run (targets of APGD-T from one draw at the clean images)."""
+    def loss_for(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> Loss:
+        """The loss of this run (targets of APGD-T ranked at the clean images, from one draw)."""
         if self.target_rank is not None:
-            with torch.no_grad():
-                targets = draw(self.model, images, rng).sort(dim=1).indices[:, -self.target_rank]
-            return targeted_dlr(targets)
+            ranking = TARGETING[self.targeting](self, images, labels, rng)
+            return targeted_dlr(ranking[:, self.target_rank - 1])
         return dlr if self.loss_name == "dlr" else cross_entropy
 
     def ascent(self, x: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -100,34 +139,47 @@ class APGDRun:
         return project(x + step * direction, images, norm=self.norm, eps=self.eps)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
-        """images (M, C, H, W), labels (M,) -> [best-verdict iterate, best-loss iterate], each (M, C, H, W)."""
-        loss = self.loss_for(images, rng)
+        """images (M, C, H, W), labels (M,) -> [best-verdict iterate, best-loss iterate], each (M, C, H, W).
+
+        With ``early_exit`` a sample stops once its verdict is settled (``EarlyExit``); its state stays frozen.
+        """
+        loss = self.loss_for(images, labels, rng)
         x = apgd_start(images, rng, norm=self.norm, eps=self.eps)
         grad, verdict, value = eot_gradient(self.model, x, labels, loss=loss, draws=self.eot, rng=rng)
-        every = torch.arange(images.shape[0], device=images.device)
+        active = torch.arange(images.shape[0], device=images.device)
         best = BestSoFar(images)
-        best.update(every, x, verdict)
+        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
+        active = done.active(best, active, best.update(active, x, verdict))
         state = _State(x, grad, value, step=torch.full((len(labels), 1, 1, 1), 2 * self.eps, device=images.device))
         checkpoints = iter(checkpoint_intervals(self.steps))
         until_check = next(checkpoints)
         for i in range(self.steps):
-            x = self.next_point(state, images, first=i == 0)
-            grad, verdict, value = eot_gradient(self.model, x, labels, loss=loss, draws=self.eot, rng=rng)
-            best.update(every, x, verdict)
+            if active.numel() == 0:
+                break
+            x = self.next_point(state, images, active, first=i == 0)
+            grad, value = state.grad.clone(), state.losses[-1].clone()  # settled samples keep theirs
+            step = eot_gradient(self.model, x[active], labels[active], loss=loss, draws=self.eot, rng=rng[active])
+            grad[active], verdict, value[active] = step
+            kept = best.update(active, x[active], verdict)
             state.record(x, grad, value)
+            active = done.active(best, active, kept)
             until_check -= 1
             if until_check == 0 and i + 1 < self.steps:
                 state.checkpoint(self.rho)
                 until_check = next(checkpoints)
         return [best.best, state.x_best]
 
-    def next_point(self, state: _State, images: torch.Tensor, *, first: bool) -> torch.Tensor:
-        """x_{k+1} = P(x_k + a (z - x_k) + (1 - a) (x_k - x_{k-1})), z the ascent point; a = 1 at the first step."""
+    def next_point(self, state: _State, images: torch.Tensor, active: torch.Tensor, *, first: bool) -> torch.Tensor:
+        """x_{k+1} = P(x_k + a (z - x_k) + (1 - a) (x_k - x_{k-1})), z the ascent point; a = 1 at the first step.
+
+        Samples outside ``active`` (settled) keep their point."""
         a = 1.0 if first else self.momentum
         z = self.ascent(state.x, state.grad, state.step, images)
         moved = state.x + a * (z - state.x) + (1 - a) * (state.x - state.x_previous)
         state.x_previous = state.x
-        return project(moved, images, norm=self.norm, eps=self.eps)
+        x = state.x.clone()
+        x[active] = project(moved[active], images[active], norm=self.norm, eps=self.eps)
+        return x
 
 
 class _State:
@@ -159,3 +211,11 @@ class _State:
         self.grad = torch.where(halve.view(-1, 1, 1, 1), self.grad_best, self.grad)
         self.halved_at_check, self.best_at_check = halve, self.loss_best.clone()
         self.losses = [self.losses[-1]]
+
+
+TARGETING = {
+    "logits": lambda run, images, labels, rng: targets_by_logits(run.model, images, labels, rng),
+    "linear": lambda run, images, labels, rng: targets_by_linear_estimate(
+        run.model, images, labels, rng, norm=run.norm
+    ),
+}

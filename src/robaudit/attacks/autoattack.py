@@ -35,20 +35,23 @@ from robaudit.attacks.selection import Cascade, Stage
 from robaudit.attacks.square import SquareLinf
 from robaudit.sample_rng import SampleRNG, per_sample
 
-VERSIONS = ("auto", "standard", "rand")
+VERSIONS = ("auto", "standard", "rand", "fast")
+WANTED = {
+    "standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
+    "rand": ["apgd-ce", "apgd-dlr"],
+    "fast": ["apgd-ce", "apgd-t", "square"],
+}
+BUDGETS = {"fast": {"n_target_classes": 3, "n_queries": 1000}}  # else AutoAttack's: 9 targets, 5000 queries
+STANDARD_BUDGET = {"n_target_classes": 9, "n_queries": 5000}
 
 
 def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9) -> tuple[list[str], list[str]]:
     """The components AutoAttack runs for ``num_classes`` classes, and the dropped ones with the reason."""
     targets = min(n_target_classes, num_classes - 1)
-    if version == "standard":
-        wanted = ["apgd-ce", "apgd-t", "fab-t", "square"]
-    elif version == "rand":
-        wanted = ["apgd-ce", "apgd-dlr"]
-    else:
-        raise ValueError(f"AutoAttack version must be 'standard' or 'rand', got {version!r}")
+    if version not in WANTED:
+        raise ValueError(f"AutoAttack version must be one of {', '.join(WANTED)}, got {version!r}")
     kept, dropped = [], []
-    for name in wanted:
+    for name in WANTED[version]:
         if name == "apgd-t" and num_classes < 4:
             dropped.append(f"apgd-t (targeted DLR loss needs >= 4 classes, model has {num_classes})")
         elif name == "apgd-dlr" and num_classes < 3:
@@ -120,6 +123,9 @@ class Settings:
     eot: int
     n_queries: int
     common: dict  # norm, eps, seed (torchattacks' FAB and Square take them as keywords)
+    draws: int = 1
+    early_exit: bool = True
+    targeting: str = "logits"  # how APGD-T ranks its target classes (``attacks.apgd.TARGETING``)
 
     @property
     def norm(self) -> str:
@@ -131,7 +137,8 @@ class Settings:
 
     def apgd(self, **loss: object) -> APGDRun:
         """An APGD run with these settings and ``loss`` ("ce", "dlr") or ``target_rank``."""
-        return APGDRun(self.model, norm=self.norm, eps=self.eps, steps=self.steps, eot=self.eot, **loss)
+        shared = {"steps": self.steps, "eot": self.eot, "draws": self.draws, "early_exit": self.early_exit}
+        return APGDRun(self.model, norm=self.norm, eps=self.eps, targeting=self.targeting, **shared, **loss)
 
 
 def apgd_untargeted(loss: str):
@@ -144,7 +151,7 @@ def apgd_untargeted(loss: str):
 
 
 def apgd_targeted(s: Settings) -> list[tuple[str, Stage]]:
-    """APGD-T: one stage per target, the classes ranked 2nd, 3rd, ... at the clean image."""
+    """APGD-T: one stage per target, the classes ranked 2nd, 3rd, ... at the clean image (by ``s.targeting``)."""
     return [(f"apgd-t/{rank - 1}", run_stage(s.apgd(target_rank=rank))) for rank in range(2, s.targets + 2)]
 
 
@@ -169,10 +176,18 @@ COMPONENTS = {
 }
 
 
+def fill_budget(params: dict) -> dict:
+    """Fill ``n_target_classes`` and ``n_queries`` from the version when unset (fast: 3 and 1000; else AutoAttack's
+    9 and 5000), so reports state the values used."""
+    budget = BUDGETS.get(params.get("version"), STANDARD_BUDGET)
+    return {**params, **{key: value for key, value in budget.items() if params.get(key) is None}}
+
+
 @ATTACKS.register(
     "autoattack",
-    description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard) or APGD-CE/DLR+EOT (rand); auto picks",
+    description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard), APGD-CE/DLR+EOT (rand), or fast; auto picks",
     tier=3,
+    derive=fill_budget,
 )
 def autoattack(
     model: nn.Module,
@@ -185,23 +200,34 @@ def autoattack(
     norm: str = "Linf",
     version: str = "auto",
     steps: int = 100,
-    n_target_classes: int = 9,
-    n_queries: int = 5000,
+    n_target_classes: int | None = None,
+    n_queries: int | None = None,
     eot_iter: int = 20,
+    early_exit: bool = True,
 ) -> AttackFn:
-    """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes."""
+    """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes.
+
+    ``version: fast`` keeps the guarantee of ``standard`` -- the worst case over white-box (APGD-CE, APGD-T) and
+    black-box (Square) components -- for far fewer passes: APGD-T toward the ``n_target_classes`` (3) classes a
+    linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with ``n_queries`` (1000) on the samples
+    still standing. ``early_exit`` stops APGD on a sample once its verdict is settled.
+    """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
     run = ("rand" if stochastic else "standard") if version == "auto" else version
-    kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=n_target_classes)
-    targets = min(n_target_classes, num_classes - 1)
+    budget = {"n_target_classes": n_target_classes, "n_queries": n_queries}
+    budget = {key: BUDGETS.get(run, STANDARD_BUDGET)[key] if value is None else value for key, value in budget.items()}
+    kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=budget["n_target_classes"])
     settings = Settings(
         model,
-        targets=targets,
+        targets=min(budget["n_target_classes"], num_classes - 1),
         steps=steps,
-        eot=eot_iter if run == "rand" else 1,
-        n_queries=n_queries,
+        eot=eot_iter if run == "rand" or (run == "fast" and stochastic) else 1,
+        n_queries=budget["n_queries"],
         common={"norm": norm, "eps": eps, "seed": seed},
+        draws=draws,
+        early_exit=early_exit,
+        targeting="linear" if run == "fast" else "logits",
     )
     stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
     cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)

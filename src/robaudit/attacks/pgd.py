@@ -16,7 +16,7 @@ from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
-from robaudit.attacks.selection import BestSoFar, Cascade, judge, project
+from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, judge, project
 from robaudit.sample_rng import SampleRNG
 
 
@@ -47,10 +47,26 @@ def ascent_step(x: torch.Tensor, grad: torch.Tensor, *, norm: str, alpha: float)
 
 
 class PGDRun:
-    """One PGD run from a random start: ``run(images, labels)`` -> [each sample's best iterate] (a cascade stage)."""
+    """One PGD run from a random start: ``run(images, labels)`` -> [each sample's best iterate] (a cascade stage).
 
-    def __init__(self, model: nn.Module, *, norm: str, eps: float, alpha: float, steps: int, eot: int) -> None:
+    With ``early_exit`` a sample stops once its verdict is settled (``EarlyExit``: on a deterministic model, the
+    first iterate that fools it, which is kept); ``draws`` selection draws confirm it on a randomized model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str,
+        eps: float,
+        alpha: float,
+        steps: int,
+        eot: int,
+        draws: int = 1,
+        early_exit: bool = True,
+    ) -> None:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
+        self.draws, self.early_exit = draws, early_exit
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
         """images (M, C, H, W), labels (M,), streams -> [best iterate, last iterate], each (M, C, H, W).
@@ -60,13 +76,23 @@ class PGDRun:
         """
         x = random_start(images, rng, norm=self.norm, eps=self.eps)
         best = BestSoFar(images)
-        every = torch.arange(images.shape[0], device=images.device)
+        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
+        active = torch.arange(images.shape[0], device=images.device)
         for _ in range(self.steps):
-            grad, verdict, _ = eot_gradient(self.model, x, labels, loss=cross_entropy, draws=self.eot, rng=rng)
-            best.update(every, x, verdict)
-            x = project(ascent_step(x, grad, norm=self.norm, alpha=self.alpha), images, norm=self.norm, eps=self.eps)
-        best.update(every, x, judge(self.model, x, labels, draws=self.eot, rng=rng))
+            xs, ys, streams = x[active], labels[active], rng[active]
+            grad, verdict, _ = eot_gradient(self.model, xs, ys, loss=cross_entropy, draws=self.eot, rng=streams)
+            kept = best.update(active, xs, verdict)
+            x[active] = project(ascent_step(xs, grad, norm=self.norm, alpha=self.alpha), images[active], **self.ball)
+            active = done.active(best, active, kept)
+            if active.numel() == 0:
+                return [best.best, x]
+        best.update(active, x[active], judge(self.model, x[active], labels[active], draws=self.eot, rng=rng[active]))
         return [best.best, x]
+
+    @property
+    def ball(self) -> dict:
+        """The threat model's ball, as ``project`` takes it."""
+        return {"norm": self.norm, "eps": self.eps}
 
 
 def fgsm_step(model: nn.Module, *, eps: float, eot: int):
@@ -86,11 +112,20 @@ def fgsm(model: nn.Module, *, eot: int = 1, draws: int = 1, eps: float = 8 / 255
 
 
 def pgd_cascade(
-    model: nn.Module, *, norm: str, eps: float, steps: int, alpha: float | None, restarts: int, eot: int, draws: int
+    model: nn.Module,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    alpha: float | None,
+    restarts: int,
+    eot: int,
+    draws: int,
+    early_exit: bool = True,
 ) -> Cascade:
     """``restarts`` PGD runs as a cascade (each on the samples not yet fooled in every selection draw)."""
     step = default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"]
-    run = PGDRun(model, norm=norm, eps=eps, alpha=step, steps=steps, eot=eot)
+    run = PGDRun(model, norm=norm, eps=eps, alpha=step, steps=steps, eot=eot, draws=draws, early_exit=early_exit)
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
 
@@ -106,10 +141,15 @@ def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
         restarts: int = 1,
         eot: int = 1,
         draws: int = 1,
+        early_exit: bool = True,
     ) -> AttackFn:
-        return pgd_cascade(model, norm=norm, eps=eps, steps=steps, alpha=alpha, restarts=restarts, eot=eot, draws=draws)
+        settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
+        return pgd_cascade(model, norm=norm, eps=eps, early_exit=early_exit, **settings)
 
-    attack.__doc__ = f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts."
+    attack.__doc__ = (
+        f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop "
+        "working on a sample once its verdict is settled (never raises robust accuracy)."
+    )
     return attack
 
 

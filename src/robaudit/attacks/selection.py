@@ -109,6 +109,38 @@ class BestSoFar:
         return ~self.found | (self.verdict.correct_fraction > 0)
 
 
+class EarlyExit:
+    """Which samples of an iterative run are settled, so the run stops working on them (``enabled``).
+
+    On a deterministic model a sample is settled by the first iterate that fools it (kept by ``BestSoFar``): its
+    verdict cannot change. On a randomized one (``model.stochastic``) an iterate fooled in every draw of its step
+    is judged again on ``draws`` fresh selection draws, and the sample is settled only when it is fooled in all of
+    them too -- the rule the cascade uses to let a sample leave. A settled sample stays settled.
+    """
+
+    def __init__(self, model: nn.Module, labels: torch.Tensor, rng: SampleRNG, *, draws: int, enabled: bool) -> None:
+        self.model, self.labels, self.rng, self.draws, self.enabled = model, labels, rng, draws, enabled
+        self.stochastic = bool(getattr(model, "stochastic", False))
+        self.settled = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+        self.checked = torch.zeros_like(self.settled)  # the current candidate was judged again and not confirmed
+
+    def active(self, best: BestSoFar, index: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The samples of ``index`` still to work on, after ``best`` was updated there (``kept``: replaced)."""
+        if not self.enabled:
+            return index
+        self.checked[index[kept]] = False
+        fooled = best.found & (best.verdict.correct_fraction == 0) & ~self.settled & ~self.checked
+        candidates = fooled[index].nonzero().flatten()
+        if candidates.numel() and self.stochastic:
+            chosen = index[candidates]
+            again = judge(self.model, best.best[chosen], self.labels[chosen], draws=self.draws, rng=self.rng[chosen])
+            confirmed = again.correct_fraction == 0
+            self.checked[chosen[~confirmed]] = True
+            candidates = candidates[confirmed]
+        self.settled[index[candidates]] = True
+        return index[~self.settled[index]]
+
+
 class CandidatePool(BestSoFar):
     """A ``BestSoFar`` that projects and judges what it is offered on fresh selection draws of ``model``.
 

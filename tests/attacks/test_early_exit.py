@@ -1,0 +1,115 @@
+"""Early exit and ``autoattack`` version ``fast`` never raise robust accuracy: tiny deterministic models, the same
+images, with and without them; their passes are counted at the classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
+from robaudit.attacks.apgd import targets_by_linear_estimate
+from robaudit.attacks.selection import BestSoFar, EarlyExit, Verdict
+from robaudit.audit.passes import PassCount, PassCounter
+from toys import NearestMean, WithCard, streams, toy_data
+
+EPS = 0.12  # on these toy images: about half the samples fall
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    images, labels, means = toy_data(60, spread=0.15)
+    return WithCard(NearestMean(means)).eval(), images, labels
+
+
+def attacked(model, images, labels, name: str, params: dict) -> tuple[torch.Tensor, PassCount]:
+    """(per-sample still-correct mask (N,), the passes the attack spent)."""
+    resolved = resolve_attack(name, params, eps=EPS, eps_l2=0.5)
+    attack = build_attack(resolved, model, num_classes=10, seed=0)
+    counter = PassCounter(model, [])
+    with counter.charge("attack"):
+        adversarial = run_attack(attack, resolved, images, labels, rng=streams(len(labels)), seed=0)
+    assert (adversarial - images).abs().max() <= EPS + 1e-6
+    return predict(model, adversarial) == labels, counter.take("attack")
+
+
+CASES = {
+    "pgd": ("pgd", {"steps": 30}),
+    "pgd-restarts": ("pgd", {"steps": 10, "restarts": 3}),
+    "autoattack": ("autoattack", {"version": "standard", "steps": 20, "n_queries": 300}),
+    "autoattack-fast": ("autoattack", {"version": "fast", "steps": 20, "n_queries": 300}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_early_exit_never_raises_robust_accuracy_and_saves_passes(toy, case):
+    model, images, labels = toy
+    name, params = CASES[case]
+    robust_full, passes_full = attacked(model, images, labels, name, {**params, "early_exit": False})
+    robust_exit, passes_exit = attacked(model, images, labels, name, params)
+    assert 0 < int(robust_full.sum()) < len(labels), "the budget must leave something to measure"
+    assert not (robust_exit & ~robust_full).any(), "a sample early exit left standing fell without it"
+    assert robust_exit.sum() <= robust_full.sum()
+    assert passes_exit.backward < passes_full.backward
+    assert passes_exit.forward < passes_full.forward
+
+
+def test_fast_autoattack_reaches_the_standard_verdict_with_five_times_fewer_passes(toy):
+    model, images, labels = toy
+    robust_standard, passes_standard = attacked(model, images, labels, "autoattack", {"version": "standard"})
+    robust_fast, passes_fast = attacked(model, images, labels, "autoattack", {"version": "fast"})
+    assert int(robust_fast.sum()) <= int(robust_standard.sum()) + 1
+    total = lambda p: p.forward + p.backward  # noqa: E731
+    assert total(passes_standard) >= 5 * total(passes_fast), (passes_standard, passes_fast)
+
+
+def test_fast_autoattack_states_its_budget():
+    resolved = resolve_attack("autoattack", {"version": "fast"}, eps=EPS, eps_l2=0.5)
+    assert (resolved.params["n_target_classes"], resolved.params["n_queries"]) == (3, 1000)
+    standard = resolve_attack("autoattack", {"version": "standard"}, eps=EPS, eps_l2=0.5)
+    assert (standard.params["n_target_classes"], standard.params["n_queries"]) == (9, 5000)
+
+
+class FoolsStepDrawsOnly(torch.nn.Module):
+    """A randomized model whose verdicts alternate: wrong on odd calls, right on even ones."""
+
+    stochastic = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        logits = torch.zeros(x.shape[0], 3)
+        logits[:, 1 if self.calls % 2 else 0] = 1.0
+        return logits
+
+
+def test_on_a_randomized_model_a_sample_leaves_only_when_fresh_selection_draws_confirm():
+    images, labels = torch.rand(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)
+    model = FoolsStepDrawsOnly()
+    best = BestSoFar(images)
+    index = torch.arange(2)
+    kept = best.update(index, images + 0.01, Verdict(torch.zeros(2), torch.ones(2)))  # fooled in its step's draws
+    done = EarlyExit(model, labels, streams(2), draws=2, enabled=True)
+    assert torch.equal(done.active(best, index, kept), index), "one fresh draw is still correct: not settled"
+    deterministic = EarlyExit(torch.nn.Identity(), labels, streams(2), draws=1, enabled=True)
+    assert deterministic.active(best, index, kept).numel() == 0
+
+
+def test_linear_targeting_ranks_classes_by_their_exact_distance_on_a_linear_model(toy):
+    """A linear model makes the estimate exact: the Linf distance to the y/j boundary, (z_y - z_j) / |w_y - w_j|_1."""
+    model, images, labels = toy
+    ranking = targets_by_linear_estimate(model, images, labels, streams(len(labels)), norm="Linf")
+    with torch.no_grad():
+        weight, logits = model.inner.fc.weight, model(images)
+    by_logits = 0
+    for i in range(len(labels)):
+        y = int(labels[i])
+        distance = {
+            j: float((logits[i, y] - logits[i, j]) / (weight[y] - weight[j]).abs().sum()) for j in range(10) if j != y
+        }
+        assert ranking[i, 0] == y
+        assert int(ranking[i, 1]) == min(distance, key=distance.get)
+        by_logits += int(ranking[i, 1]) != int(logits[i].scatter(0, labels[i : i + 1], -torch.inf).argmax())
+    assert by_logits > 0, "the toy must hold samples where the nearest class is not the runner-up"
