@@ -42,6 +42,15 @@ def add_passes(timings: dict[str, dict[str, float]], condition: str, passes: dic
         entry[kind] = entry.get(kind, 0) + count
 
 
+def add_disagreements(timings: dict[str, dict[str, float]], condition: str, disagreed: int, compared: int) -> None:
+    """Add the final verdicts that differed between reduced precision and float32 (``--precision``), of
+    ``compared``; nothing is written when nothing was compared (float32 runs)."""
+    if compared:
+        entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+        entry["disagreed"] = entry.get("disagreed", 0) + disagreed
+        entry["compared"] = entry.get("compared", 0) + compared
+
+
 class RunDir:
     """A run directory on disk."""
 
@@ -160,6 +169,7 @@ class RunDir:
                 if "evaluated" in entry:
                     passes = {kind: int(entry.get(kind, 0)) for kind in PASS_KINDS}
                     add_passes(totals, condition, passes, int(entry["evaluated"]))
+                add_disagreements(totals, condition, int(entry.get("disagreed", 0)), int(entry.get("compared", 0)))
         return totals
 
     def read_timings(self) -> dict[str, float]:
@@ -174,6 +184,15 @@ class RunDir:
             condition: {kind: round(t[kind] / t["evaluated"], 3) for kind in PASS_KINDS}
             for condition, t in self.read_costs().items()
             if t.get("evaluated")
+        }
+
+    def read_disagreements(self) -> dict[str, dict[str, int]]:
+        """``{condition: {"disagreed", "compared"}}``: final verdicts where reduced precision and float32 differed
+        (float32 stood), for runs with ``--precision`` other than fp32."""
+        return {
+            condition: {"disagreed": int(t["disagreed"]), "compared": int(t["compared"])}
+            for condition, t in self.read_costs().items()
+            if t.get("compared")
         }
 
     def write_gallery(self, images: dict[str, Any], ids: list[str]) -> None:

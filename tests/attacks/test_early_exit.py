@@ -113,3 +113,26 @@ def test_linear_targeting_ranks_classes_by_their_exact_distance_on_a_linear_mode
         assert int(ranking[i, 1]) == min(distance, key=distance.get)
         by_logits += int(ranking[i, 1]) != int(logits[i].scatter(0, labels[i : i + 1], -torch.inf).argmax())
     assert by_logits > 0, "the toy must hold samples where the nearest class is not the runner-up"
+
+
+@pytest.mark.parametrize("run", ["ce", "targeted-logits", "targeted-linear"])
+def test_apgd_early_exit_keeps_every_success_of_the_full_run(toy, run):
+    """An APGD run, untargeted and targeted, where samples fall mid-run: the ones that fall without early exit fall
+    with it (the targeted runs keep each sample's own target as the active set shrinks)."""
+    from robaudit.attacks.apgd import APGDRun
+
+    model, images, labels = toy
+    kwargs = {"ce": {}, "targeted-logits": {"target_rank": 2}, "targeted-linear": {"target_rank": 2}}[run]
+    targeting = "linear" if run.endswith("linear") else "logits"
+    fooled = {}
+    for early_exit in (False, True):
+        apgd = APGDRun(model, norm="Linf", eps=EPS, steps=20, eot=1, early_exit=early_exit, targeting=targeting)
+        for key, value in kwargs.items():
+            setattr(apgd, key, value)
+        counter = PassCounter(model, [])
+        with counter.charge("run"):
+            best, _ = apgd(images, labels, streams(len(labels)))
+        fooled[early_exit] = (predict(model, best) != labels, counter.take("run").backward)
+    assert 0 < int(fooled[False][0].sum()) < len(labels)
+    assert not (fooled[False][0] & ~fooled[True][0]).any()
+    assert fooled[True][1] < fooled[False][1], "no sample settled mid-run: the test would not see a shrinking set"

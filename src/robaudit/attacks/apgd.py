@@ -11,6 +11,8 @@ candidates: the iterate with the best verdict (fewest correct draws) and the ite
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -123,12 +125,13 @@ class APGDRun:
         self.loss_name, self.target_rank, self.rho, self.momentum = loss, target_rank, rho, momentum
         self.draws, self.early_exit = draws, early_exit
 
-    def loss_for(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> Loss:
-        """The loss of this run (targets of APGD-T ranked at the clean images, from one draw)."""
+    def loss_for(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> Callable[[torch.Tensor], Loss]:
+        """The loss of this run on the samples ``index`` (targets of APGD-T ranked at the clean images, one draw)."""
         if self.target_rank is not None:
-            ranking = TARGETING[self.targeting](self, images, labels, rng)
-            return targeted_dlr(ranking[:, self.target_rank - 1])
-        return dlr if self.loss_name == "dlr" else cross_entropy
+            targets = TARGETING[self.targeting](self, images, labels, rng)[:, self.target_rank - 1]
+            return lambda index: targeted_dlr(targets[index])
+        loss = dlr if self.loss_name == "dlr" else cross_entropy
+        return lambda index: loss
 
     def ascent(self, x: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """The projected steepest-ascent point z = P(x + step * direction(grad))."""
@@ -143,10 +146,10 @@ class APGDRun:
 
         With ``early_exit`` a sample stops once its verdict is settled (``EarlyExit``); its state stays frozen.
         """
-        loss = self.loss_for(images, labels, rng)
+        loss_of = self.loss_for(images, labels, rng)
         x = apgd_start(images, rng, norm=self.norm, eps=self.eps)
-        grad, verdict, value = eot_gradient(self.model, x, labels, loss=loss, draws=self.eot, rng=rng)
         active = torch.arange(images.shape[0], device=images.device)
+        grad, verdict, value = eot_gradient(self.model, x, labels, loss=loss_of(active), draws=self.eot, rng=rng)
         best = BestSoFar(images)
         done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
         active = done.active(best, active, best.update(active, x, verdict))
@@ -158,6 +161,7 @@ class APGDRun:
                 break
             x = self.next_point(state, images, active, first=i == 0)
             grad, value = state.grad.clone(), state.losses[-1].clone()  # settled samples keep theirs
+            loss = loss_of(active)
             step = eot_gradient(self.model, x[active], labels[active], loss=loss, draws=self.eot, rng=rng[active])
             grad[active], verdict, value[active] = step
             kept = best.update(active, x[active], verdict)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from robaudit.attacks.precision import attack_precision
 from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
@@ -125,8 +126,10 @@ def run_attack(
     *,
     rng: SampleRNG,
     seed: int,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Run ``attack`` on (N, C, H, W) float32 images in [0, 1] with the samples' own streams ``rng``.
+    """Run ``attack`` on (N, C, H, W) float32 images in [0, 1] with the samples' own streams ``rng``, its
+    iterations in ``precision`` (``attacks.precision``; the images and every verdict stay float32).
 
     Library code inside that reads the global RNG sees one seeded with ``seed`` and isolated from the caller's.
 
@@ -139,7 +142,7 @@ def run_attack(
         raise ValueError("attack inputs must lie in [0, 1]")
     if images.shape[0] == 0:
         return images.clone()
-    with isolated_global_rng(seed, images.device):
+    with isolated_global_rng(seed, images.device), attack_precision(precision, images.device):
         adversarial = attack(images, labels, rng)
     return project(adversarial.detach().to(images.dtype), images, norm=resolved.norm, eps=resolved.eps)
 

@@ -79,8 +79,10 @@ def verdict_of(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> Verdict:
 def judge(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, draws: int, rng: SampleRNG | None
 ) -> Verdict:
-    """Verdict of ``model`` on (N, C, H, W) ``images`` over ``draws`` forward passes (selection draws)."""
-    return verdict_of([draw(model, images, rng) for _ in range(draws)], labels)
+    """Verdict of ``model`` on (N, C, H, W) ``images`` over ``draws`` forward passes (selection draws), always in
+    float32 (autocast off), so a reduced-precision attack never decides a verdict."""
+    with torch.autocast(images.device.type, enabled=False):
+        return verdict_of([draw(model, images, rng) for _ in range(draws)], labels)
 
 
 class BestSoFar:
@@ -120,7 +122,7 @@ class EarlyExit:
 
     def __init__(self, model: nn.Module, labels: torch.Tensor, rng: SampleRNG, *, draws: int, enabled: bool) -> None:
         self.model, self.labels, self.rng, self.draws, self.enabled = model, labels, rng, draws, enabled
-        self.stochastic = bool(getattr(model, "stochastic", False))
+        self.confirm = bool(getattr(model, "stochastic", False)) or torch.is_autocast_enabled(labels.device.type)
         self.settled = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
         self.checked = torch.zeros_like(self.settled)  # the current candidate was judged again and not confirmed
 
@@ -131,7 +133,7 @@ class EarlyExit:
         self.checked[index[kept]] = False
         fooled = best.found & (best.verdict.correct_fraction == 0) & ~self.settled & ~self.checked
         candidates = fooled[index].nonzero().flatten()
-        if candidates.numel() and self.stochastic:
+        if candidates.numel() and self.confirm:
             chosen = index[candidates]
             again = judge(self.model, best.best[chosen], self.labels[chosen], draws=self.draws, rng=self.rng[chosen])
             confirmed = again.correct_fraction == 0

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
+from robaudit.attacks.precision import check_precision
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Shard
@@ -55,6 +56,8 @@ EVALUATE_KEYS = [
     "batch_size",
     "part_size",
     "device",
+    "precision",
+    "compile",
     "gates",
 ]
 
@@ -80,6 +83,8 @@ class EvaluateConfig:
     batch_size: int = 128
     part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
     device: str = "auto"
+    precision: str = "fp32"  # attack iterations under autocast ("bf16"); verdicts always float32
+    compile: bool = False  # torch.compile the classifier's network (changes speed, not records)
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
@@ -127,6 +132,8 @@ class EvaluateConfig:
             ("part_size", int),
             ("out", str),
             ("device", str),
+            ("precision", str),
+            ("compile", bool),
             ("eot", int),
             ("repeats", int),
             ("selection_draws", int),
@@ -134,6 +141,7 @@ class EvaluateConfig:
             if mapping.get(key) is not None:
                 setattr(config, key, coerce(mapping[key], hint, where=key))
         config.gates = parse_gates(mapping.get("gates"))
+        check_precision(config.precision)
         for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
@@ -184,12 +192,14 @@ class EvaluateConfig:
             "part_size": self.part_size,
             "batch_size": self.batch_size,
             "device": self.device,
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
+            **({"compile": True} if self.compile else {}),
             **({"gates": self.gates} if self.gates else {}),
         }
 
     def fingerprinted(self) -> dict[str, Any]:
-        """The part of the config that decides the records: not the batch size, device or gates."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "device", "gates")}
+        """The part of the config that decides the records: not the batch size, device, compile or gates."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "device", "compile", "gates")}
 
 
 def parse_gates(value: object) -> list[str]:
@@ -343,6 +353,8 @@ def run_evaluation(
             prepared.model,
             device=prepared.device,
             batch_size=config.batch_size,
+            precision=config.precision,
+            compile=config.compile,
             on_built=lambda key, attack: note_attack_details(prepared, key, attack),
         )
         prepared.run_dir.write_manifest(prepared.manifest)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
+from robaudit.attacks.precision import compile_classifier, disagreements
 from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
@@ -27,7 +28,7 @@ from robaudit.audit.threats import threat_model
 from robaudit.data import ImageSet
 from robaudit.errors import RobauditError
 from robaudit.progress import console
-from robaudit.rundir import add_passes, add_timing
+from robaudit.rundir import add_disagreements, add_passes, add_timing
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed
 
@@ -138,10 +139,14 @@ class PartExecutor:
         *,
         device: torch.device,
         batch_size: int,
+        precision: str = "fp32",
+        compile: bool = False,
         on_built: Callable[[str, Any], None] | None = None,
     ) -> None:
         prepare_model(classifier)
-        self.plan, self.device, self.batch_size = plan, device, batch_size
+        if compile:
+            compile_classifier(classifier)
+        self.plan, self.device, self.batch_size, self.precision = plan, device, batch_size, precision
         self.built = BuiltAttacks(plan, classifier, on_built=on_built)
         networks = [purifier_network(d.purifier) for d in plan.defenses if d.purifier is not None]
         self.passes = PassCounter(classifier, networks)
@@ -194,6 +199,7 @@ class PartExecutor:
                     else:
                         add_timing(out.timings, condition.key(), self.shared_seconds * int(want.sum()), int(want.sum()))
                         add_passes(out.timings, condition.key(), self.shared_passes.to_dict(), 0)
+                        add_disagreements(out.timings, condition.key(), *self.shared_disagreed)
                     adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
                     self.score_condition(
                         condition, attack, defense, batch, (clean[defense.label], want), adversarial, out
@@ -223,7 +229,10 @@ class PartExecutor:
         adversarial = batch.images.clone()
         rng = self.streams(batch, *purpose)[index]
         seed = derive_seed(self.plan.seed, "global", *purpose)  # for library code that reads the global RNG
-        adversarial[index] = run_attack(built, attack, batch.images[index], batch.labels[index], rng=rng, seed=seed)
+        images, labels = batch.images[index], batch.labels[index]
+        made = run_attack(built, attack, images, labels, rng=rng, seed=seed, precision=self.precision)
+        adversarial[index] = made
+        self.disagreed = disagreements(built.model, made, labels, precision=self.precision)
         return adversarial
 
     def shared_examples(
@@ -241,6 +250,7 @@ class PartExecutor:
             )
         self.shared_seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
         self.shared_passes = self.passes.take("shared")  # counted in full by every condition that scores them
+        self.shared_disagreed = self.disagreed
         return shared
 
     def pipeline_examples(
@@ -253,6 +263,7 @@ class PartExecutor:
         with self.passes.charge(condition.key()):
             adversarial = self.run(built, attack, batch, want, "attack", condition.key())
         add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(want.sum()))
+        add_disagreements(out.timings, condition.key(), *self.disagreed)
         return adversarial
 
     def score_condition(

@@ -75,6 +75,8 @@ SETTING_FLAGS = FlagGroup.overrides(
         "out": (str, "Run directory (default runs/<model>-<data>-<config hash>)."),
         "seed": (int, "Seed of every random choice (default 0)."),
         "device": (str, "cpu, cuda or auto (default auto)."),
+        "precision": (str, "fp32 or bf16: attack iterations under bf16 autocast; verdicts stay fp32 (default fp32)."),
+        "compile": (bool, "torch.compile the classifier's network (speed only; records unchanged)."),
     },
 )
 

@@ -37,10 +37,12 @@ class FlagGroup:
     def overrides(cls, keyword: str, table: dict[str, tuple[type, str]]) -> FlagGroup:
         """Flags ``--KEY`` (``_`` written ``-``) for config keys, from ``{key: (type, help)}``; the command receives
         ``{key: value}`` of the flags given (a flag not given leaves the config's value, or the default)."""
-        options = {
-            key: (hint, typer.Option(None, "--" + key.replace("_", "-"), help=text))
-            for key, (hint, text) in table.items()
-        }
+
+        def flag(key: str, hint: type) -> str:
+            name = "--" + key.replace("_", "-")
+            return f"{name}/--no-{name[2:]}" if hint is bool else name  # a switch, not a value
+
+        options = {key: (hint, typer.Option(None, flag(key, hint), help=text)) for key, (hint, text) in table.items()}
         return cls(keyword, given, options)
 
 

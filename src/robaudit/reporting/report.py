@@ -219,6 +219,9 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
     passes = run_dir.read_passes()
     if passes:  # runs that counted passes: exact, so they belong in summary.json
         summary["passes"] = passes
+    disagreements = run_dir.read_disagreements()
+    if disagreements:  # --precision bf16: final verdicts where bf16 and float32 differed (float32 stood)
+        summary["precision_disagreements"] = disagreements
     manifest = run_dir.read_manifest()
     table = results_table(summary)
     timings = run_dir.read_timings()
