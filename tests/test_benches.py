@@ -1,0 +1,49 @@
+"""The benchmarks' ``--quick`` variants run end to end (their numbers are measured by running them in full)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+
+def bench(name: str):
+    """The module of ``bench/NAME.py``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peers_quick_prints_every_row_for_every_model(tmp_path, monkeypatch, capsys):
+    if not (SHARED_DATA / "cifar10_head.npz").exists():
+        pytest.skip("../shared/data is not beside the project")  # as the example-config tests
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rows.json"
+    if not (SHARED_DATA / "pneumoniamnist.npz").exists():
+        pytest.skip("../shared/data is not beside the project")
+    assert bench("peers").main(["--quick", "--json", str(out), "--work", str(tmp_path / "runs")]) == 0
+    import json
+
+    rows = json.loads(out.read_text())
+    assert {r["model"] for r in rows} == {"digits-vit", "xray-vit", "cifar-resnet"}
+    assert len(rows) == 3 * 9
+    for r in rows:
+        assert 0 <= r["robust"] <= r["n"] == 8
+        assert r["passes"] > 0 and r["seconds"] > 0
+    table = capsys.readouterr().out
+    assert table.count("| robaudit autoattack fast |") == 4  # each model's table, then the whole one
+
+
+def test_purifier_nfe_quick_prints_each_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
+    assert bench("purifier_nfe").main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    for setting in ("ddpm full chain", "ddim 10", "ddim 5", "ddim 2"):
+        assert f"| {setting}" in table
