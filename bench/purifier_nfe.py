@@ -9,7 +9,8 @@ ViT, and robaudit evaluates PGD under the non-adaptive and the adaptive threat m
 selection and scoring draws as set below). Prints, per setting: clean and robust accuracy (worst of the scoring
 draws), purifier network evaluations and seconds per image of the clean prediction, and each accuracy's distance
 from the full chain -- so a user can pick the cheapest setting within 2 points of it. ``--quick`` (run by the test
-suite) trains the networks for one epoch and audits 4 images with 2-step PGD: it checks the bench runs end to end.
+suite) trains the networks for one epoch, diffuses to t* = 0.02 (a 20-step full chain) and audits 4 images with
+2-step PGD: it checks the bench runs end to end.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def audit(label: str, params: dict, *, n: int, steps: int, quick: bool, work: Pa
         "model": {"train": {"data": "digits", "seed": 0, "recipe": epochs}},
         "data": {"name": "digits", "limit": n},
         "attacks": [{"name": "pgd", "steps": steps}],
-        "purifiers": [{"name": "ddpm", **params, **({"recipe": epochs} if quick else {})}],
+        "purifiers": [{"name": "ddpm", **params, **({"recipe": epochs, "t_star": 0.02} if quick else {})}],
         "threats": list(THREATS),
         "eot": 2,
         "repeats": 5,
