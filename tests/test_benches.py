@@ -46,3 +46,10 @@ def test_purifier_nfe_quick_prints_each_setting(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     for setting in ("ddpm full chain", "ddim 10", "ddim 5", "ddim 2"):
         assert f"| {setting}" in table
+    lines = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0]]
+    column = header.index("purifier evals / image (clean)")
+    evals = {row[0].strip(): float(row[column]) for row in lines[1:] if row[0].strip() != "setting"}
+    ddim = [value for setting, value in evals.items() if setting.startswith("ddim")]
+    assert all(value > 0 for value in evals.values()), "the purifier's network evaluations must be counted"
+    assert ddim == sorted(ddim, reverse=True), f"fewer DDIM steps, fewer evaluations: {evals}"

@@ -8,7 +8,7 @@ import torch
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.apgd import targets_by_linear_estimate
-from robaudit.attacks.selection import BestSoFar, EarlyExit, Verdict
+from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, Verdict
 from robaudit.audit.passes import PassCount, PassCounter
 from toys import NearestMean, WithCard, streams, toy_data
 
@@ -131,8 +131,34 @@ def test_apgd_early_exit_keeps_every_success_of_the_full_run(toy, run):
             setattr(apgd, key, value)
         counter = PassCounter(model, [])
         with counter.charge("run"):
-            best, _ = apgd(images, labels, streams(len(labels)))
+            best = apgd(images, labels, streams(len(labels)))[0]
+        best = best.images if isinstance(best, Judged) else best
         fooled[early_exit] = (predict(model, best) != labels, counter.take("run").backward)
     assert 0 < int(fooled[False][0].sum()) < len(labels)
     assert not (fooled[False][0] & ~fooled[True][0]).any()
     assert fooled[True][1] < fooled[False][1], "no sample settled mid-run: the test would not see a shrinking set"
+
+
+@pytest.mark.parametrize("name", ["pgd", "autoattack"])
+def test_verdicts_taken_during_a_run_are_reused_on_a_deterministic_model(toy, name, monkeypatch):
+    """The cascade keeps the verdicts a run's own float32 passes gave its candidates instead of judging them again:
+    the same adversarial images, fewer forward passes."""
+    import robaudit.attacks.apgd as apgd_module
+    import robaudit.attacks.pgd as pgd_module
+    import robaudit.attacks.selection as selection_module
+
+    model, images, labels = toy
+    params = {"steps": 10} if name == "pgd" else {"version": "fast", "steps": 10, "n_queries": 50}
+    results = {}
+    for reuse in (True, False):
+        if not reuse:
+            for module in (pgd_module, apgd_module, selection_module):
+                monkeypatch.setattr(module, "reusable_verdicts", lambda *_: False)
+        resolved = resolve_attack(name, {**params, "early_exit": False}, eps=EPS, eps_l2=0.5)
+        attack = build_attack(resolved, model, num_classes=10, seed=0)
+        counter = PassCounter(model, [])
+        with counter.charge("run"):
+            adversarial = run_attack(attack, resolved, images, labels, rng=streams(len(labels)), seed=0)
+        results[reuse] = (adversarial, counter.take("run").forward)
+    assert torch.equal(results[True][0], results[False][0])
+    assert results[True][1] < results[False][1]

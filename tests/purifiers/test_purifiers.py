@@ -169,3 +169,39 @@ def test_diffusers_directory_with_pickled_weights_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="pickled"):
         load_purifier_network(tmp_path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_purifier_network_evaluations_are_counted(name, images):
+    """Every registered purifier's network evaluations reach the pass counter: N per call of its evaluated network."""
+    from robaudit.audit.passes import PassCounter, purifier_network
+
+    purifier = tiny_purifier(name)
+    network = purifier_network(purifier)
+    calls = []
+    network.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    counter = PassCounter(torch.nn.Identity(), [network])
+    with counter.charge("purify"):
+        purifier(images, generator=generator(1))
+    counted = counter.take("purify").purifier
+    assert calls and counted == sum(calls) and counted % len(images) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PURIFIERS.names())
+def test_compiled_purifier_network_gives_the_same_output_and_counts(name, images):
+    from robaudit.attacks.precision import compile_network
+    from robaudit.audit.passes import PassCounter, purifier_network
+
+    purifier = tiny_purifier(name)
+    network = purifier_network(purifier)
+    counter = PassCounter(torch.nn.Identity(), [network])
+    with counter.charge("plain"):
+        plain = purifier(images, generator=generator(1))
+    compile_network(network)
+    assert "forward" in vars(network), "the evaluated network's forward is the compiled one"
+    with counter.charge("compiled"):
+        compiled = purifier(images, generator=generator(1))
+    torch.testing.assert_close(compiled, plain, atol=1e-4, rtol=1e-3)  # fused kernels round differently
+    counted = counter.take("compiled")
+    assert counted == counter.take("plain") and counted.purifier > 0

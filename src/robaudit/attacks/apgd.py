@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks.gradient import Loss, cross_entropy, eot_gradient
-from robaudit.attacks.selection import BestSoFar, EarlyExit, draw, project
+from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, draw, project, reusable_verdicts
 from robaudit.sample_rng import SampleRNG
 
 
@@ -141,8 +141,9 @@ class APGDRun:
             direction = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return project(x + step * direction, images, norm=self.norm, eps=self.eps)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
-        """images (M, C, H, W), labels (M,) -> [best-verdict iterate, best-loss iterate], each (M, C, H, W).
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor | Judged]:
+        """images (M, C, H, W), labels (M,) -> [best-verdict iterate, best-loss iterate], each (M, C, H, W); on a
+        deterministic model in float32 only the first, with the verdicts its own passes gave (``Judged``).
 
         With ``early_exit`` a sample stops once its verdict is settled (``EarlyExit``); its state stays frozen.
         """
@@ -171,6 +172,8 @@ class APGDRun:
             if until_check == 0 and i + 1 < self.steps:
                 state.checkpoint(self.rho)
                 until_check = next(checkpoints)
+        if reusable_verdicts(self.model, images.device):  # every iterate was judged: the best verdict dominates
+            return [Judged(best.best, best.verdict)]
         return [best.best, state.x_best]
 
     def next_point(self, state: _State, images: torch.Tensor, active: torch.Tensor, *, first: bool) -> torch.Tensor:

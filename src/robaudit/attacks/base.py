@@ -109,9 +109,11 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
 
 
 def prepare_model(model: nn.Module) -> nn.Module:
-    """Put ``model`` in eval mode (every submodule) and float32, as every attack requires."""
+    """Put ``model`` in eval mode (every submodule) and float32, as every attack requires, with its parameters frozen:
+    attacks differentiate with respect to the input only (and torch.compile needs no weight gradients)."""
     model.eval()
     model.float()
+    model.requires_grad_(False)
     for module in model.modules():
         if module.training:
             raise RuntimeError(f"module {type(module).__name__} refused eval mode")

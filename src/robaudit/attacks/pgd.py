@@ -16,7 +16,8 @@ from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
-from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, judge, project
+from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, Judged, judge, project, reusable_verdicts
+from robaudit.errors import ConfigError
 from robaudit.sample_rng import SampleRNG
 
 
@@ -64,17 +65,18 @@ class PGDRun:
         eot: int,
         draws: int = 1,
         early_exit: bool = True,
+        random_start: bool = True,
     ) -> None:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
-        self.draws, self.early_exit = draws, early_exit
+        self.draws, self.early_exit, self.random_start = draws, early_exit, random_start
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
-        """images (M, C, H, W), labels (M,), streams -> [best iterate, last iterate], each (M, C, H, W).
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor | Judged]:
+        """images (M, C, H, W), labels (M,), streams -> candidates (M, C, H, W): see ``candidates``.
 
         The best iterate is judged on the few EOT draws of its own step, which can favour a lucky iterate on a
         randomized pipeline; offering the last iterate too lets the cascade's fresh selection draws decide.
         """
-        x = random_start(images, rng, norm=self.norm, eps=self.eps)
+        x = random_start(images, rng, norm=self.norm, eps=self.eps) if self.random_start else images.clone()
         best = BestSoFar(images)
         done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
         active = torch.arange(images.shape[0], device=images.device)
@@ -85,9 +87,16 @@ class PGDRun:
             x[active] = project(ascent_step(xs, grad, norm=self.norm, alpha=self.alpha), images[active], **self.ball)
             active = done.active(best, active, kept)
             if active.numel() == 0:
-                return [best.best, x]
+                return self.candidates(best, x)
         best.update(active, x[active], judge(self.model, x[active], labels[active], draws=self.eot, rng=rng[active]))
-        return [best.best, x]
+        return self.candidates(best, x)
+
+    def candidates(self, best: BestSoFar, last: torch.Tensor) -> list[torch.Tensor | Judged]:
+        """What the run offers the cascade: on a deterministic model in float32 the best iterate with the verdicts
+        its passes already gave (the last iterate is among those judged), else the best and the last iterate."""
+        if reusable_verdicts(self.model, last.device):
+            return [Judged(best.best, best.verdict)]
+        return [best.best, last]
 
     @property
     def ball(self) -> dict:
@@ -122,10 +131,23 @@ def pgd_cascade(
     eot: int,
     draws: int,
     early_exit: bool = True,
+    random_start: bool = True,
 ) -> Cascade:
     """``restarts`` PGD runs as a cascade (each on the samples not yet fooled in every selection draw)."""
+    if restarts > 1 and not random_start:
+        raise ConfigError("pgd: restarts > 1 need random_start (without it every restart repeats the first)")
     step = default_step_size({"alpha": alpha, "eps": eps, "steps": steps})["alpha"]
-    run = PGDRun(model, norm=norm, eps=eps, alpha=step, steps=steps, eot=eot, draws=draws, early_exit=early_exit)
+    run = PGDRun(
+        model,
+        norm=norm,
+        eps=eps,
+        alpha=step,
+        steps=steps,
+        eot=eot,
+        draws=draws,
+        early_exit=early_exit,
+        random_start=random_start,
+    )
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
 
@@ -142,13 +164,15 @@ def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
         eot: int = 1,
         draws: int = 1,
         early_exit: bool = True,
+        random_start: bool = True,
     ) -> AttackFn:
         settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
-        return pgd_cascade(model, norm=norm, eps=eps, early_exit=early_exit, **settings)
+        return pgd_cascade(model, norm=norm, eps=eps, early_exit=early_exit, random_start=random_start, **settings)
 
     attack.__doc__ = (
         f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop "
-        "working on a sample once its verdict is settled (never raises robust accuracy)."
+        "working on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: "
+        "start at the clean image (BIM), one run."
     )
     return attack
 

@@ -28,7 +28,7 @@ from torch import nn
 from robaudit.sample_rng import SampleRNG
 
 # A stage attacks (images (M, C, H, W), labels (M,), the samples' streams) and returns candidates, each (M, C, H, W).
-Stage = Callable[[torch.Tensor, torch.Tensor, SampleRNG], Sequence[torch.Tensor]]
+Stage = Callable[[torch.Tensor, torch.Tensor, SampleRNG], Sequence["torch.Tensor | Judged"]]
 
 
 def draw(model: nn.Module, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
@@ -143,6 +143,23 @@ class EarlyExit:
         return index[~self.settled[index]]
 
 
+ROUNDING = 1e-6  # re-projecting a projected image can move pixels by a few float32 ulps, never more
+
+
+@dataclass
+class Judged:
+    """A stage's candidates (M, C, H, W) with the verdict a deterministic model gave them in float32 while the stage
+    ran: the pool keeps that verdict instead of spending a forward pass to judge the same images again."""
+
+    images: torch.Tensor
+    verdict: Verdict
+
+
+def reusable_verdicts(model: nn.Module, device: torch.device) -> bool:
+    """True when verdicts taken during a stage equal a fresh ``judge``: a deterministic model, autocast off."""
+    return not getattr(model, "stochastic", False) and not torch.is_autocast_enabled(device.type)
+
+
 class CandidatePool(BestSoFar):
     """A ``BestSoFar`` that projects and judges what it is offered on fresh selection draws of ``model``.
 
@@ -164,10 +181,16 @@ class CandidatePool(BestSoFar):
         self.model, self.labels, self.rng, self.norm, self.eps, self.draws = model, labels, rng, norm, eps, draws
         self.chosen_by: list[str | None] = [None] * images.shape[0]
 
-    def offer(self, index: torch.Tensor, candidates: torch.Tensor, *, stage: str) -> None:
-        """Project ``candidates`` for samples ``index``, judge them, keep the better ones."""
+    def offer(self, index: torch.Tensor, candidates: torch.Tensor | Judged, *, stage: str) -> None:
+        """Project ``candidates`` for samples ``index``, judge them, keep the better ones. ``Judged`` candidates
+        keep their verdict when the model is deterministic and projection moved them by float rounding at most
+        (``ROUNDING``; they were projected when made). Scoring judges the kept images again either way."""
+        verdict = candidates.verdict if isinstance(candidates, Judged) else None
+        candidates = candidates.images if isinstance(candidates, Judged) else candidates
         projected = project(candidates.detach(), self.images[index], norm=self.norm, eps=self.eps)
-        verdict = judge(self.model, projected, self.labels[index], draws=self.draws, rng=self.rng[index])
+        reuse = verdict is not None and reusable_verdicts(self.model, projected.device)
+        if not (reuse and torch.allclose(projected, candidates, rtol=0, atol=ROUNDING)):
+            verdict = judge(self.model, projected, self.labels[index], draws=self.draws, rng=self.rng[index])
         kept = self.update(index, projected, verdict)
         for i in index[kept].tolist():
             self.chosen_by[i] = stage

@@ -78,6 +78,10 @@ class PassCounter:
 
 
 def purifier_network(purifier: nn.Module) -> nn.Module:
-    """The network a purifier evaluates (``purifier.network`` for robaudit's purifiers, else the purifier)."""
+    """The module a purifier calls once per network evaluation: its network's ``evaluated_network`` (a DDPM's
+    noise predictor, cold diffusion's restorer, ADP's score network), else its ``network`` (MAEP's autoencoder),
+    else the purifier itself."""
     network = getattr(purifier, "network", None)
-    return network if isinstance(network, nn.Module) else purifier
+    network = network if isinstance(network, nn.Module) else purifier
+    evaluated = getattr(network, "evaluated_network", None)
+    return evaluated if isinstance(evaluated, nn.Module) else network

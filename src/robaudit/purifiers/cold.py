@@ -67,6 +67,11 @@ class BlurRestorer(nn.Module):
         """D(x, t): blur at ``level``."""
         return gaussian_blur(images, self.sigma(level))
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module one network evaluation (NFE) calls once: where pass counting and ``--compile`` hook in."""
+        return self.restore_net
+
     def restore(self, degraded: torch.Tensor, level: int) -> torch.Tensor:
         """R(x_t, t): estimate of the clean image, (N, C, H, W) in [0, 1]."""
         levels = torch.full((degraded.shape[0],), level, device=degraded.device, dtype=torch.long)

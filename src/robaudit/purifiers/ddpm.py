@@ -101,6 +101,11 @@ class DDPMNetwork(nn.Module):
         abar = self.alphas_cumprod[t]
         return ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module one network evaluation (NFE) calls once: where pass counting and ``--compile`` hook in."""
+        return self.eps
+
     def p_sample(self, x: torch.Tensor, t: int, generator: torch.Generator) -> torch.Tensor:
         """One ancestral step x_t -> x_{t-1} (x_0's mean at t = 0)."""
         eps = self.eps(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))

@@ -41,6 +41,11 @@ class ScoreNetwork(nn.Module):
         """Index of the trained noise level nearest to ``sigma`` (in log space)."""
         return int((self.sigmas.log() - math.log(sigma)).abs().argmin())
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module one network evaluation (NFE) calls once: where pass counting and ``--compile`` hook in."""
+        return self.noise
+
     def score(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """The score at noise level index ``level``: (N, C, H, W)."""
         levels = torch.full((x.shape[0],), level, device=x.device, dtype=torch.long)

@@ -1,0 +1,60 @@
+"""The default batch size: 128 on a CPU; on a CUDA device, as many samples as its free memory holds.
+
+On CUDA the memory one sample costs is measured, not guessed: one gradient of every attacked pipeline on two of the
+run's own images (an attack holds one such graph at a time; EOT draws are backpropagated one by one). The batch is
+the largest power of two whose cost fits in a share of the free memory, capped at ``CEILING``. The batch size
+changes no record, and a batch that still runs out of memory is run again in halves (``PartExecutor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from robaudit.attacks.selection import draw
+from robaudit.sample_rng import SampleRNG
+
+CPU_DEFAULT = 128
+CEILING = 1024
+HEADROOM = 0.6  # share of the free memory a batch may take (the rest: allocator slack, purifier chains' peaks)
+
+
+def batch_size_for_memory(*, free_bytes: int, per_sample_bytes: float, headroom: float = HEADROOM) -> int:
+    """The largest power of two, at most ``CEILING``, whose samples take at most ``headroom`` of ``free_bytes``."""
+    if per_sample_bytes <= 0:
+        return CEILING
+    fits = int(free_bytes * headroom // per_sample_bytes)
+    size = 1
+    while size * 2 <= min(fits, CEILING):
+        size *= 2
+    return size
+
+
+def gradient_bytes_per_sample(models: Sequence[nn.Module], images: torch.Tensor) -> float:
+    """Peak CUDA memory (bytes) of one input gradient through the costliest of ``models``, per sample of
+    ``images`` (N, C, H, W) on a CUDA device; the models' random draws come from throwaway streams."""
+    device = images.device
+    rng = SampleRNG.from_seeds(list(range(len(images))), device)
+    peak = 0
+    for model in models:
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        x = images.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(draw(model, x, rng).sum(), x)
+        torch.cuda.synchronize(device)
+        peak = max(peak, torch.cuda.max_memory_allocated(device) - base)
+    return peak / len(images)
+
+
+def default_batch_size(models: Sequence[nn.Module], images: torch.Tensor) -> int:
+    """``CPU_DEFAULT`` off CUDA; on CUDA the batch that fits the free memory, measured on ``images`` (N, C, H, W)."""
+    if images.device.type != "cuda" or not len(images):
+        return CPU_DEFAULT
+    per_sample = gradient_bytes_per_sample(models, images)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(images.device)
+    return batch_size_for_memory(free_bytes=free, per_sample_bytes=per_sample)

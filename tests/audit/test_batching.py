@@ -1,0 +1,40 @@
+"""The default batch size: 128 on a CPU; on CUDA, the largest power of two that fits the measured memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from robaudit.audit.batching import CEILING, CPU_DEFAULT, batch_size_for_memory, default_batch_size
+from robaudit.audit.evaluate import EvaluateConfig
+from toys import NearestMean, toy_data
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("free", "per_sample", "expected"),
+    [
+        (10 * GIB, 100 * 2**20, 32),  # 60% of 10 GiB holds 61 samples of 100 MiB: 32
+        (10 * GIB, 2**20, CEILING),  # thousands fit: capped
+        (GIB, 2 * GIB, 1),  # not even one fits: one (out-of-memory halving has nothing left to halve)
+        (GIB, 0, CEILING),
+        (64 * 2**20, 2**20, 32),  # 38 fit
+    ],
+)
+def test_batch_size_for_memory(free, per_sample, expected):
+    assert batch_size_for_memory(free_bytes=free, per_sample_bytes=per_sample) == expected
+
+
+def test_a_cpu_batch_defaults_to_128_without_measuring():
+    images, _, means = toy_data(4)
+    assert default_batch_size([NearestMean(means)], images) == CPU_DEFAULT == 128
+
+
+def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
+    mapping = {"model": "m.pt", "data": "digits", "attacks": ["fgsm"]}
+    config = EvaluateConfig.from_mapping(mapping)
+    assert config.batch_size is None and "batch_size" not in config.to_dict()
+    config = EvaluateConfig.from_mapping({**mapping, "batch_size": 16})
+    assert config.to_dict()["batch_size"] == 16
+    with pytest.raises(Exception, match="batch_size must be a positive integer"):
+        EvaluateConfig.from_mapping({**mapping, "batch_size": 0})
