@@ -22,9 +22,16 @@ TINY_RECIPE = ClassifierRecipe(
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep every test's cache out of the user's home."""
+    """Keep every test's cache out of the user's home, and every test off the network: the Hugging Face hub is
+    offline with an empty cache of its own, torch.hub downloads into a temporary folder."""
+    from huggingface_hub import constants as hub
+
     mp = pytest.MonkeyPatch()
     mp.setenv("ROBAUDIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setattr(hub, "HF_HUB_OFFLINE", True)  # read once at import: the module's value is what the hub checks
+    mp.setattr(hub, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub")))
+    torch.hub.set_dir(str(tmp_path_factory.mktemp("torch-hub")))
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
     mp.undo()

@@ -79,7 +79,8 @@ def test_ls():
     result = invoke("ls", "attacks")
     assert result.exit_code == 0 and "autoattack" in result.output and "square" in result.output
     assert "digits" in invoke("ls", "datasets").output
-    assert "vit" in invoke("ls", "models").output
+    assert "vit" in invoke("ls", "architectures").output
+    assert "hf-hub:" in invoke("ls", "models").output
     listing = invoke("ls", "purifiers").output
     assert all(name in listing for name in ("ddpm", "cold", "ebm", "mae"))
 

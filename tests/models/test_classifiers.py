@@ -7,6 +7,7 @@ import torch
 
 from robaudit.errors import CheckpointError
 from robaudit.models.classifiers import load_classifier, save_classifier
+from robaudit.models.compat import settle_class_count
 
 
 def test_pt_and_safetensors_roundtrip(digits_model_path, digits_test, tmp_path):
@@ -41,8 +42,10 @@ def test_trusted_pickled_module_loads(digits_model_path, digits_test, tmp_path):
     assert loaded.card == model.card and not loaded.training
     assert torch.equal(loaded(digits_test.images), model(digits_test.images))
     torch.save(torch.nn.Sequential(model), tmp_path / "bare-module.pt")  # a module without a card
-    with pytest.raises(CheckpointError, match="--num-classes"):
-        load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=None)
+    unknown = load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=None)
+    assert unknown.card.num_classes == 0 and unknown.card.origin == {"num_classes": "unknown"}
+    settle_class_count(unknown, digits_test)  # one probe forward pass on the data
+    assert unknown.card.num_classes == 10 and unknown.card.origin["num_classes"].startswith("probe")
     wrapped = load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=10)
     assert wrapped.card.kind == "pickled-module" and wrapped.card.num_classes == 10
 

@@ -32,8 +32,8 @@ from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
-from robaudit.models.compat import check_compatible
-from robaudit.models.spec import ModelSpec, obtain_classifier
+from robaudit.models.compat import data_for_model
+from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys, did_you_mean
@@ -80,7 +80,7 @@ class EvaluateConfig:
     eps_l2_sweep: list[float] = field(default_factory=list)
     seed: int = 0
     out: str | None = None
-    batch_size: int = 128
+    batch_size: int | None = None  # None: 128 on a CPU, what free memory holds on CUDA (audit.batching)
     part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
     device: str = "auto"
     precision: str = "fp32"  # attack iterations under autocast ("bf16"); verdicts always float32
@@ -143,7 +143,7 @@ class EvaluateConfig:
         config.gates = parse_gates(mapping.get("gates"))
         check_precision(config.precision)
         for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
-            if getattr(config, key) <= 0:
+            if getattr(config, key) is not None and getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
 
@@ -190,7 +190,7 @@ class EvaluateConfig:
             **({"eps_l2_sweep": self.eps_l2_sweep} if self.eps_l2_sweep else {}),
             "seed": self.seed,
             "part_size": self.part_size,
-            "batch_size": self.batch_size,
+            **({"batch_size": self.batch_size} if self.batch_size is not None else {}),
             "device": self.device,
             **({"precision": self.precision} if self.precision != "fp32" else {}),
             **({"compile": True} if self.compile else {}),
@@ -357,6 +357,8 @@ def run_evaluation(
             compile=config.compile,
             on_built=lambda key, attack: note_attack_details(prepared, key, attack),
         )
+        if config.batch_size is None:
+            prepared.manifest["batch_size"] = executor.fit_batch_size(prepared.dataset.images[:2])
         prepared.run_dir.write_manifest(prepared.manifest)
         try:
             run_shard(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard, device=prepared.device)
@@ -386,10 +388,9 @@ def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bo
     attacks = config.resolved_attacks()  # validate names and keys before any work
     config.resolved_purifiers()
     model, model_path = obtain_classifier(config.model, device=str(device))
-    dataset = config.data.load(stream=True)
-    check_compatible(model, dataset)
+    dataset = data_for_model(model, config.data)
     data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
-    model_sha = sha256_file(model_path)
+    model_sha = model_fingerprint(model, model_path)
     detected = detect_randomized(model.cpu(), dataset)
     randomized = {"declared": bool(config.model.stochastic), "detected": detected}
     randomized["stochastic"] = randomized["declared"] or detected
@@ -406,7 +407,8 @@ def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bo
         fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)
         run_dir = RunDir(out)
         run_dir.prepare(fingerprint=fingerprint, overwrite=overwrite and shard.index == 0, alone=shard.count == 1)
-    model_info = {"path": str(model_path), "sha256": model_sha, "card": _card_dict(model), "randomized": randomized}
+    model_info = {"path": config.model.path or str(model_path), "sha256": model_sha, "card": _card_dict(model)}
+    model_info["randomized"] = randomized
     manifest = run_manifest(
         config, dataset, data_sha=data_sha, fingerprint=fingerprint, device=device, model_info=model_info
     )

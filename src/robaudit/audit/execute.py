@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
-from robaudit.attacks.precision import compile_classifier, disagreements
+from robaudit.attacks.precision import compile_classifier, compile_network, disagreements
+from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
 from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
@@ -106,6 +107,7 @@ class BuiltAttacks:
     def __init__(self, plan: AuditPlan, classifier: nn.Module, *, on_built: Callable[[str, Any], None] | None) -> None:
         bare = plan.defenses[0].scoring  # the undefended pipeline: the classifier alone
         context = {"num_classes": classifier.card.num_classes, "draws": plan.draws}
+        self.classifier = classifier
         self.shared: dict[str, Any] = {}
         self.pipelines: dict[str, tuple[Pipeline, Any]] = {}
         for attack in plan.attacks:
@@ -138,7 +140,7 @@ class PartExecutor:
         classifier: nn.Module,
         *,
         device: torch.device,
-        batch_size: int,
+        batch_size: int | None = None,
         precision: str = "fp32",
         compile: bool = False,
         on_built: Callable[[str, Any], None] | None = None,
@@ -146,10 +148,21 @@ class PartExecutor:
         prepare_model(classifier)
         if compile:
             compile_classifier(classifier)
-        self.plan, self.device, self.batch_size, self.precision = plan, device, batch_size, precision
+        self.plan, self.device, self.precision = plan, device, precision
         self.built = BuiltAttacks(plan, classifier, on_built=on_built)
         networks = [purifier_network(d.purifier) for d in plan.defenses if d.purifier is not None]
         self.passes = PassCounter(classifier, networks)
+        if compile:
+            for network in networks:
+                compile_network(network)
+        self.batch_size = batch_size or CPU_DEFAULT
+
+    def fit_batch_size(self, images: torch.Tensor) -> int:
+        """Set and return the default batch size for this device (``audit.batching``), measured on ``images``
+        (N, C, H, W): 128 on a CPU, what free memory holds on CUDA."""
+        models = [self.built.classifier] + [pipeline for pipeline, _ in self.built.pipelines.values()]
+        self.batch_size = default_batch_size(models, images.to(device=self.device, dtype=torch.float32))
+        return self.batch_size
 
     def steps(self, part: Part) -> int:
         """Progress units of a part: one per condition and batch."""

@@ -12,9 +12,9 @@ from robaudit.attacks.dataset import attack_dataset
 from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import parse_eps
-from robaudit.fileio import sha256_file
-from robaudit.models.compat import check_compatible
-from robaudit.models.spec import ModelSpec, obtain_classifier
+from robaudit.data.classmap import align_classes
+from robaudit.models.compat import check_compatible, settle_class_count
+from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.progress import console
 
 app = typer.Typer()
@@ -43,12 +43,15 @@ def attack(
     classifier, model_path = obtain_classifier(
         ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint), device=str(task.device)
     )
+    settle_class_count(classifier, task.dataset)
+    task.dataset = align_classes(task.dataset, classifier.card.class_names, class_map=task.spec.class_map)
     check_compatible(classifier, task.dataset)
     classifier.to(task.device)
     adversarial = attack_dataset(
         classifier, task.dataset, resolved, seed=job.seed, batch_size=job.batch_size, device=task.device
     )
-    provenance = {"attack": resolved.to_dict(), "model_path": str(model_path), "model_sha256": sha256_file(model_path)}
+    provenance = {"attack": resolved.to_dict(), "model_path": str(model_path)}
+    provenance["model_sha256"] = model_fingerprint(classifier, model_path)
     task.finish(adversarial, provenance)
     budget = f"{resolved.label}, {resolved.threat_model()}"
     console.print(f"wrote {len(adversarial)} adversarial images ({budget}) to {task.out}")

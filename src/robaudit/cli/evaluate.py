@@ -15,6 +15,7 @@ from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, wit
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
+from robaudit.models.sources import ROBUSTBENCH_THREATS
 from robaudit.progress import console
 from robaudit.reporting.gates import Gate
 from robaudit.reporting.report import load_summary, with_ci
@@ -29,15 +30,18 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     mapping = dict(mapping)
     if flags["model"] is not None:
         mapping["model"] = flags["model"]
-    if flags["arch"] is not None or flags["num_classes"] is not None or flags.get("stochastic"):
+    threats = [t.strip() for t in (flags["threat"] or "").split(",") if t.strip()]
+    flags["model_threat"] = ",".join(t for t in threats if t in ROBUSTBENCH_THREATS) or None
+    model_keys = ("arch", "num_classes", "stochastic", "weights", "model_dir", "model_dataset", "model_threat")
+    if any(flags.get(k) for k in model_keys):
         model = mapping.get("model")
         model = {"path": model} if isinstance(model, str) else dict(model or {})
-        model.update({k: flags[k] for k in ("arch", "num_classes", "stochastic") if flags.get(k)})
+        model.update({k.removeprefix("model_"): flags[k] for k in model_keys if flags.get(k)})
         mapping["model"] = model
     data = mapping.get("data")
     data = {"name": data} if isinstance(data, str) else dict(data or {})
     if flags["data"] is not None:
-        keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad")
+        keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad", "class_map")
         data = {k: v for k, v in data.items() if k in keep}
         data["name"] = flags["data"]
     data.update(flags["data_flags"])
@@ -57,8 +61,8 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         entry = purifiers[0]
         entry = {"name": entry} if isinstance(entry, str) else dict(entry)
         mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
-    if flags["threat"] is not None:
-        mapping["threats"] = [t.strip() for t in flags["threat"].split(",") if t.strip()]
+    if [t for t in threats if t not in ROBUSTBENCH_THREATS]:
+        mapping["threats"] = [t for t in threats if t not in ROBUSTBENCH_THREATS]
     return mapping
 
 
@@ -70,7 +74,7 @@ SETTING_FLAGS = FlagGroup.overrides(
         "eot": (int, "EOT draws per gradient on a randomized pipeline (default 4)."),
         "repeats": (int, "Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."),
         "selection_draws": (int, "Draws that judge an attack's candidates on a randomized pipeline (default 10)."),
-        "batch_size": (int, "Samples per batch (default 128; changes no result)."),
+        "batch_size": (int, "Samples per batch (default: 128 on CPU, fit to free memory on CUDA; changes no result)."),
         "part_size": (int, "Samples per records part, the unit of resuming and sharding (default 128)."),
         "out": (str, "Run directory (default runs/<model>-<data>-<config hash>)."),
         "seed": (int, "Seed of every random choice (default 0)."),
@@ -88,9 +92,20 @@ SETTING_FLAGS = FlagGroup.overrides(
 @with_flags(DATA_FLAGS)
 def evaluate(
     config: Path = typer.Option(None, "--config", help="YAML config; flags override its values."),
-    model: str = typer.Option(None, "--model", help="Classifier checkpoint."),
+    model: str = typer.Option(
+        None, "--model", help="Classifier: a checkpoint, or timm:NAME, hf-hub:REPO, local-dir:PATH, robustbench:NAME."
+    ),
     arch: str = typer.Option(None, "--arch", help="timm architecture of a bare state-dict checkpoint."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classes of a card-less checkpoint."),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Classes of a card-less checkpoint, or of a new head on a pretrained model."
+    ),
+    weights: str = typer.Option(
+        None, "--weights", help="Fine-tuned state dict (whole network or head) over a pretrained model's weights."
+    ),
+    model_dir: str = typer.Option(None, "--model-dir", help="robustbench: the folder holding DATASET/THREAT/NAME.pt."),
+    model_dataset: str = typer.Option(
+        None, "--model-dataset", help="robustbench: cifar10 (default), cifar100 or imagenet."
+    ),
     data: str = typer.Option(None, "--data", help="Dataset name or path (.npz, image folder, CIFAR, artifact)."),
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
@@ -105,7 +120,8 @@ def evaluate(
     threat: str = typer.Option(
         None,
         "--threat",
-        help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three).",
+        help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three); "
+        "for a robustbench: model also its threat model (Linf, L2, corruptions).",
     ),
     stochastic: bool = typer.Option(
         False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
@@ -126,6 +142,9 @@ def evaluate(
         model=model,
         arch=arch,
         num_classes=num_classes,
+        weights=weights,
+        model_dir=model_dir,
+        model_dataset=model_dataset,
         data=data,
         data_flags=data_flags,
         attacks=attacks,

@@ -1,8 +1,8 @@
 """Groups of CLI flags shared by several commands, declared once and handed to a command as one object.
 
 ``@with_flags(GATE_FLAGS)`` gives a Typer command the gate flags and calls it with ``gate_flags=GateFlags(...)``;
-``DATA_FLAGS`` (split, limit, image size, channels, skip-bad; as a dict of the ones given) and ``JOB_FLAGS`` (batch
-size, overwrite, seed, device, trust-checkpoint) work the same way.
+``DATA_FLAGS`` (split, limit, image size, channels, skip-bad, class map; as a dict of the ones given) and
+``JOB_FLAGS`` (batch size, overwrite, seed, device, trust-checkpoint) work the same way.
 """
 
 from __future__ import annotations
@@ -112,6 +112,10 @@ DATA_FLAGS = FlagGroup(  # the command receives {key: value} of the DataSpec key
         "image_size": (int, typer.Option(None, "--image-size", help="Resize images to this size.")),
         "channels": (int, typer.Option(None, "--channels", help="Convert images to 1 or 3 channels.")),
         "skip_bad": (bool, SkipBadOption),
+        "class_map": (
+            str,
+            typer.Option(None, "--class-map", help="YAML/JSON {data class: model class} when their names differ."),
+        ),
     },
 )
 

@@ -1,4 +1,4 @@
-"""`robaudit ls attacks|datasets|models|purifiers`: what is registered, one line each."""
+"""`robaudit ls attacks|datasets|models|architectures|purifiers`: what is registered, one line each."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from robaudit.cli.common import handle_errors
 from robaudit.data import DATASETS
 from robaudit.errors import ConfigError
 from robaudit.models.architectures import ARCHITECTURES
+from robaudit.models.sources import FILE_KINDS, MODEL_SOURCES
 from robaudit.progress import console
 from robaudit.purifiers import PURIFIERS
 from robaudit.registry import Registry, unknown_name_message
@@ -19,23 +20,37 @@ app = typer.Typer()
 REGISTRIES: dict[str, Registry] = {
     "attacks": ATTACKS,
     "datasets": DATASETS,
-    "models": ARCHITECTURES,
+    "architectures": ARCHITECTURES,
     "purifiers": PURIFIERS,
 }
 
 
+def model_rows() -> list[tuple[str, str, str]]:
+    """(kind, description, example --model) of every model a --model can name: files and pretrained sources."""
+    files = [(kind, text, f"--model {example}") for kind, text, example in FILE_KINDS]
+    sources = [(f"{e.name}:", e.description, f"--model {e.meta['example']}") for e in MODEL_SOURCES]
+    return files + sources
+
+
 @app.command("ls")
 @handle_errors
-def ls(what: str = typer.Argument(..., help="attacks, datasets, models or purifiers")) -> None:
-    """List registered components with one-line descriptions."""
-    if what not in REGISTRIES:
-        raise ConfigError(unknown_name_message("listing", what, sorted(REGISTRIES)))
+def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architectures or purifiers")) -> None:
+    """List registered components with one-line descriptions (models: every source with an example)."""
+    listings = {**{name: registry_rows(registry) for name, registry in REGISTRIES.items()}, "models": model_rows()}
+    if what not in listings:
+        raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
     table = Table(show_header=True, box=None)
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for entry in REGISTRIES[what]:
-        table.add_row(entry.name, entry.description)
-    console_out = console.__class__(stderr=False, width=200)
+    columns = ("model", "description", "example") if what == "models" else ("name", "description")
+    for i, column in enumerate(columns):
+        table.add_column(column, style="bold" if i == 0 else None)
+    for row in listings[what]:
+        table.add_row(*row)
+    console_out = console.__class__(stderr=False, width=220)
     console_out.print(table)
-    if what == "models":
+    if what == "architectures":
         console_out.print("Any timm architecture name is accepted too (e.g. --arch resnet18).")
+
+
+def registry_rows(registry: Registry) -> list[tuple[str, str]]:
+    """(name, description) of each entry."""
+    return [(entry.name, entry.description) for entry in registry]

@@ -10,6 +10,7 @@ import torch
 from robaudit.data.artifact import is_artifact, read_artifact, write_artifact
 from robaudit.data.imageset import ImageSet, convert_channels, resize
 from robaudit.data.sources import DATASETS
+from robaudit.data.transforms import EvalTransform
 from robaudit.errors import DataError
 
 __all__ = ["DATASETS", "ImageSet", "detect_source", "load_dataset", "read_artifact", "write_artifact"]
@@ -47,6 +48,7 @@ def load_dataset(
     subset_seed: int | None = None,
     stream: bool = False,
     skip_bad: bool = False,
+    transform: EvalTransform | None = None,
     **params: Any,
 ) -> ImageSet:
     """Load ``source`` (a registered name or a path) and apply the common options.
@@ -56,12 +58,17 @@ def load_dataset(
     stream: leave images on disk and read them batch by batch where the source allows (image folders, robaudit
     datasets, uncompressed .npz); otherwise every image is read into memory.
     skip_bad: leave out unreadable image files (listed in ``provenance["skipped"]``) instead of stopping.
+    transform: a model's evaluation transform (``EvalTransform``): images at another size are resized and cropped
+    as the model's own pipeline does -- image files as decoded, other sources as tensors -- after ``channels``.
     """
     name, detected = detect_source(source)
     if skip_bad:
         if not DATASETS.get(name).meta.get("skips_bad"):
             raise DataError(f"--skip-bad applies to image folders; {source!r} is a {name} source. Fix the data instead")
         params = {**params, "skip_bad": True}
+    transforms_files = transform is not None and DATASETS.get(name).meta.get("transforms_files")
+    if transforms_files:
+        params = {**params, "transform": transform}
     dataset: ImageSet = DATASETS.build(name, {**detected, **params, "split": split})
     if len(dataset) == 0:
         raise DataError(f"{dataset.description} is empty; pass a dataset with at least one image")
@@ -77,5 +84,12 @@ def load_dataset(
         dataset.transform_images(lambda images: convert_channels(images, channels, description=dataset.description))
     if image_size is not None:
         dataset.transform_images(lambda images: resize(images, image_size))
+    if transform is not None:
+        if channels is None and dataset.shape[0] != transform.input_size[0]:
+            wanted = transform.input_size[0]
+            dataset.transform_images(lambda images: convert_channels(images, wanted, description=dataset.description))
+        if not transforms_files:
+            dataset.transform_images(transform.batch)
+        dataset.provenance = {**dataset.provenance, "model_transform": transform.description()}
     dataset.provenance = {**dataset.provenance, "source": name, "split": split}
     return dataset if stream else dataset.in_memory()

@@ -6,7 +6,9 @@ import io
 import pickle
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,13 +182,25 @@ def _image_tensor(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 
 @DATASETS.register(
-    "imagefolder", description="a folder of class subfolders of PNG/JPEG files (ImageFolder layout)", skips_bad=True
+    "imagefolder",
+    description="a folder of class subfolders of PNG/JPEG files (ImageFolder layout)",
+    skips_bad=True,
+    transforms_files=True,
 )
-def imagefolder(*, path: str, split: str = "test", channels: int | None = None, skip_bad: bool = False) -> ImageSet:
+def imagefolder(
+    *,
+    path: str,
+    split: str = "test",
+    channels: int | None = None,
+    skip_bad: bool = False,
+    transform: Callable[[Any], torch.Tensor] | None = None,
+) -> ImageSet:
     """Read ``path/[split/]class/*.png``, streamed: every file is checked now and decoded again when its batch runs.
 
     Images are resized to the first image's size; classes are sorted by name. An unreadable file stops the load
-    (naming it) unless ``skip_bad``, which leaves it out and lists it in ``provenance["skipped"]``.
+    (naming it) unless ``skip_bad``, which leaves it out and lists it in ``provenance["skipped"]``. With a model's
+    evaluation ``transform`` (``data.transforms.EvalTransform``), each image not already at the model's size goes
+    through it as decoded (PIL), and channels follow the model.
     """
     root = Path(path)
     if (root / split).is_dir():
@@ -202,8 +216,10 @@ def imagefolder(*, path: str, split: str = "test", channels: int | None = None, 
     files = [(f, label) for f, label in listed if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if transform is not None and channels is None:
+        channels = transform.input_size[0]
     mode = {1: "L", 3: "RGB"}.get(channels) if channels is not None else None
-    good, skipped, size = [], [], None
+    good, skipped, size = [], [], transform.size if transform is not None else None
     for file, label in files:
         try:
             array, mode = _read_image(file, mode=mode)
@@ -217,8 +233,16 @@ def imagefolder(*, path: str, split: str = "test", channels: int | None = None, 
     if not good:
         raise DataError(f"image folder {str(root)!r} holds no readable images ({len(skipped)} skipped); fix the files")
 
+    def one(index: int) -> torch.Tensor:
+        array = _read_image(good[index][0], mode=mode)[0]
+        if transform is not None and tuple(array.shape[:2]) != size:
+            from PIL import Image
+
+            return transform(Image.fromarray(array))
+        return _image_tensor(array, size)
+
     def read(indices: list[int]) -> torch.Tensor:
-        return torch.stack([_image_tensor(_read_image(good[i][0], mode=mode)[0], size) for i in indices])
+        return torch.stack([one(i) for i in indices])
 
     channels_out = 1 if mode == "L" else 3
     images = LazyImages(read, sample_shape=(channels_out, *size), index=range(len(good)))

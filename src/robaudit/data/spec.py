@@ -7,6 +7,7 @@ from typing import Any
 
 from robaudit.config import as_mapping, coerce
 from robaudit.data import ImageSet, load_dataset
+from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
 
 
@@ -21,6 +22,7 @@ class DataSpec:
     channels: int | None = None
     subset_seed: int | None = None
     skip_bad: bool = False
+    class_map: str | None = None  # YAML/JSON {data class: model class}: see data.classmap
     params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -37,11 +39,15 @@ class DataSpec:
                 setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
         if "skip_bad" in value:
             spec.skip_bad = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
+        if value.get("class_map") is not None:
+            spec.class_map = coerce(value.pop("class_map"), str, where="data.class_map")
+        value.pop("class_map", None)
         spec.params = value
         return spec
 
-    def load(self, *, stream: bool = False) -> ImageSet:
-        """Load the dataset this spec describes (``stream``: read images batch by batch where possible)."""
+    def load(self, *, stream: bool = False, transform: EvalTransform | None = None) -> ImageSet:
+        """Load the dataset this spec describes (``stream``: read images batch by batch where possible;
+        ``transform``: a model's evaluation transform for images at another size)."""
         return load_dataset(
             self.source,
             split=self.split,
@@ -51,6 +57,7 @@ class DataSpec:
             subset_seed=self.subset_seed,
             stream=stream,
             skip_bad=self.skip_bad,
+            transform=transform,
             **self.params,
         )
 
@@ -62,4 +69,6 @@ class DataSpec:
                 out[key] = getattr(self, key)
         if self.skip_bad:
             out["skip_bad"] = True
+        if self.class_map:
+            out["class_map"] = self.class_map
         return {**out, **self.params}

@@ -44,6 +44,11 @@ class ModelCard:
     std: list[float]
     kind: str = "timm"  # "timm" (rebuilt with timm.create_model) or "torchscript"
     training: dict[str, Any] = field(default_factory=dict)
+    # the model's evaluation transform (timm's data config without mean/std: input_size, interpolation, crop_pct,
+    # crop_mode), applied to data at another resolution before attacks; empty: images must already fit
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    # where the model came from (source, reference, weights) and how parts of the card were found
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
@@ -267,9 +272,9 @@ class _CardlessClassifier(nn.Module):
 
 
 def _cardless_card(kind, path, num_classes, class_names, input_size) -> ModelCard:
-    if num_classes is None and not class_names:
-        raise CheckpointError(f"model {str(path)!r} carries no card; pass --num-classes")
-    num_classes = num_classes or len(class_names)
+    """A card for a module that carries none; an unknown class count stays 0 until ``compat.settle_class_count``
+    reads it from one forward pass on the data."""
+    num_classes = num_classes or len(class_names or [])
     return ModelCard(
         arch=kind,
         arch_kwargs={},
@@ -279,6 +284,7 @@ def _cardless_card(kind, path, num_classes, class_names, input_size) -> ModelCar
         mean=[],
         std=[],
         kind=kind,
+        origin={"num_classes": "given" if num_classes else "unknown"},
     )
 
 

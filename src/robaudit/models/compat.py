@@ -1,11 +1,48 @@
-"""Pre-flight checks that a dataset fits a model: labels within its classes, image size and channels."""
+"""The data as a model sees it (its evaluation transform, its class indices) and the pre-flight checks that a
+dataset fits a model: labels within its classes, image size and channels."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from robaudit.data import ImageSet
-from robaudit.errors import DataError
+from robaudit.data.classmap import align_classes
+from robaudit.data.spec import DataSpec
+from robaudit.data.transforms import EvalTransform
+from robaudit.errors import CheckpointError, DataError
+
+
+def data_for_model(model: nn.Module, spec: DataSpec) -> ImageSet:
+    """Load ``spec`` (streamed) as ``model`` sees it: through its evaluation transform when its card has one, with a
+    card-less model's class count read from the data, labels in the model's class indices, and checked to fit."""
+    card = model.card
+    dataset = spec.load(stream=True, transform=EvalTransform(card.preprocess) if card.preprocess else None)
+    settle_class_count(model, dataset)
+    dataset = align_classes(dataset, card.class_names, class_map=spec.class_map)
+    check_compatible(model, dataset)
+    return dataset
+
+
+@torch.no_grad()
+def settle_class_count(model: nn.Module, dataset: ImageSet) -> None:
+    """Fill an unknown class count (a card-less TorchScript or pickled module) from one forward pass on the data's
+    first image; the card's ``origin`` says so."""
+    card = model.card
+    if card.num_classes:
+        return
+    try:
+        logits = model.eval()(dataset.images[:1].float())
+    except Exception as exc:  # noqa: BLE001 - any failure of a foreign module on the probe is reported as one line
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"probing the model's class count on {dataset.ids[0]!r} failed ({first}); pass --num-classes"
+        ) from None
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise CheckpointError(f"the model returns shape {tuple(logits.shape)}, not (N, classes); pass --num-classes")
+    card.num_classes = int(logits.shape[1])
+    card.class_names = [str(i) for i in range(card.num_classes)]
+    card.origin = {**card.origin, "num_classes": f"probe: one forward pass on {dataset.ids[0]!r}"}
 
 
 def check_compatible(model: nn.Module, dataset: ImageSet) -> None:

@@ -9,11 +9,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
+from robaudit.fileio import sha256_file
 from robaudit.models.classifiers import load_classifier, save_classifier
+from robaudit.models.sources import SourceOptions, load_from_source, split_source
 from robaudit.models.training import ClassifierRecipe, train_classifier
 from robaudit.progress import console
 from robaudit.registry import check_keys
@@ -47,15 +50,24 @@ class ModelSpec:
     num_classes: int | None = None
     train: TrainSpec | None = None
     stochastic: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
+    weights: str | None = None  # a pretrained source: fine-tuned state dict over the pretrained weights
+    model_dir: str | None = None  # robustbench: the folder holding DATASET/THREAT/NAME.pt
+    dataset: str | None = None  # robustbench: cifar10 (default), cifar100 or imagenet
+    threat: str | None = None  # robustbench: Linf (default), L2 or corruptions
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
+
+    SOURCE_KEYS = ("weights", "model_dir", "dataset", "threat")
 
     @classmethod
     def parse(cls, value: object) -> ModelSpec:
         """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
         value = as_mapping(value, where="model", short_key="path", expected="a checkpoint path or a mapping")
-        check_keys(value, ["path", "arch", "num_classes", "train", "stochastic"], where="model")
+        check_keys(value, ["path", "arch", "num_classes", "train", "stochastic", *cls.SOURCE_KEYS], where="model")
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
+        for key in cls.SOURCE_KEYS:
+            if value.get(key) is not None:
+                setattr(spec, key, coerce(value[key], str, where=f"model.{key}"))
         spec.stochastic = coerce(value.get("stochastic", False), bool, where="model.stochastic")
         if train is not None:
             spec.train = build_dataclass(TrainSpec, train, where="model.train")
@@ -103,7 +115,17 @@ def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
 
 
 def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]:
-    """Load the classifier ``spec`` names, training and caching it first when only a recipe is given."""
+    """Load the classifier ``spec`` names, training and caching it first when only a recipe is given.
+
+    Returns the model and the checkpoint it came from; for a pretrained source (``timm:``, ``hf-hub:``...) a name
+    made from the reference (no such file: the model is fingerprinted by its weights, ``model_fingerprint``)."""
+    if spec.path is not None and split_source(spec.path):
+        options = SourceOptions(
+            num_classes=spec.num_classes,
+            trust_checkpoint=spec.trust_checkpoint,
+            **{k: getattr(spec, k) for k in spec.SOURCE_KEYS},
+        )
+        return load_from_source(spec.path, options), Path(safe_name(spec.path))
     if spec.path is not None and (Path(spec.path).exists() or spec.train is None):
         path = Path(spec.path)
     else:
@@ -116,3 +138,21 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
             console.print(f"saved classifier to {path}")
     model = load_classifier(path, arch=spec.arch, num_classes=spec.num_classes, trust_checkpoint=spec.trust_checkpoint)
     return model, path
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a file-name stem: letters, digits, dots and dashes kept, anything else an underscore."""
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text).strip("_.") or "model"
+
+
+def model_fingerprint(model: nn.Module, path: Path) -> str:
+    """sha256 of the checkpoint file, or of the network's weights (names, dtypes, shapes, bytes) when the model
+    came from a pretrained source rather than a file."""
+    if path.is_file() and not getattr(model.card, "origin", None):
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()

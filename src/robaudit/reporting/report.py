@@ -118,6 +118,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "num_classes": card["num_classes"],
             "class_names": card["class_names"],
             "randomized": manifest["model"].get("randomized", {"stochastic": False}),
+            "origin": card.get("origin", {}),
         },
         "data": {
             "description": manifest["data"]["description"],
