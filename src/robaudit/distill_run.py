@@ -11,10 +11,10 @@ from robaudit.config import ComponentSpec, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.distill import DistillRecipe, compare, comparison_markdown, distill
 from robaudit.errors import ConfigError
-from robaudit.fileio import atomic_write_json, atomic_write_text, sha256_file
+from robaudit.fileio import atomic_write_json, atomic_write_text
 from robaudit.manifest import resolve_device
 from robaudit.models.classifiers import save_classifier
-from robaudit.models.spec import ModelSpec, obtain_classifier
+from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys
 
@@ -80,7 +80,7 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
             seed=config.seed,
             device=torch_device,
             classifier=teacher,
-            classifier_sha256=sha256_file(teacher_path),
+            classifier_sha256=model_fingerprint(teacher, teacher_path),
             trust_checkpoint=trust_checkpoint,
         )
     train = DataSpec(**{**config.data.__dict__, "split": "train", "limit": None}).load()

@@ -125,3 +125,16 @@ def test_evaluate_a_local_dir_model_on_an_image_folder(tmp_path):
     records = [json.loads(line) for p in (out / "records").glob("*.jsonl") for line in p.read_text().splitlines()]
     attacked = [r for r in records if r["attacked"]]
     assert attacked and max(r["linf"] for r in attacked) <= 8 / 255 + 1e-6
+
+
+def test_attack_writes_adversarial_images_in_the_models_input_space(tmp_path):
+    folder = save_hub_layout(tiny_vit(), tmp_path / "vit", ARGS)
+    images = write_folder(tmp_path / "images", {"dog": [(40, 40)] * 3})
+    out = tmp_path / "adv"
+    command = ["attack", "--model", f"local-dir:{folder}", "--data", str(images), "--attack", "fgsm"]
+    result = runner.invoke(app, [*command, "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from robaudit.data import read_artifact
+
+    adversarial = read_artifact(out)
+    assert adversarial.shape == (3, 32, 32) and adversarial.labels.tolist() == [1, 1, 1]

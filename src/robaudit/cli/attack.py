@@ -12,8 +12,8 @@ from robaudit.attacks.dataset import attack_dataset
 from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import parse_eps
-from robaudit.data.classmap import align_classes
-from robaudit.models.compat import check_compatible, settle_class_count
+from robaudit.manifest import resolve_device
+from robaudit.models.compat import fit_to_model, model_transform
 from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.progress import console
 
@@ -39,13 +39,11 @@ def attack(
         attack_name, {}, eps=parse_eps(eps, name="--eps"), eps_l2=parse_eps(eps_l2, name="--eps-l2")
     )
     out = out or Path("runs") / f"adv-{attack_name}-{Path(data).stem}"
-    task = job.start("robaudit attack", data, data_flags, out)
     classifier, model_path = obtain_classifier(
-        ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint), device=str(task.device)
+        ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint), device=str(resolve_device(job.device))
     )
-    settle_class_count(classifier, task.dataset)
-    task.dataset = align_classes(task.dataset, classifier.card.class_names, class_map=task.spec.class_map)
-    check_compatible(classifier, task.dataset)
+    task = job.start("robaudit attack", data, data_flags, out, transform=model_transform(classifier))
+    task.dataset = fit_to_model(classifier, task.dataset, class_map=task.spec.class_map)
     classifier.to(task.device)
     adversarial = attack_dataset(
         classifier, task.dataset, resolved, seed=job.seed, batch_size=job.batch_size, device=task.device

@@ -130,12 +130,16 @@ class JobFlags:
     device: str = "auto"
     trust_checkpoint: bool = False
 
-    def start(self, created_by: str, source: str, data_flags: dict[str, Any], out: Path) -> DatasetJob:
-        """Start a dataset job reading ``source`` (with the data flags given) and writing ``out``."""
+    def start(
+        self, created_by: str, source: str, data_flags: dict[str, Any], out: Path, *, transform: Any = None
+    ) -> DatasetJob:
+        """Start a dataset job reading ``source`` (with the data flags given; through a model's evaluation
+        ``transform`` when given) and writing ``out``."""
         from robaudit.data.spec import DataSpec
 
         spec = DataSpec(source=source, **data_flags)
-        return DatasetJob.start(created_by, spec, out=out, overwrite=self.overwrite, device=self.device, seed=self.seed)
+        options = {"overwrite": self.overwrite, "device": self.device, "seed": self.seed, "transform": transform}
+        return DatasetJob.start(created_by, spec, out=out, **options)
 
 
 JOB_FLAGS = FlagGroup(

@@ -10,8 +10,9 @@ import typer
 from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import ComponentSpec
+from robaudit.errors import ConfigError
 from robaudit.fileio import sha256_file
-from robaudit.models.spec import ModelSpec, obtain_classifier
+from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.dataset import purify_dataset
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
@@ -38,6 +39,8 @@ def purify(
     job: JobFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Purify every image of a dataset and write the result (float32 shards) with provenance."""
+    if data_flags.get("class_map"):
+        raise ConfigError("--class-map maps data classes to a model's; purify reads no model's classes, so drop it")
     params = {"checkpoint": purifier_checkpoint} if purifier_checkpoint else {}
     resolved = resolve_purifier(ComponentSpec(purifier, params))
     out = out or Path("runs") / f"purified-{purifier}-{Path(data).stem}"
@@ -46,7 +49,7 @@ def purify(
     if model:
         spec = ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint)
         classifier, model_path = obtain_classifier(spec, device=str(task.device))
-        classifier_sha = sha256_file(model_path)
+        classifier_sha = model_fingerprint(classifier, model_path)
     module, path = obtain_purifier(
         resolved,
         data_source=train_data or task.dataset.provenance.get("source_spec", {}).get("source") or data,

@@ -17,6 +17,7 @@ from robaudit.manifest import now, resolve_device, versions
 
 if TYPE_CHECKING:
     from robaudit.data.spec import DataSpec
+    from robaudit.data.transforms import EvalTransform
 
 
 def data_fingerprint(dataset: ImageSet, *, batch_size: int = 256) -> str:
@@ -53,11 +54,20 @@ class DatasetJob:
 
     @classmethod
     def start(
-        cls, created_by: str, spec: DataSpec, *, out: Path, overwrite: bool, device: str, seed: int
+        cls,
+        created_by: str,
+        spec: DataSpec,
+        *,
+        out: Path,
+        overwrite: bool,
+        device: str,
+        seed: int,
+        transform: EvalTransform | None = None,
     ) -> DatasetJob:
-        """Check that ``out`` may be written, load the data and read every image once (before any work)."""
+        """Check that ``out`` may be written, load the data (through a model's evaluation ``transform`` when given)
+        and read every image once (before any work)."""
         prepare_output(out, overwrite=overwrite)
-        dataset = spec.load(stream=True)
+        dataset = spec.load(stream=True, transform=transform)
         source_sha = data_fingerprint(dataset)
         return cls(created_by, spec, dataset, source_sha, Path(out), overwrite, resolve_device(device), seed)
 

@@ -16,10 +16,21 @@ from robaudit.errors import CheckpointError, DataError
 def data_for_model(model: nn.Module, spec: DataSpec) -> ImageSet:
     """Load ``spec`` (streamed) as ``model`` sees it: through its evaluation transform when its card has one, with a
     card-less model's class count read from the data, labels in the model's class indices, and checked to fit."""
-    card = model.card
-    dataset = spec.load(stream=True, transform=EvalTransform(card.preprocess) if card.preprocess else None)
+    dataset = spec.load(stream=True, transform=model_transform(model))
+    return fit_to_model(model, dataset, class_map=spec.class_map)
+
+
+def model_transform(model: nn.Module) -> EvalTransform | None:
+    """The evaluation transform ``model``'s card describes (pretrained models), else None."""
+    preprocess = getattr(model.card, "preprocess", None)
+    return EvalTransform(preprocess) if preprocess else None
+
+
+def fit_to_model(model: nn.Module, dataset: ImageSet, *, class_map: str | None) -> ImageSet:
+    """``dataset`` with a card-less model's class count read from it, labels in the model's class indices, checked
+    to fit ``model``."""
     settle_class_count(model, dataset)
-    dataset = align_classes(dataset, card.class_names, class_map=spec.class_map)
+    dataset = align_classes(dataset, model.card.class_names, class_map=class_map)
     check_compatible(model, dataset)
     return dataset
 
