@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from PIL import Image
-from test_sources import ARGS, save_hub_layout, tiny_vit
+from test_sources import ARGS, LABELS, save_hub_layout, tiny_vit
 from torchvision import transforms
 from typer.testing import CliRunner
 
@@ -138,3 +139,26 @@ def test_attack_writes_adversarial_images_in_the_models_input_space(tmp_path):
 
     adversarial = read_artifact(out)
     assert adversarial.shape == (3, 32, 32) and adversarial.labels.tolist() == [1, 1, 1]
+
+
+def test_a_purifier_for_a_pretrained_model_trains_on_data_through_its_transform(tmp_path):
+    """28 px gray arrays, a 32 px RGB model: the purifier trains and runs at the model's input, not the data's."""
+    folder = save_hub_layout(tiny_vit(), tmp_path / "vit", ARGS)
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}_images": rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8) for split in ("train", "test")}
+    labels = {f"{split}_labels": np.arange(12) % 3 for split in ("train", "test")}
+    np.savez(tmp_path / "gray.npz", **arrays, **labels, class_names=np.array(LABELS))
+    config = {
+        "model": f"local-dir:{folder}",
+        "data": {"path": str(tmp_path / "gray.npz"), "limit": 4},
+        "attacks": [{"name": "pgd", "steps": 2}],
+        "purifiers": [{"name": "cold", "variant": "direct", "recipe": {"widths": [8, 16], "levels": 4, "epochs": 1}}],
+        "threats": ["adaptive"],
+        "out": str(tmp_path / "run"),
+    }
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["evaluate", "--config", str(tmp_path / "audit.yaml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    checkpoint = torch.load(manifest["purifier_details"]["cold"]["checkpoint"], weights_only=True)
+    assert list(checkpoint["input_size"]) == [3, 32, 32]

@@ -32,7 +32,7 @@ from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
-from robaudit.models.compat import data_for_model
+from robaudit.models.compat import data_for_model, model_transform
 from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
@@ -253,6 +253,7 @@ def build_defenses(
             data_source=config.data.source,
             image_size=config.data.image_size,
             channels=config.data.channels,
+            transform=model_transform(model),
             seed=config.seed,
             device=str(device),
             classifier=model,

@@ -79,10 +79,13 @@ def obtain_purifier(
     classifier: nn.Module | None = None,
     classifier_sha256: str = "",
     trust_checkpoint: bool = False,
+    transform: Any = None,
 ) -> tuple[Purifier, Path]:
-    """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split.
+    """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split (read
+    through a pretrained model's evaluation ``transform`` when given, so it purifies images at the model's size).
 
-    A trained network is cached keyed by kind, data, recipe and seed; robaudit says when it trains or reuses one.
+    A trained network is cached keyed by kind, data, recipe, seed, size and transform; robaudit says when it trains
+    or reuses one.
     """
     if resolved.checkpoint:
         path = Path(resolved.checkpoint)
@@ -90,6 +93,8 @@ def obtain_purifier(
         require_classifier(resolved.name, classifier)  # before any work, not after minutes of training
         recipe = recipe_for(resolved.name, resolved.recipe)
         extra = classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
+        if transform is not None:
+            extra = f"{extra}/{transform.description()}"
         path = purifier_cache_path(
             resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
         )
@@ -109,6 +114,7 @@ def obtain_purifier(
                 image_size=image_size,
                 channels=channels,
                 classifier=classifier,
+                transform=transform,
             )
     kind, network, _ = load_purifier_network(path, trust_checkpoint=trust_checkpoint)
     if kind != resolved.name:
@@ -128,12 +134,14 @@ def train_purifier_file(
     image_size: int | None = None,
     channels: int | None = None,
     classifier: nn.Module | None = None,
+    transform: Any = None,
 ) -> Path:
     """Train purifier ``kind`` on ``data``'s train split and write its checkpoint to ``out`` (the one training path:
-    ``robaudit train``, and evaluate / purify / distill when no checkpoint is given)."""
+    ``robaudit train``, and evaluate / purify / distill when no checkpoint is given); ``transform``: a pretrained
+    model's evaluation transform the images go through first."""
     require_classifier(kind, classifier)
     recipe_obj = recipe_for(kind, recipe)
-    train_set = load_dataset(data, split="train", image_size=image_size, channels=channels)
+    train_set = load_dataset(data, split="train", image_size=image_size, channels=channels, transform=transform)
     network = train_purifier_network(
         kind, train_set, recipe=recipe_obj, seed=seed, device=device, classifier=classifier
     )
