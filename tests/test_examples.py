@@ -27,46 +27,52 @@ def test_every_config_is_headed_by_its_command():
         assert first.startswith("# robaudit ") and config.name in first, config
 
 
+def tiny_purifier_entry(purifier: dict) -> dict:
+    """A config's purifier with a tiny network trained for one epoch: the config's structure is what is tested."""
+    entry = {
+        **purifier,
+        "recipe": {**TINY_RECIPES[purifier["name"]], **TINY_EPOCHS.get(purifier["name"], {"epochs": 1})},
+    }
+    return {**entry, **TINY_PURIFICATION.get(purifier["name"], {})}
+
+
+def tiny_model(source: str, tmp_path: Path, digits_model_path: Path) -> Path:
+    """The digits fixture model, or a tiny ViT trained on 300 images of the config's own data."""
+    if source == "digits":
+        return digits_model_path
+    train = load_dataset(source, split="train", limit=300)
+    net, _ = train_classifier(train, None, recipe=TINY_RECIPE, seed=0)
+    save_classifier(net, tmp_path / "tiny.pt")
+    return tmp_path / "tiny.pt"
+
+
+def run_distill_tiny(config: Path, mapping: dict, model: Path, tmp_path: Path) -> None:
+    """A distill config with the tiny teacher, a tiny purifier and one epoch."""
+    if mapping.get("purifier"):
+        mapping["purifier"] = tiny_purifier_entry(mapping["purifier"])
+    tiny_config = tmp_path / config.name
+    tiny_config.write_text(yaml.safe_dump(mapping))
+    out = tmp_path / "student.pt"
+    args = ["distill", "--config", str(tiny_config), "--teacher", str(model), "--epochs", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and (tmp_path / "student.comparison.md").is_file()
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_path):
     mapping = yaml.safe_load(config.read_text())
-    if config.read_text().startswith("# robaudit distill"):
-        monkeypatch.chdir(REPO)
-        out = tmp_path / "student.pt"
-        result = CliRunner().invoke(
-            app,
-            [
-                "distill",
-                "--config",
-                str(config),
-                "--teacher",
-                str(digits_model_path),
-                "--epochs",
-                "1",
-                "--out",
-                str(out),
-            ],
-            catch_exceptions=False,
-        )
-        assert result.exit_code == 0, result.output
-        assert out.is_file() and (tmp_path / "student.comparison.md").is_file()
-        return
     data = mapping["data"]
     source = data.get("path") or data.get("name")
     if source.startswith("../shared") and not PNEUMONIA.exists():
         pytest.skip("../shared/data is not beside the project")
     monkeypatch.chdir(REPO)  # configs name data relative to the repository root
-    if source == "digits":
-        model = digits_model_path
-    else:
-        train = load_dataset(source, split="train", limit=300)
-        net, _ = train_classifier(train, None, recipe=TINY_RECIPE, seed=0)
-        model = tmp_path / "tiny.pt"
-        save_classifier(net, model)
-    for purifier in mapping.get("purifiers", []):  # tiny networks, one epoch: the config's structure is what is tested
-        purifier["recipe"] = {**TINY_RECIPES[purifier["name"]], **TINY_EPOCHS.get(purifier["name"], {"epochs": 1})}
-        purifier.update(TINY_PURIFICATION.get(purifier["name"], {}))
-    if mapping.get("purifiers"):
+    model = tiny_model(source, tmp_path, digits_model_path)
+    if config.read_text().startswith("# robaudit distill"):
+        run_distill_tiny(config, mapping, model, tmp_path)
+        return
+    mapping["purifiers"] = [tiny_purifier_entry(p) for p in mapping.get("purifiers", [])]
+    if mapping["purifiers"]:
         mapping.update(eot=1, repeats=2, selection_draws=2)
     tiny_config = tmp_path / config.name
     tiny_config.write_text(yaml.safe_dump(mapping))

@@ -83,3 +83,13 @@ def test_near_chance_check_on_a_binary_task(accuracy, flagged):
     logits[int(accuracy * 100) :, 1] = 1.0
     flags = output_flags(logits, torch.rand(100, 1, 2, 2), labels, num_classes=2)
     assert any(f.check == "normalization" for f in flags) is flagged
+
+
+def test_audited_samples_of_nearly_one_class_are_flagged():
+    from robaudit.reporting.sanity import class_balance_flags
+
+    sorted_split = torch.tensor([1] * 200)  # the first 200 of a split sorted by label
+    (flag,) = class_balance_flags(sorted_split, num_classes=2)
+    assert flag.severity == "warning" and "subset_seed" in flag.explanation and "200 of 200" in flag.evidence
+    assert class_balance_flags(torch.tensor([0, 1] * 100), num_classes=2) == []
+    assert class_balance_flags(torch.tensor([1] * 10), num_classes=2) == [], "too few samples to judge"

@@ -72,6 +72,7 @@ CHECKS_BEFORE = (
     "outputs are logits, not probabilities",
     "images are not nearly black",
     "clean accuracy above chance",
+    "no class makes up 90% or more of the audited samples",
     "finite, non-zero, non-exploding input gradients of the classifier and through each purifier (adaptive)",
 )
 
@@ -93,12 +94,35 @@ def preflight(
     with torch.no_grad(), isolated_global_rng(0):
         logits = model(images)
     flags = randomness_flags(randomized) + output_flags(logits, images, labels, num_classes=model.card.num_classes)
+    flags += class_balance_flags(dataset.labels, num_classes=model.card.num_classes)
     flags += gradient_flags(model, images, labels, where="the classifier")
     for label, purifier in (purifiers or {}).items():
         flags += purifier_randomness_flags(label, purifier, images[:8])
         pipeline = Pipeline(model, purifier, threat="adaptive")
         flags += gradient_flags(pipeline, images[:16], labels[:16], where=f"the {label} pipeline (adaptive)")
     return flags
+
+
+def class_balance_flags(labels: torch.Tensor, *, num_classes: int, share: float = 0.9) -> list[Flag]:
+    """A warning when one class makes up ``share`` or more of the audited samples (e.g. the first N of a split
+    sorted by label): accuracy then says little about the model on the other classes."""
+    if len(labels) < 20 or num_classes < 2:
+        return []
+    counts = torch.bincount(labels, minlength=num_classes)
+    top = int(counts.argmax())
+    if float(counts[top]) / len(labels) < share:
+        return []
+    return [
+        Flag(
+            "class-balance",
+            "warning",
+            "the audited samples are nearly all one class",
+            "Accuracy and robustness measured on one class say little about the others (a model or purifier that "
+            "predicts that class for everything scores 100%). A split sorted by label gives this with `limit`; "
+            "audit a seeded random subset instead (`subset_seed`), or more samples.",
+            f"class {top}: {int(counts[top])} of {len(labels)} samples",
+        )
+    ]
 
 
 def output_flags(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *, num_classes: int) -> list[Flag]:
