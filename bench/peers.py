@@ -4,7 +4,8 @@
 
 Three models, each trained once by robaudit's own training and cached (outside the timings): the quickstart ViT on
 scikit-learn's digits, a ViT on the chest X-rays and a small ResNet on the CIFAR-10 images of ``../shared/data``.
-On each model's first ``--n`` test images, at the model's budget (Linf; chosen so some samples survive):
+On a seeded random ``--n`` of each model's test images (the X-ray test split is sorted by label), at the model's
+budget (Linf; chosen so some samples survive):
 
 - PGD-20: robaudit's engine (clean scoring, attack, scoring, records: ``PartExecutor`` on one part; with and
   without early exit) against a hand-written loop over torchattacks' PGD, the loop a user would write, both from the
@@ -107,7 +108,7 @@ def engine_pgd(bench: Bench, model_path: Path, n: int, *, early_exit: bool, work
     config = EvaluateConfig.from_mapping(
         {
             "model": str(model_path),
-            "data": {"name": bench.data, "limit": n},
+            "data": {"name": bench.data, "limit": n, "subset_seed": 0},
             "attacks": [{"name": "pgd", "steps": 20, "early_exit": early_exit, "random_start": False}],
             "eps": bench.eps,
             "part_size": n,
@@ -210,7 +211,7 @@ def run_bench(bench: Bench, *, n: int, quick: bool, work: Path) -> list[dict]:
     """Every row of one model."""
     model, model_path = obtain_classifier(ModelSpec(train=bench.train), device="cpu")
     model.eval()
-    data = load_dataset(bench.data, split="test", limit=n)
+    data = load_dataset(bench.data, split="test", limit=n, subset_seed=0)  # seeded: the X-ray split is sorted
     images, labels = data.images.float(), data.labels
     rows, seconds = [], {}
     loop = [
