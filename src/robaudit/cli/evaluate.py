@@ -11,7 +11,7 @@ from rich.table import Table
 from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
 from robaudit.audit.plan import Shard
 from robaudit.cli.common import TrustOption, handle_errors, report_gates
-from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, with_flags
+from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
@@ -85,8 +85,40 @@ SETTING_FLAGS = FlagGroup.overrides(
 )
 
 
+MODEL_FLAGS = FlagGroup(  # how --model is read: {key: value} of the ones given
+    "model_flags",
+    given,
+    {
+        "arch": (str, typer.Option(None, "--arch", help="timm architecture of a bare state-dict checkpoint.")),
+        "num_classes": (
+            int,
+            typer.Option(
+                None, "--num-classes", help="Classes of a card-less checkpoint, or of a new head on a pretrained model."
+            ),
+        ),
+        "weights": (
+            str,
+            typer.Option(
+                None,
+                "--weights",
+                help="Fine-tuned state dict (whole network or head) over a pretrained model's weights.",
+            ),
+        ),
+        "model_dir": (
+            str,
+            typer.Option(None, "--model-dir", help="robustbench: the folder with DATASET/THREAT/NAME.pt."),
+        ),
+        "model_dataset": (
+            str,
+            typer.Option(None, "--model-dataset", help="robustbench: cifar10 (default), cifar100 or imagenet."),
+        ),
+    },
+)
+
+
 @app.command("evaluate")
 @handle_errors
+@with_flags(MODEL_FLAGS)
 @with_flags(GATE_FLAGS)
 @with_flags(SETTING_FLAGS)
 @with_flags(DATA_FLAGS)
@@ -94,17 +126,6 @@ def evaluate(
     config: Path = typer.Option(None, "--config", help="YAML config; flags override its values."),
     model: str = typer.Option(
         None, "--model", help="Classifier: a checkpoint, or timm:NAME, hf-hub:REPO, local-dir:PATH, robustbench:NAME."
-    ),
-    arch: str = typer.Option(None, "--arch", help="timm architecture of a bare state-dict checkpoint."),
-    num_classes: int = typer.Option(
-        None, "--num-classes", help="Classes of a card-less checkpoint, or of a new head on a pretrained model."
-    ),
-    weights: str = typer.Option(
-        None, "--weights", help="Fine-tuned state dict (whole network or head) over a pretrained model's weights."
-    ),
-    model_dir: str = typer.Option(None, "--model-dir", help="robustbench: the folder holding DATASET/THREAT/NAME.pt."),
-    model_dataset: str = typer.Option(
-        None, "--model-dataset", help="robustbench: cifar10 (default), cifar100 or imagenet."
     ),
     data: str = typer.Option(None, "--data", help="Dataset name or path (.npz, image folder, CIFAR, artifact)."),
     attacks: str = typer.Option(
@@ -133,6 +154,7 @@ def evaluate(
     trust_checkpoint: bool = TrustOption,
     overrides: dict[str, Any] = None,  # type: ignore[assignment]  (filled by with_flags)
     data_flags: dict[str, Any] = None,  # type: ignore[assignment]
+    model_flags: dict[str, Any] = None,  # type: ignore[assignment]
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
@@ -140,11 +162,7 @@ def evaluate(
     mapping = merge_overrides(
         mapping,
         model=model,
-        arch=arch,
-        num_classes=num_classes,
-        weights=weights,
-        model_dir=model_dir,
-        model_dataset=model_dataset,
+        **{key: model_flags.get(key) for key in MODEL_FLAGS.options},
         data=data,
         data_flags=data_flags,
         attacks=attacks,

@@ -181,6 +181,22 @@ def _image_tensor(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return image
 
 
+def list_image_folder(root: Path) -> tuple[list[Path], list[tuple[Path, int]]]:
+    """(class folders sorted by name, [(image file, class index)]) of an ImageFolder layout; DataError when empty."""
+    try:
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        listed = [(f, label) for label, d in enumerate(class_dirs) for f in sorted(d.iterdir())]
+    except OSError as exc:
+        where = exc.filename or root
+        raise DataError(f"image folder {str(where)!r} is unreadable ({exc.strerror}); check its permissions") from None
+    if not class_dirs:
+        raise DataError(f"image folder {str(root)!r} has no class subfolders; lay it out as {root}/CLASS/IMAGE.png")
+    files = [(f, label) for f, label in listed if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return class_dirs, files
+
+
 @DATASETS.register(
     "imagefolder",
     description="a folder of class subfolders of PNG/JPEG files (ImageFolder layout)",
@@ -205,17 +221,7 @@ def imagefolder(
     root = Path(path)
     if (root / split).is_dir():
         root = root / split
-    try:
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        listed = [(f, label) for label, d in enumerate(class_dirs) for f in sorted(d.iterdir())]
-    except OSError as exc:
-        where = exc.filename or root
-        raise DataError(f"image folder {str(where)!r} is unreadable ({exc.strerror}); check its permissions") from None
-    if not class_dirs:
-        raise DataError(f"image folder {str(root)!r} has no class subfolders; lay it out as {root}/CLASS/IMAGE.png")
-    files = [(f, label) for f, label in listed if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise DataError(f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    class_dirs, files = list_image_folder(root)
     if transform is not None and channels is None:
         channels = transform.input_size[0]
     mode = {1: "L", 3: "RGB"}.get(channels) if channels is not None else None
