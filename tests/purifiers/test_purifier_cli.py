@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import fields
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.config import ComponentSpec
-from robaudit.purifiers import PURIFIERS
+from robaudit.purifiers import PURIFIERS, epochs_key, recipe_for
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 from tiny import TINY_EPOCHS, TINY_PURIFICATION, TINY_RECIPES
 
@@ -96,3 +97,13 @@ def test_untrained_purifier_is_trained_once_and_cached(capsys, tmp_path, monkeyp
     assert "training one" in capsys.readouterr().err
     _, second = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")
     assert first == second and "reusing cached" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", PURIFIERS.names())
+def test_epochs_flag_sets_the_recipe_field_each_purifier_names(kind, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("robaudit.cli.train.train_purifier_file", lambda _kind, **kwargs: seen.update(kwargs))
+    invoke("train", kind, "--data", "digits", "--epochs", 3, "--out", tmp_path / "pur.pt")
+    assert epochs_key(kind) in {f.name for f in fields(PURIFIERS.get(kind).meta["recipe"])}
+    assert seen["recipe"] == {epochs_key(kind): 3}
+    assert getattr(recipe_for(kind, seen["recipe"]), epochs_key(kind)) == 3

@@ -12,7 +12,7 @@ from robaudit.errors import ConfigError
 from robaudit.manifest import resolve_device
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
 from robaudit.progress import console
-from robaudit.purifiers import PURIFIERS
+from robaudit.purifiers import PURIFIERS, epochs_key
 from robaudit.purifiers.resolve import train_purifier_file
 from robaudit.registry import unknown_name_message
 
@@ -41,7 +41,7 @@ def train(
         raise ConfigError(unknown_name_message("trainable kind", kind, kinds))
     recipe = load_yaml(config) if config else {}
     if epochs is not None:
-        recipe["pretrain_epochs" if kind == "mae" else "epochs"] = epochs
+        recipe["epochs" if kind == "classifier" else epochs_key(kind)] = epochs
     torch_device = str(resolve_device(device))
     out = (
         out

@@ -5,6 +5,6 @@ network in ``robaudit.purifiers.resolve``.
 """
 
 from robaudit.purifiers import cold, ddpm, ebm, mae  # noqa: F401  (registers the purifiers)
-from robaudit.purifiers.base import PURIFIERS, Purifier, load_purifier_network, recipe_for
+from robaudit.purifiers.base import PURIFIERS, Purifier, epochs_key, load_purifier_network, recipe_for
 
-__all__ = ["PURIFIERS", "Purifier", "load_purifier_network", "recipe_for"]
+__all__ = ["PURIFIERS", "Purifier", "epochs_key", "load_purifier_network", "recipe_for"]

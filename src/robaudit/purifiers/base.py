@@ -88,6 +88,11 @@ def randn_like(images: torch.Tensor, generator: torch.Generator | SampleRNG) -> 
     return noise.to(images.device)
 
 
+def epochs_key(kind: str) -> str:
+    """The recipe key ``--epochs`` sets for purifier ``kind``: the recipe's ``epochs_key`` (default "epochs")."""
+    return getattr(PURIFIERS.get(kind).meta["recipe"], "epochs_key", "epochs")
+
+
 def recipe_for(kind: str, values: dict[str, Any] | None) -> Any:
     """The training recipe dataclass of purifier ``kind`` filled from ``values`` (unknown keys are errors)."""
     recipe_cls = PURIFIERS.get(kind).meta["recipe"]

@@ -9,6 +9,7 @@ every patch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from robaudit.seeding import derive_seed, isolated_global_rng
 class MAERecipe:
     """Architecture and training of the masked autoencoder."""
 
+    epochs_key: ClassVar[str] = "pretrain_epochs"  # what `robaudit train mae --epochs` sets
     pretrain_epochs: int = 30
     finetune_epochs: int = 10
     batch_size: int = 64
