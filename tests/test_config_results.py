@@ -62,6 +62,34 @@ def test_config_eps_fraction_and_labels():
     assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd#2"]
 
 
+def test_config_entries_take_their_own_labels():
+    mapping = {
+        "model": "m.pt",
+        "data": "digits",
+        "attacks": [{"name": "pgd", "label": "pgd-long", "steps": 40}, "pgd"],
+        "purifiers": [{"name": "cold", "variant": "blurred", "label": "blurred"}, "cold", "cold"],
+    }
+    config = EvaluateConfig.from_mapping(mapping)
+    assert [a.label for a in config.resolved_attacks()] == ["pgd-long", "pgd"]
+    assert config.resolved_attacks()[0].params["steps"] == 40
+    purifiers = config.resolved_purifiers()
+    assert [p.label for p in purifiers] == ["blurred", "cold", "cold#2"]
+    assert purifiers[0].params["variant"] == "blurred" and "label" not in purifiers[0].params
+
+
+@pytest.mark.parametrize("label, message", [("none", "not usable"), ("a|b", "not usable"), (3, "not usable")])
+def test_unusable_labels_are_named(label, message):
+    mapping = {"model": "m.pt", "data": "digits", "purifiers": [{"name": "cold", "label": label}]}
+    with pytest.raises(ConfigError, match=message):
+        EvaluateConfig.from_mapping(mapping).resolved_purifiers()
+
+
+def test_duplicate_labels_are_an_error():
+    mapping = {"model": "m.pt", "data": "digits", "attacks": ["pgd", {"name": "fgsm", "label": "pgd"}]}
+    with pytest.raises(ConfigError, match="two entries are labelled 'pgd'"):
+        EvaluateConfig.from_mapping(mapping).resolved_attacks()
+
+
 def _rec(sample, condition, correct):
     return {
         "sample_id": sample,

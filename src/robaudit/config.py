@@ -95,6 +95,35 @@ class ComponentSpec:
         return {"name": self.name, **self.params}
 
 
+LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]*$")
+
+
+def labelled(specs: list[ComponentSpec], *, where: str) -> list[tuple[str, ComponentSpec]]:
+    """Each spec's label and the spec without its ``label:`` key.
+
+    The label is the entry's ``label:`` if given, else its name, a repeated name getting ``#2``, ``#3``... Labels
+    name rows of reports and keys of records, so they must be unique, start with a letter and use only letters,
+    digits and ``_ . + -``; ``none`` is reserved for the undefended model.
+    """
+    out, seen, taken = [], {}, set()
+    for spec in specs:
+        params = dict(spec.params)
+        label = params.pop("label", None)
+        if label is None:
+            seen[spec.name] = seen.get(spec.name, 0) + 1
+            label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+        elif not isinstance(label, str) or not LABEL_PATTERN.match(label) or label == "none":
+            raise ConfigError(
+                f"{where}: label {label!r} is not usable; use letters, digits and _ . + - (starting with a letter),"
+                " and not 'none'"
+            )
+        if label in taken:
+            raise ConfigError(f"{where}: two entries are labelled {label!r}; give each a distinct 'label:'")
+        taken.add(label)
+        out.append((label, ComponentSpec(spec.name, params)))
+    return out
+
+
 def as_mapping(value: object, *, where: str, short_key: str, expected: str) -> dict[str, Any]:
     """A config entry written as a string (short for ``{short_key: value}``) or a mapping, as a new dict."""
     if isinstance(value, str):

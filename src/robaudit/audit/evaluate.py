@@ -25,7 +25,7 @@ from robaudit.audit.run import (
     torchrun_active,
 )
 from robaudit.audit.threats import NONE, THREATS
-from robaudit.config import ComponentSpec, coerce, parse_eps
+from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
 from robaudit.data.spec import DataSpec
@@ -148,12 +148,12 @@ class EvaluateConfig:
         return config
 
     def resolved_attacks(self) -> list[ResolvedAttack]:
-        """Each attack with all parameters fixed and a unique label (a repeated name gets ``#2``, ``#3``...)."""
-        resolved, seen = [], {}
-        for spec in self.attacks:
+        """Each attack with all parameters fixed and a unique label: its ``label:``, else its name (a repeated name
+        gets ``#2``, ``#3``...)."""
+        resolved = []
+        for label, spec in labelled(self.attacks, where="attacks"):
             attack = resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2)
-            seen[spec.name] = seen.get(spec.name, 0) + 1
-            attack.label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+            attack.label = label
             resolved.append(attack)
             if "eps" in spec.params:
                 continue  # an explicit budget: no sweep
@@ -164,13 +164,8 @@ class EvaluateConfig:
         return resolved
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
-        """Each purifier with its hyperparameters fixed and a unique label."""
-        resolved, seen = [], {}
-        for spec in self.purifiers:
-            seen[spec.name] = seen.get(spec.name, 0) + 1
-            label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
-            resolved.append(resolve_purifier(spec, label=label))
-        return resolved
+        """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""
+        return [resolve_purifier(spec, label=label) for label, spec in labelled(self.purifiers, where="purifiers")]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as saved in the run directory."""
