@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when the message is empty), for one-line errors."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 class RobauditError(Exception):
     """A problem with the user's input (files, names, values). Its message is shown as one line."""
 

@@ -18,6 +18,7 @@ import typer
 
 from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption
 from robaudit.data.job import DatasetJob
+from robaudit.data.transforms import EvalTransform
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -131,7 +132,13 @@ class JobFlags:
     trust_checkpoint: bool = False
 
     def start(
-        self, created_by: str, source: str, data_flags: dict[str, Any], out: Path, *, transform: Any = None
+        self,
+        created_by: str,
+        source: str,
+        data_flags: dict[str, Any],
+        out: Path,
+        *,
+        transform: EvalTransform | None = None,
     ) -> DatasetJob:
         """Start a dataset job reading ``source`` (with the data flags given; through a model's evaluation
         ``transform`` when given) and writing ``out``."""

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robaudit.errors import CheckpointError
+from robaudit.errors import CheckpointError, first_line
 from robaudit.fileio import atomic_write
 
 FORMAT_VERSION = 1
@@ -130,8 +130,7 @@ def load_checkpoint_payload(path: Path, *, trust: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any failure of arbitrary unpickling is the file's fault
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({first})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({first_line(exc)})") from None
 
 
 def _load_weights_only(path: Path) -> Any:
@@ -143,9 +142,8 @@ def _load_weights_only(path: Path) -> Any:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} contains pickled Python objects (such as a whole nn.Module): {TRUST_HINT}"
             ) from None
-        first = (text.splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable ({first}); re-create or re-download it"
+            f"checkpoint {str(path)!r} is unreadable ({first_line(exc)}); re-create or re-download it"
         ) from None
 
 
@@ -192,8 +190,7 @@ def load_classifier(
     try:
         model.net.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit {card.arch!r}: {first}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit {card.arch!r}: {first_line(exc)}") from None
     return model.eval()
 
 

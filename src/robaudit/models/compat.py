@@ -10,7 +10,7 @@ from robaudit.data import ImageSet
 from robaudit.data.classmap import align_classes
 from robaudit.data.spec import DataSpec
 from robaudit.data.transforms import EvalTransform
-from robaudit.errors import CheckpointError, DataError
+from robaudit.errors import CheckpointError, DataError, first_line
 
 
 def data_for_model(model: nn.Module, spec: DataSpec) -> ImageSet:
@@ -45,9 +45,8 @@ def settle_class_count(model: nn.Module, dataset: ImageSet) -> None:
     try:
         logits = model.eval()(dataset.images[:1].float())
     except Exception as exc:  # noqa: BLE001 - any failure of a foreign module on the probe is reported as one line
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
-            f"probing the model's class count on {dataset.ids[0]!r} failed ({first}); pass --num-classes"
+            f"probing the model's class count on {dataset.ids[0]!r} failed ({first_line(exc)}); pass --num-classes"
         ) from None
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise CheckpointError(f"the model returns shape {tuple(logits.shape)}, not (N, classes); pass --num-classes")

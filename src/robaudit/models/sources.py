@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from unittest import mock
 
 import timm
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from robaudit.errors import CheckpointError, ConfigError
+from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier, load_checkpoint_payload
 from robaudit.registry import Registry
 
@@ -114,7 +115,7 @@ def hub_errors(model: str, repo: str | None) -> Iterator[None]:
     except OSError as exc:  # torch.hub downloads (weights hosted outside the hub) fail without a network
         raise CheckpointError(
             f"weights of {model!r} are not cached ({torch.hub.get_dir()}) and cannot be downloaded "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); on a connected machine run `{fill}`"
+            f"({first_line(exc)}); on a connected machine run `{fill}`"
         ) from None
 
 
@@ -296,27 +297,13 @@ def _robustbench_load(name: str, model_dir: str, dataset: str, threat: str, *, t
     except ImportError:
         raise ConfigError("robustbench: models need the robustbench package; pip install -e '.[robustbench]'") from None
     environment = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if trust else {}
-    with _environment(environment):
+    with mock.patch.dict(os.environ, environment):
         try:
             return load_model(model_name=name, model_dir=model_dir, dataset=dataset, threat_model=threat)
         except (RuntimeError, ValueError, EOFError) as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             hint = "" if trust else "; if it holds pickled objects and you trust it, pass --trust-checkpoint"
             raise CheckpointError(f"RobustBench could not load {name!r} ({first}){hint}") from None
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _robustbench_card(net: nn.Module, name: str, dataset: str, threat: str, file: Path) -> ModelCard:

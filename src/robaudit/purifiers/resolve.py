@@ -11,6 +11,7 @@ from torch import nn
 
 from robaudit.config import ComponentSpec
 from robaudit.data import load_dataset
+from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
 from robaudit.progress import console
 from robaudit.purifiers.base import (
@@ -79,7 +80,7 @@ def obtain_purifier(
     classifier: nn.Module | None = None,
     classifier_sha256: str = "",
     trust_checkpoint: bool = False,
-    transform: Any = None,
+    transform: EvalTransform | None = None,
 ) -> tuple[Purifier, Path]:
     """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split (read
     through a pretrained model's evaluation ``transform`` when given, so it purifies images at the model's size).
@@ -134,7 +135,7 @@ def train_purifier_file(
     image_size: int | None = None,
     channels: int | None = None,
     classifier: nn.Module | None = None,
-    transform: Any = None,
+    transform: EvalTransform | None = None,
 ) -> Path:
     """Train purifier ``kind`` on ``data``'s train split and write its checkpoint to ``out`` (the one training path:
     ``robaudit train``, and evaluate / purify / distill when no checkpoint is given); ``transform``: a pretrained
