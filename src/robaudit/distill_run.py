@@ -14,7 +14,8 @@ from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 from robaudit.manifest import resolve_device
 from robaudit.models.classifiers import save_classifier
-from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
+from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys
 

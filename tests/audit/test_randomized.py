@@ -248,9 +248,16 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
     args += ["--eot", "2", "--repeats", "3", "--selection-draws", "2", "--out", "run"]
     config = tmp_path / "attacks.yaml"
     config.write_text("attacks: [{name: pgd, steps: 3}, {name: autoattack, steps: 3, eot_iter: 2}]\n")
-    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    gate = ["--gate", "clean_accuracy >= 0.5"]  # met: the noisy nearest-mean classifier is right on most digits
+    result = CliRunner().invoke(app, [*args, "--config", str(config), *gate])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["complete"] and summary["samples_done"] == summary["samples_expected"] == 16, "samples, not draws"
+    assert json.loads((tmp_path / "run" / "gates.json").read_text())["passed"]
+    assert "| clean (mean of 3 draws; worst of 3: " in (tmp_path / "run" / "report.md").read_text()
+    assert "| 16 |" in (tmp_path / "run" / "report.md").read_text() and "INCOMPLETE" not in result.output
+    strict = CliRunner().invoke(app, ["report", "run", "--gate", "worst_case >= 0.999"])
+    assert strict.exit_code == 1 and "INCOMPLETE" not in strict.output, "fails on its value, not on completeness"
     assert summary["model"]["randomized"] == {"declared": False, "detected": True, "stochastic": True}
     assert any(f["check"] == "randomized-model" for f in summary["flags"])
     undefended = summary["defenses"][0]

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from robaudit.cli import app
 from robaudit.errors import CheckpointError, ConfigError
 from robaudit.models.sources import MODEL_SOURCES, SourceOptions, load_from_source
-from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
+from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.spec import ModelSpec, obtain_classifier
 
 ARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3}
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -33,7 +33,8 @@ from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_file, sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
 from robaudit.models.compat import data_for_model, model_transform
-from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
+from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys, did_you_mean

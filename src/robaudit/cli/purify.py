@@ -12,7 +12,8 @@ from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import ComponentSpec
 from robaudit.errors import ConfigError
 from robaudit.fileio import sha256_file
-from robaudit.models.spec import ModelSpec, model_fingerprint, obtain_classifier
+from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.dataset import purify_dataset
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier

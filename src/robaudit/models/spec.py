@@ -9,12 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
-from robaudit.fileio import sha256_file
 from robaudit.models.classifiers import load_classifier, save_classifier
 from robaudit.models.sources import SourceOptions, load_from_source, split_source
 from robaudit.models.training import ClassifierRecipe, train_classifier
@@ -143,16 +141,3 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
 def safe_name(text: str) -> str:
     """``text`` as a file-name stem: letters, digits, dots and dashes kept, anything else an underscore."""
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in text).strip("_.") or "model"
-
-
-def model_fingerprint(model: nn.Module, path: Path) -> str:
-    """sha256 of the checkpoint file, or of the network's weights (names, dtypes, shapes, bytes) when the model
-    came from a pretrained source rather than a file."""
-    if path.is_file() and not getattr(model.card, "origin", None):
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()

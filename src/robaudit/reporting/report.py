@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -102,7 +103,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     numbers = summarize(frame, attacks=attacks, defenses=defenses)
     attach_attack_details(numbers, manifest.get("attack_details", {}))
     expected = manifest["data"]["num_samples"]
-    done = int((frame["condition"] == CLEAN).sum())
+    done = samples_with_records(frame)
     complete = manifest.get("status") == "complete" and done == expected
     card = manifest["model"]["card"]
     summary = {
@@ -136,6 +137,12 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
     return summary
+
+
+def samples_with_records(frame: pd.DataFrame) -> int:
+    """Samples (not records) that have their clean prediction recorded: a randomized classifier's clean condition
+    has one record per scoring draw, so records are counted once per sample id."""
+    return int(frame.loc[frame["condition"] == CLEAN, "sample_id"].nunique())
 
 
 def attack_metadata(attack: dict[str, Any]) -> dict[str, Any]:
