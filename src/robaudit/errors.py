@@ -8,6 +8,12 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+TRUST_HINT = (
+    "unpickling can run arbitrary code, so robaudit refuses it. Re-save the weights as a state dict, a robaudit "
+    "checkpoint or safetensors, or pass --trust-checkpoint if you trust whoever made this file"
+)
+
+
 class RobauditError(Exception):
     """A problem with the user's input (files, names, values). Its message is shown as one line."""
 

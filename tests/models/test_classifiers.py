@@ -43,7 +43,10 @@ def test_trusted_pickled_module_loads(digits_model_path, digits_test, tmp_path):
     assert torch.equal(loaded(digits_test.images), model(digits_test.images))
     torch.save(torch.nn.Sequential(model), tmp_path / "bare-module.pt")  # a module without a card
     unknown = load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=None)
-    assert unknown.card.num_classes == 0 and unknown.card.origin == {"num_classes": "unknown"}
+    assert unknown.card.num_classes == 0 and unknown.card.origin["num_classes"] == "unknown"
+    assert (
+        unknown.card.origin["source"] == "pickled module" and "inside the model" in unknown.card.origin["normalization"]
+    )
     settle_class_count(unknown, digits_test)  # one probe forward pass on the data
     assert unknown.card.num_classes == 10 and unknown.card.origin["num_classes"].startswith("probe")
     wrapped = load_classifier(tmp_path / "bare-module.pt", trust_checkpoint=True, num_classes=10)

@@ -113,6 +113,8 @@ def test_hf_hub_loads_from_a_prepared_offline_cache(hub_dir, tmp_path, monkeypat
         "ref": "robaudit/tiny-vit",
         "repo": "robaudit/tiny-vit",
         "class_names": "pretrained config",
+        "num_classes": "pretrained config (its head)",
+        "normalization": "pretrained config (mean/std, applied in the wrapper)",
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.attacks.precision import check_precision
@@ -367,7 +368,8 @@ def run_evaluation(
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
             merge(prepared.run_dir.path)
         elif not torchrun_active():
-            console.print(f"shard {shard} done; when every shard is done: robaudit report {prepared.run_dir.path}")
+            path = escape(str(prepared.run_dir.path))
+            console.print(f"shard {shard} done; when every shard is done: robaudit report {path}")
     return prepared.run_dir.path
 
 

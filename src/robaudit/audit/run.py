@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.plan import Part, Shard, parts
@@ -137,7 +138,8 @@ def run_shard(
     every = executor.plan.parts()
     todo = [p for p in every if not run_dir.has_part(p.name)]
     if len(todo) < len(every):
-        console.print(f"resuming {run_dir.path}: {len(every) - len(todo)} of the run's {len(every)} part(s) done")
+        done = len(every) - len(todo)
+        console.print(f"resuming {escape(str(run_dir.path))}: {done} of the run's {len(every)} part(s) done")
     manifest = shard_manifest(shard, device)
     run_dir.write_shard_manifest(shard.name, manifest)
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:

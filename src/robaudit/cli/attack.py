@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from robaudit.attacks import resolve_attack
 from robaudit.attacks.dataset import attack_dataset
@@ -53,4 +54,4 @@ def attack(
     provenance["model_sha256"] = model_fingerprint(classifier, model_path)
     task.finish(adversarial, provenance)
     budget = f"{resolved.label}, {resolved.threat_model()}"
-    console.print(f"wrote {len(adversarial)} adversarial images ({budget}) to {task.out}")
+    console.print(f"wrote {len(adversarial)} adversarial images ({budget}) to {escape(str(task.out))}")

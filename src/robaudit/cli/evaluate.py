@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
@@ -196,20 +197,22 @@ def add_default_attacks(mapping: dict[str, Any]) -> None:
 def print_summary(run_dir: Path) -> None:
     """Show the headline numbers of a finished run."""
     summary = load_summary(run_dir)
-    table = Table(title=f"{run_dir}")
+    table = Table(title=escape(str(run_dir)))
     for column in ("condition", "threat model", "accuracy [95% CI]"):
         table.add_column(column)
     table.add_row("clean", "-", with_ci(summary["clean_accuracy"]))
     for attack in summary["attacks"]:
-        table.add_row(attack["label"], f"{attack['norm']} eps={attack['eps']:.4g}", with_ci(attack["robust_accuracy"]))
+        table.add_row(
+            escape(attack["label"]), f"{attack['norm']} eps={attack['eps']:.4g}", with_ci(attack["robust_accuracy"])
+        )
     if summary["attacks"]:
         table.add_row("[bold]worst case", "per-sample", f"[bold]{with_ci(summary['worst_case']['robust_accuracy'])}")
     for defense in summary.get("defenses", [])[1:]:
         label = defense["label"]
-        table.add_row(f"clean + {label}", "-", with_ci(defense["clean_accuracy_worst_of_n"]))
+        table.add_row(f"clean + {escape(label)}", "-", with_ci(defense["clean_accuracy_worst_of_n"]))
         for result in defense["results"]:
             shown = result["robust_accuracy_worst_of_n"]
-            table.add_row(f"{result['label']} + {label}", result["threat"], with_ci(shown))
+            table.add_row(f"{escape(result['label'])} + {escape(label)}", result["threat"], with_ci(shown))
         if defense["results"]:
             table.add_row(
                 f"[bold]worst case + {label}",
@@ -218,5 +221,5 @@ def print_summary(run_dir: Path) -> None:
             )
     console.print(table)
     for warning in summary.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(f"report: {run_dir / 'report.md'}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    console.print(f"report: {escape(str(run_dir / 'report.md'))}")

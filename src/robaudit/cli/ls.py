@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from robaudit.attacks import ATTACKS
@@ -44,7 +45,7 @@ def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architec
     for i, column in enumerate(columns):
         table.add_column(column, style="bold" if i == 0 else None)
     for row in listings[what]:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console_out = console.__class__(stderr=False, width=220)
     console_out.print(table)
     if what == "architectures":

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
@@ -65,4 +66,4 @@ def purify(
     purified = purify_dataset(module, task.dataset, seed=job.seed, batch_size=job.batch_size, device=task.device)
     purifier_record = {**resolved.to_dict(), "checkpoint": str(path), "sha256": sha256_file(path)}
     task.finish(purified, {"purifier": purifier_record, "source_provenance": task.dataset.provenance})
-    console.print(f"wrote {len(purified)} purified images ({resolved.label}) to {task.out}")
+    console.print(f"wrote {len(purified)} purified images ({escape(resolved.label)}) to {escape(str(task.out))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from robaudit.audit.run import merge
 from robaudit.cli.common import handle_errors, report_gates
@@ -37,19 +38,21 @@ def report(
         missing = merge(run_dir)  # the shards' parts that exist; the reports say what is missing
         if missing:
             names = ", ".join(p.name for p in missing[:8]) + (", ..." if len(missing) > 8 else "")
-            console.print(f"[yellow]incomplete run: {len(missing)} part(s) missing: {names}[/yellow]")
+            console.print(f"[yellow]incomplete run: {len(missing)} part(s) missing: {escape(names)}[/yellow]")
         if template is not None:
             for path in rebuild_reports(run_dir, template=template).values():
-                console.print(f"wrote {path}")
+                console.print(f"wrote {escape(str(path))}")
         else:
-            console.print(f"rebuilt the reports in {run_dir}: summary.json, results.csv, report.md, report.html")
+            console.print(
+                f"rebuilt the reports in {escape(str(run_dir))}: summary.json, results.csv, report.md, report.html"
+            )
     run_dir = run_dirs[-1]
     if len(run_dirs) == 2:
         before, after = load_summary(run_dirs[0]), load_summary(run_dirs[1])
         text = comparison_markdown(compare_summaries(before, after), before=str(run_dirs[0]), after=str(run_dirs[1]))
         target = atomic_write_text(out or run_dir / "comparison.md", text)
         typer.echo(text)
-        console.print(f"wrote {target}")
+        console.print(f"wrote {escape(str(target))}")
     report_gates(run_dir, gate_flags, extra_gates=configured_gates(run_dir))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
 from robaudit.config import load_yaml
@@ -74,4 +75,4 @@ def train(
             channels=channels,
             classifier=classifier,
         )
-    console.print(f"wrote {out}")
+    console.print(f"wrote {escape(str(out))}")

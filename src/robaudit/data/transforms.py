@@ -1,5 +1,6 @@
 """A model's evaluation transform, applied to the data once before any attack: timm's own resize and crop
-(``timm.data.create_transform`` from the model's data config) without the Normalize step, which lives in the model
+(``timm.data.create_transform`` from the model's data config), or the explicit resize and center crop a Hugging Face
+image processor describes (``resize``/``center_crop`` keys), without the Normalize step, which lives in the model
 wrapper. The eps-ball is then in the model's input space.
 
 Images already at the model's input size pass through untouched; others go through the transform: decoded image
@@ -20,21 +21,11 @@ class EvalTransform:
     float tensor in [0, 1] at the model's ``input_size``."""
 
     def __init__(self, preprocess: dict[str, Any]) -> None:
-        from timm.data import create_transform
-
         self.preprocess = dict(preprocess)
         self.input_size = [int(v) for v in preprocess["input_size"]]
-        channels = self.input_size[0]
-        full = create_transform(
-            input_size=tuple(self.input_size),
-            interpolation=preprocess.get("interpolation", "bilinear"),
-            crop_pct=preprocess.get("crop_pct"),
-            crop_mode=preprocess.get("crop_mode"),
-            mean=(0.0,) * channels,
-            std=(1.0,) * channels,
-            is_training=False,
-        )
-        self.steps = transforms.Compose([t for t in full.transforms if not isinstance(t, transforms.Normalize)])
+        self.origin = preprocess.get("origin", "timm eval transform")
+        steps = explicit_steps(preprocess) if "resize" in preprocess else timm_steps(preprocess)
+        self.steps = transforms.Compose(steps)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -55,7 +46,37 @@ class EvalTransform:
     def description(self) -> str:
         """One line for the report: the resize/crop steps and the target size."""
         steps = ", ".join(_step_text(t) for t in self.steps.transforms if type(t).__name__ != "MaybeToTensor")
-        return f"{steps} -> {self.input_size[1]}x{self.input_size[2]} (timm eval transform, Normalize in the model)"
+        return f"{steps} -> {self.input_size[1]}x{self.input_size[2]} ({self.origin}, Normalize in the model)"
+
+
+def timm_steps(preprocess: dict[str, Any]) -> list[Any]:
+    """timm's eval transform for a data config (input_size, interpolation, crop_pct, crop_mode), minus Normalize."""
+    from timm.data import create_transform
+
+    channels = int(preprocess["input_size"][0])
+    full = create_transform(
+        input_size=tuple(int(v) for v in preprocess["input_size"]),
+        interpolation=preprocess.get("interpolation", "bilinear"),
+        crop_pct=preprocess.get("crop_pct"),
+        crop_mode=preprocess.get("crop_mode"),
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        is_training=False,
+    )
+    return [t for t in full.transforms if not isinstance(t, transforms.Normalize)]
+
+
+def explicit_steps(preprocess: dict[str, Any]) -> list[Any]:
+    """Resize (``resize``: the shorter edge as an int, or [height, width]) with ``interpolation``, then an optional
+    ``center_crop`` [height, width]: the steps of a Hugging Face image processor."""
+    from timm.data.transforms import MaybeToTensor, str_to_interp_mode
+
+    resize = preprocess["resize"]
+    size = resize if isinstance(resize, int) else tuple(int(v) for v in resize)
+    steps = [transforms.Resize(size, interpolation=str_to_interp_mode(preprocess.get("interpolation", "bilinear")))]
+    if preprocess.get("center_crop"):
+        steps.append(transforms.CenterCrop(tuple(int(v) for v in preprocess["center_crop"])))
+    return [*steps, MaybeToTensor()]
 
 
 def _step_text(step: Any) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from robaudit.models import wide_resnet  # noqa: F401 - registers robaudit_wide_resnet with timm
 from robaudit.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
@@ -44,6 +45,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, *, num_classes: int, in_chans: int = 3, width: int = 16) -> None:
         super().__init__()
+        self.num_classes = num_classes
         layers, channels = [], in_chans
         for stage in range(3):
             out = width * 2**stage
@@ -51,25 +53,50 @@ class SmallCNN(nn.Module):
             layers.append(nn.MaxPool2d(2) if stage < 2 else nn.AdaptiveAvgPool2d(1))
             channels = out
         self.features = nn.Sequential(*layers)
+        self.num_features = channels
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) normalized images -> logits (N, num_classes)."""
         return self.head(self.features(images).flatten(1))
 
+    def get_classifier(self) -> nn.Module:
+        """The classification head (timm's convention, for fine-tuned heads)."""
+        return self.head
+
+
+# timm reads a module's ``default_cfgs`` when ``register_model`` registers its entry points
+default_cfgs = generate_default_cfgs(
+    {
+        "robaudit_small_cnn": {
+            "input_size": (3, 32, 32),
+            "num_classes": 10,
+            "first_conv": "features.0",
+            "classifier": "head",
+            "mean": (0.0, 0.0, 0.0),
+            "std": (1.0, 1.0, 1.0),
+        }
+    }
+)
+
 
 @register_model
 def robaudit_small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
-    """timm entry point of SmallCNN (no pretrained weights exist)."""
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return SmallCNN(**kwargs)
+    """timm entry point of SmallCNN (no pretrained weights of its own; timm's ``local-dir:`` and ``hf-hub:`` loaders
+    load the weights their config names)."""
+    return build_model_with_cfg(SmallCNN, "robaudit_small_cnn", pretrained, **kwargs)
 
 
 @ARCHITECTURES.register("cnn", description="small CNN (3 conv stages, ~25k parameters): a distillation student")
 def small_cnn(*, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:
     """robaudit's SmallCNN, registered with timm as ``robaudit_small_cnn``."""
     return "robaudit_small_cnn", {"in_chans": channels}
+
+
+@ARCHITECTURES.register("wrn", description="WideResNet-28-10 as RobustBench defines it (loads its state dicts)")
+def wide_resnet_28_10(*, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:
+    """robaudit's WideResNet (``models.wide_resnet``), registered with timm as ``robaudit_wide_resnet``."""
+    return "robaudit_wide_resnet", {"in_chans": channels, "depth": 28, "widen_factor": 10}
 
 
 def architecture_for(name: str, *, channels: int, image_size: int) -> tuple[str, dict[str, Any]]:

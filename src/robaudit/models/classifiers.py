@@ -14,49 +14,25 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from rich.markup import escape
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robaudit.errors import CheckpointError, first_line
+from robaudit.errors import TRUST_HINT, CheckpointError, first_line
 from robaudit.fileio import atomic_write
+from robaudit.models import architectures  # noqa: F401 - registers robaudit's own timm models
+from robaudit.models.card import ModelCard
+
+__all__ = ["ModelCard", "NormalizedClassifier", "load_classifier", "save_classifier"]
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class ModelCard:
-    """Everything needed to rebuild and use a classifier: `--model vit.pt` must be enough."""
-
-    arch: str
-    arch_kwargs: dict[str, Any]
-    num_classes: int
-    class_names: list[str]
-    input_size: list[int]  # [C, H, W]; empty when unknown (TorchScript without --input-size)
-    mean: list[float]
-    std: list[float]
-    kind: str = "timm"  # "timm" (rebuilt with timm.create_model) or "torchscript"
-    training: dict[str, Any] = field(default_factory=dict)
-    # the model's evaluation transform (timm's data config without mean/std: input_size, interpolation, crop_pct,
-    # crop_mode), applied to data at another resolution before attacks; empty: images must already fit
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    # where the model came from (source, reference, weights) and how parts of the card were found
-    origin: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        """Build a card from its dict form; a CheckpointError names a missing field."""
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise CheckpointError(f"checkpoint card is malformed ({exc}); re-save the checkpoint") from None
 
 
 class NormalizedClassifier(nn.Module):
@@ -106,27 +82,15 @@ def save_classifier(model: NormalizedClassifier, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-TRUST_HINT = (
-    "unpickling can run arbitrary code, so robaudit refuses it. Re-save the weights as a state dict, a robaudit "
-    "checkpoint or safetensors, or pass --trust-checkpoint if you trust whoever made this file"
-)
-
-
 def load_checkpoint_payload(path: Path, *, trust: bool = False) -> Any:
     """The object stored in a torch checkpoint: ``weights_only`` unpickling unless ``trust`` (runs code!)."""
     if not trust:
         return _load_weights_only(path)
     from robaudit.progress import console
 
-    console.print(f"[yellow]warning:[/yellow] --trust-checkpoint: fully unpickling {path} (this can run code)")
+    console.print(
+        f"[yellow]warning:[/yellow] --trust-checkpoint: fully unpickling {escape(str(path))} (this can run code)"
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any failure of arbitrary unpickling is the file's fault
@@ -158,6 +122,7 @@ def load_classifier(
     path: str | Path,
     *,
     arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     input_size: list[int] | None = None,
@@ -168,30 +133,50 @@ def load_classifier(
     """Load a classifier without executing code from the file.
 
     Accepts a robaudit checkpoint (``.pt`` or ``.safetensors``), a plain state dict of a timm architecture
-    (``arch=`` required; classes inferred from the head), or a TorchScript file. Returns a model in eval mode
-    carrying a ``card``. A whole pickled ``nn.Module`` (which must take images in [0, 1]) loads only with
-    ``trust_checkpoint=True``, because unpickling it runs code from the file.
+    (``arch=`` required, with ``arch_kwargs`` where it is not the architecture's default; classes inferred from the
+    head; ``mean``/``std`` its normalization), a TorchScript file or a ``torch.export`` program (``.pt2``). Returns a
+    model in eval mode carrying a ``card`` whose ``origin`` says where it came from. A whole pickled ``nn.Module``
+    (which must take images in [0, 1]) loads only with ``trust_checkpoint=True``, because unpickling it runs code
+    from the file.
     """
+    from robaudit.models import programs
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model checkpoint {str(path)!r} does not exist; pass an existing file to --model")
+    described = {"num_classes": num_classes, "class_names": class_names}
+    if programs.is_torchscript(path):
+        return programs.load_torchscript(path, **described, input_size=input_size)
+    if programs.is_exported_program(path):
+        return programs.load_exported_program(path, **described, trust=trust_checkpoint)
     if path.suffix == ".safetensors":
         card, state = _read_safetensors(path, arch=arch)
-    elif _is_torchscript(path):
-        return _load_torchscript(path, num_classes, class_names, input_size, mean, std)
     else:
         payload = load_checkpoint_payload(path, trust=trust_checkpoint)
         if isinstance(payload, nn.Module):
-            return _wrap_module(payload, path, num_classes, class_names, input_size)
+            return programs.wrap_pickled_module(payload, path=path, **described, input_size=input_size)
         card, state = _read_payload(payload, path, arch=arch)
     if card is None:
-        card = _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std)
+        hints = StateDictHints(arch, arch_kwargs or {}, num_classes, class_names, input_size, mean, std)
+        card = card_for_state_dict(state, hints, path=path)
+    else:
+        card = checkpoint_card(card, path)
     model = create_classifier(card)
     try:
         model.net.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit {card.arch!r}: {first_line(exc)}") from None
     return model.eval()
+
+
+def checkpoint_card(card: ModelCard, path: Path) -> ModelCard:
+    """A robaudit checkpoint's card with an origin naming this file (an earlier origin kept as ``saved_from``)."""
+    origin = {"source": "robaudit checkpoint", "ref": str(path), "num_classes": "checkpoint card"}
+    origin["normalization"] = "checkpoint card"
+    if card.origin:
+        origin["saved_from"] = card.origin
+    card.origin = origin
+    return card
 
 
 def _read_safetensors(path: Path, *, arch: str | None) -> tuple[ModelCard | None, dict[str, torch.Tensor]]:
@@ -228,77 +213,58 @@ def _read_payload(payload: Any, path: Path, *, arch: str | None) -> tuple[ModelC
     raise CheckpointError(f"checkpoint {str(path)!r} is neither a robaudit checkpoint nor a state dict; re-save it")
 
 
-def _card_for_state_dict(state, arch, num_classes, class_names, input_size, mean, std) -> ModelCard:
-    """A card for a bare timm state dict: classes from the head, channels (and a ViT's image size) from shapes."""
+@dataclass(frozen=True)
+class StateDictHints:
+    """What the user said about a bare state dict: its timm architecture and arguments, classes, input size and
+    normalization (None: read from the weights, or none)."""
+
+    arch: str | None
+    arch_kwargs: dict[str, Any]
+    num_classes: int | None
+    class_names: list[str] | None
+    input_size: list[int] | None
+    mean: list[float] | None
+    std: list[float] | None
+
+
+HEAD_SUFFIXES = ("head.weight", "fc.weight", "classifier.weight")
+
+
+def card_for_state_dict(state: dict[str, torch.Tensor], hints: StateDictHints, *, path: Path) -> ModelCard:
+    """A card for a bare timm state dict: classes from the head, channels (and a ViT's image size) from shapes,
+    the user's architecture arguments over those."""
+    num_classes, counted = hints.num_classes, "given (--num-classes)"
     if num_classes is None:
-        heads = [v for k, v in state.items() if k.endswith(("head.weight", "fc.weight", "classifier.weight"))]
+        heads = [k for k in state if k.endswith(HEAD_SUFFIXES)]
         if not heads:
             raise CheckpointError("cannot infer the number of classes from the state dict; pass --num-classes")
-        num_classes = int(heads[-1].shape[0])
+        num_classes, counted = int(state[heads[-1]].shape[0]), f"state dict head {heads[-1]!r}"
     convs = [v for v in state.values() if v.ndim == 4]
     channels = int(convs[0].shape[1]) if convs else 3
     kwargs: dict[str, Any] = {"in_chans": channels}
+    input_size = hints.input_size
     if "pos_embed" in state and "patch_embed.proj.weight" in state:
         patch = int(state["patch_embed.proj.weight"].shape[-1])
         tokens = int(state["pos_embed"].shape[1]) - (1 if "cls_token" in state else 0)
         grid = math.isqrt(tokens)
         kwargs.update(img_size=grid * patch, patch_size=patch)
         input_size = input_size or [channels, grid * patch, grid * patch]
+    kwargs.update(hints.arch_kwargs)
+    normalized = hints.mean is not None or hints.std is not None
     return ModelCard(
-        arch=arch,
+        arch=hints.arch,
         arch_kwargs=kwargs,
         num_classes=num_classes,
-        class_names=list(class_names or [str(i) for i in range(num_classes)]),
+        class_names=list(hints.class_names or [str(i) for i in range(num_classes)]),
         input_size=list(input_size or []),  # empty: not checked against the data
-        mean=list(mean or [0.0] * channels),
-        std=list(std or [1.0] * channels),
+        mean=list(hints.mean or [0.0] * channels),
+        std=list(hints.std or [1.0] * channels),
+        origin={
+            "source": "state dict",
+            "ref": str(path),
+            "num_classes": counted,
+            "normalization": "given (model mean/std)"
+            if normalized
+            else "none given: identity (set model mean/std when the network expects normalized images)",
+        },
     )
-
-
-class _CardlessClassifier(nn.Module):
-    """Wraps a module that takes [0, 1] images and normalizes itself (TorchScript, trusted pickle) with a card."""
-
-    def __init__(self, net: nn.Module, card: ModelCard) -> None:
-        super().__init__()
-        self.net = net
-        self.card = card
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (N, C, H, W) in [0, 1] -> logits (N, num_classes)."""
-        return self.net(images)
-
-
-def _cardless_card(kind, path, num_classes, class_names, input_size) -> ModelCard:
-    """A card for a module that carries none; an unknown class count stays 0 until ``compat.settle_class_count``
-    reads it from one forward pass on the data."""
-    num_classes = num_classes or len(class_names or [])
-    return ModelCard(
-        arch=kind,
-        arch_kwargs={},
-        num_classes=num_classes,
-        class_names=list(class_names or [str(i) for i in range(num_classes)]),
-        input_size=list(input_size or []),  # empty: unknown, not checked against the data
-        mean=[],
-        std=[],
-        kind=kind,
-        origin={"num_classes": "given" if num_classes else "unknown"},
-    )
-
-
-def _wrap_module(module: nn.Module, path, num_classes, class_names, input_size) -> nn.Module:
-    """A trusted, fully pickled module: a robaudit classifier keeps its card; any other module gets one."""
-    card = getattr(module, "card", None)
-    if isinstance(card, ModelCard):
-        return module.float().eval()
-    num_classes = num_classes or getattr(module, "num_classes", None)
-    card = _cardless_card("pickled-module", path, num_classes, class_names, input_size)
-    return _CardlessClassifier(module.float(), card).eval()
-
-
-def _load_torchscript(path, num_classes, class_names, input_size, mean, std) -> nn.Module:
-    try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as exc:
-        raise CheckpointError(f"TorchScript file {str(path)!r} is unreadable ({exc})") from None
-    card = _cardless_card("torchscript", path, num_classes, class_names, input_size)
-    return _CardlessClassifier(scripted, card).eval()

@@ -26,6 +26,12 @@ from torch import nn
 
 from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier, load_checkpoint_payload
+from robaudit.models.hf_transformers import (
+    is_transformers_config,
+    is_transformers_folder,
+    read_json,
+    transformers_classifier,
+)
 from robaudit.registry import Registry
 
 
@@ -132,6 +138,8 @@ def pretrained_classifier(model: str, options: SourceOptions, *, origin: dict[st
     """``timm.create_model(model, pretrained=True)`` (a new ``num_classes`` head when given), the fine-tuned
     ``options.weights`` over it, wrapped with a card from its pretrained config."""
     kwargs = {} if options.num_classes is None else {"num_classes": options.num_classes}
+    origin["num_classes"] = "given (--num-classes): a new head" if kwargs else "pretrained config (its head)"
+    origin["normalization"] = "pretrained config (mean/std, applied in the wrapper)"
     with hub_errors(model, origin.get("repo")):
         net = timm.create_model(model, pretrained=True, **kwargs)
     if options.weights:
@@ -217,29 +225,59 @@ def timm_source(ref: str, options: SourceOptions) -> nn.Module:
 
 @MODEL_SOURCES.register(
     "hf-hub",
-    description="a timm model repository on the Hugging Face hub (cached; HF_HUB_OFFLINE honoured)",
-    example="hf-hub:timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+    description="a timm or transformers model repository on the Hugging Face hub (cached; HF_HUB_OFFLINE honoured)",
+    example="hf-hub:google/vit-base-patch16-224",
 )
 def hf_hub_source(ref: str, options: SourceOptions) -> nn.Module:
-    """``timm.create_model('hf-hub:' + ref, pretrained=True)``."""
-    origin = {"source": "hf-hub", "ref": ref, "repo": ref.split("@")[0]}
+    """A transformers repository (its config.json names a ``model_type``) through ``AutoModelForImageClassification``
+    on the cached snapshot; a timm one through ``timm.create_model('hf-hub:' + ref, pretrained=True)``."""
+    repo, _, revision = ref.partition("@")
+    origin = {"source": "hf-hub", "ref": ref, "repo": repo}
+    if is_transformers_config(read_json(Path(hub_file(repo, "config.json", revision=revision or None)))):
+        with hub_errors(ref, repo):
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(repo, revision=revision or None)
+        return transformers_source(Path(folder), options, origin=origin)
     return pretrained_classifier(f"hf-hub:{ref}", options, origin=origin)
+
+
+def hub_file(repo: str, filename: str, *, revision: str | None) -> str:
+    """A file of a hub repository through the Hugging Face cache (one-line errors when it is missing offline)."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(repo, repo):
+        return hf_hub_download(repo, filename, revision=revision)
+
+
+def transformers_source(folder: Path, options: SourceOptions, *, origin: dict[str, Any]) -> nn.Module:
+    """A transformers image classifier from ``folder`` (``--weights`` does not apply: save the fine-tuned model)."""
+    if options.weights:
+        raise ConfigError(
+            "--weights applies to timm models; save a fine-tuned transformers model with save_pretrained and pass "
+            "its folder as local-dir:PATH"
+        )
+    return transformers_classifier(folder, num_classes=options.num_classes, origin=origin)
 
 
 @MODEL_SOURCES.register(
     "local-dir",
-    description="a folder in timm's hub layout: config.json + model.safetensors (what save_for_hf writes)",
+    description="a folder a model was saved to: timm's hub layout (save_for_hf) or transformers' save_pretrained",
     example="local-dir:models/vit-xray",
 )
 def local_dir_source(ref: str, options: SourceOptions) -> nn.Module:
-    """``timm.create_model('local-dir:' + ref, pretrained=True)``: no network, weights only (safetensors first)."""
+    """A transformers folder (config.json with a ``model_type``) through ``AutoModelForImageClassification``; a timm
+    one through ``timm.create_model('local-dir:' + ref, pretrained=True)``. No network; weights only."""
     folder = Path(ref)
     if not (folder / "config.json").is_file():
         raise CheckpointError(
-            f"{str(folder)!r} is not a timm model folder (no config.json); save one with "
-            "timm.models.save_for_hf(model, PATH, safe_serialization=True)"
+            f"{str(folder)!r} is not a model folder (no config.json); save one with "
+            "timm.models.save_for_hf(model, PATH, safe_serialization=True) or model.save_pretrained(PATH)"
         )
-    return pretrained_classifier(f"local-dir:{folder}", options, origin={"source": "local-dir", "ref": str(folder)})
+    origin = {"source": "local-dir", "ref": str(folder)}
+    if is_transformers_folder(folder):
+        return transformers_source(folder, options, origin=origin)
+    return pretrained_classifier(f"local-dir:{folder}", options, origin=origin)
 
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -292,10 +330,7 @@ def robustbench_source(ref: str, options: SourceOptions) -> nn.Module:
 
 
 def _robustbench_load(name: str, model_dir: str, dataset: str, threat: str, *, trust: bool) -> nn.Module:
-    try:
-        from robustbench.utils import load_model
-    except ImportError:
-        raise ConfigError("robustbench: models need the robustbench package; pip install -e '.[robustbench]'") from None
+    load_model = import_robustbench_loader()
     environment = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if trust else {}
     with mock.patch.dict(os.environ, environment):
         try:
@@ -304,6 +339,27 @@ def _robustbench_load(name: str, model_dir: str, dataset: str, threat: str, *, t
             first = first_line(exc)
             hint = "" if trust else "; if it holds pickled objects and you trust it, pass --trust-checkpoint"
             raise CheckpointError(f"RobustBench could not load {name!r} ({first}){hint}") from None
+
+
+def import_robustbench_loader() -> Any:
+    """``robustbench.utils.load_model``; a one-line error that tells a missing package from one that is installed
+    but cannot be imported (robustbench 1.1.1 from PyPI imports ``autoattack``, which PyPI ships as
+    ``pyautoattack``, and ``pkg_resources``, which setuptools 81 removed)."""
+    try:
+        from robustbench.utils import load_model
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or first_line(exc)
+        if missing.split(".")[0] == "robustbench":
+            raise ConfigError(
+                "robustbench: models need the robustbench package; pip install -e '.[robustbench]'"
+            ) from None
+        fixes = {
+            "autoattack": "pip install git+https://github.com/fra31/auto-attack",
+            "pkg_resources": "pip install 'setuptools<81'",
+        }
+        fix = fixes.get(missing, f"install {missing}")
+        raise ConfigError(f"robustbench is installed but cannot be imported (no module {missing!r}); {fix}") from None
+    return load_model
 
 
 def _robustbench_card(net: nn.Module, name: str, dataset: str, threat: str, file: Path) -> ModelCard:
@@ -320,5 +376,14 @@ def _robustbench_card(net: nn.Module, name: str, dataset: str, threat: str, file
         std=[1.0, 1.0, 1.0],
         kind="robustbench",
         preprocess=dict(data.preprocess or {}),
-        origin={"source": "robustbench", "ref": name, "dataset": dataset, "threat": threat, "file": str(file)},
+        origin={
+            "source": "robustbench",
+            "ref": name,
+            "dataset": dataset,
+            "threat": threat,
+            "file": str(file),
+            "num_classes": f"RobustBench dataset {dataset}",
+            "class_names": f"RobustBench dataset {dataset}" if data.class_names else "class indices",
+            "normalization": "inside the model (RobustBench models take [0, 1] images)",
+        },
     )

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from torch import nn
 
 from robaudit.config import as_mapping, build_dataclass, coerce
@@ -52,6 +53,9 @@ class ModelSpec:
     model_dir: str | None = None  # robustbench: the folder holding DATASET/THREAT/NAME.pt
     dataset: str | None = None  # robustbench: cifar10 (default), cifar100 or imagenet
     threat: str | None = None  # robustbench: Linf (default), L2 or corruptions
+    arch_kwargs: dict[str, Any] | None = None  # a bare state dict: its timm architecture's arguments
+    mean: list[float] | None = None  # a bare state dict: the normalization its network expects
+    std: list[float] | None = None
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
 
     SOURCE_KEYS = ("weights", "model_dir", "dataset", "threat")
@@ -60,13 +64,21 @@ class ModelSpec:
     def parse(cls, value: object) -> ModelSpec:
         """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
         value = as_mapping(value, where="model", short_key="path", expected="a checkpoint path or a mapping")
-        check_keys(value, ["path", "arch", "num_classes", "train", "stochastic", *cls.SOURCE_KEYS], where="model")
+        keys = ["path", "arch", "num_classes", "train", "stochastic", "arch_kwargs", "mean", "std", *cls.SOURCE_KEYS]
+        check_keys(value, keys, where="model")
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
         for key in cls.SOURCE_KEYS:
             if value.get(key) is not None:
                 setattr(spec, key, coerce(value[key], str, where=f"model.{key}"))
         spec.stochastic = coerce(value.get("stochastic", False), bool, where="model.stochastic")
+        if value.get("arch_kwargs") is not None:
+            if not isinstance(value["arch_kwargs"], dict):
+                raise ConfigError(
+                    f"model.arch_kwargs must be a mapping such as {{depth: 4}}; got {value['arch_kwargs']!r}"
+                )
+            spec.arch_kwargs = dict(value["arch_kwargs"])
+        spec.mean, spec.std = (float_list(value.get(k), where=f"model.{k}") for k in ("mean", "std"))
         if train is not None:
             spec.train = build_dataclass(TrainSpec, train, where="model.train")
             ClassifierRecipe(**_checked_recipe(spec.train.recipe))
@@ -80,6 +92,17 @@ class ModelSpec:
         if not self.stochastic:
             out.pop("stochastic")
         return out
+
+
+def float_list(value: object, *, where: str) -> list[float] | None:
+    """A list of numbers from a YAML list or a comma-separated string ("0.485,0.456,0.406"); None stays None."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return [float(item) for item in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a list of numbers such as 0.5,0.5,0.5; got {value!r}") from None
 
 
 def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -129,12 +152,21 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
     else:
         path = Path(spec.path) if spec.path else trained_checkpoint_path(spec.train)
         if path.exists():
-            console.print(f"reusing cached classifier {path}")
+            console.print(f"reusing cached classifier {escape(str(path))}")
         else:
-            console.print(f"no classifier at {path}: training one ({spec.train.data}, seed {spec.train.seed})")
+            shown, data = escape(str(path)), escape(spec.train.data)
+            console.print(f"no classifier at {shown}: training one ({data}, seed {spec.train.seed})")
             train_and_save(spec.train, path, device=device)
-            console.print(f"saved classifier to {path}")
-    model = load_classifier(path, arch=spec.arch, num_classes=spec.num_classes, trust_checkpoint=spec.trust_checkpoint)
+            console.print(f"saved classifier to {escape(str(path))}")
+    model = load_classifier(
+        path,
+        arch=spec.arch,
+        arch_kwargs=spec.arch_kwargs,
+        num_classes=spec.num_classes,
+        mean=spec.mean,
+        std=spec.std,
+        trust_checkpoint=spec.trust_checkpoint,
+    )
     return model, path
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 from torch import nn
 
 from robaudit.data import ImageSet
@@ -164,5 +165,5 @@ def train_classifier(
         "history": history,
         "seconds": round(time.time() - start_time, 1),
     }
-    console.print(f"trained {card.arch} in {card.training['seconds']} s; " + (status if history else ""))
+    console.print(f"trained {escape(card.arch)} in {card.training['seconds']} s; " + (status if history else ""))
     return model, history

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from torch import nn
 
 from robaudit.config import ComponentSpec
@@ -100,7 +101,7 @@ def obtain_purifier(
             resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
         )
         if path.exists():
-            console.print(f"reusing cached {resolved.name} purifier {path}")
+            console.print(f"reusing cached {escape(resolved.name)} purifier {escape(str(path))}")
         else:
             console.print(
                 f"no {resolved.name} purifier given: training one on {data_source} (train split), cached at {path}"

@@ -118,6 +118,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "arch": card["arch"],
             "num_classes": card["num_classes"],
             "class_names": card["class_names"],
+            "input_size": card.get("input_size", []),
             "randomized": manifest["model"].get("randomized", {"stochastic": False}),
             "origin": card.get("origin", {}),
         },
