@@ -85,3 +85,30 @@ def test_torchscript_loads(digits_model_path, digits_test, tmp_path):
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_classifier(tmp_path / "nope.pt")
+
+
+def test_a_state_dicts_normalization_and_arguments_come_from_flags_or_config(digits_test, tmp_path, monkeypatch):
+    import json
+
+    import timm
+    from typer.testing import CliRunner
+
+    from robaudit.cli import app
+
+    kwargs = {"channels": [8, 16, 32, 64], "stem_width": 8}
+    net = timm.create_model("resnet18", num_classes=10, in_chans=1, **kwargs).eval()
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    (tmp_path / "model.yaml").write_text(
+        "model: {path: bare.pt, arch: resnet18, arch_kwargs: {channels: [8, 16, 32, 64], stem_width: 8}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", "--config", "model.yaml", "--data", "digits", "--limit", "4", "--attacks", "fgsm"]
+    result = CliRunner().invoke(app, [*args, "--mean", "0.5", "--std", "0.25", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    origin = json.loads((tmp_path / "run" / "summary.json").read_text())["model"]["origin"]
+    assert origin["normalization"] == "given (model mean/std)" and origin["source"] == "state dict"
+    model = load_classifier("bare.pt", arch="resnet18", arch_kwargs=kwargs, mean=[0.5], std=[0.25])
+    images = digits_test.images[:4]
+    assert torch.allclose(model(images), net((images - 0.5) / 0.25), atol=1e-5)
+    bad = CliRunner().invoke(app, [*args, "--mean", "half", "--out", "run2"])
+    assert bad.exit_code == 2 and "model.mean must be a list of numbers" in bad.output

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.errors import CheckpointError, ConfigError
-from robaudit.models.sources import MODEL_SOURCES, SourceOptions, load_from_source
 from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.sources import MODEL_SOURCES, SourceOptions, load_from_source
 from robaudit.models.spec import ModelSpec, obtain_classifier
 
 ARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3}
@@ -207,3 +207,21 @@ def test_ls_models_lists_every_source_with_an_example():
     for entry in MODEL_SOURCES:
         assert f"{entry.name}:" in result.output and entry.meta["example"] in result.output
     assert "checkpoint" in result.output and "TorchScript" in result.output
+
+
+def test_robustbench_installed_but_not_importable_names_the_missing_module(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "robustbench"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import autoattack  # as robustbench 1.1.1 from PyPI does\n")
+    (package / "utils.py").write_text("def load_model(**kwargs): ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in ("robustbench", "robustbench.utils"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "autoattack", None)  # not installed
+    (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
+    (tmp_path / "cifar10" / "Linf" / "Standard.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"installed but cannot be imported \(no module 'autoattack'\).*fra31"):
+        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))
+    monkeypatch.setitem(sys.modules, "robustbench", None)  # not installed at all
+    with pytest.raises(ConfigError, match=r"need the robustbench package; pip install -e '\.\[robustbench\]'"):
+        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))

@@ -33,7 +33,17 @@ def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         mapping["model"] = flags["model"]
     threats = [t.strip() for t in (flags["threat"] or "").split(",") if t.strip()]
     flags["model_threat"] = ",".join(t for t in threats if t in ROBUSTBENCH_THREATS) or None
-    model_keys = ("arch", "num_classes", "stochastic", "weights", "model_dir", "model_dataset", "model_threat")
+    model_keys = (
+        "arch",
+        "num_classes",
+        "stochastic",
+        "weights",
+        "model_dir",
+        "model_dataset",
+        "model_threat",
+        "mean",
+        "std",
+    )
     if any(flags.get(k) for k in model_keys):
         model = mapping.get("model")
         model = {"path": model} if isinstance(model, str) else dict(model or {})
@@ -109,6 +119,8 @@ MODEL_FLAGS = FlagGroup(  # how --model is read: {key: value} of the ones given
             str,
             typer.Option(None, "--model-dir", help="robustbench: the folder with DATASET/THREAT/NAME.pt."),
         ),
+        "mean": (str, typer.Option(None, "--mean", help="Normalization mean of a bare state dict, e.g. 0.5,0.5,0.5.")),
+        "std": (str, typer.Option(None, "--std", help="Normalization std of a bare state dict, e.g. 0.5,0.5,0.5.")),
         "model_dataset": (
             str,
             typer.Option(None, "--model-dataset", help="robustbench: cifar10 (default), cifar100 or imagenet."),

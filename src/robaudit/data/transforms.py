@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torchvision import transforms
+from torchvision.transforms import functional
 
 
 class EvalTransform:
@@ -75,8 +76,24 @@ def explicit_steps(preprocess: dict[str, Any]) -> list[Any]:
     size = resize if isinstance(resize, int) else tuple(int(v) for v in resize)
     steps = [transforms.Resize(size, interpolation=str_to_interp_mode(preprocess.get("interpolation", "bilinear")))]
     if preprocess.get("center_crop"):
-        steps.append(transforms.CenterCrop(tuple(int(v) for v in preprocess["center_crop"])))
+        steps.append(FloorCenterCrop(tuple(int(v) for v in preprocess["center_crop"])))
     return [*steps, MaybeToTensor()]
+
+
+class FloorCenterCrop:
+    """A center crop whose offsets round down, as Hugging Face image processors crop (torchvision's CenterCrop
+    rounds them to the nearest pixel, one pixel off when a margin is odd). PIL image or (C, H, W) tensor."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+
+    def __call__(self, image: Any) -> Any:
+        width, height = image.size if hasattr(image, "size") and not callable(image.size) else image.shape[-1:-3:-1]
+        top, left = (height - self.size[0]) // 2, (width - self.size[1]) // 2
+        return functional.crop(image, top, left, self.size[0], self.size[1])
+
+    def __repr__(self) -> str:
+        return f"FloorCenterCrop(size={self.size})"
 
 
 def _step_text(step: Any) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
 from robaudit.models import wide_resnet  # noqa: F401 - registers robaudit_wide_resnet with timm
+from robaudit.models.timm_cfgs import own_network_cfgs
 from robaudit.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
@@ -66,18 +67,7 @@ class SmallCNN(nn.Module):
 
 
 # timm reads a module's ``default_cfgs`` when ``register_model`` registers its entry points
-default_cfgs = generate_default_cfgs(
-    {
-        "robaudit_small_cnn": {
-            "input_size": (3, 32, 32),
-            "num_classes": 10,
-            "first_conv": "features.0",
-            "classifier": "head",
-            "mean": (0.0, 0.0, 0.0),
-            "std": (1.0, 1.0, 1.0),
-        }
-    }
-)
+default_cfgs = own_network_cfgs("robaudit_small_cnn", first_conv="features.0", classifier="head")
 
 
 @register_model

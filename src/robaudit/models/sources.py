@@ -64,8 +64,17 @@ MODEL_SOURCES: Registry[SourceLoader] = Registry("model source", metadata=Source
 # Files a --model path may name (models.classifiers.load_classifier), listed beside the sources by `robaudit ls models`
 FILE_KINDS = [
     ("checkpoint", "a robaudit checkpoint (.pt weights-only, or .safetensors with its card)", "runs/vit.pt"),
-    ("state dict", "a bare timm state dict with its architecture", "weights.pt --arch resnet18"),
+    (
+        "state dict",
+        "a bare timm state dict with its architecture (config: arch_kwargs, mean, std)",
+        "weights.pt --arch resnet18",
+    ),
     ("TorchScript", "a scripted or traced module taking [0, 1] images (class count probed)", "model.ts"),
+    (
+        "torch.export",
+        "a torch.export program (torch.export.save) taking [0, 1] images; loads weights-only, class count probed",
+        "model.pt2",
+    ),
     ("pickled module", "a whole pickled nn.Module (runs code: --trust-checkpoint)", "model.pt --trust-checkpoint"),
 ]
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, register_model
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from robaudit.models.timm_cfgs import own_network_cfgs
 
 
 class WideBasicBlock(nn.Module):
@@ -30,7 +32,7 @@ class WideBasicBlock(nn.Module):
         self.convShortcut = (  # noqa: N815 - RobustBench's parameter name
             None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
         )
-        self.drop_rate = drop_rate
+        self.drop_rate = float(drop_rate)  # TorchScript's dropout takes a float
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = F.relu(self.bn1(x))
@@ -64,7 +66,13 @@ class WideResNet(nn.Module):
     """WRN-depth-k: (N, C, H, W) normalized images -> logits (N, num_classes); depth = 6n + 4."""
 
     def __init__(
-        self, *, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0
+        self,
+        *,
+        depth: int = 28,
+        widen_factor: int = 10,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if (depth - 4) % 6:
@@ -97,19 +105,7 @@ class WideResNet(nn.Module):
 
 
 # timm reads a module's ``default_cfgs`` when ``register_model`` registers its entry points
-default_cfgs = generate_default_cfgs(
-    {
-        "robaudit_wide_resnet": {
-            "input_size": (3, 32, 32),
-            "pool_size": (8, 8),
-            "num_classes": 10,
-            "first_conv": "conv1",
-            "classifier": "fc",
-            "mean": (0.0, 0.0, 0.0),
-            "std": (1.0, 1.0, 1.0),
-        }
-    }
-)
+default_cfgs = own_network_cfgs("robaudit_wide_resnet", first_conv="conv1", classifier="fc", pool_size=(8, 8))
 
 
 @register_model
