@@ -354,14 +354,12 @@ def import_robustbench_loader() -> Any:
     """``robustbench.utils.load_model``; a one-line error that tells a missing package from one that is installed
     but cannot be imported (robustbench 1.1.1 from PyPI imports ``autoattack``, which PyPI ships as
     ``pyautoattack``, and ``pkg_resources``, which setuptools 81 removed)."""
+    if robustbench_version() is None:  # torchattacks 3.5.1 installs a stale robustbench folder: not the package
+        raise ConfigError("robustbench: models need the robustbench package; pip install -e '.[robustbench]'")
     try:
         from robustbench.utils import load_model
     except ImportError as exc:
         missing = getattr(exc, "name", None) or first_line(exc)
-        if missing.split(".")[0] == "robustbench":
-            raise ConfigError(
-                "robustbench: models need the robustbench package; pip install -e '.[robustbench]'"
-            ) from None
         fixes = {
             "autoattack": "pip install git+https://github.com/fra31/auto-attack",
             "pkg_resources": "pip install 'setuptools<81'",
@@ -369,6 +367,17 @@ def import_robustbench_loader() -> Any:
         fix = fixes.get(missing, f"install {missing}")
         raise ConfigError(f"robustbench is installed but cannot be imported (no module {missing!r}); {fix}") from None
     return load_model
+
+
+def robustbench_version() -> str | None:
+    """The installed robustbench distribution's version; None when it is not installed (an importable
+    ``robustbench`` folder may still exist: torchattacks 3.5.1's wheel ships an old copy of one)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("robustbench")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _robustbench_card(net: nn.Module, name: str, dataset: str, threat: str, file: Path) -> ModelCard:

@@ -1,8 +1,10 @@
 """DiffPure-style diffusion purification (Nie et al., ICML 2022) with a DDPM (Ho et al., 2020).
 
 Diffuse the input to t* (a fraction of the schedule), then run the reverse process back to 0: the full ancestral
-chain (``sampler: ddpm``) or a few deterministic DDIM steps (``sampler: ddim``, ``steps``). The network is a
-diffusers ``UNet2DModel``; the schedule comes from diffusers' ``DDPMScheduler``. For adaptive attacks the gradient
+chain (``sampler: ddpm``, Ho et al.; t* T steps, fresh noise at each), a few deterministic DDIM steps
+(``sampler: ddim``, ``steps``; random only in the first diffusion) or DiffPure's own reverse VP-SDE (``sampler: sde``,
+Euler-Maruyama with step ``sde_dt``, fresh noise at each step: ``purifiers.vpsde``). The network is a diffusers
+``UNet2DModel``; the schedule comes from diffusers' ``DDPMScheduler``. For adaptive attacks the gradient
 flows through the chain with gradient checkpointing; ``backward_steps`` declares a DDIM surrogate of that many steps
 for the backward pass only (Lee & Kim, ICCV 2023), starting from the same diffused point.
 """
@@ -20,9 +22,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from robaudit.errors import CheckpointError
+from robaudit.errors import CheckpointError, ConfigError
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
 from robaudit.purifiers.unet import LevelConditionedUNet, UNetRecipe
+from robaudit.purifiers.vpsde import reverse_sde
 
 
 @dataclass
@@ -167,22 +170,36 @@ class DDPMPurifier(Purifier):
     differentiable = True
 
     def __init__(
-        self, network: DDPMNetwork, *, t_star: float, sampler: str, steps: int, backward_steps: int | None
+        self,
+        network: DDPMNetwork,
+        *,
+        t_star: float,
+        sampler: str,
+        steps: int,
+        backward_steps: int | None,
+        sde_dt: float = 1e-3,
     ) -> None:
         super().__init__()
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"ddpm sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if not 0 < sde_dt <= t_star:
+            raise ConfigError(f"ddpm sde_dt must be in (0, t_star = {t_star}], got {sde_dt!r}")
         self.network = network
         self.t_start = max(1, round(t_star * network.num_timesteps)) - 1
         self.t_star, self.sampler, self.steps, self.backward_steps = t_star, sampler, steps, backward_steps
+        self.sde_steps = max(1, round(t_star / sde_dt))
+
+    def process_description(self) -> str:
+        """The reverse process, for reports."""
+        return {
+            "ddpm": f"ancestral DDPM chain, {self.t_start + 1} steps from t* = {self.t_star}",
+            "ddim": f"DDIM (eta 0), {len(ddim_timesteps(self.t_start, self.steps))} steps from t* = {self.t_star}",
+            "sde": f"reverse VP-SDE (DiffPure), Euler-Maruyama, {self.sde_steps} steps from t* = {self.t_star}",
+        }[self.sampler]
 
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""
-        chain = (
-            f"the {self.t_start + 1}-step ancestral DDPM chain"
-            if self.sampler == "ddpm"
-            else f"the {len(ddim_timesteps(self.t_start, self.steps))}-step DDIM chain"
-        )
+        chain = f"the {self.process_description()}"
         if self.backward_steps:
             return (
                 f"a {len(ddim_timesteps(self.t_start, self.backward_steps))}-step DDIM surrogate from the same "
@@ -194,6 +211,16 @@ class DDPMPurifier(Purifier):
         """Run the reverse process from x_t at t_start down to x0 (in [-1, 1])."""
         if sampler == "ddim":
             return self.network.ddim_sample(x_t, ddim_timesteps(self.t_start, steps))
+        if sampler == "sde":
+            return reverse_sde(
+                self.network.eps,
+                x_t,
+                betas=self.network.betas,
+                alphas_cumprod=self.network.alphas_cumprod,
+                t_star=(self.t_start + 1) / self.network.num_timesteps,
+                steps=self.sde_steps,
+                generator=generator,
+            )
         x = x_t
         for t in range(self.t_start, -1, -1):
             x = self.network.p_sample(x, t, generator)
@@ -215,9 +242,12 @@ class DDPMPurifier(Purifier):
         return ((out + 1) / 2).clamp(0, 1)
 
 
+SAMPLERS = ("ddpm", "ddim", "sde")
+
+
 @PURIFIERS.register(
     "ddpm",
-    description="DiffPure-style: diffuse to t*, reverse with DDPM (ancestral) or DDIM (few steps)",
+    description="DiffPure: diffuse to t*, reverse with the ancestral chain, DDIM (few steps) or the VP-SDE",
     recipe=DDPMRecipe,
     build=DDPMNetwork,
     load_directory=DDPMNetwork.from_pretrained,
@@ -229,6 +259,10 @@ def ddpm(
     sampler: str = "ddim",
     steps: int = 10,
     backward_steps: int | None = None,
+    sde_dt: float = 1e-3,
 ) -> DDPMPurifier:
-    """t_star: diffusion depth (fraction of T); sampler ddpm (t* ancestral steps) or ddim (``steps`` steps)."""
-    return DDPMPurifier(network, t_star=t_star, sampler=sampler, steps=steps, backward_steps=backward_steps)
+    """t_star: diffusion depth (fraction of T); sampler ddpm (t* T ancestral steps), ddim (``steps`` steps) or sde
+    (DiffPure's reverse VP-SDE, Euler-Maruyama steps of ``sde_dt``: t*/sde_dt steps)."""
+    return DDPMPurifier(
+        network, t_star=t_star, sampler=sampler, steps=steps, backward_steps=backward_steps, sde_dt=sde_dt
+    )
