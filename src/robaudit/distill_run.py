@@ -83,6 +83,7 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
             classifier=teacher,
             classifier_sha256=model_fingerprint(teacher, teacher_path),
             trust_checkpoint=trust_checkpoint,
+            input_shape=tuple(teacher.card.input_size) or None,
         )
     train = DataSpec(**{**config.data.__dict__, "split": "train", "limit": None}).load()
     student = distill(teacher, train, recipe=config.recipe, purifier=purifier, seed=config.seed, device=torch_device)

@@ -31,7 +31,7 @@ from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
 from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError, Interrupted
-from robaudit.fileio import sha256_file, sha256_tree
+from robaudit.fileio import sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
 from robaudit.models.compat import data_for_model, model_transform
 from robaudit.models.fingerprint import model_fingerprint
@@ -236,16 +236,19 @@ def build_defenses(
     stochastic_classifier: bool,
     device: torch.device,
     trust_checkpoint: bool,
+    trust_code: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[list[Defense], dict[str, Any]]:
     """The undefended classifier and one defense per configured purifier (obtained or trained), with details.
 
-    A randomized pipeline (stochastic purifier or randomized classifier) is scored ``config.repeats`` times.
+    A randomized pipeline (stochastic purifier or randomized classifier) is scored ``config.repeats`` times. A
+    purifier at another resolution than ``input_shape`` (the classifier's input, C, H, W) runs inside a bridge.
     """
     bare = Pipeline(model, stochastic_classifier=stochastic_classifier)
     defenses = [Defense(NONE, None, config.repeats if bare.stochastic else 1, [NONE], bare)]
     details = {}
     for spec in config.resolved_purifiers():
-        purifier, path = obtain_purifier(
+        purifier, provenance = obtain_purifier(
             spec,
             data_source=config.data.source,
             image_size=config.data.image_size,
@@ -256,13 +259,14 @@ def build_defenses(
             classifier=model,
             classifier_sha256=model_sha,
             trust_checkpoint=trust_checkpoint,
+            trust_code=trust_code,
+            input_shape=input_shape,
         )
         scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
         repeats = config.repeats if scoring.stochastic else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot))
         details[spec.label] = {
-            "checkpoint": str(path),
-            "sha256": sha256_file(path),
+            **{k: provenance[k] for k in PROVENANCE_KEYS if k in provenance},
             "stochastic": purifier.stochastic,
             "randomized_pipeline": scoring.stochastic,
             "differentiable": purifier.differentiable,
@@ -272,6 +276,22 @@ def build_defenses(
             "eot": (spec.eot or config.eot) if scoring.stochastic else 1,
         }
     return defenses, details
+
+
+# what the report states about each purifier's network (besides its behaviour)
+PROVENANCE_KEYS = (
+    "checkpoint",
+    "sha256",
+    "source",
+    "ref",
+    "resolution",
+    "value_range",
+    "parameters",
+    "schedule",
+    "factory",
+    "process",
+    "bridge",
+)
 
 
 def run_manifest(
@@ -331,7 +351,12 @@ class PreparedRun:
 
 
 def run_evaluation(
-    config: EvaluateConfig, *, overwrite: bool = False, trust_checkpoint: bool = False, shard: Shard | None = None
+    config: EvaluateConfig,
+    *,
+    overwrite: bool = False,
+    trust_checkpoint: bool = False,
+    trust_code: bool = False,
+    shard: Shard | None = None,
 ) -> Path:
     """Run an evaluation (or one shard of it) and write its run directory; returns the directory.
 
@@ -339,13 +364,16 @@ def run_evaluation(
     (rank 0 first prepares the directory and trains missing purifiers) and rank 0 merges once all are done. With
     ``shard`` (``--shard K/N`` of a job array) this process writes only its parts; ``robaudit report`` merges.
     Re-running the same config on the same directory resumes: only missing parts are computed.
-    ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them.
+    ``trust_checkpoint`` lets pickled checkpoints load in full, which runs code from them; ``trust_code`` lets a
+    purifier's ``network: {factory: module:function}`` import the user's code.
     """
     if shard is not None and shard.count > 1 and overwrite:
         raise ConfigError("--overwrite with --shard would delete other shards' parts; remove the directory first")
     with process_group(config.device) as rank:
         shard = shard or rank
-        prepared = prepare_run(config, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=shard)
+        prepared = prepare_run(
+            config, overwrite=overwrite, trust_checkpoint=trust_checkpoint, trust_code=trust_code, shard=shard
+        )
         executor = PartExecutor(
             prepared.plan,
             prepared.model,
@@ -379,7 +407,9 @@ def note_attack_details(prepared: PreparedRun, key: str, attack: Any) -> None:
         prepared.manifest["attack_details"][key] = attack.details
 
 
-def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bool, shard: Shard) -> PreparedRun:
+def prepare_run(
+    config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bool, shard: Shard, trust_code: bool = False
+) -> PreparedRun:
     """Load the classifier, data and purifiers (training missing ones), open the run directory, run the pre-flight
     checks and build the plan."""
     config.model.trust_checkpoint = trust_checkpoint
@@ -401,6 +431,8 @@ def prepare_run(config: EvaluateConfig, *, overwrite: bool, trust_checkpoint: bo
             stochastic_classifier=randomized["stochastic"],
             device=device,
             trust_checkpoint=trust_checkpoint,
+            trust_code=trust_code,
+            input_shape=tuple(dataset.shape),
         )
         out = Path(config.out) if config.out else default_out(config, model_path)
         fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)

@@ -46,6 +46,11 @@ TrustOption = typer.Option(
     "--trust-checkpoint",
     help="Load pickled checkpoints in full. Unpickling runs code from the file: only for files you trust.",
 )
+TrustCodeOption = typer.Option(
+    False,
+    "--trust-code",
+    help="Let a purifier's network: {factory: package.module:function} import and run your own code.",
+)
 
 
 def report_gates(run_dir: Path, flags: Any, *, extra_gates: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
 from robaudit.audit.plan import Shard
-from robaudit.cli.common import TrustOption, handle_errors, report_gates
+from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, report_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
@@ -150,7 +150,11 @@ def evaluate(
         help="Comma list of purifiers (robaudit ls purifiers); "
         "trained on the data's train split and cached when no checkpoint is given.",
     ),
-    purifier_checkpoint: str = typer.Option(None, "--purifier-checkpoint", help="Checkpoint of the one purifier."),
+    purifier_checkpoint: str = typer.Option(
+        None,
+        "--purifier-checkpoint",
+        help="The one purifier's checkpoint file, or a diffusers model: hf-hub:ORG/NAME or local-dir:PATH.",
+    ),
     threat: str = typer.Option(
         None,
         "--threat",
@@ -165,6 +169,7 @@ def evaluate(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run directory when it exists."),
     trust_checkpoint: bool = TrustOption,
+    trust_code: bool = TrustCodeOption,
     overrides: dict[str, Any] = None,  # type: ignore[assignment]  (filled by with_flags)
     data_flags: dict[str, Any] = None,  # type: ignore[assignment]
     model_flags: dict[str, Any] = None,  # type: ignore[assignment]
@@ -190,7 +195,9 @@ def evaluate(
         Gate.parse(text)  # a malformed gate fails before any work
     settings = EvaluateConfig.from_mapping(mapping)
     chosen = Shard.parse(shard) if shard is not None else None
-    run_dir = run_evaluation(settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, shard=chosen)
+    run_dir = run_evaluation(
+        settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, trust_code=trust_code, shard=chosen
+    )
     if (chosen is not None and chosen.count > 1) or Shard.from_environment().index != 0:
         return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
     print_summary(run_dir)

@@ -14,6 +14,7 @@ from robaudit.models.architectures import ARCHITECTURES
 from robaudit.models.sources import FILE_KINDS, MODEL_SOURCES
 from robaudit.progress import console
 from robaudit.purifiers import PURIFIERS
+from robaudit.purifiers.sources import PURIFIER_SOURCES
 from robaudit.registry import Registry, unknown_name_message
 
 app = typer.Typer()
@@ -22,7 +23,6 @@ REGISTRIES: dict[str, Registry] = {
     "attacks": ATTACKS,
     "datasets": DATASETS,
     "architectures": ARCHITECTURES,
-    "purifiers": PURIFIERS,
 }
 
 
@@ -37,7 +37,8 @@ def model_rows() -> list[tuple[str, str, str]]:
 @handle_errors
 def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architectures or purifiers")) -> None:
     """List registered components with one-line descriptions (models: every source with an example)."""
-    listings = {**{name: registry_rows(registry) for name, registry in REGISTRIES.items()}, "models": model_rows()}
+    listings = {name: registry_rows(registry) for name, registry in REGISTRIES.items()}
+    listings.update(models=model_rows(), purifiers=registry_rows(PURIFIERS) + purifier_source_rows())
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
     table = Table(show_header=True, box=None)
@@ -50,6 +51,16 @@ def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architec
     console_out.print(table)
     if what == "architectures":
         console_out.print("Any timm architecture name is accepted too (e.g. --arch resnet18).")
+
+
+def purifier_source_rows() -> list[tuple[str, str]]:
+    """Where a purifier's network may come from, each with an example."""
+    rows = [(f"{e.name}:", f"{e.description}; e.g. {e.meta['example']}") for e in PURIFIER_SOURCES]
+    factory = "your own network code: purifiers: [{name: ddpm, network: {factory: pkg.module:function, kwargs: {...}, "
+    rows.append(
+        ("network:", factory + "weights: PATH}}] with --trust-code, or a robaudit.purifier_networks entry point")
+    )
+    return rows
 
 
 def registry_rows(registry: Registry) -> list[tuple[str, str]]:

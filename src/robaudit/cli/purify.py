@@ -8,11 +8,10 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from robaudit.cli.common import handle_errors
+from robaudit.cli.common import TrustCodeOption, handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import ComponentSpec
 from robaudit.errors import ConfigError
-from robaudit.fileio import sha256_file
 from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
@@ -29,7 +28,9 @@ app = typer.Typer()
 def purify(
     purifier: str = typer.Option(..., "--purifier", help="Purifier name (robaudit ls purifiers)."),
     data: str = typer.Option(..., "--data", help="Dataset name or path (e.g. an attack artifact)."),
-    purifier_checkpoint: str = typer.Option(None, "--purifier-checkpoint", help="A trained purifier checkpoint."),
+    purifier_checkpoint: str = typer.Option(
+        None, "--purifier-checkpoint", help="A purifier checkpoint, or hf-hub:ORG/NAME or local-dir:PATH (diffusers)."
+    ),
     train_data: str = typer.Option(
         None,
         "--train-data",
@@ -37,6 +38,7 @@ def purify(
     ),
     model: str = typer.Option(None, "--model", help="Classifier (needed to train mae)."),
     out: Path = typer.Option(None, "--out", help="Output dataset folder (default runs/purified-<purifier>-<data>)."),
+    trust_code: bool = TrustCodeOption,
     data_flags: dict[str, Any] = None,  # type: ignore[assignment]  (filled by with_flags)
     job: JobFlags = None,  # type: ignore[assignment]
 ) -> None:
@@ -52,7 +54,7 @@ def purify(
         spec = ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint)
         classifier, model_path = obtain_classifier(spec, device=str(task.device))
         classifier_sha = model_fingerprint(classifier, model_path)
-    module, path = obtain_purifier(
+    module, provenance = obtain_purifier(
         resolved,
         data_source=train_data or task.dataset.provenance.get("source_spec", {}).get("source") or data,
         image_size=task.dataset.shape[1],
@@ -62,8 +64,10 @@ def purify(
         classifier=classifier,
         classifier_sha256=classifier_sha,
         trust_checkpoint=job.trust_checkpoint,
+        trust_code=trust_code,
+        input_shape=tuple(task.dataset.shape),
     )
     purified = purify_dataset(module, task.dataset, seed=job.seed, batch_size=job.batch_size, device=task.device)
-    purifier_record = {**resolved.to_dict(), "checkpoint": str(path), "sha256": sha256_file(path)}
+    purifier_record = {**resolved.to_dict(), **{k: v for k, v in provenance.items() if k != "kind"}}
     task.finish(purified, {"purifier": purifier_record, "source_provenance": task.dataset.provenance})
     console.print(f"wrote {len(purified)} purified images ({escape(resolved.label)}) to {escape(str(task.out))}")

@@ -11,9 +11,7 @@ pretrained one, e.g. a head for ``--num-classes 2``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from robaudit.errors import CheckpointError, ConfigError, first_line
+from robaudit.hub import hub_errors, snapshot
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier, load_checkpoint_payload
 from robaudit.models.hf_transformers import (
     is_transformers_config,
@@ -96,42 +95,6 @@ def load_from_source(model: str, options: SourceOptions) -> nn.Module:
     if not ref:
         raise ConfigError(f"{model!r} has nothing after '{source}:'; e.g. {MODEL_SOURCES.get(source).meta['example']}")
     return MODEL_SOURCES.get(source).factory(ref, options).eval()
-
-
-def hub_cache_dir() -> str:
-    """The Hugging Face hub cache this process reads (``HF_HUB_CACHE``, ``HF_HOME``/hub, ~/.cache/huggingface/hub)."""
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-@contextlib.contextmanager
-def hub_errors(model: str, repo: str | None) -> Iterator[None]:
-    """Turn the loaders' missing-cache, offline and unknown-model failures into one-line errors naming the fix."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-
-    fill = (
-        f"hf download {repo}" if repo else f"python -c \"import timm; timm.create_model('{model}', pretrained=True)\""
-    )
-    try:
-        yield
-    except LocalEntryNotFoundError:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
-        raise CheckpointError(
-            f"model {model!r} is not in the Hugging Face cache {hub_cache_dir()} and the hub is unreachable{offline}; "
-            f"on a connected machine run `{fill}` and copy that cache here (or point HF_HUB_CACHE at it)"
-        ) from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"no Hugging Face repository {repo!r}; check the name (hf-hub:OWNER/NAME)") from None
-    except RuntimeError as exc:
-        if "Unknown model" not in str(exc):
-            raise
-        raise CheckpointError(f"timm has no model {model!r}; list them with timm.list_models('*vit*')") from None
-    except OSError as exc:  # torch.hub downloads (weights hosted outside the hub) fail without a network
-        raise CheckpointError(
-            f"weights of {model!r} are not cached ({torch.hub.get_dir()}) and cannot be downloaded "
-            f"({first_line(exc)}); on a connected machine run `{fill}`"
-        ) from None
 
 
 def hub_repo_of(name: str) -> str | None:
@@ -243,11 +206,7 @@ def hf_hub_source(ref: str, options: SourceOptions) -> nn.Module:
     repo, _, revision = ref.partition("@")
     origin = {"source": "hf-hub", "ref": ref, "repo": repo}
     if is_transformers_config(read_json(Path(hub_file(repo, "config.json", revision=revision or None)))):
-        with hub_errors(ref, repo):
-            from huggingface_hub import snapshot_download
-
-            folder = snapshot_download(repo, revision=revision or None)
-        return transformers_source(Path(folder), options, origin=origin)
+        return transformers_source(Path(snapshot(repo, revision=revision or None)), options, origin=origin)
     return pretrained_classifier(f"hf-hub:{ref}", options, origin=origin)
 
 

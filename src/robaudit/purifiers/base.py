@@ -37,14 +37,15 @@ class PurifierEntry:
     """What a purifier method registers besides its factory: its training ``recipe`` (a dataclass), ``build``
     (recipe, input shape -> untrained network), ``train`` (network, train set, *, recipe, seed, device[,
     classifier]; None: minimise ``network.loss`` with the recipe's epochs, batch size and lr), whether training needs
-    the classifier (``needs_classifier``) and, for methods whose networks come from a pretrained folder (a diffusers
-    pipeline), ``load_directory`` (folder -> network)."""
+    the classifier (``needs_classifier``) and, for methods that can run on a pretrained diffusion model (from the hub,
+    a folder or the user's own code: ``purifiers.sources``), ``from_diffusion`` (a ``DDPMNetwork`` -> this method's
+    network)."""
 
     recipe: type
     build: Callable[..., nn.Module]
     train: Callable[..., None] | None = None
     needs_classifier: bool = False
-    load_directory: Callable[..., nn.Module] | None = None
+    from_diffusion: Callable[..., nn.Module] | None = None
 
 
 PURIFIERS: Registry = Registry("purifier", metadata=PurifierEntry)
@@ -117,22 +118,19 @@ def save_purifier_network(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_purifier_network(path: str | Path, *, trust_checkpoint: bool = False) -> tuple[str, nn.Module, dict[str, Any]]:
-    """(kind, network in eval mode, card) from a purifier checkpoint; no code in the file runs unless trusted."""
+def load_purifier_network(
+    path: str | Path, *, kind: str = "ddpm", trust_checkpoint: bool = False
+) -> tuple[str, nn.Module, dict[str, Any]]:
+    """(kind, network in eval mode, card) from a purifier checkpoint file, or from a diffusers folder run as purifier
+    ``kind``; no code in the file runs unless trusted."""
     from robaudit.models.classifiers import load_checkpoint_payload
 
     path = Path(path)
     if path.is_dir():
-        loaders = {e.name: e.meta["load_directory"] for e in PURIFIERS if e.meta["load_directory"] is not None}
-        if not loaders:
-            raise CheckpointError(f"purifier checkpoint {str(path)!r} is a directory; pass a checkpoint file")
-        kind, loader = next(iter(loaders.items()))
-        network = loader(path)
-        return (
-            kind,
-            network,
-            {"kind": kind, "recipe": {}, "input_size": network.input_size, "training": {"pretrained": str(path)}},
-        )
+        from robaudit.purifiers.sources import pretrained_network
+
+        network, card = pretrained_network(f"local-dir:{path}", kind=kind, trust=trust_checkpoint)
+        return kind, network, card
     if not path.is_file():
         raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
     payload = load_checkpoint_payload(path, trust=trust_checkpoint)

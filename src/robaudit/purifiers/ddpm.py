@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from robaudit.errors import CheckpointError, ConfigError
+from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.purifiers.base import PURIFIERS, Purifier, randn_like
 from robaudit.purifiers.unet import LevelConditionedUNet, UNetRecipe
 from robaudit.purifiers.vpsde import reverse_sde
@@ -59,35 +59,45 @@ class DDPMNetwork(nn.Module):
         self.input_size = list(input_size)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> DDPMNetwork:
-        """A diffusers ``save_pretrained`` directory (``unet/`` + ``scheduler/``, or the U-Net at the top level).
+    def from_pretrained(cls, path: str | Path, *, trust: bool = False) -> DDPMNetwork:
+        """A diffusers ``save_pretrained`` folder: a ``UNet2DModel`` (``unet/`` or the top level, as
+        ``google/ddpm-cifar10-32`` keeps it) and its ``DDPMScheduler`` config, which gives the noise schedule.
 
-        Weights load from safetensors only: a directory holding only pickled ``.bin`` weights is refused.
+        Weights load from safetensors; pickled ``.bin`` weights only when ``trust`` (they can run code).
         """
         path = Path(path)
         unet_dir = path / "unet" if (path / "unet").is_dir() else path
         scheduler_dir = path / "scheduler" if (path / "scheduler").is_dir() else path
-        if not any(unet_dir.glob("*.safetensors")):
+        safetensors = any(unet_dir.glob("*.safetensors"))
+        if not safetensors and not trust:
             raise CheckpointError(
-                f"diffusers directory {str(path)!r} has no safetensors weights; robaudit does not load pickled "
-                "(.bin) weights: convert them to safetensors"
+                f"diffusers folder {str(path)!r} has no safetensors weights; robaudit does not load pickled (.bin) "
+                "weights unless you trust them (--trust-checkpoint): convert them to safetensors"
             )
         with _offline():
             try:
-                unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
+                unet = UNet2DModel.from_pretrained(
+                    str(unet_dir), use_safetensors=safetensors, low_cpu_mem_usage=False
+                )
                 schedule = DDPMScheduler.from_pretrained(str(scheduler_dir))
             except (OSError, ValueError) as exc:
-                raise CheckpointError(f"diffusers directory {str(path)!r} is unreadable ({exc})") from None
+                raise CheckpointError(f"diffusers folder {str(path)!r} is unreadable ({first_line(exc)})") from None
         size = unet.config.sample_size
         size = size if isinstance(size, int) else size[0]
-        schedule_recipe = DDPMRecipe(num_train_timesteps=schedule.config.num_train_timesteps)
-        network = cls(
-            schedule_recipe,
-            [unet.config.in_channels, size, size],
-            eps_model=LevelConditionedUNet(unet),
-            schedule=schedule,
-        )
-        return network.eval()
+        input_size = [unet.config.in_channels, size, size]
+        return cls.from_eps_model(LevelConditionedUNet(unet), schedule, input_size).eval()
+
+    @classmethod
+    def from_eps_model(cls, eps_model: nn.Module, schedule: DDPMScheduler, input_size: list[int]) -> DDPMNetwork:
+        """A network around a pretrained noise predictor ``eps_model(x, t)`` and its training ``schedule``."""
+        recipe = DDPMRecipe(num_train_timesteps=schedule.config.num_train_timesteps)
+        network = cls(recipe, input_size, eps_model=eps_model, schedule=schedule)
+        network.schedule_config = {k: schedule.config[k] for k in ("beta_schedule", "num_train_timesteps")}
+        return network
+
+    def parameter_count(self) -> int:
+        """Parameters of the noise predictor."""
+        return sum(p.numel() for p in self.eps.parameters())
 
     @property
     def num_timesteps(self) -> int:
@@ -250,7 +260,7 @@ SAMPLERS = ("ddpm", "ddim", "sde")
     description="DiffPure: diffuse to t*, reverse with the ancestral chain, DDIM (few steps) or the VP-SDE",
     recipe=DDPMRecipe,
     build=DDPMNetwork,
-    load_directory=DDPMNetwork.from_pretrained,
+    from_diffusion=lambda network: network,
 )
 def ddpm(
     network: DDPMNetwork,

@@ -4,7 +4,9 @@ A noise-conditional score network trained with denoising score matching over a g
 Purification injects Gaussian noise (sigma 0.25), then takes up to 10 steps of score ascent with ADP's adaptive
 step size: s = score(x), s' = score(x + d s), z = <s, s'> / <s, s>, alpha = clamp(lambda d / (1 - z), 1e-5, 0.1),
 stopping (per sample) when alpha < 1e-3; x <- clip(x + alpha s, 0, 1). A defended prediction averages the
-classifier's softmax over K = 10 purified draws.
+classifier's softmax over K = 10 purified draws. The score network is robaudit's own (trained here) or a pretrained
+diffusion model's noise predictor at the matching noise level (``DiffusionScoreNetwork``), from the hub, a folder or
+the user's own code.
 """
 
 from __future__ import annotations
@@ -60,6 +62,42 @@ class ScoreNetwork(nn.Module):
         return ((predicted - z) ** 2).flatten(1).sum(1).mean() / images[0].numel()
 
 
+class DiffusionScoreNetwork(nn.Module):
+    """ADP's score from a pretrained DDPM noise predictor (a diffusers model, or the user's own network).
+
+    ADP perturbs images in [0, 1] as y = x + sigma z. In the DDPM's [-1, 1] space that is 2y - 1 = x0 + 2 sigma z,
+    which is x_t / sqrt(abar_t) for the step t with (1 - abar_t) / abar_t = (2 sigma)^2; hence
+    score(y) = -eps(sqrt(abar_t) (2y - 1), t) / sigma_t with sigma_t = sqrt((1 - abar_t) / abar_t) / 2. A level is a
+    DDPM step; ``level_for(sigma)`` picks the step whose sigma_t is nearest (in log space).
+    """
+
+    def __init__(self, diffusion: nn.Module) -> None:
+        super().__init__()
+        self.diffusion = diffusion
+        self.input_size = list(diffusion.input_size)
+        abar = diffusion.alphas_cumprod
+        self.register_buffer("sigmas", ((1 - abar) / abar).sqrt() / 2, persistent=False)
+
+    def level_for(self, sigma: float) -> int:
+        """The DDPM step whose noise level (in [0, 1] image units) is nearest to ``sigma``."""
+        return int((self.sigmas.log() - math.log(sigma)).abs().argmin())
+
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module one network evaluation (NFE) calls once: the noise predictor."""
+        return self.diffusion.evaluated_network
+
+    def score(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """The score of images ``x`` (N, C, H, W) perturbed at noise level ``level`` (a DDPM step): (N, C, H, W)."""
+        abar = self.diffusion.alphas_cumprod[level]
+        steps = torch.full((x.shape[0],), level, device=x.device, dtype=torch.long)
+        return -self.diffusion.eps(abar.sqrt() * (x * 2 - 1), steps) / self.sigmas[level]
+
+    def parameter_count(self) -> int:
+        """Parameters of the noise predictor."""
+        return self.diffusion.parameter_count()
+
+
 def adaptive_step_size(
     s: torch.Tensor, s_probe: torch.Tensor, *, probe: float, lam: float, low: float = 1e-5, high: float = 0.1
 ) -> torch.Tensor:
@@ -73,6 +111,7 @@ def adaptive_step_size(
     description="ADP: score network (DSM), noise injection + adaptive-step score ascent, K-draw ensemble",
     recipe=EBMRecipe,
     build=ScoreNetwork,
+    from_diffusion=DiffusionScoreNetwork,
 )
 def ebm(
     network: ScoreNetwork,

@@ -14,6 +14,7 @@ from robaudit.config import ComponentSpec
 from robaudit.data import load_dataset
 from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
+from robaudit.fileio import sha256_file
 from robaudit.progress import console
 from robaudit.purifiers.base import (
     PURIFIERS,
@@ -24,6 +25,9 @@ from robaudit.purifiers.base import (
     save_purifier_network,
     train_purifier_network,
 )
+from robaudit.purifiers.bridge import ResolutionBridge, bridged
+from robaudit.purifiers.factories import network_from_factory
+from robaudit.purifiers.sources import pretrained_network, split_purifier_source
 from robaudit.registry import check_keys
 
 
@@ -37,6 +41,7 @@ class ResolvedPurifier:
     checkpoint: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
     eot: int | None = None  # EOT draws per gradient for this defense (None: the run's eot)
+    network: dict[str, Any] | None = None  # the user's own network: {factory, kwargs, weights}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for configs and manifests."""
@@ -45,29 +50,40 @@ class ResolvedPurifier:
             out["checkpoint"] = self.checkpoint
         if self.eot is not None:
             out["eot"] = self.eot
+        if self.network is not None:
+            out["network"] = self.network
         return out
 
 
 def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> ResolvedPurifier:
     """Check names and keys; fill in the factory's defaults.
 
-    Special keys: ``checkpoint`` (a trained purifier), ``recipe`` (training hyperparameters) and ``eot`` (EOT draws
-    per gradient against this defense, overriding the run's ``eot``; e.g. 1 for a purifier whose prediction ensemble
-    already averages many draws inside every forward pass).
+    Special keys: ``checkpoint`` (a trained purifier file, or ``hf-hub:``/``local-dir:`` for a pretrained diffusion
+    model), ``network`` (the user's own network: ``{factory, kwargs, weights}``), ``recipe`` (training
+    hyperparameters) and ``eot`` (EOT draws per gradient against this defense, overriding the run's ``eot``; e.g. 1
+    for a purifier whose prediction ensemble already averages many draws inside every forward pass).
     """
     entry = PURIFIERS.get(spec.name)
     params = dict(spec.params)
     checkpoint = params.pop("checkpoint", None)
+    network = params.pop("network", None)
     recipe = params.pop("recipe", None) or {}
     eot = params.pop("eot", None)
     if eot is not None and (not isinstance(eot, int) or isinstance(eot, bool) or eot <= 0):
         raise ConfigError(f"purifier {spec.name!r}: eot must be a positive integer, got {eot!r}")
+    if network is not None and (checkpoint is not None or not isinstance(network, dict)):
+        raise ConfigError(
+            f"purifier {spec.name!r}: network must be a mapping {{factory, kwargs, weights}}, without a checkpoint"
+        )
     hyper = entry.hyperparameters()
-    check_keys(params, sorted([*hyper, "checkpoint", "recipe", "eot"]), where=f"purifier {spec.name!r}")
+    check_keys(params, sorted([*hyper, *SPECIAL_KEYS]), where=f"purifier {spec.name!r}")
     recipe_values = asdict(recipe_for(spec.name, recipe))
     full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
     full.update(params)
-    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot)
+    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot, network)
+
+
+SPECIAL_KEYS = ("checkpoint", "network", "recipe", "eot")
 
 
 def obtain_purifier(
@@ -81,48 +97,89 @@ def obtain_purifier(
     classifier: nn.Module | None = None,
     classifier_sha256: str = "",
     trust_checkpoint: bool = False,
+    trust_code: bool = False,
     transform: EvalTransform | None = None,
-) -> tuple[Purifier, Path]:
-    """The purifier ``resolved`` describes: from its checkpoint, or trained on ``data_source``'s train split (read
-    through a pretrained model's evaluation ``transform`` when given, so it purifies images at the model's size).
-
-    A trained network is cached keyed by kind, data, recipe, seed, size and transform; robaudit says when it trains
-    or reuses one.
+    input_shape: tuple[int, ...] | None = None,
+) -> tuple[Purifier, dict[str, Any]]:
+    """The purifier ``resolved`` describes, and its provenance (checkpoint, sha256, source and card): from the user's
+    factory, a pretrained diffusion model (``hf-hub:``, ``local-dir:``), a checkpoint file, or trained on
+    ``data_source``'s train split (read through a pretrained model's evaluation ``transform`` when given) and cached.
+    With ``input_shape`` (the classifier's input, C, H, W) a purifier at another resolution runs inside a
+    ``ResolutionBridge``.
     """
-    if resolved.checkpoint:
-        path = Path(resolved.checkpoint)
+    if resolved.network is not None:
+        network, card = network_from_factory(resolved.network, kind=resolved.name, trust_code=trust_code)
+        provenance = {"checkpoint": f"factory {resolved.network['factory']}", **card}
+    elif resolved.checkpoint and split_purifier_source(resolved.checkpoint):
+        network, card = pretrained_network(resolved.checkpoint, kind=resolved.name, trust=trust_checkpoint)
+        provenance = {"checkpoint": resolved.checkpoint, **card}
     else:
-        require_classifier(resolved.name, classifier)  # before any work, not after minutes of training
-        recipe = recipe_for(resolved.name, resolved.recipe)
-        extra = classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
-        if transform is not None:
-            extra = f"{extra}/{transform.description()}"
-        path = purifier_cache_path(
-            resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
+        path = resolved_checkpoint_path(
+            resolved,
+            data_source=data_source,
+            image_size=image_size,
+            channels=channels,
+            seed=seed,
+            device=device,
+            classifier=classifier,
+            classifier_sha256=classifier_sha256,
+            transform=transform,
         )
-        if path.exists():
-            console.print(f"reusing cached {escape(resolved.name)} purifier {escape(str(path))}")
-        else:
-            console.print(
-                f"no {resolved.name} purifier given: training one on {data_source} (train split), cached at {path}"
-            )
-            train_purifier_file(
-                resolved.name,
-                data=data_source,
-                out=path,
-                recipe=resolved.recipe,
-                seed=seed,
-                device=device,
-                image_size=image_size,
-                channels=channels,
-                classifier=classifier,
-                transform=transform,
-            )
-    kind, network, _ = load_purifier_network(path, trust_checkpoint=trust_checkpoint)
-    if kind != resolved.name:
-        raise ConfigError(f"checkpoint {str(path)!r} holds a {kind!r} purifier, not {resolved.name!r}")
+        kind, network, card = load_purifier_network(path, kind=resolved.name, trust_checkpoint=trust_checkpoint)
+        if kind != resolved.name:
+            raise ConfigError(f"checkpoint {str(path)!r} holds a {kind!r} purifier, not {resolved.name!r}")
+        sha = sha256_file(path) if path.is_file() else card.get("sha256", "")
+        provenance = {"source": "file", **card, "checkpoint": str(path), "sha256": sha}
     purifier = PURIFIERS.build(resolved.name, resolved.params, network)
-    return purifier.eval(), path
+    if input_shape is not None:
+        purifier = bridged(purifier, purifier_shape=card["input_size"], input_shape=tuple(input_shape))
+    describe = getattr(purifier, "process_description", None)
+    provenance["process"] = describe() if describe else ""
+    if isinstance(purifier, ResolutionBridge):
+        provenance["bridge"] = purifier.description()
+    return purifier.eval(), provenance
+
+
+def resolved_checkpoint_path(
+    resolved: ResolvedPurifier,
+    *,
+    data_source: str,
+    image_size: int | None,
+    channels: int | None,
+    seed: int,
+    device: str,
+    classifier: nn.Module | None,
+    classifier_sha256: str,
+    transform: EvalTransform | None,
+) -> Path:
+    """The purifier's checkpoint: the one given, or the cached one trained now (keyed by kind, data, recipe, seed,
+    size and transform); robaudit says when it trains or reuses one."""
+    if resolved.checkpoint:
+        return Path(resolved.checkpoint)
+    require_classifier(resolved.name, classifier)  # before any work, not after minutes of training
+    recipe = recipe_for(resolved.name, resolved.recipe)
+    extra = classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
+    if transform is not None:
+        extra = f"{extra}/{transform.description()}"
+    path = purifier_cache_path(
+        resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
+    )
+    if path.exists():
+        console.print(f"reusing cached {escape(resolved.name)} purifier {escape(str(path))}")
+        return path
+    console.print(f"no {resolved.name} purifier given: training one on {data_source} (train split), cached at {path}")
+    return train_purifier_file(
+        resolved.name,
+        data=data_source,
+        out=path,
+        recipe=resolved.recipe,
+        seed=seed,
+        device=device,
+        image_size=image_size,
+        channels=channels,
+        classifier=classifier,
+        transform=transform,
+    )
 
 
 def train_purifier_file(
