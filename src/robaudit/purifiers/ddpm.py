@@ -76,9 +76,7 @@ class DDPMNetwork(nn.Module):
             )
         with _offline():
             try:
-                unet = UNet2DModel.from_pretrained(
-                    str(unet_dir), use_safetensors=safetensors, low_cpu_mem_usage=False
-                )
+                unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=safetensors, low_cpu_mem_usage=False)
                 schedule = DDPMScheduler.from_pretrained(str(scheduler_dir))
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"diffusers folder {str(path)!r} is unreadable ({first_line(exc)})") from None
