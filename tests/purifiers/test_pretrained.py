@@ -157,3 +157,22 @@ def test_ls_purifiers_shows_the_sources_with_an_example():
     assert result.exit_code == 0
     for text in ("hf-hub:", "local-dir:", "hf-hub:google/ddpm-cifar10-32", "network:", "--trust-code"):
         assert text in result.output
+
+
+def test_evaluate_with_a_local_dir_ddpm_at_another_resolution_states_bridge_sampler_and_source(
+    tmp_path, digits_model_path
+):
+    """The acceptance shape: a 32 px classifier behind a 16 px diffusers DDPM given as local-dir:."""
+    import json
+
+    save_ddpm(tmp_path / "ddpm16", size=16, channels=1)
+    args = ["evaluate", "--model", str(digits_model_path), "--data", "digits", "--limit", "4", "--attacks", "fgsm"]
+    args += ["--purifier", "ddpm", "--purifier-checkpoint", f"local-dir:{tmp_path / 'ddpm16'}", "--threat", "adaptive"]
+    result = CliRunner().invoke(app, [*args, "--repeats", "2", "--eot", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    defense = json.loads((tmp_path / "run" / "summary.json").read_text())["defenses"][1]
+    assert defense["bridge"] == "32 -> 16 (bicubic) -> purify -> 32" and defense["source"] == "local-dir"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "reverse process: DDIM \\(eta 0\\), 10 steps from t\\* = 0.1" in report
+    assert "resolution bridge: 32 -\\> 16" in report and "network: local-dir" in report
+    assert "16x16, 1 channel\\(s\\)" in report
