@@ -59,7 +59,8 @@ def test_config_unknown_key_is_named():
 def test_config_eps_fraction_and_labels():
     config = EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "eps": "4/255"})
     labels = [a.label for a in config.resolved_attacks()]
-    assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd#2"]
+    assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd+x4", "pgd#2", "pgd#2+x4"]
+    assert [a.convergence_of for a in config.resolved_attacks()] == [None, "pgd", None, "pgd#2"]
 
 
 def test_config_entries_take_their_own_labels():
@@ -70,7 +71,7 @@ def test_config_entries_take_their_own_labels():
         "purifiers": [{"name": "cold", "variant": "blurred", "label": "blurred"}, "cold", "cold"],
     }
     config = EvaluateConfig.from_mapping(mapping)
-    assert [a.label for a in config.resolved_attacks()] == ["pgd-long", "pgd"]
+    assert [a.label for a in config.resolved_attacks() if a.convergence_of is None] == ["pgd-long", "pgd"]
     assert config.resolved_attacks()[0].params["steps"] == 40
     purifiers = config.resolved_purifiers()
     assert [p.label for p in purifiers] == ["blurred", "cold", "cold#2"]

@@ -48,7 +48,7 @@ def _audit(model_path, tmp_path):
     config = {
         "model": str(model_path),
         "data": {"name": "digits", "limit": 48},
-        "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 20}, {"name": "square", "n_queries": 300}],
+        "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 20}, {"name": "square", "n_queries": 1200}],
         "eps": "16/255",
         "out": str(tmp_path / "run"),
     }
@@ -69,6 +69,7 @@ def test_gradient_masking_is_flagged(models, tmp_path):
 
 def test_normal_model_trips_no_flag(models, tmp_path):
     result, summary = _audit(models["normal"], tmp_path)
+    # Square gets 1200 queries: with 300 it left 4 samples that 1200 broke, and the convergence check said so
     assert [f for f in summary["flags"] if f["severity"] != "info"] == []
     assert result.exit_code == 0, result.output
 

@@ -183,11 +183,18 @@ def fill_budget(params: dict) -> dict:
     return {**params, **{key: value for key, value in budget.items() if params.get(key) is None}}
 
 
+def escalate_autoattack(params: dict, factor: int) -> dict:
+    """``factor`` times the APGD/FAB iterations, Square's queries and rand's EOT iterations."""
+    scaled = {key: params[key] * factor for key in ("steps", "n_queries", "eot_iter") if params.get(key) is not None}
+    return {**params, **scaled}
+
+
 @ATTACKS.register(
     "autoattack",
     description="AutoAttack: APGD-CE, APGD-T, FAB-T, Square (standard), APGD-CE/DLR+EOT (rand), or fast; auto picks",
     tier=3,
     derive=fill_budget,
+    escalate=escalate_autoattack,
 )
 def autoattack(
     model: nn.Module,
@@ -241,7 +248,10 @@ def autoattack(
 
 
 @ATTACKS.register(
-    "square", description="Square Attack, black-box score-based (Andriushchenko et al. 2020)", access="black-box"
+    "square",
+    description="Square Attack, black-box score-based (Andriushchenko et al. 2020)",
+    access="black-box",
+    escalate=lambda params, factor: {**params, "n_queries": params["n_queries"] * factor},
 )
 def square(
     model: nn.Module,

@@ -23,12 +23,15 @@ class AttackEntry:
     """What an attack registers besides its factory, read by robaudit (never its name): its default ``norm``,
     ``access`` ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks
     at one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a
-    minimal-norm attack) and ``derive`` (fills parameters that follow from others, e.g. PGD's step size)."""
+    minimal-norm attack), ``derive`` (fills parameters that follow from others, e.g. PGD's step size) and ``escalate``
+    ((params, factor) -> the params of a ``factor`` times larger budget, for the convergence check; None: nothing to
+    escalate, e.g. one FGSM step)."""
 
     norm: str | None = None
     access: str = "white-box"
     tier: int | None = None
     derive: Any = None
+    escalate: Any = None
 
 
 ATTACKS: Registry = Registry("attack", metadata=AttackEntry)
@@ -56,6 +59,9 @@ class ResolvedAttack:
     sweep: bool = False  # an extra budget of an eps sweep: reported, but not part of the headline worst case
     access: str = "white-box"  # from the registry (``AttackEntry``), saved with the run so reports need no registry
     tier: int | None = None
+    convergence_of: str | None = None  # a convergence rung: the label of the attack it escalates
+    rung: int = 0  # 1, 2, ...: the rung's place on the budget ladder
+    eot_scale: int = 1  # EOT draws of a rung, as a multiple of the run's (randomized pipelines only)
 
     def threat_model(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -67,6 +73,8 @@ class ResolvedAttack:
         out.update(access=self.access, tier=self.tier)
         if self.sweep:
             out["sweep"] = True
+        if self.convergence_of is not None:
+            out.update(convergence_of=self.convergence_of, rung=self.rung, eot_scale=self.eot_scale)
         return out
 
 

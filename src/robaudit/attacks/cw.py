@@ -53,7 +53,12 @@ class CarliniWagnerL2:
         return candidates
 
 
-@ATTACKS.register("cw", description="Carlini-Wagner L2, minimal-norm; results cut back to the L2 budget eps", norm="L2")
+@ATTACKS.register(
+    "cw",
+    description="Carlini-Wagner L2, minimal-norm; results cut back to the L2 budget eps",
+    norm="L2",
+    escalate=lambda params, factor: {**params, "steps": params["steps"] * factor},
+)
 def cw(
     model: nn.Module,
     *,

@@ -177,8 +177,13 @@ def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
     return attack
 
 
+def escalate_pgd(params: dict, factor: int) -> dict:
+    """``factor`` times the steps (the step size kept) and one more restart, from a new random start."""
+    return {**params, "steps": params["steps"] * factor, "restarts": params["restarts"] + 1, "random_start": True}
+
+
 for name, norm, default_eps in (("pgd", "Linf", 8 / 255), ("pgdl2", "L2", 0.5)):
     description = f"PGD, {norm}, random start, restarts (Madry et al. 2018)"
-    ATTACKS.register(name, description=description, norm=norm, tier=2, derive=default_step_size)(
+    ATTACKS.register(name, description=description, norm=norm, tier=2, derive=default_step_size, escalate=escalate_pgd)(
         pgd_attack(norm, default_eps)
     )

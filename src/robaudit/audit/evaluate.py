@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.attacks.precision import check_precision
+from robaudit.audit.convergence import ConvergenceSpec, rungs_for
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Shard
@@ -61,6 +62,7 @@ EVALUATE_KEYS = [
     "precision",
     "compile",
     "gates",
+    "convergence",
 ]
 
 
@@ -90,6 +92,7 @@ class EvaluateConfig:
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
+    convergence: ConvergenceSpec = field(default_factory=ConvergenceSpec)  # audit.convergence
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
@@ -143,6 +146,8 @@ class EvaluateConfig:
             if mapping.get(key) is not None:
                 setattr(config, key, coerce(mapping[key], hint, where=key))
         config.gates = parse_gates(mapping.get("gates"))
+        default_mode = "escalate" if config.gates else "check"  # a run that gates a release escalates
+        config.convergence = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
         check_precision(config.precision)
         for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
             if getattr(config, key) is not None and getattr(config, key) <= 0:
@@ -163,7 +168,10 @@ class EvaluateConfig:
                 extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
                 extra.label, extra.sweep = f"{attack.label}@{budget:.4g}", True
                 resolved.append(extra)
-        return resolved
+        with_rungs = []
+        for attack in resolved:
+            with_rungs += [attack, *rungs_for(attack, self.convergence)]
+        return with_rungs
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
         """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""
@@ -192,6 +200,7 @@ class EvaluateConfig:
             **({"precision": self.precision} if self.precision != "fp32" else {}),
             **({"compile": True} if self.compile else {}),
             **({"gates": self.gates} if self.gates else {}),
+            "convergence": self.convergence.to_dict(),
         }
 
     def fingerprinted(self) -> dict[str, Any]:
@@ -459,6 +468,7 @@ def prepare_run(
         draws=config.selection_draws,
         num_samples=len(dataset),
         part_size=config.part_size,
+        convergence_fraction=config.convergence.fraction,
     )
     return PreparedRun(plan, model, dataset, run_dir, manifest, device)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.attacks.precision import compile_classifier, compile_network, disagreements
 from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
+from robaudit.audit.convergence import reattacked
 from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
@@ -44,6 +45,17 @@ class Batch:
     labels: torch.Tensor
     ids: list[str]
     start: int
+
+
+@dataclass
+class Verdict:
+    """A condition's outcome on a batch: the clean predictions of each draw, the samples attacked (``want``), the
+    images scored and the predictions of each scoring draw (N,)."""
+
+    clean: list[torch.Tensor]
+    want: torch.Tensor
+    adversarial: torch.Tensor
+    preds: list[torch.Tensor]
 
 
 @dataclass
@@ -112,7 +124,8 @@ class BuiltAttacks:
         self.pipelines: dict[str, tuple[Pipeline, Any]] = {}
         for attack in plan.attacks:
             seed = derive_seed(plan.seed, "build", attack.label)
-            self.shared[attack.label] = build_attack(attack, bare, seed=seed, eot=plan.eot, **context)
+            eot = plan.eot * attack.eot_scale
+            self.shared[attack.label] = build_attack(attack, bare, seed=seed, eot=eot, **context)
             if on_built is not None:
                 on_built(attack.label, self.shared[attack.label])
         for condition, attack, defense in plan.conditions():
@@ -123,7 +136,8 @@ class BuiltAttacks:
             )
             prepare_model(pipeline)
             seed = derive_seed(plan.seed, "build", condition.key())
-            built = build_attack(attack, pipeline, seed=seed, eot=defense.eot or plan.eot, **context)
+            eot = (defense.eot or plan.eot) * attack.eot_scale
+            built = build_attack(attack, pipeline, seed=seed, eot=eot, **context)
             self.pipelines[condition.key()] = (pipeline, built)
             if on_built is not None:
                 on_built(condition.key(), built)
@@ -200,7 +214,7 @@ class PartExecutor:
         clean = {d.label: self.clean_predictions(d, batch, out) for d in self.plan.defenses}
         advance(f"samples {start}-{stop} clean")
         targets = {label: torch.stack([p == batch.labels for p in preds]).any(0) for label, preds in clean.items()}
-        for attack in self.plan.attacks:
+        for attack in self.plan.base_attacks():
             shared = self.shared_examples(attack, batch, targets, out)
             for defense in self.plan.defenses:
                 for threat in defense.threats:
@@ -214,10 +228,12 @@ class PartExecutor:
                         add_passes(out.timings, condition.key(), self.shared_passes.to_dict(), 0)
                         add_disagreements(out.timings, condition.key(), *self.shared_disagreed)
                     adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
-                    self.score_condition(
+                    preds = self.score_condition(
                         condition, attack, defense, batch, (clean[defense.label], want), adversarial, out
                     )
                     advance(f"samples {start}-{stop} {condition.key()}")
+                    verdict = Verdict(clean[defense.label], want, adversarial, preds)
+                    self.climb(condition, defense, batch, verdict, out, advance)
         self.collect_gallery(batch, out)
 
     def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput) -> list[torch.Tensor]:
@@ -288,18 +304,91 @@ class PartExecutor:
         clean: tuple[list[torch.Tensor], torch.Tensor],
         adversarial: torch.Tensor,
         out: PartOutput,
-    ) -> None:
-        """Records of one condition: ``repeats`` scoring draws of its adversarial images; gallery rows."""
+    ) -> list[torch.Tensor]:
+        """Records of one condition: ``repeats`` scoring draws of its adversarial images; gallery rows. Returns the
+        predictions of each draw (N,) (the clean ones for samples not attacked)."""
         clean_preds, want = clean
         if not attack.sweep:
             self.keep_for_gallery(condition, defense, batch, adversarial, out)
+        preds = []
         for repeat in range(defense.repeats):
             with self.passes.charge(condition.key()):
                 pred = score(defense.scoring, adversarial, self.streams(batch, "score", condition.key(), repeat))
             pred = torch.where(want, pred, clean_preds[repeat])
-            preds = (clean_preds[repeat], pred)
-            out.records += condition_records(batch, condition, attack, repeat, preds, want, adversarial)
+            preds.append(pred)
+            out.records += condition_records(
+                batch, condition, attack, repeat, (clean_preds[repeat], pred), want, adversarial
+            )
         add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
+        return preds
+
+    def climb(
+        self, base: Condition, defense: Defense, batch: Batch, verdict: Verdict, out: PartOutput, advance: Advance
+    ) -> None:
+        """The convergence rungs of ``base``: each attacks again, at its escalated budget, the samples still standing
+        (robust in every scoring draw) below it; every other sample keeps the verdict of the rung below."""
+        for rung in self.plan.rungs_of(base.attack):
+            condition = Condition(rung.label, defense.label, base.threat)
+            standing = verdict.want & torch.stack([p == batch.labels for p in verdict.preds]).all(0)
+            chosen = standing & self.sampled(condition, batch)
+            adversarial = verdict.adversarial
+            if bool(chosen.any()):
+                made = self.rung_examples(condition, rung, batch, chosen, out)
+                adversarial = torch.where(chosen.view(-1, 1, 1, 1), made, adversarial)
+            preds = self.score_rung(
+                condition, rung, defense, batch, chosen, replace(verdict, adversarial=adversarial), out
+            )
+            verdict = replace(verdict, adversarial=adversarial, preds=preds)
+            advance(f"samples {batch.start}-{batch.start + len(batch.ids)} {condition.key()}")
+
+    def sampled(self, condition: Condition, batch: Batch) -> torch.Tensor:
+        """(N,) bool: the samples a rung attacks again when only a fraction of survivors are (``audit.convergence``)."""
+        fraction = self.plan.convergence_fraction
+        chosen = [reattacked(self.plan.seed, condition.key(), sample_id, fraction) for sample_id in batch.ids]
+        return torch.tensor(chosen, dtype=torch.bool, device=self.device)
+
+    def rung_examples(
+        self, condition: Condition, rung: ResolvedAttack, batch: Batch, chosen: torch.Tensor, out: PartOutput
+    ) -> torch.Tensor:
+        """A rung's adversarial examples on the ``chosen`` samples: against the classifier alone for the undefended
+        and non-adaptive conditions, against the defended pipeline otherwise."""
+        if condition.shares_classifier_examples:
+            built = self.built.shared[rung.label]
+        else:
+            pipeline, built = self.built.pipelines[condition.key()]
+            pipeline.reseed(derive_seed(self.plan.seed, "pipeline", condition.key()))
+        tic = time.perf_counter()
+        with self.passes.charge(condition.key()):
+            adversarial = self.run(built, rung, batch, chosen, "attack", condition.key())
+        add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(chosen.sum()))
+        add_disagreements(out.timings, condition.key(), *self.disagreed)
+        return adversarial
+
+    def score_rung(
+        self,
+        condition: Condition,
+        rung: ResolvedAttack,
+        defense: Defense,
+        batch: Batch,
+        chosen: torch.Tensor,
+        verdict: Verdict,
+        out: PartOutput,
+    ) -> list[torch.Tensor]:
+        """A rung's records: fresh scoring draws for the ``chosen`` samples, the rung below's predictions for the
+        others. Returns the predictions of each draw."""
+        index = chosen.nonzero().flatten()
+        preds = []
+        for repeat in range(defense.repeats):
+            pred = verdict.preds[repeat].clone()
+            if len(index):
+                rng = self.streams(batch, "score", condition.key(), repeat)[index]
+                with self.passes.charge(condition.key()):
+                    pred[index] = score(defense.scoring, verdict.adversarial[index], rng)
+            preds.append(pred)
+            pair = (verdict.clean[repeat], pred)
+            out.records += condition_records(batch, condition, rung, repeat, pair, verdict.want, verdict.adversarial)
+        add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
+        return preds
 
     @torch.no_grad()
     def keep_for_gallery(

@@ -166,6 +166,15 @@ class AuditPlan:
     draws: int
     num_samples: int
     part_size: int
+    convergence_fraction: float = 1.0  # the share of survivors a convergence rung attacks again
+
+    def base_attacks(self) -> list[Any]:
+        """The configured attacks (and eps-sweep budgets), without convergence rungs."""
+        return [a for a in self.attacks if getattr(a, "convergence_of", None) is None]
+
+    def rungs_of(self, label: str) -> list[Any]:
+        """The convergence rungs of attack ``label``, lowest first."""
+        return sorted((a for a in self.attacks if getattr(a, "convergence_of", None) == label), key=lambda a: a.rung)
 
     def conditions(self) -> list[tuple[Condition, Any, Defense]]:
         """(condition, attack or None, defense) in record order."""

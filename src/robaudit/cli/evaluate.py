@@ -92,6 +92,11 @@ SETTING_FLAGS = FlagGroup.overrides(
         "device": (str, "cpu, cuda or auto (default auto)."),
         "precision": (str, "fp32 or bf16: attack iterations under bf16 autocast; verdicts stay fp32 (default fp32)."),
         "compile": (bool, "torch.compile the classifier's network (speed only; records unchanged)."),
+        "convergence": (
+            str,
+            "Convergence check: check (one escalated rung, the default), escalate (rungs up to the ceiling; the "
+            "default with --gate) or off.",
+        ),
     },
 )
 
@@ -168,6 +173,7 @@ def evaluate(
         None, "--shard", help="Run only shard K/N of the parts (job arrays); merge with: robaudit report RUN_DIR."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run directory when it exists."),
+    no_convergence: bool = typer.Option(False, "--no-convergence", help="Skip the convergence check."),
     trust_checkpoint: bool = TrustOption,
     trust_code: bool = TrustCodeOption,
     overrides: dict[str, Any] = None,  # type: ignore[assignment]  (filled by with_flags)
@@ -191,6 +197,7 @@ def evaluate(
     )
     mapping.update(overrides)
     add_default_attacks(mapping)
+    add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
     for text in gate_flags.gate or []:
         Gate.parse(text)  # a malformed gate fails before any work
     settings = EvaluateConfig.from_mapping(mapping)
@@ -202,6 +209,16 @@ def evaluate(
         return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
     print_summary(run_dir)
     report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+
+
+def add_convergence_default(mapping: dict[str, Any], *, off: bool, gated: bool) -> None:
+    """``--no-convergence`` turns the check off; a run gated with ``--gate`` escalates unless told otherwise."""
+    if off:
+        mapping["convergence"] = "off"
+    elif gated and mapping.get("convergence") is None:
+        mapping["convergence"] = "escalate"
+    elif gated and isinstance(mapping["convergence"], dict) and "mode" not in mapping["convergence"]:
+        mapping["convergence"] = {**mapping["convergence"], "mode": "escalate"}
 
 
 def add_default_attacks(mapping: dict[str, Any]) -> None:
@@ -239,6 +256,15 @@ def print_summary(run_dir: Path) -> None:
                 f"[bold]{with_ci(defense['worst_case']['robust_accuracy'])}",
             )
     console.print(table)
+    for check in summary.get("convergence", []):
+        verdict = (
+            f"converged at {check['ladder'][check['converged_at']]['label']}"
+            if check["converged"]
+            else f"[yellow]not converged[/yellow] (ceiling {check['ceiling']})"
+        )
+        rungs = " -> ".join(f"{escape(r['label'])} {with_ci(r['robust_accuracy_worst_of_n'])}" for r in check["ladder"])
+        where = f"{escape(check['attack'])} / {escape(check['defense'])} / {check['threat']}"
+        console.print(f"convergence {where}: {rungs}: {verdict}")
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"report: {escape(str(run_dir / 'report.md'))}")

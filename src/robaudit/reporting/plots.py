@@ -48,6 +48,28 @@ def robust_accuracy_bars(summary: dict[str, Any]) -> bytes:
     return _png(figure)
 
 
+def convergence_ladders(summary: dict[str, Any]) -> bytes | None:
+    """Robust accuracy (worst of N) against model passes per sample along each convergence ladder; None without
+    ladders."""
+    ladders = [c for c in summary.get("convergence", []) if all(r["passes_per_sample"] for r in c["ladder"][:1])]
+    if not ladders:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for check in ladders:
+        rows = [r for r in check["ladder"] if r["passes_per_sample"] is not None]
+        passes = [sum(r["passes_per_sample"] for r in rows[: i + 1]) for i in range(len(rows))]
+        values = [r["robust_accuracy_worst_of_n"]["value"] for r in rows]
+        style = "-o" if check["converged"] else "--x"
+        axis.plot(passes, values, style, label=f"{check['attack']} / {check['defense']} / {check['threat']}")
+    axis.set_xscale("log")
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("model passes per sample, cumulative along the ladder (log)")
+    axis.set_ylabel("robust accuracy, worst of N")
+    axis.set_title("Convergence: robust accuracy as the budget escalates (dashed: not converged)")
+    axis.legend(fontsize=7)
+    return _png(figure)
+
+
 def per_class_bars(summary: dict[str, Any], class_names: list[str]) -> bytes:
     """Grouped bars per class: clean and worst-case robust accuracy of each defense."""
     defenses = summary["defenses"]

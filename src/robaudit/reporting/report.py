@@ -18,6 +18,7 @@ from robaudit.audit.plan import Condition
 from robaudit.audit.threats import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
+from robaudit.reporting.convergence import convergence_checks, convergence_flags
 from robaudit.reporting.results import (
     CLEAN,
     SUMMARY_SCHEMA,
@@ -132,12 +133,21 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         "seed": config.get("seed"),
         **numbers,
     }
+    add_checks(summary, frame, manifest, config, run_dir.read_passes())
+    return summary
+
+
+def add_checks(
+    summary: dict[str, Any], frame: pd.DataFrame, manifest: dict[str, Any], config: dict[str, Any], passes: dict
+) -> None:
+    """The convergence checks, the sanity flags (pre-flight, post-run, memory, convergence) and the warnings."""
+    summary["convergence"] = convergence_checks(summary, config, passes or {})
     flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
+    flags += convergence_flags(summary["convergence"])
     summary["flags"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
-    return summary
 
 
 def samples_with_records(frame: pd.DataFrame) -> int:
@@ -264,7 +274,13 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
 
 def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str, bytes]:
     """The report's plots as PNG bytes, keyed by name (also written to RUN/plots/)."""
-    from robaudit.reporting.plots import gallery, per_class_bars, robust_accuracy_bars, robust_vs_eps
+    from robaudit.reporting.plots import (
+        convergence_ladders,
+        gallery,
+        per_class_bars,
+        robust_accuracy_bars,
+        robust_vs_eps,
+    )
 
     pngs = {"1-robust-accuracy": robust_accuracy_bars(summary)}
     if summary["defenses"][0].get("per_class"):
@@ -272,6 +288,9 @@ def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str,
     sweep = robust_vs_eps(summary)
     if sweep is not None:
         pngs["3-robust-vs-eps"] = sweep
+    ladders = convergence_ladders(summary)
+    if ladders is not None:
+        pngs["5-convergence"] = ladders
     stored = run_dir.read_gallery() if run_dir is not None else None
     if stored is not None and any(k.startswith("adversarial|") for k in stored[0]):
         images, ids = stored

@@ -1,0 +1,127 @@
+"""Judging the convergence check from a run's results: for each attack under each defense and threat model, the
+budget ladder (the attack, then its escalated rungs), the robust accuracy and cost at each rung, and whether the
+check passed: a rung that breaks at most ``tolerance`` more samples than the rung below it, or keeps the robust
+accuracy within the lower edge of the interval below it, shows the attack had converged there.
+
+Everything here is read from ``summary.json``'s results, the saved config and the counted passes: a run directory is
+enough to judge it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robaudit.audit.plan import Condition
+from robaudit.reporting.sanity import Flag
+
+BUDGET_KEYS = ("steps", "n_queries", "restarts", "eot_iter")
+
+
+def passes_per_sample(passes: dict[str, Any], key: str) -> float | None:
+    """Model passes per sample of a condition (classifier forward + backward + purifier network evaluations)."""
+    counted = passes.get(key)
+    if not counted:
+        return None
+    return round(float(counted.get("forward", 0) + counted.get("backward", 0) + counted.get("purifier", 0)), 3)
+
+
+def rung_row(result: dict[str, Any], key: str, passes: dict[str, Any], eot: int | None) -> dict[str, Any]:
+    """One rung of a ladder: its label, budget, robust accuracy (worst of N and mean) and cost."""
+    scale = result.get("eot_scale", 1)
+    budget = {k: result["params"][k] for k in BUDGET_KEYS if result["params"].get(k) is not None}
+    if eot and result.get("repeats", 1) > 1:
+        budget["eot"] = eot * scale
+    return {
+        "label": result["label"],
+        "rung": result.get("rung", 0),
+        "budget": budget,
+        "robust_accuracy_worst_of_n": result["robust_accuracy_worst_of_n"],
+        "robust_accuracy": result["robust_accuracy"]["value"],
+        "passes_per_sample": passes_per_sample(passes, key),
+    }
+
+
+def ladder_verdict(rows: list[dict[str, Any]], *, tolerance: int) -> tuple[int | None, list[int]]:
+    """(the first rung at which the check passes, or None; the samples each rung broke beyond the one below)."""
+    broken, passed_at = [], None
+    for below, row in zip(rows, rows[1:], strict=False):
+        low, high = below["robust_accuracy_worst_of_n"], row["robust_accuracy_worst_of_n"]
+        newly = int(low["successes"]) - int(high["successes"])
+        broken.append(newly)
+        within = high["value"] is not None and low["ci_low"] is not None and high["value"] >= low["ci_low"]
+        if passed_at is None and (newly <= tolerance or within):
+            passed_at = row["rung"]
+    return passed_at, broken
+
+
+def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: dict[str, Any]) -> list[dict]:
+    """One entry per (attack, defense, threat) that has rungs: its ladder and the check's verdict."""
+    settings = config.get("convergence") or {}
+    if not settings or settings.get("mode") == "off":
+        return []
+    randomized_classifier = summary["model"]["randomized"].get("stochastic", False)
+    checks = []
+    for defense in summary["defenses"]:
+        eot = config.get("eot") if defense["label"] != "none" or randomized_classifier else None
+        for result in defense["results"]:
+            if result.get("convergence_of") is not None:
+                continue
+            ladder = [result, *rungs_of(defense["results"], result)]
+            if len(ladder) == 1:
+                continue
+            keys = [Condition(r["label"], defense["label"], r["threat"]).key() for r in ladder]
+            rows = [rung_row(r, k, passes, eot) for r, k in zip(ladder, keys, strict=True)]
+            passed_at, broken = ladder_verdict(rows, tolerance=int(settings.get("tolerance", 1)))
+            for row, newly in zip(rows[1:], broken, strict=True):
+                row["newly_broken"] = newly
+            checks.append(
+                {
+                    "attack": result["label"],
+                    "defense": defense["label"],
+                    "threat": result["threat"],
+                    **{k: settings.get(k) for k in ("mode", "factor", "fraction", "tolerance")},
+                    "ladder": rows,
+                    "converged": passed_at is not None,
+                    "converged_at": passed_at,
+                    "ceiling": ladder[-1]["label"].rsplit("+", 1)[-1],
+                }
+            )
+    return checks
+
+
+def rungs_of(results: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rungs of ``base`` (same threat model), lowest first."""
+    rungs = [r for r in results if r.get("convergence_of") == base["label"] and r["threat"] == base["threat"]]
+    return sorted(rungs, key=lambda r: r["rung"])
+
+
+def convergence_flags(checks: list[dict[str, Any]]) -> list[Flag]:
+    """A warning per ladder whose check failed: how many samples the stronger budgets broke, and the robust accuracy
+    they left."""
+    flags = []
+    for check in checks:
+        if check["converged"]:
+            continue
+        first, last = check["ladder"][0], check["ladder"][-1]
+        where = f"{check['attack']} on {check['defense']} ({check['threat']})"
+        before, after = first["robust_accuracy_worst_of_n"], last["robust_accuracy_worst_of_n"]
+        ceiling, escalate = check["ceiling"], check["mode"] == "escalate"
+        flags.append(
+            Flag(
+                check="convergence",
+                severity="warning",
+                title=f"{where} did not converge" + (f" up to the ceiling {ceiling}" if escalate else ""),
+                explanation=f"the stronger budget(s) broke {sum(r['newly_broken'] for r in check['ladder'][1:])} more "
+                f"sample(s): robust accuracy {pct(before['value'])} -> {pct(after['value'])} (worst of N); the "
+                "headline uses the strongest, and it is still only an upper bound"
+                + ("" if escalate else "; run with convergence: escalate for more rungs"),
+                evidence=", ".join(
+                    f"{r['label']}: {r['robust_accuracy_worst_of_n']['successes']} robust" for r in check["ladder"]
+                ),
+            )
+        )
+    return flags
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"

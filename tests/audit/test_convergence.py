@@ -1,0 +1,139 @@
+"""The convergence check: a toy where the configured budget provably does not converge (PGD-5 with a tiny step can
+travel only an eighth of eps; 4x and 16x the steps reach the boundary) fails its check, names the gap, and under
+``escalate`` makes the headline the strongest rung's, with both verdicts kept in the records; a converged toy passes
+with its headline unchanged; escalation never raises a robust accuracy, sample by sample; only survivors are attacked
+again, and the check runs through the CLI (report, summary, terminal)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robaudit.attacks import resolve_attack
+from robaudit.audit.convergence import ConvergenceSpec, reattacked, rungs_for
+from robaudit.audit.execute import PartExecutor
+from robaudit.audit.pipeline import Pipeline
+from robaudit.audit.plan import AuditPlan, Defense, Part
+from robaudit.errors import ConfigError
+from robaudit.reporting.convergence import convergence_checks, convergence_flags
+from robaudit.reporting.results import records_frame, summarize
+from toys import NearestMean, WithCard, toy_data, toy_imageset
+
+EPS = 0.2  # measured on this toy: PGD-20 breaks every sample; 5 steps of eps/40 leave 199 of 200, x4 163, x16 0
+
+
+def audit(params: dict, spec: ConvergenceSpec, *, n: int = 200, eps: float = EPS):
+    """Records and summary of PGD (``params``) with ``spec``'s rungs on the undefended nearest-mean toy."""
+    images, labels, means = toy_data(n, seed=3, spread=0.12)
+    classifier = WithCard(NearestMean(means, scale=10.0)).eval()
+    attack = resolve_attack("pgd", params, eps=eps, eps_l2=0.5)
+    attack.label = "pgd"
+    attacks = [attack, *rungs_for(attack, spec)]
+    defenses = [Defense("none", None, 1, ["none"], Pipeline(classifier))]
+    plan = AuditPlan(
+        attacks, defenses, seed=0, eot=1, draws=1, num_samples=n, part_size=n, convergence_fraction=spec.fraction
+    )
+    output = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=64)(
+        toy_imageset(images, labels), Part(0, 0, n), lambda status: None
+    )
+    frame = records_frame(output.records)
+    summary = summarize(
+        frame, attacks=[a.to_dict() for a in attacks], defenses=[{"label": "none", "threats": ["none"]}]
+    )
+    summary["model"] = {"randomized": {"stochastic": False}}
+    return frame, summary
+
+
+def robust_ids(frame, label: str) -> set[str]:
+    rows = frame[(frame["condition"] == f"{label}|none|none") & frame["correct"]]
+    return set(rows["sample_id"])
+
+
+TINY_STEP = {"steps": 5, "alpha": EPS / 40}  # travels 5/40 = 1/8 of eps; x4 reaches 1/2, x16 twice eps
+
+
+def test_a_budget_that_does_not_converge_fails_the_check_and_names_the_gap():
+    spec = ConvergenceSpec(mode="check")
+    frame, summary = audit(TINY_STEP, spec)
+    [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
+    base, rung = check["ladder"]
+    assert not check["converged"] and rung["newly_broken"] >= 5, check
+    [flag] = convergence_flags([check])
+    assert flag.severity == "warning" and f"broke {rung['newly_broken']} more sample(s)" in flag.explanation
+    headline = summary["worst_case"]["robust_accuracy"]["successes"]
+    assert headline == rung["robust_accuracy_worst_of_n"]["successes"], "every rung is part of the worst case"
+    assert robust_ids(frame, "pgd+x4") < robust_ids(frame, "pgd"), "the records keep both verdicts"
+
+
+def test_escalate_climbs_until_the_check_passes_and_the_headline_is_the_strongest():
+    spec = ConvergenceSpec(mode="escalate", rungs=3)
+    frame, summary = audit(TINY_STEP, spec)
+    [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
+    labels = [row["label"] for row in check["ladder"]]
+    assert labels == ["pgd", "pgd+x4", "pgd+x16", "pgd+x64"] and check["ceiling"] == "x64"
+    x4, x16, x64 = check["ladder"][1:]
+    assert x4["newly_broken"] > 1 and x16["newly_broken"] > 1 and x64["newly_broken"] <= 1
+    assert check["converged"] and check["converged_at"] == 3
+    strongest = x64["robust_accuracy_worst_of_n"]["successes"]
+    assert summary["worst_case"]["robust_accuracy"]["successes"] == strongest
+    assert robust_ids(frame, "pgd+x64") <= robust_ids(frame, "pgd+x16") <= robust_ids(frame, "pgd+x4")
+    assert robust_ids(frame, "pgd+x4") <= robust_ids(frame, "pgd"), "escalation never raises robustness"
+
+
+def test_a_converged_attack_passes_and_its_headline_does_not_move():
+    """PGD-50 with two restarts at eps 0.1 (measured: 166 of 200 robust, and 166 after 4x the steps and a restart)."""
+    spec = ConvergenceSpec(mode="check")
+    frame, summary = audit({"steps": 50, "restarts": 2}, spec, eps=0.1)
+    [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
+    base, rung = check["ladder"]
+    assert check["converged"] and rung["newly_broken"] == 0 and base["robust_accuracy_worst_of_n"]["successes"] > 100
+    assert summary["worst_case"]["robust_accuracy"]["successes"] == base["robust_accuracy_worst_of_n"]["successes"]
+    assert not convergence_flags([check])
+
+
+def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():
+    frame, _ = audit(TINY_STEP, ConvergenceSpec(mode="check", fraction=0.5))
+    base, rung = (
+        frame[frame["condition"] == f"{label}|none|none"].set_index("sample_id") for label in ("pgd", "pgd+x4")
+    )
+    broken_below = base.index[~base["correct"]]
+    assert (rung.loc[broken_below, "pred"] == base.loc[broken_below, "pred"]).all(), "broken samples keep the verdict"
+    survivors = base.index[base["correct"] & base["attacked"]]
+    chosen = [s for s in survivors if reattacked(0, "pgd+x4|none|none", s, 0.5)]
+    skipped = [s for s in survivors if s not in chosen]
+    assert 0 < len(chosen) < len(survivors)
+    assert (rung.loc[skipped, "correct"]).all(), "survivors left out of the sample keep their verdict"
+    assert not rung.loc[chosen, "correct"].all(), "the sampled survivors were attacked again"
+
+
+def test_rungs_escalate_steps_eot_and_restarts_and_fgsm_has_none():
+    pgd = resolve_attack("pgd", {"steps": 10}, eps=EPS, eps_l2=0.5)
+    pgd.label = "pgd"
+    [x4, x16] = rungs_for(pgd, ConvergenceSpec(mode="escalate", rungs=2))
+    assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 2, 4, "pgd+x4")
+    assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 2, 16)
+    fgsm = resolve_attack("fgsm", {}, eps=EPS, eps_l2=0.5)
+    assert rungs_for(fgsm, ConvergenceSpec()) == [] and rungs_for(pgd, ConvergenceSpec(mode="off")) == []
+    with pytest.raises(ConfigError, match="convergence.mode must be one of"):
+        ConvergenceSpec.parse({"mode": "sometimes"})
+
+
+def test_the_cli_reports_the_check_in_the_summary_report_and_terminal(tmp_path, digits_model_path):
+    from typer.testing import CliRunner
+
+    from robaudit.cli import app
+
+    args = ["evaluate", "--model", str(digits_model_path), "--data", "digits", "--limit", "16"]
+    args += ["--attacks", "pgd", "--eps", "2/255", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--gate", "worst_case >= 0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    [check] = summary["convergence"]
+    assert check["mode"] == "escalate", "a gated run escalates"
+    assert [r["label"] for r in check["ladder"]] == ["pgd", "pgd+x4", "pgd+x16"]
+    assert "## Convergence" in (tmp_path / "run" / "report.md").read_text()
+    assert "convergence pgd / none / none:" in result.output.replace("\n", "")
+    off = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "off"), "--no-convergence"])
+    assert off.exit_code == 0 and json.loads((tmp_path / "off" / "summary.json").read_text())["convergence"] == []
