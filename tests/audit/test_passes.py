@@ -21,8 +21,8 @@ def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
         classifier(purifier(x)).sum().backward()
         with torch.no_grad():
             classifier(x[:2])
-    assert counter.take("a").to_dict() == {"forward": 7, "backward": 5, "purifier": 5}
-    assert counter.take("a").to_dict() == {"forward": 0, "backward": 0, "purifier": 0}
+    assert counter.take("a").to_dict() == {"forward": 7, "backward": 5, "purifier": 5, "purifier_backward": 0}
+    assert counter.take("a").to_dict() == {"forward": 0, "backward": 0, "purifier": 0, "purifier_backward": 0}
     PassCounter(classifier, [purifier])  # a new counter replaces the old hooks: nothing is counted twice
     with counter.charge("b"):
         classifier(x)
@@ -40,7 +40,7 @@ def test_passes_are_exact_counts_that_do_not_depend_on_the_batch_size():
     small, large = _timings(4), _timings(12)
     assert small == large
     clean = large["none|none|none"]
-    assert clean == {"forward": 12, "backward": 0, "purifier": 0, "evaluated": 12}  # one pass per image
+    assert clean == {"forward": 12, "backward": 0, "purifier": 0, "purifier_backward": 0, "evaluated": 12}
     assert large["none|noise|none"]["forward"] == 3 * 12 == large["none|noise|none"]["purifier"]  # 3 draws
     undefended, adaptive = large["pgd|none|none"], large["pgd|noise|adaptive"]
     assert undefended["backward"] > 0 and undefended["purifier"] == 0

@@ -273,14 +273,14 @@ def build_defenses(
         )
         scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
         repeats = config.repeats if scoring.stochastic else 1
-        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot))
+        defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot, spec.graft))
         details[spec.label] = {
             **{k: provenance[k] for k in PROVENANCE_KEYS if k in provenance},
             "stochastic": purifier.stochastic,
             "randomized_pipeline": scoring.stochastic,
             "differentiable": purifier.differentiable,
             "ensemble": purifier.ensemble,
-            "gradient": purifier.gradient_description(),
+            "gradient": gradient_statement(purifier, spec.graft),
             "repeats": repeats,
             "eot": (spec.eot or config.eot) if scoring.stochastic else 1,
         }
@@ -301,6 +301,16 @@ PROVENANCE_KEYS = (
     "process",
     "bridge",
 )
+
+
+def gradient_statement(purifier: Any, graft: int) -> str:
+    """What an adaptive attack differentiates through, and how its EOT gradient is formed."""
+    if not graft:
+        return f"{purifier.gradient_description()}; EOT gradients averaged over full backward passes"
+    return (
+        f"{purifier.gradient_description()}; EOT gradients grafted (DiffHammer): the classifier's gradients averaged "
+        f"over the EOT draws, sent back through {graft} purifier draw(s)"
+    )
 
 
 def run_manifest(

@@ -131,8 +131,13 @@ class BuiltAttacks:
         for condition, attack, defense in plan.conditions():
             if attack is None or condition.shares_classifier_examples:
                 continue
+            graft = defense.graft if condition.threat == "adaptive" else 0
             pipeline = Pipeline(
-                classifier, defense.purifier, threat=condition.threat, stochastic_classifier=bare.stochastic
+                classifier,
+                defense.purifier,
+                threat=condition.threat,
+                stochastic_classifier=bare.stochastic,
+                graft_draws=graft,
             )
             prepare_model(pipeline)
             seed = derive_seed(plan.seed, "build", condition.key())

@@ -20,11 +20,14 @@ from torch import nn
 
 @dataclass
 class PassCount:
-    """Sample-passes: classifier ``forward`` and ``backward``, purifier network evaluations (``purifier``)."""
+    """Sample-passes: classifier ``forward`` and ``backward``, purifier network evaluations (``purifier``: forward,
+    recomputations for gradient checkpointing included) and gradients through the purifier network
+    (``purifier_backward``)."""
 
     forward: int = 0
     backward: int = 0
     purifier: int = 0
+    purifier_backward: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -60,8 +63,18 @@ class PassCounter:
 
     def _purifier_pass(self, module: nn.Module, inputs: Any, output: Any) -> None:
         bucket = self._bucket()
-        if bucket is not None and inputs and isinstance(inputs[0], torch.Tensor):
-            bucket.purifier += inputs[0].shape[0]
+        if bucket is None or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        samples = inputs[0].shape[0]
+        bucket.purifier += samples
+        recomputing = torch._C._current_graph_task_id() != -1  # a checkpoint recomputing inside a backward pass
+        fresh = isinstance(output, torch.Tensor) and output is not inputs[0]  # a hook on the input would pile up
+        if fresh and output.requires_grad and not recomputing:
+            output.register_hook(lambda grad: self._purifier_backward(bucket, samples))
+
+    @staticmethod
+    def _purifier_backward(bucket: PassCount, samples: int) -> None:
+        bucket.purifier_backward += samples
 
     @contextlib.contextmanager
     def charge(self, key: str) -> Iterator[None]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from robaudit.audit.threats import PIPELINE_THREATS, threat_model
+from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed, isolated_global_rng
@@ -35,7 +36,8 @@ class Pipeline(nn.Module):
 
     The scores are the classifier's logits, or with a purifier ensemble of K > 1 the log of the softmax averaged
     over K purified draws. ``threat`` ("bpda" or "adaptive") sets the purifier's backward pass. ``stochastic`` is
-    true when the purifier is stochastic or the classifier is declared or detected randomized.
+    true when the purifier is stochastic or the classifier is declared or detected randomized. ``graft_draws`` > 0
+    makes attacks graft their EOT gradients through that many purifier draws (``attacks.gradient``).
     """
 
     takes_sample_rng = True  # attacks pass the samples' streams (``attacks.selection.draw``)
@@ -48,6 +50,7 @@ class Pipeline(nn.Module):
         threat: str = "adaptive",
         stochastic_classifier: bool = False,
         seed: int = 0,
+        graft_draws: int = 0,
     ) -> None:
         super().__init__()
         if threat not in PIPELINE_THREATS:
@@ -58,6 +61,11 @@ class Pipeline(nn.Module):
         self.stochastic_classifier = stochastic_classifier
         self.stochastic = stochastic_classifier or (purifier is not None and purifier.stochastic)
         self.ensemble = purifier.ensemble if purifier is not None else 1
+        if graft_draws and (purifier is None or self.ensemble != 1 or threat != "adaptive"):
+            raise ConfigError(
+                "gradient grafting needs a purifier without a prediction ensemble, under the adaptive threat"
+            )
+        self.graft_draws = graft_draws  # > 0: EOT gradients are grafted (attacks.gradient.grafted_gradient)
         self.card = classifier.card
         self._seed = seed
         self._generators: dict[str, torch.Generator] = {}

@@ -148,6 +148,7 @@ class Defense:
     threats: list[str]
     scoring: Any
     eot: int | None = None
+    graft: int = 0  # > 0: adaptive EOT gradients grafted through this many purifier draws
 
 
 @dataclass

@@ -182,9 +182,8 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
-    mapping = load_yaml(config) if config else {}
     mapping = merge_overrides(
-        mapping,
+        load_yaml(config) if config else {},
         model=model,
         **{key: model_flags.get(key) for key in MODEL_FLAGS.options},
         data=data,
@@ -195,20 +194,27 @@ def evaluate(
         threat=threat,
         stochastic=stochastic,
     )
-    mapping.update(overrides)
-    add_default_attacks(mapping)
-    add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
-    for text in gate_flags.gate or []:
-        Gate.parse(text)  # a malformed gate fails before any work
-    settings = EvaluateConfig.from_mapping(mapping)
+    settings = settings_from(mapping, overrides, gate_flags, no_convergence=no_convergence)
     chosen = Shard.parse(shard) if shard is not None else None
     run_dir = run_evaluation(
         settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, trust_code=trust_code, shard=chosen
     )
-    if (chosen is not None and chosen.count > 1) or Shard.from_environment().index != 0:
-        return  # one shard of many: `robaudit report RUN_DIR` merges, prints and gates
-    print_summary(run_dir)
-    report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+    if (chosen is None or chosen.count == 1) and Shard.from_environment().index == 0:  # else `robaudit report` does
+        print_summary(run_dir)
+        report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+
+
+def settings_from(
+    mapping: dict[str, Any], overrides: dict[str, Any], gate_flags: GateFlags, *, no_convergence: bool
+) -> EvaluateConfig:
+    """The run's config from the config file and flags (overrides win), with the defaults that depend on what was
+    given; a malformed gate fails here, before any work."""
+    mapping.update(overrides)
+    add_default_attacks(mapping)
+    add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
+    for text in gate_flags.gate or []:
+        Gate.parse(text)
+    return EvaluateConfig.from_mapping(mapping)
 
 
 def add_convergence_default(mapping: dict[str, Any], *, off: bool, gated: bool) -> None:

@@ -42,6 +42,7 @@ class ResolvedPurifier:
     recipe: dict[str, Any] = field(default_factory=dict)
     eot: int | None = None  # EOT draws per gradient for this defense (None: the run's eot)
     network: dict[str, Any] | None = None  # the user's own network: {factory, kwargs, weights}
+    graft: int = 0  # > 0: adaptive EOT gradients grafted through this many purifier draws (attacks.gradient)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for configs and manifests."""
@@ -52,6 +53,8 @@ class ResolvedPurifier:
             out["eot"] = self.eot
         if self.network is not None:
             out["network"] = self.network
+        if self.graft:
+            out["graft"] = self.graft
         return out
 
 
@@ -71,6 +74,9 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
     eot = params.pop("eot", None)
     if eot is not None and (not isinstance(eot, int) or isinstance(eot, bool) or eot <= 0):
         raise ConfigError(f"purifier {spec.name!r}: eot must be a positive integer, got {eot!r}")
+    graft = params.pop("graft", 0)
+    if not isinstance(graft, int) or isinstance(graft, bool) or graft < 0:
+        raise ConfigError(f"purifier {spec.name!r}: graft must be 0 (full EOT gradients) or the draws to graft through")
     if network is not None and (checkpoint is not None or not isinstance(network, dict)):
         raise ConfigError(
             f"purifier {spec.name!r}: network must be a mapping {{factory, kwargs, weights}}, without a checkpoint"
@@ -80,10 +86,10 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
     recipe_values = asdict(recipe_for(spec.name, recipe))
     full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
     full.update(params)
-    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot, network)
+    return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot, network, graft)
 
 
-SPECIAL_KEYS = ("checkpoint", "network", "recipe", "eot")
+SPECIAL_KEYS = ("checkpoint", "network", "recipe", "eot", "graft")
 
 
 def obtain_purifier(
