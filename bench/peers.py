@@ -113,6 +113,7 @@ def engine_pgd(bench: Bench, model_path: Path, n: int, *, early_exit: bool, work
             "eps": bench.eps,
             "part_size": n,
             "device": "cpu",
+            "convergence": "off",  # PGD-20 against PGD-20: no escalated rung in the comparison
             "out": str(work / f"{bench.name}-pgd-{early_exit}"),
         }
     )

@@ -46,6 +46,7 @@ def audit(label: str, params: dict, *, n: int, steps: int, quick: bool, work: Pa
         "selection_draws": 3,
         "part_size": n,
         "device": "cpu",
+        "convergence": "off",  # the samplers compared at one attack budget
         "out": str(work / label.split(" (")[0].replace(" ", "-")),
     }
     run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=True)
