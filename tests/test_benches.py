@@ -53,3 +53,19 @@ def test_purifier_nfe_quick_prints_each_setting(tmp_path, monkeypatch, capsys):
     ddim = [value for setting, value in evals.items() if setting.startswith("ddim")]
     assert all(value > 0 for value in evals.values()), "the purifier's network evaluations must be counted"
     assert ddim == sorted(ddim, reverse=True), f"fewer DDIM steps, fewer evaluations: {evals}"
+
+
+def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
+    assert bench("purifier_attack_cost").main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    for purifier, recipe in [("ddpm", "reference"), ("ddpm", "both"), ("ebm", "grafting"), ("ebm", "reference")]:
+        assert f"| {purifier} | {recipe} |" in table
+    assert "| ebm | surrogate |" not in table, "the DDIM surrogate is DDPM's"
+    lines = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0]]
+    backward = header.index("purifier backward / sample")
+    rows = {(r[0].strip(), r[1].strip()): float(r[backward]) for r in lines[1:] if r[0].strip() != "purifier"}
+    assert rows[("ddpm", "default")] > 0, "the quick audit attacked something"
+    assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
+    assert "default + convergence vs reference" in table and "grafting:" in table

@@ -25,7 +25,8 @@ import yaml
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 
-PASS_KINDS = ("forward", "backward", "purifier")  # classifier forward / backward passes, purifier network evaluations
+# classifier forward / backward passes, purifier network evaluations and gradients through the purifier network
+PASS_KINDS = ("forward", "backward", "purifier", "purifier_backward")
 
 
 def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: float, samples: float) -> None:
@@ -181,7 +182,7 @@ class RunDir:
         when shared with other conditions, and its scoring draws) over the samples it was evaluated on. Exact sums
         of integer counts: the same for every batch size, shard layout and machine (runs that counted them)."""
         return {
-            condition: {kind: round(t[kind] / t["evaluated"], 3) for kind in PASS_KINDS}
+            condition: {kind: round(t.get(kind, 0) / t["evaluated"], 3) for kind in PASS_KINDS}
             for condition, t in self.read_costs().items()
             if t.get("evaluated")
         }
