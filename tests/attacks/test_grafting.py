@@ -109,3 +109,25 @@ def test_grafting_runs_the_purifier_backward_once_instead_of_once_per_draw():
     assert counts[0].purifier_backward == 8 * 8 and counts[1].purifier_backward == 1 * 8
     assert counts[0].backward == counts[1].backward == 8 * 8, "the classifier backward runs at every draw either way"
     assert counts[1].purifier == (8 + 1) * 8, "one more purifier forward: the grafting draw"
+
+
+def test_cheap_gradients_never_change_what_candidates_are_judged_on(digits_test):
+    """First law: grafting and the DDIM surrogate change only the backward pass. Judging (no gradient) runs the true
+    pipeline -- the same predictions as the full-gradient pipeline's, draw for draw -- so a cheaper gradient can make
+    an attack weaker but cannot make a sample count as robust that the true pipeline would break."""
+    from robaudit.attacks.selection import judge
+    from robaudit.purifiers.base import PURIFIERS, recipe_for
+    from tiny import TINY_RECIPES
+
+    recipe = recipe_for("ddpm", TINY_RECIPES["ddpm"])
+    network = PURIFIERS.get("ddpm").meta["build"](recipe, [1, 32, 32]).eval()
+    true = PURIFIERS.build("ddpm", {"t_star": 0.01, "sampler": "ddpm"}, network).eval()
+    surrogate = PURIFIERS.build("ddpm", {"t_star": 0.01, "sampler": "ddpm", "backward_steps": 2}, network).eval()
+    images, labels = digits_test.images[:6], digits_test.labels[:6]
+    classifier = WithCard(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))).eval()
+    reference = judge(Pipeline(classifier, true), images, labels, draws=3, rng=streams(6, 5))
+    for purifier, graft in ((true, 1), (surrogate, 0), (surrogate, 1)):
+        cheap = Pipeline(classifier, purifier, threat="adaptive", graft_draws=graft)
+        verdict = judge(cheap, images, labels, draws=3, rng=streams(6, 5))
+        assert torch.equal(verdict.correct_fraction, reference.correct_fraction)
+        torch.testing.assert_close(verdict.loss, reference.loss)
