@@ -78,6 +78,15 @@ def test_gate_expressions(text, passed):
     assert judge([text], SUMMARY)[0].passed is passed
 
 
+def test_a_gate_on_an_attack_reads_the_strongest_rung_of_its_convergence_ladder():
+    summary = json.loads(json.dumps(SUMMARY))
+    rung = {**_result("pgd+x4", "adaptive", 0.5, 0.31), "convergence_of": "pgd", "rung": 1}
+    summary["defenses"][1]["results"].append(rung)
+    assert judge(["robust_accuracy[pgd/ddpm/adaptive] >= 0"], summary)[0].observed == 0.31
+    assert judge(["robust_accuracy[pgd/ddpm] >= 0.4"], summary)[0].passed is False, "the x4 rung broke more"
+    assert judge(["robust_accuracy[pgd/ddpm/non-adaptive] >= 0"], summary)[0].observed == 0.7, "other threats alone"
+
+
 def test_gate_reads_the_observed_value():
     assert judge(["robust_accuracy[pgd/ddpm] >= 0"], SUMMARY)[0].observed == 0.45
     assert judge(["robust_accuracy[pgd/ddpm] >= 0"], SUMMARY, bound="ci_low")[0].observed == 0.38

@@ -68,7 +68,8 @@ class Gate:
         """The rate this gate reads from ``summary``; a ConfigError when the run has no such condition.
 
         A randomized pipeline is read at its worst of N unless the key ends in ``:mean``; a key without a threat
-        model reads the threat model whose rate is worst (lowest accuracy, highest attack success) at ``bound``.
+        model reads the threat model whose rate is worst (lowest accuracy, highest attack success) at ``bound``; an
+        attack is read at the strongest rung of its convergence ladder.
         """
         key, _, statistic = (self.key or "").partition(":")
         if statistic not in ("", "mean"):
@@ -92,8 +93,8 @@ class Gate:
         found = [
             result[field]
             for result in defenses.get(purifier, {}).get("results", [])
-            if result["label"] == attack and threat in (None, result["threat"])
-        ]
+            if attack in (result["label"], result.get("convergence_of")) and threat in (None, result["threat"])
+        ]  # an attack's convergence rungs count as the attack: the gate reads the strongest
         if not found:
             raise ConfigError(f"gate {self.text!r}: the run has no condition {key!r} (attack/purifier/threat)")
         worst = max if self.metric == "attack_success_rate" else min
