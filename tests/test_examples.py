@@ -36,6 +36,13 @@ def tiny_purifier_entry(purifier: dict) -> dict:
     return {**entry, **TINY_PURIFICATION.get(purifier["name"], {})}
 
 
+def tiny_attack(attack: str | dict) -> str | dict:
+    """A config's attack with at most 5 steps (its structure is what is tested)."""
+    if isinstance(attack, dict) and "steps" in attack:
+        return {**attack, "steps": min(attack["steps"], 5)}
+    return attack
+
+
 def tiny_model(source: str, tmp_path: Path, digits_model_path: Path) -> Path:
     """The digits fixture model, or a tiny ViT trained on 300 images of the config's own data."""
     if source == "digits":
@@ -72,8 +79,9 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
         run_distill_tiny(config, mapping, model, tmp_path)
         return
     mapping["purifiers"] = [tiny_purifier_entry(p) for p in mapping.get("purifiers", [])]
-    if mapping["purifiers"]:
-        mapping.update(eot=1, repeats=2, selection_draws=2)
+    if mapping["purifiers"]:  # tiny budgets through purifiers: the convergence rung still runs, at factor 2
+        mapping.update(eot=1, repeats=2, selection_draws=2, convergence={"mode": "check", "factor": 2})
+        mapping["attacks"] = [tiny_attack(a) for a in mapping["attacks"]]
     tiny_config = tmp_path / config.name
     tiny_config.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "run"
@@ -85,7 +93,8 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["n_samples"] == 6
-    assert [a["name"] for a in summary["attacks"]] == [
-        a["name"] if isinstance(a, dict) else a for a in mapping["attacks"]
-    ]
+    base = [a for a in summary["attacks"] if a.get("convergence_of") is None]
+    assert [a["name"] for a in base] == [a["name"] if isinstance(a, dict) else a for a in mapping["attacks"]]
+    rungs = [a for a in summary["attacks"] if a.get("convergence_of") is not None]
+    assert all(r["convergence_of"] in {b["label"] for b in base} and r["label"] != r["convergence_of"] for r in rungs)
     assert Path(out / "report.md").read_text().count("worst case") >= 1
