@@ -59,7 +59,7 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
     assert bench("purifier_attack_cost").main(["--quick"]) == 0
     table = capsys.readouterr().out
-    for purifier, recipe in [("ddpm", "reference"), ("ddpm", "both"), ("ebm", "grafting"), ("ebm", "reference")]:
+    for purifier, recipe in [("ddpm", "reference"), ("ddpm", "both"), ("ebm", "grafting"), ("ebm", "selective")]:
         assert f"| {purifier} | {recipe} |" in table
     assert "| ebm | surrogate |" not in table, "the DDIM surrogate is DDPM's"
     lines = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
@@ -68,4 +68,4 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     rows = {(r[0].strip(), r[1].strip()): float(r[backward]) for r in lines[1:] if r[0].strip() != "purifier"}
     assert rows[("ddpm", "default")] > 0, "the quick audit attacked something"
     assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
-    assert "default + convergence vs reference" in table and "grafting:" in table
+    assert "default + convergence vs reference" in table and "grafting:" in table and "selective EOT vs" in table

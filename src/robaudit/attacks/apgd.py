@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robaudit.attacks.gradient import Loss, cross_entropy, eot_gradient
+from robaudit.attacks.gradient import Loss, check_eot_mode, cross_entropy, eot_gradient
 from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, draw, project, reusable_verdicts
 from robaudit.sample_rng import SampleRNG
 
@@ -117,11 +117,12 @@ class APGDRun:
         draws: int = 1,
         early_exit: bool = True,
         targeting: str = "logits",
+        eot_mode: str = "mean",
     ) -> None:
         if targeting not in TARGETING:
             raise ValueError(f"targeting must be one of {', '.join(TARGETING)}, got {targeting!r}")
         self.model, self.norm, self.eps, self.steps, self.eot = model, norm, eps, steps, eot
-        self.targeting = targeting
+        self.targeting, self.eot_mode = targeting, check_eot_mode(eot_mode)
         self.loss_name, self.target_rank, self.rho, self.momentum = loss, target_rank, rho, momentum
         self.draws, self.early_exit = draws, early_exit
 
@@ -132,6 +133,10 @@ class APGDRun:
             return lambda index: targeted_dlr(targets[index])
         loss = dlr if self.loss_name == "dlr" else cross_entropy
         return lambda index: loss
+
+    def gradient(self, x: torch.Tensor, labels: torch.Tensor, loss: Loss, rng: SampleRNG):
+        """The EOT gradient (N, C, H, W), verdict and mean loss (N,) of ``loss`` at ``x`` (``eot_gradient``)."""
+        return eot_gradient(self.model, x, labels, loss=loss, draws=self.eot, rng=rng, mode=self.eot_mode)
 
     def ascent(self, x: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """The projected steepest-ascent point z = P(x + step * direction(grad))."""
@@ -150,7 +155,7 @@ class APGDRun:
         loss_of = self.loss_for(images, labels, rng)
         x = apgd_start(images, rng, norm=self.norm, eps=self.eps)
         active = torch.arange(images.shape[0], device=images.device)
-        grad, verdict, value = eot_gradient(self.model, x, labels, loss=loss_of(active), draws=self.eot, rng=rng)
+        grad, verdict, value = self.gradient(x, labels, loss_of(active), rng)
         best = BestSoFar(images)
         done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
         active = done.active(best, active, best.update(active, x, verdict))
@@ -163,7 +168,7 @@ class APGDRun:
             x = self.next_point(state, images, active, first=i == 0)
             grad, value = state.grad.clone(), state.losses[-1].clone()  # settled samples keep theirs
             loss = loss_of(active)
-            step = eot_gradient(self.model, x[active], labels[active], loss=loss, draws=self.eot, rng=rng[active])
+            step = self.gradient(x[active], labels[active], loss, rng[active])
             grad[active], verdict, value[active] = step
             kept = best.update(active, x[active], verdict)
             state.record(x, grad, value)

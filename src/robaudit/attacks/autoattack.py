@@ -126,6 +126,7 @@ class Settings:
     draws: int = 1
     early_exit: bool = True
     targeting: str = "logits"  # how APGD-T ranks its target classes (``attacks.apgd.TARGETING``)
+    eot_mode: str = "mean"  # how APGD averages its EOT draws (``attacks.gradient``)
 
     @property
     def norm(self) -> str:
@@ -138,7 +139,8 @@ class Settings:
     def apgd(self, **loss: object) -> APGDRun:
         """An APGD run with these settings and ``loss`` ("ce", "dlr") or ``target_rank``."""
         shared = {"steps": self.steps, "eot": self.eot, "draws": self.draws, "early_exit": self.early_exit}
-        return APGDRun(self.model, norm=self.norm, eps=self.eps, targeting=self.targeting, **shared, **loss)
+        choices = {"targeting": self.targeting, "eot_mode": self.eot_mode}
+        return APGDRun(self.model, norm=self.norm, eps=self.eps, **choices, **shared, **loss)
 
 
 def apgd_untargeted(loss: str):
@@ -211,13 +213,15 @@ def autoattack(
     n_queries: int | None = None,
     eot_iter: int = 20,
     early_exit: bool = True,
+    eot_mode: str = "mean",
 ) -> AttackFn:
     """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes.
 
     ``version: fast`` keeps the guarantee of ``standard`` -- the worst case over white-box (APGD-CE, APGD-T) and
     black-box (Square) components -- for far fewer passes: APGD-T toward the ``n_target_classes`` (3) classes a
     linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with ``n_queries`` (1000) on the samples
-    still standing. ``early_exit`` stops APGD on a sample once its verdict is settled.
+    still standing. ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
+    averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``).
     """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
@@ -235,6 +239,7 @@ def autoattack(
         draws=draws,
         early_exit=early_exit,
         targeting="linear" if run == "fast" else "logits",
+        eot_mode=eot_mode,
     )
     stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
     cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)

@@ -12,6 +12,13 @@ sent back through ``graft_draws`` fresh purifier draws, mean_j J_purifier(x; dra
 ``graft_draws`` times instead of ``draws`` times. It is exactly the EOT gradient when the purifier's Jacobian does not
 depend on its draw (a deterministic purifier, or one whose noise is additive), and an estimate of it otherwise; the
 candidates it yields are judged on the true pipeline like any other.
+
+Selective EOT (``mode="selective"``, after DiffHammer's selective attack): instead of the mean over draws, the draws
+are weighted by softmax_i(L_i / T), T = 1, the gradient of the smooth maximum T log sum_i exp(L_i / T) of the per-draw
+losses. With the cross-entropy, a draw's weight is proportional to 1 / p_y: the draws in which the sample is closest to
+being wrong dominate, so the attack aims at "wrong in at least one of N draws" (the worst-of-N verdict) rather than at
+the mean. On a deterministic pipeline every draw is the same and both modes give the same gradient. The weights are
+accumulated online (a running maximum), so memory still holds one draw's graph and one gradient.
 """
 
 from __future__ import annotations
@@ -23,9 +30,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks.selection import Verdict, draw, verdict_of
+from robaudit.errors import ConfigError
 from robaudit.sample_rng import SampleRNG
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, K), labels (N,)) -> per-sample loss (N,)
+EOT_MODES = ("mean", "selective")
+SELECTIVE_TEMPERATURE = 1.0
+
+
+def check_eot_mode(mode: str) -> str:
+    """``mode`` if it is an EOT mode, else a ConfigError naming the modes."""
+    if mode not in EOT_MODES:
+        raise ConfigError(f"eot_mode must be one of {', '.join(EOT_MODES)}, got {mode!r}")
+    return mode
+
+
+class DrawAverage:
+    """The EOT average of per-draw gradients: the plain mean (``mode="mean"``) or softmax_i(L_i / T)-weighted
+    (``mode="selective"``), accumulated one draw at a time."""
+
+    def __init__(self, mode: str) -> None:
+        self.selective = check_eot_mode(mode) == "selective"
+        self.total: torch.Tensor | None = None  # sum_i w_i g_i, w_i relative to exp(top / T)
+        self.weight: torch.Tensor | None = None  # sum_i w_i (N,)
+        self.top: torch.Tensor | None = None  # the running maximum of L_i / T (N,)
+
+    def add(self, grad: torch.Tensor, value: torch.Tensor) -> None:
+        """One draw's gradient (N, ...) and its per-sample loss (N,)."""
+        logit = value.detach() / SELECTIVE_TEMPERATURE if self.selective else torch.zeros_like(value.detach())
+        if self.total is None:
+            self.total, self.weight, self.top = grad.clone(), torch.ones_like(logit), logit
+            return
+        top = torch.maximum(self.top, logit)
+        old, new = torch.exp(self.top - top), torch.exp(logit - top)
+        shape = (-1,) + (1,) * (grad.dim() - 1)
+        self.total = self.total * old.view(shape) + grad * new.view(shape)
+        self.weight, self.top = self.weight * old + new, top
+
+    def result(self) -> torch.Tensor:
+        """The weighted mean gradient (N, ...)."""
+        return self.total / self.weight.view((-1,) + (1,) * (self.total.dim() - 1))
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -41,34 +85,49 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def eot_gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: Loss, draws: int, rng: SampleRNG
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    loss: Loss,
+    draws: int,
+    rng: SampleRNG,
+    mode: str = "mean",
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
-    """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws, the verdict of those draws and the
-    mean loss (N,). The draws come from the samples' own streams ``rng``. A pipeline set to graft (``graft_draws``)
-    gets the grafted estimate."""
+    """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws (averaged as ``mode`` says), the
+    verdict of those draws and the mean loss (N,). The draws come from the samples' own streams ``rng``. A pipeline
+    set to graft (``graft_draws``) gets the grafted estimate."""
     if getattr(model, "graft_draws", 0):
-        return grafted_gradient(model, images, labels, loss=loss, draws=draws, rng=rng)
+        return grafted_gradient(model, images, labels, loss=loss, draws=draws, rng=rng, mode=mode)
     x = images.detach().requires_grad_(True)
-    grad = torch.zeros_like(x)
+    average = DrawAverage(mode)
     total = torch.zeros(len(labels), device=images.device)
     logits = []
     for _ in range(draws):
         with torch.enable_grad():
             z = draw(model, x, rng)
             value = loss(z, labels)
-            grad += torch.autograd.grad(value.sum(), x)[0]
+            average.add(torch.autograd.grad(value.sum(), x)[0], value)
         total += value.detach()
         logits.append(z.detach())
-    return grad / draws, verdict_of(logits, labels), total / draws
+    return average.result(), verdict_of(logits, labels), total / draws
 
 
 def grafted_gradient(
-    pipeline: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: Loss, draws: int, rng: SampleRNG
+    pipeline: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    loss: Loss,
+    draws: int,
+    rng: SampleRNG,
+    mode: str = "mean",
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
     """The grafted EOT gradient (N, C, H, W) of ``loss`` through ``pipeline`` (a ``Pipeline`` with a purifier and
-    ``graft_draws``), the verdict of its ``draws`` draws and their mean loss (N,)."""
+    ``graft_draws``), the verdict of its ``draws`` draws and their mean loss (N,). ``mode`` averages the classifier's
+    gradients over the draws as ``eot_gradient`` does."""
     x = images.detach().requires_grad_(True)
-    mean_grad = torch.zeros_like(x)
+    average = DrawAverage(mode)
     total = torch.zeros(len(labels), device=images.device)
     logits = []
     for _ in range(draws):
@@ -78,10 +137,10 @@ def grafted_gradient(
         with torch.enable_grad():
             z = pipeline.classify(purified, rng)
             value = loss(z, labels)
-            mean_grad += torch.autograd.grad(value.sum(), purified)[0]
+            average.add(torch.autograd.grad(value.sum(), purified)[0], value)
         total += value.detach()
         logits.append(z.detach())
-    mean_grad /= draws
+    mean_grad = average.result()
     grad = torch.zeros_like(x)
     for _ in range(pipeline.graft_draws):
         with torch.enable_grad():

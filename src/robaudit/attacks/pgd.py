@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
-from robaudit.attacks.gradient import cross_entropy, eot_gradient
+from robaudit.attacks.gradient import check_eot_mode, cross_entropy, eot_gradient
 from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, Judged, judge, project, reusable_verdicts
 from robaudit.errors import ConfigError
 from robaudit.sample_rng import SampleRNG
@@ -66,9 +66,11 @@ class PGDRun:
         draws: int = 1,
         early_exit: bool = True,
         random_start: bool = True,
+        eot_mode: str = "mean",
     ) -> None:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
         self.draws, self.early_exit, self.random_start = draws, early_exit, random_start
+        self.eot_mode = check_eot_mode(eot_mode)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor | Judged]:
         """images (M, C, H, W), labels (M,), streams -> candidates (M, C, H, W): see ``candidates``.
@@ -82,7 +84,9 @@ class PGDRun:
         active = torch.arange(images.shape[0], device=images.device)
         for _ in range(self.steps):
             xs, ys, streams = x[active], labels[active], rng[active]
-            grad, verdict, _ = eot_gradient(self.model, xs, ys, loss=cross_entropy, draws=self.eot, rng=streams)
+            grad, verdict, _ = eot_gradient(
+                self.model, xs, ys, loss=cross_entropy, draws=self.eot, rng=streams, mode=self.eot_mode
+            )
             kept = best.update(active, xs, verdict)
             x[active] = project(ascent_step(xs, grad, norm=self.norm, alpha=self.alpha), images[active], **self.ball)
             active = done.active(best, active, kept)
@@ -132,6 +136,7 @@ def pgd_cascade(
     draws: int,
     early_exit: bool = True,
     random_start: bool = True,
+    eot_mode: str = "mean",
 ) -> Cascade:
     """``restarts`` PGD runs as a cascade (each on the samples not yet fooled in every selection draw)."""
     if restarts > 1 and not random_start:
@@ -147,6 +152,7 @@ def pgd_cascade(
         draws=draws,
         early_exit=early_exit,
         random_start=random_start,
+        eot_mode=eot_mode,
     )
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
@@ -165,14 +171,17 @@ def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
         draws: int = 1,
         early_exit: bool = True,
         random_start: bool = True,
+        eot_mode: str = "mean",
     ) -> AttackFn:
         settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
-        return pgd_cascade(model, norm=norm, eps=eps, early_exit=early_exit, random_start=random_start, **settings)
+        starts = {"early_exit": early_exit, "random_start": random_start}
+        return pgd_cascade(model, norm=norm, eps=eps, eot_mode=eot_mode, **starts, **settings)
 
     attack.__doc__ = (
         f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop "
         "working on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: "
-        "start at the clean image (BIM), one run."
+        "start at the clean image (BIM), one run; ``eot_mode``: how EOT averages the draws' gradients on a randomized "
+        "pipeline, mean or selective (attacks.gradient)."
     )
     return attack
 
