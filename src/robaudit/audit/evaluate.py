@@ -39,6 +39,7 @@ from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
+from robaudit.purifiers.surrogate import CALIBRATION_SAMPLES, calibrate_surrogate, surrogate_target
 from robaudit.registry import check_keys, did_you_mean
 from robaudit.reporting.sanity import detect_randomized, preflight
 from robaudit.rundir import RunDir
@@ -247,11 +248,13 @@ def build_defenses(
     trust_checkpoint: bool,
     trust_code: bool = False,
     input_shape: tuple[int, ...] | None = None,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[list[Defense], dict[str, Any]]:
     """The undefended classifier and one defense per configured purifier (obtained or trained), with details.
 
     A randomized pipeline (stochastic purifier or randomized classifier) is scored ``config.repeats`` times. A
-    purifier at another resolution than ``input_shape`` (the classifier's input, C, H, W) runs inside a bridge.
+    purifier at another resolution than ``input_shape`` (the classifier's input, C, H, W) runs inside a bridge. A
+    DDIM surrogate set to ``auto`` is measured on ``calibration`` (images (N, C, H, W), labels (N,)).
     """
     bare = Pipeline(model, stochastic_classifier=stochastic_classifier)
     defenses = [Defense(NONE, None, config.repeats if bare.stochastic else 1, [NONE], bare)]
@@ -271,6 +274,7 @@ def build_defenses(
             trust_code=trust_code,
             input_shape=input_shape,
         )
+        surrogate = calibrate(purifier, model, calibration, seed=config.seed, device=device)
         scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
         repeats = config.repeats if scoring.stochastic else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot, spec.graft))
@@ -281,6 +285,7 @@ def build_defenses(
             "differentiable": purifier.differentiable,
             "ensemble": purifier.ensemble,
             "gradient": gradient_statement(purifier, spec.graft),
+            **({"surrogate": surrogate} if surrogate else {}),
             "repeats": repeats,
             "eot": (spec.eot or config.eot) if scoring.stochastic else 1,
         }
@@ -301,6 +306,22 @@ PROVENANCE_KEYS = (
     "process",
     "bridge",
 )
+
+
+def calibrate(
+    purifier: Any,
+    model: torch.nn.Module,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """Resolve a ``backward_steps: auto`` surrogate by measurement (``purifiers.surrogate``); what was measured."""
+    if calibration is None or surrogate_target(purifier) is None:
+        return None
+    images, labels = calibration
+    model.to(device).eval()
+    return calibrate_surrogate(purifier, model, images.to(device), labels.to(device), seed=seed)
 
 
 def gradient_statement(purifier: Any, graft: int) -> str:
@@ -452,6 +473,7 @@ def prepare_run(
             trust_checkpoint=trust_checkpoint,
             trust_code=trust_code,
             input_shape=tuple(dataset.shape),
+            calibration=(dataset.images[:CALIBRATION_SAMPLES], dataset.labels[:CALIBRATION_SAMPLES]),
         )
         out = Path(config.out) if config.out else default_out(config, model_path)
         fingerprint = run_fingerprint(config.fingerprinted(), model_sha, data_sha, purifier_details)

@@ -184,10 +184,12 @@ class DDPMPurifier(Purifier):
         t_star: float,
         sampler: str,
         steps: int,
-        backward_steps: int | None,
+        backward_steps: int | str | None,
         sde_dt: float = 1e-3,
     ) -> None:
         super().__init__()
+        if not (backward_steps in (None, "auto") or (isinstance(backward_steps, int) and backward_steps >= 1)):
+            raise ConfigError(f"ddpm backward_steps must be a step count >= 1, auto or absent, got {backward_steps!r}")
         if sampler not in SAMPLERS:
             raise ConfigError(f"ddpm sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if not 0 < sde_dt <= t_star:
@@ -208,6 +210,8 @@ class DDPMPurifier(Purifier):
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""
         chain = f"the {self.process_description()}"
+        if self.backward_steps == "auto":
+            return f"a DDIM surrogate whose step count is measured before the attack (forward: {chain})"
         if self.backward_steps:
             return (
                 f"a {len(ddim_timesteps(self.t_start, self.backward_steps))}-step DDIM surrogate from the same "
@@ -241,6 +245,8 @@ class DDPMPurifier(Purifier):
         t = torch.full((images.shape[0],), self.t_start, device=images.device, dtype=torch.long)
         x_t = self.network.q_sample(x0, t, randn_like(x0, generator))
         if self.backward_steps and torch.is_grad_enabled() and images.requires_grad:
+            if self.backward_steps == "auto":
+                raise RuntimeError("ddpm backward_steps: auto is resolved by purifiers.surrogate before any gradient")
             with torch.no_grad():
                 full = self.reverse(x_t, generator, sampler=self.sampler, steps=self.steps)
             surrogate = self.network.ddim_sample(x_t, ddim_timesteps(self.t_start, self.backward_steps))
@@ -266,11 +272,12 @@ def ddpm(
     t_star: float = 0.1,
     sampler: str = "ddim",
     steps: int = 10,
-    backward_steps: int | None = None,
+    backward_steps: int | str | None = None,
     sde_dt: float = 1e-3,
 ) -> DDPMPurifier:
     """t_star: diffusion depth (fraction of T); sampler ddpm (t* T ancestral steps), ddim (``steps`` steps) or sde
-    (DiffPure's reverse VP-SDE, Euler-Maruyama steps of ``sde_dt``: t*/sde_dt steps)."""
+    (DiffPure's reverse VP-SDE, Euler-Maruyama steps of ``sde_dt``: t*/sde_dt steps); backward_steps K: adaptive
+    gradients through a K-step DDIM surrogate, ``auto``: K measured before the attack (``purifiers.surrogate``)."""
     return DDPMPurifier(
         network, t_star=t_star, sampler=sampler, steps=steps, backward_steps=backward_steps, sde_dt=sde_dt
     )
