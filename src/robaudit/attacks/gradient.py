@@ -84,6 +84,29 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return true - others
 
 
+def averaged_draws(
+    point_and_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    labels: torch.Tensor,
+    *,
+    loss: Loss,
+    draws: int,
+    mode: str,
+) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
+    """Over ``draws`` calls of ``point_and_logits`` (-> a leaf tensor and the logits (N, K) computed from it): the
+    gradient of ``loss`` at the leaf averaged as ``mode`` says, the verdict of the draws and their mean loss (N,)."""
+    average = DrawAverage(mode)
+    total = torch.zeros(len(labels), device=labels.device)
+    logits = []
+    for _ in range(draws):
+        with torch.enable_grad():
+            point, z = point_and_logits()
+            value = loss(z, labels)
+            average.add(torch.autograd.grad(value.sum(), point)[0], value)
+        total += value.detach()
+        logits.append(z.detach())
+    return average.result(), verdict_of(logits, labels), total / draws
+
+
 def eot_gradient(
     model: nn.Module,
     images: torch.Tensor,
@@ -100,17 +123,7 @@ def eot_gradient(
     if getattr(model, "graft_draws", 0):
         return grafted_gradient(model, images, labels, loss=loss, draws=draws, rng=rng, mode=mode)
     x = images.detach().requires_grad_(True)
-    average = DrawAverage(mode)
-    total = torch.zeros(len(labels), device=images.device)
-    logits = []
-    for _ in range(draws):
-        with torch.enable_grad():
-            z = draw(model, x, rng)
-            value = loss(z, labels)
-            average.add(torch.autograd.grad(value.sum(), x)[0], value)
-        total += value.detach()
-        logits.append(z.detach())
-    return average.result(), verdict_of(logits, labels), total / draws
+    return averaged_draws(lambda: (x, draw(model, x, rng)), labels, loss=loss, draws=draws, mode=mode)
 
 
 def grafted_gradient(
@@ -127,22 +140,16 @@ def grafted_gradient(
     ``graft_draws``), the verdict of its ``draws`` draws and their mean loss (N,). ``mode`` averages the classifier's
     gradients over the draws as ``eot_gradient`` does."""
     x = images.detach().requires_grad_(True)
-    average = DrawAverage(mode)
-    total = torch.zeros(len(labels), device=images.device)
-    logits = []
-    for _ in range(draws):
+
+    def purified_draw() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             purified = pipeline.purify(x, rng)
         purified = purified.detach().requires_grad_(True)
-        with torch.enable_grad():
-            z = pipeline.classify(purified, rng)
-            value = loss(z, labels)
-            average.add(torch.autograd.grad(value.sum(), purified)[0], value)
-        total += value.detach()
-        logits.append(z.detach())
-    mean_grad = average.result()
+        return purified, pipeline.classify(purified, rng)
+
+    mean_grad, verdict, mean_loss = averaged_draws(purified_draw, labels, loss=loss, draws=draws, mode=mode)
     grad = torch.zeros_like(x)
     for _ in range(pipeline.graft_draws):
         with torch.enable_grad():
             grad += torch.autograd.grad(pipeline.purify(x, rng), x, grad_outputs=mean_grad)[0]
-    return grad / pipeline.graft_draws, verdict_of(logits, labels), total / draws
+    return grad / pipeline.graft_draws, verdict, mean_loss
