@@ -16,6 +16,7 @@ from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, giv
 from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
+from robaudit.models.classifiers import training_data_source
 from robaudit.models.sources import ROBUSTBENCH_THREATS
 from robaudit.progress import console
 from robaudit.reporting.gates import Gate
@@ -210,6 +211,7 @@ def settings_from(
     """The run's config from the config file and flags (overrides win), with the defaults that depend on what was
     given; a malformed gate fails here, before any work."""
     mapping.update(overrides)
+    add_default_data(mapping)
     add_default_attacks(mapping)
     add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
     for text in gate_flags.gate or []:
@@ -225,6 +227,26 @@ def add_convergence_default(mapping: dict[str, Any], *, off: bool, gated: bool) 
         mapping["convergence"] = "escalate"
     elif gated and isinstance(mapping["convergence"], dict) and "mode" not in mapping["convergence"]:
         mapping["convergence"] = {**mapping["convergence"], "mode": "escalate"}
+
+
+def add_default_data(mapping: dict[str, Any]) -> None:
+    """No data given: the test split of the data the model was trained on (recorded in robaudit checkpoints, or the
+    config's ``model: train: data:``), else a one-line error asking for ``--data``."""
+    data = mapping.get("data")
+    data = {"name": data} if isinstance(data, str) else dict(data or {})
+    if data.get("name") or data.get("path"):
+        return
+    model = mapping.get("model")
+    model = {"path": model} if isinstance(model, str) else dict(model or {})
+    train = model.get("train") if isinstance(model.get("train"), dict) else {}
+    source = train.get("data") or (training_data_source(model["path"]) if model.get("path") else None)
+    if not source:
+        raise ConfigError(
+            "no data given, and the model does not record the data it was trained on: pass --data NAME|PATH "
+            "(a registered dataset such as digits, an .npz, an image folder or a robaudit dataset folder)"
+        )
+    console.print(f"no data given: auditing the test split of the model's training data, {escape(str(source))}")
+    mapping["data"] = {"split": "test", **data, "name": source}
 
 
 def add_default_attacks(mapping: dict[str, Any]) -> None:

@@ -169,6 +169,23 @@ def load_classifier(
     return model.eval()
 
 
+def training_data_source(path: str | Path) -> str | None:
+    """The data source a robaudit checkpoint was trained on (``card.training["data_source"]``), read without
+    building the model and without running code from the file; None for any other file or an older checkpoint."""
+    path = Path(path)
+    if not path.is_file() or path.suffix not in (".pt", ".pth", ".safetensors"):
+        return None
+    try:
+        card, _ = _read_safetensors(path, arch="-") if path.suffix == ".safetensors" else _read_card_payload(path)
+    except CheckpointError:
+        return None
+    return card.training.get("data_source") if card is not None else None
+
+
+def _read_card_payload(path: Path) -> tuple[ModelCard | None, dict]:
+    return _read_payload(_load_weights_only(path), path, arch="-")
+
+
 def checkpoint_card(card: ModelCard, path: Path) -> ModelCard:
     """A robaudit checkpoint's card with an origin naming this file (an earlier origin kept as ``saved_from``)."""
     origin = {"source": "robaudit checkpoint", "ref": str(path), "num_classes": "checkpoint card"}

@@ -117,6 +117,12 @@ def trained_checkpoint_path(train: TrainSpec) -> Path:
     return cache_dir() / "classifiers" / f"{Path(train.data).stem}-{digest}.pt"
 
 
+def data_location(source: str) -> str:
+    """A data source as a checkpoint records it: an existing path made absolute, a registered name as given."""
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else source
+
+
 def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
     """Train the classifier ``train`` describes and save it to ``path``."""
     from robaudit.data import load_dataset
@@ -131,6 +137,7 @@ def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
     model, _ = train_classifier(
         train_set, val_set, recipe=ClassifierRecipe(**train.recipe), seed=train.seed, device=device
     )
+    model.card.training["data_source"] = data_location(train.data)
     save_classifier(model, path)
     return path
 
