@@ -119,27 +119,24 @@ def eot_gradient(
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
     """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws (averaged as ``mode`` says), the
     verdict of those draws and the mean loss (N,). The draws come from the samples' own streams ``rng``. A pipeline
-    set to graft (``graft_draws``) gets the grafted estimate."""
-    if getattr(model, "graft_draws", 0):
-        return grafted_gradient(model, images, labels, loss=loss, draws=draws, rng=rng, mode=mode)
+    set to graft (``graft_draws``) gets the grafted estimate (``grafted_gradient``)."""
     x = images.detach().requires_grad_(True)
-    return averaged_draws(lambda: (x, draw(model, x, rng)), labels, loss=loss, draws=draws, mode=mode)
+
+    def average(point_and_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
+        return averaged_draws(point_and_logits, labels, loss=loss, draws=draws, mode=mode)
+
+    if getattr(model, "graft_draws", 0):
+        return grafted_gradient(model, x, rng, average=average)
+    return average(lambda: (x, draw(model, x, rng)))
 
 
 def grafted_gradient(
-    pipeline: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    loss: Loss,
-    draws: int,
-    rng: SampleRNG,
-    mode: str = "mean",
+    pipeline: nn.Module, x: torch.Tensor, rng: SampleRNG, *, average: Callable
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
-    """The grafted EOT gradient (N, C, H, W) of ``loss`` through ``pipeline`` (a ``Pipeline`` with a purifier and
-    ``graft_draws``), the verdict of its ``draws`` draws and their mean loss (N,). ``mode`` averages the classifier's
-    gradients over the draws as ``eot_gradient`` does."""
-    x = images.detach().requires_grad_(True)
+    """The grafted EOT gradient (N, C, H, W) at the leaf ``x`` through ``pipeline`` (a ``Pipeline`` with a purifier
+    and ``graft_draws``): ``average`` (``averaged_draws`` with the loss, draws and mode bound) averages the
+    classifier's gradients at the purified draws, which are then sent back through ``graft_draws`` purifier draws.
+    Also the verdict of the draws and their mean loss (N,)."""
 
     def purified_draw() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -147,7 +144,7 @@ def grafted_gradient(
         purified = purified.detach().requires_grad_(True)
         return purified, pipeline.classify(purified, rng)
 
-    mean_grad, verdict, mean_loss = averaged_draws(purified_draw, labels, loss=loss, draws=draws, mode=mode)
+    mean_grad, verdict, mean_loss = average(purified_draw)
     grad = torch.zeros_like(x)
     for _ in range(pipeline.graft_draws):
         with torch.enable_grad():
