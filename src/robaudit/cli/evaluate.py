@@ -135,6 +135,25 @@ MODEL_FLAGS = FlagGroup(  # how --model is read: {key: value} of the ones given
 )
 
 
+PurifierOption = typer.Option(
+    None,
+    "--purifier",
+    help="Comma list of purifiers (robaudit ls purifiers); "
+    "trained on the data's train split and cached when no checkpoint is given.",
+)
+PurifierCheckpointOption = typer.Option(
+    None,
+    "--purifier-checkpoint",
+    help="The one purifier's checkpoint file, or a diffusers model: hf-hub:ORG/NAME or local-dir:PATH.",
+)
+ThreatOption = typer.Option(
+    None,
+    "--threat",
+    help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three); "
+    "for a robustbench: model also its threat model (Linf, L2, corruptions).",
+)
+
+
 @app.command("evaluate")
 @handle_errors
 @with_flags(MODEL_FLAGS)
@@ -150,23 +169,9 @@ def evaluate(
     attacks: str = typer.Option(
         None, "--attacks", help="Comma list of attacks (default pgd; none on a stored adversarial dataset)."
     ),
-    purifier: str = typer.Option(
-        None,
-        "--purifier",
-        help="Comma list of purifiers (robaudit ls purifiers); "
-        "trained on the data's train split and cached when no checkpoint is given.",
-    ),
-    purifier_checkpoint: str = typer.Option(
-        None,
-        "--purifier-checkpoint",
-        help="The one purifier's checkpoint file, or a diffusers model: hf-hub:ORG/NAME or local-dir:PATH.",
-    ),
-    threat: str = typer.Option(
-        None,
-        "--threat",
-        help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three); "
-        "for a robustbench: model also its threat model (Linf, L2, corruptions).",
-    ),
+    purifier: str = PurifierOption,
+    purifier_checkpoint: str = PurifierCheckpointOption,
+    threat: str = ThreatOption,
     stochastic: bool = typer.Option(
         False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
     ),
