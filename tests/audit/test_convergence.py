@@ -112,8 +112,8 @@ def test_rungs_escalate_steps_eot_and_restarts_and_fgsm_has_none():
     pgd = resolve_attack("pgd", {"steps": 10}, eps=EPS, eps_l2=0.5)
     pgd.label = "pgd"
     [x4, x16] = rungs_for(pgd, ConvergenceSpec(mode="escalate", rungs=2))
-    assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 2, 4, "pgd+x4")
-    assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 2, 16)
+    assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 1, 4, "pgd+x4")
+    assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 1, 16)
     fgsm = resolve_attack("fgsm", {}, eps=EPS, eps_l2=0.5)
     assert rungs_for(fgsm, ConvergenceSpec()) == [] and rungs_for(pgd, ConvergenceSpec(mode="off")) == []
     with pytest.raises(ConfigError, match="convergence.mode must be one of"):

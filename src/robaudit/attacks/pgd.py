@@ -187,8 +187,11 @@ def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
 
 
 def escalate_pgd(params: dict, factor: int) -> dict:
-    """``factor`` times the steps (the step size kept) and one more restart, from a new random start."""
-    return {**params, "steps": params["steps"] * factor, "restarts": params["restarts"] + 1, "random_start": True}
+    """``factor`` times the steps (the step size kept), from new random starts: the rung's restarts are as many as the
+    attack's, each drawn afresh (its own seed), so the per-sample worst case over the ladder has twice the restarts
+    of the attack below -- one more at least, as the convergence check asks -- at half the cost of adding a restart
+    to the rung itself (a rung on a randomized pipeline already pays factor x steps times factor x EOT draws)."""
+    return {**params, "steps": params["steps"] * factor, "random_start": True}
 
 
 for name, norm, default_eps in (("pgd", "Linf", 8 / 255), ("pgdl2", "L2", 0.5)):

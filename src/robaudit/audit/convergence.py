@@ -2,15 +2,15 @@
 (Carlini et al. 2019: "increasing the number of iterations and restarts does not lower accuracy further").
 
 After each attack, the samples it did not break (robust in every scoring draw) are attacked again at an escalated
-budget: ``factor`` times the steps (queries for Square), ``factor`` times the EOT draws on a randomized pipeline, and
-one more restart from a new random start. That is a *rung*: a condition of its own (label ``pgd+x4``) whose records
-keep, for every sample not attacked again, the verdict of the rung below, so that both verdicts stay in the records
-and the headline -- the per-sample worst case over everything run -- reads the strongest. ``mode: check`` runs one
-rung; ``mode: escalate`` (the default of runs that gate a release) runs ``rungs`` rungs (factor, factor^2, ...), each on
-the samples the one below left standing: the ladder stops being paid for where no sample stands. The report judges
-each rung: the check passes at the first rung that breaks at most ``tolerance`` samples more (or keeps the robust
-accuracy within the lower edge of the interval below it). ``fraction`` < 1 re-attacks a seeded subsample of the
-survivors (a sample's membership depends only on the run seed, the condition and its id).
+budget: ``factor`` times the steps (queries for Square), ``factor`` times the EOT draws on a randomized pipeline, from
+new random starts (the rung's own seeds: at least one more restart over the ladder). That is a *rung*: a condition of
+its own (label ``pgd+x4``) whose records keep, for every sample not attacked again, the verdict of the rung below, so
+that both verdicts stay in the records and the headline -- the per-sample worst case over everything run -- reads the
+strongest. ``mode: check`` runs one rung; ``mode: escalate`` (the default of runs that gate a release) runs ``rungs``
+rungs (factor, factor^2, ...), each on the samples the one below left standing: the ladder stops being paid for where no
+sample stands. The report judges each rung: the check passes at the first rung that breaks at most ``tolerance`` samples
+more (or keeps the robust accuracy within the lower edge of the interval below it). ``fraction`` < 1 re-attacks a seeded
+subsample of the survivors (a sample's membership depends only on the run seed, the condition and its id).
 """
 
 from __future__ import annotations

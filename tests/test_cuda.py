@@ -1,0 +1,73 @@
+"""The CUDA path, where a GPU is present: the same audit on the GPU as on the CPU, reproducible from its seed whatever
+the batch size, bf16 verdicts judged in float32, compiled models changing no record, and the measured default batch
+size. Skipped (with the reason) on machines without CUDA: the rest of the suite covers the same code on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from robaudit.audit.batching import CEILING, default_batch_size
+from robaudit.cli import app
+from robaudit.models.classifiers import load_classifier
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run it on a GPU machine)")
+runner = CliRunner()
+
+
+def evaluate(model, out, *extra):
+    args = ["evaluate", "--model", model, "--data", "digits", "--attacks", "fgsm,pgd", "--limit", 32, "--eps", "2/255"]
+    args += ["--out", out]
+    result = runner.invoke(app, [str(a) for a in [*args, *extra]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def records(run) -> list[dict]:
+    lines = [line for p in sorted((run / "records").glob("part-*.jsonl")) for line in p.read_text().splitlines()]
+    return sorted((json.loads(line) for line in lines), key=lambda r: (r["condition"], r["sample_id"], r["repeat"]))
+
+
+def verdicts(run) -> dict:
+    return {(r["condition"], r["sample_id"], r["repeat"]): r["correct"] for r in records(run)}
+
+
+def test_same_seed_same_records_on_cuda_whatever_the_batch_size(digits_model_path, tmp_path):
+    first = evaluate(digits_model_path, tmp_path / "a", "--device", "cuda", "--batch-size", 32)
+    again = evaluate(digits_model_path, tmp_path / "b", "--device", "cuda", "--batch-size", 32)
+    smaller = evaluate(digits_model_path, tmp_path / "c", "--device", "cuda", "--batch-size", 8)
+    assert records(first) == records(again), "the same seed on the same GPU gives the same records"
+    assert verdicts(first) == verdicts(smaller), "the batch size changes no verdict on CUDA"
+
+
+def test_cuda_agrees_with_the_cpu(digits_model_path, tmp_path):
+    gpu = evaluate(digits_model_path, tmp_path / "gpu", "--device", "cuda")
+    cpu = evaluate(digits_model_path, tmp_path / "cpu", "--device", "cpu")
+    clean = {key: value for key, value in verdicts(gpu).items() if key[0] == "none|none|none"}
+    assert clean and clean == {key: verdicts(cpu)[key] for key in clean}, "clean verdicts are the same on both"
+    robust = [json.loads((run / "summary.json").read_text())["worst_case"]["robust_accuracy"] for run in (gpu, cpu)]
+    assert abs(robust[0]["successes"] - robust[1]["successes"]) <= 1, robust
+    device = json.loads((gpu / "manifest.json").read_text())["device"]
+    assert device["type"] == "cuda" and device["name"], device
+
+
+@pytest.mark.parametrize("flag", [("--precision", "bf16"), ("--compile",)])
+def test_bf16_and_compile_on_cuda(digits_model_path, tmp_path, flag):
+    plain = evaluate(digits_model_path, tmp_path / "fp32", "--device", "cuda")
+    other = evaluate(digits_model_path, tmp_path / "other", "--device", "cuda", *flag)
+    summary = json.loads((other / "summary.json").read_text())
+    if flag == ("--compile",):
+        assert records(other) == records(plain), "compiling changes no record"
+    else:
+        for counts in summary["precision_disagreements"].values():
+            assert 0 <= counts["disagreed"] <= counts["compared"] <= 32
+
+
+def test_the_default_batch_size_is_measured_on_cuda(digits_model_path):
+    model = load_classifier(digits_model_path).cuda().eval()
+    images = torch.rand(4, 1, 32, 32, device="cuda")
+    size = default_batch_size([model], images)
+    assert 1 <= size <= CEILING and size & (size - 1) == 0, size
