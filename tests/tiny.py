@@ -1,11 +1,17 @@
-"""Tiny settings shared by the tests: purifier networks, their purification and training budgets."""
+"""Tiny settings shared by the tests, read from each purifier's own registration (``PurifierEntry.tiny``), so a new
+purifier file brings its tiny network and budgets with it: networks (``TINY_RECIPES``), training budgets other than
+one epoch (``TINY_EPOCHS``), a short purification for unit tests (``TINY_PARAMS``) and for audits
+(``TINY_PURIFICATION``)."""
 
-TINY_RECIPES = {
-    "ddpm": {"widths": [8, 16]},
-    "ebm": {"widths": [8, 16]},
-    "cold": {"widths": [8, 16], "levels": 4},
-    "mae": {"embed_dim": 16, "depth": 1, "decoder_dim": 16, "decoder_depth": 1, "num_heads": 2},
-}
-TINY_PARAMS = {"ddpm": {"steps": 3}, "ebm": {"max_steps": 2, "ensemble": 2}}
-TINY_PURIFICATION = {"ebm": {"ensemble": 2, "max_steps": 2}, "ddpm": {"steps": 2}}
-TINY_EPOCHS = {"mae": {"pretrain_epochs": 1, "finetune_epochs": 1, "attack_steps": 1}}
+from robaudit.purifiers import PURIFIERS
+
+
+def _tiny(part: str) -> dict[str, dict]:
+    """``part`` of every purifier's tiny settings, for the purifiers that declare it."""
+    return {entry.name: dict(entry.meta["tiny"][part]) for entry in PURIFIERS if part in entry.meta["tiny"]}
+
+
+TINY_RECIPES = _tiny("recipe")
+TINY_PARAMS = _tiny("params")
+TINY_PURIFICATION = _tiny("purification")
+TINY_EPOCHS = _tiny("epochs")

@@ -22,13 +22,7 @@ from robaudit.reporting.sanity import postrun, preflight
 from robaudit.seeding import isolated_global_rng
 from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, streams, toy_data, toy_imageset
 
-FAST = {
-    "pgd": {"steps": 5},
-    "pgdl2": {"steps": 5},
-    "cw": {"steps": 10},
-    "square": {"n_queries": 30},
-    "autoattack": {"steps": 5, "n_queries": 30, "eot_iter": 2},
-}
+FAST = {entry.name: dict(entry.meta["smoke"]) for entry in ATTACKS}  # each attack's own smoke budget
 
 
 def _attack(pipeline, name, params, images, labels, *, eps, eot=4, draws=10, seed=0):

@@ -13,18 +13,14 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import audit_workdir
-from robaudit.attacks import resolve_attack
+from robaudit.attacks import ATTACKS, resolve_attack
 from robaudit.audit.plan import Condition, Shard, parts
 from robaudit.cli import app
 from robaudit.errors import ConfigError
 from toys import toy_part_output
 
-FAST = {
-    "fgsm": {},
-    "pgd": {"steps": 4, "restarts": 2},
-    "autoattack": {"steps": 4, "n_queries": 20, "eot_iter": 2},
-    "square": {"n_queries": 20},
-}
+FAST = {name: dict(ATTACKS.get(name).meta["smoke"]) for name in ("fgsm", "pgd", "autoattack", "square")}
+FAST["pgd"]["restarts"] = 2
 
 
 def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16) -> list[dict]:

@@ -1,6 +1,9 @@
-"""Registered attacks and the contract they run under (selection rules in ``attacks.selection``)."""
+"""Registered attacks and the contract they run under (selection rules in ``attacks.selection``).
 
-from robaudit.attacks import autoattack, cw, pgd  # noqa: F401  (registers the attacks)
+Every module of this package is imported here, so an attack in a new file registers itself with no other edit;
+installed plugins add theirs through the ``robaudit.attacks`` entry-point group (``robaudit.plugins``).
+"""
+
 from robaudit.attacks.base import (
     ATTACKS,
     NORMS,
@@ -28,3 +31,8 @@ __all__ = [
     "resolve_attack",
     "run_attack",
 ]
+
+from robaudit.plugins import discover, load_plugins  # noqa: E402  (after the names plugins import from here)
+
+discover(__name__)
+load_plugins("robaudit.attacks")

@@ -1,4 +1,4 @@
-"""AutoAttack (Croce & Hein 2020) and Square, run through robaudit's cascade.
+"""AutoAttack (Croce & Hein 2020), run through robaudit's cascade (its Square stage: ``attacks.square``).
 
 APGD (CE, DLR, targeted DLR) and Linf Square are robaudit's own (``attacks.apgd``, ``attacks.square``: per-sample
 random starts, step sizes and proposals); FAB-T and L2 Square are torchattacks' *single runs* (FAB's
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchattacks import FAB, Square
+from torchattacks import FAB
 
 from robaudit.attacks.apgd import APGDRun
 from robaudit.attacks.base import ATTACKS, AttackFn
-from robaudit.attacks.selection import Cascade, Stage
-from robaudit.attacks.square import SquareLinf
-from robaudit.sample_rng import SampleRNG, per_sample
+from robaudit.attacks.selection import Cascade, Stage, run_stage
+from robaudit.attacks.square import square_stage
+from robaudit.sample_rng import SampleRNG
 
 VERSIONS = ("auto", "standard", "rand", "fast")
 WANTED = {
@@ -63,16 +63,6 @@ def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9
     return kept, dropped
 
 
-def run_stage(run: APGDRun | SquareLinf) -> Stage:
-    """A stage of one of robaudit's own runs (APGD: its best-verdict and best-loss iterates; Square: its best query)."""
-
-    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
-        return run(images, labels, rng)
-
-    stage.attack = run  # for inspection (tests, reports)
-    return stage
-
-
 def fab_stage(attack: FAB, target: int) -> Stage:
     """One targeted FAB run toward the ``target``-th most likely class (its minimal adversarial, where found).
 
@@ -82,32 +72,6 @@ def fab_stage(attack: FAB, target: int) -> Stage:
     def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
         attack.target_class = target
         return [attack.attack_single_run_targeted(images, labels, use_rand_start=False)]
-
-    stage.attack = attack
-    return stage
-
-
-def square_stage(
-    model: nn.Module, *, norm: str, eps: float, n_queries: int, p_init: float, seed: int, rescale: bool = True
-) -> Stage:
-    """One Square run; its candidate is each sample's best-margin query.
-
-    Linf: robaudit's own (``attacks.square``: per-sample windows, the reference's p schedule). L2: torchattacks'
-    single run, which draws its proposals from the global RNG for a whole batch, so it runs one sample at a time,
-    each under a global RNG seeded from the sample's own stream.
-    """
-    if norm == "Linf":
-        return run_stage(SquareLinf(model, eps=eps, n_queries=n_queries, p_init=p_init, rescale=rescale))
-    attack = Square(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
-    attack.rescale_schedule = rescale
-
-    def single(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        attack.init_hyperparam(image)
-        with torch.no_grad():
-            return attack.attack_single_run(image, label)[1]
-
-    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
-        return [per_sample(single, images, rng, labels)]
 
     stage.attack = attack
     return stage
@@ -197,6 +161,7 @@ def escalate_autoattack(params: dict, factor: int) -> dict:
     tier=3,
     derive=fill_budget,
     escalate=escalate_autoattack,
+    smoke={"steps": 5, "n_queries": 30, "eot_iter": 2},
 )
 def autoattack(
     model: nn.Module,
@@ -250,24 +215,3 @@ def autoattack(
         "forced_standard_on_randomized": stochastic and version == "standard",
     }
     return cascade
-
-
-@ATTACKS.register(
-    "square",
-    description="Square Attack, black-box score-based (Andriushchenko et al. 2020)",
-    access="black-box",
-    escalate=lambda params, factor: {**params, "n_queries": params["n_queries"] * factor},
-)
-def square(
-    model: nn.Module,
-    *,
-    draws: int = 1,
-    eps: float = 8 / 255,
-    norm: str = "Linf",
-    n_queries: int = 5000,
-    p_init: float = 0.8,
-    seed: int = 0,
-) -> AttackFn:
-    """Square Attack: random square-shaped updates, queries only the model's outputs (one draw per query)."""
-    stage = square_stage(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, seed=seed)
-    return Cascade(model, [("square", stage)], norm=norm, eps=eps, draws=draws)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,17 +22,19 @@ from robaudit.seeding import isolated_global_rng
 @dataclass(frozen=True)
 class AttackEntry:
     """What an attack registers besides its factory, read by robaudit (never its name): its default ``norm``,
-    ``access`` ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks
-    at one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a
-    minimal-norm attack), ``derive`` (fills parameters that follow from others, e.g. PGD's step size) and ``escalate``
-    ((params, factor) -> the params of a ``factor`` times larger budget, for the convergence check; None: nothing to
-    escalate, e.g. one FGSM step)."""
+    ``access`` ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks at
+    one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a minimal-norm
+    attack), ``derive`` (fills parameters that follow from others, e.g. PGD's step size), ``escalate`` ((params,
+    factor) -> the params of a ``factor`` times larger budget, for the convergence check; None: nothing to escalate,
+    e.g. one FGSM step) and ``smoke`` (small parameters under which the contract tests run it in seconds: a new
+    attack brings its own, so the tests cover it with no other edit)."""
 
     norm: str | None = None
     access: str = "white-box"
     tier: int | None = None
     derive: Any = None
     escalate: Any = None
+    smoke: Mapping[str, Any] = field(default_factory=dict)
 
 
 ATTACKS: Registry = Registry("attack", metadata=AttackEntry)

@@ -58,6 +58,7 @@ class CarliniWagnerL2:
     description="Carlini-Wagner L2, minimal-norm; results cut back to the L2 budget eps",
     norm="L2",
     escalate=lambda params, factor: {**params, "steps": params["steps"] * factor},
+    smoke={"steps": 10},
 )
 def cw(
     model: nn.Module,

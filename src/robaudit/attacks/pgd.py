@@ -196,6 +196,12 @@ def escalate_pgd(params: dict, factor: int) -> dict:
 
 for name, norm, default_eps in (("pgd", "Linf", 8 / 255), ("pgdl2", "L2", 0.5)):
     description = f"PGD, {norm}, random start, restarts (Madry et al. 2018)"
-    ATTACKS.register(name, description=description, norm=norm, tier=2, derive=default_step_size, escalate=escalate_pgd)(
-        pgd_attack(norm, default_eps)
-    )
+    ATTACKS.register(
+        name,
+        description=description,
+        norm=norm,
+        tier=2,
+        derive=default_step_size,
+        escalate=escalate_pgd,
+        smoke={"steps": 5},
+    )(pgd_attack(norm, default_eps))

@@ -7,7 +7,8 @@ follows the reference schedule (p_init halved after 10, 50, 200, 500, 1000, 2000
 queries, stretched to the budget with ``rescale`` -- the reference's default; AutoAttack runs it unstretched), and
 every sample draws its own window position and signs from its own stream -- the reference and torchattacks draw
 one window per query for the whole batch, which ties a sample's search to its batch. A sample stops querying once
-misclassified.
+misclassified. L2 Square is torchattacks' single run, one sample at a time from the sample's own stream. This file
+is the whole of the ``square`` attack: the algorithm, its stage (AutoAttack runs it too) and its registration.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import math
 
 import torch
 from torch import nn
+from torchattacks import Square
 
+from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import margin
-from robaudit.attacks.selection import draw
-from robaudit.sample_rng import SampleRNG
+from robaudit.attacks.selection import Cascade, Stage, draw, run_stage
+from robaudit.sample_rng import SampleRNG, per_sample
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -76,3 +79,51 @@ class SquareLinf:
             best[active[better]] = proposal[better]
             loss[active[better]] = new_loss[better]
         return [best]
+
+
+def square_stage(
+    model: nn.Module, *, norm: str, eps: float, n_queries: int, p_init: float, seed: int, rescale: bool = True
+) -> Stage:
+    """One Square run; its candidate is each sample's best-margin query.
+
+    Linf: robaudit's own (``attacks.square``: per-sample windows, the reference's p schedule). L2: torchattacks'
+    single run, which draws its proposals from the global RNG for a whole batch, so it runs one sample at a time,
+    each under a global RNG seeded from the sample's own stream.
+    """
+    if norm == "Linf":
+        return run_stage(SquareLinf(model, eps=eps, n_queries=n_queries, p_init=p_init, rescale=rescale))
+    attack = Square(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
+    attack.rescale_schedule = rescale
+
+    def single(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        attack.init_hyperparam(image)
+        with torch.no_grad():
+            return attack.attack_single_run(image, label)[1]
+
+    def stage(images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor]:
+        return [per_sample(single, images, rng, labels)]
+
+    stage.attack = attack
+    return stage
+
+
+@ATTACKS.register(
+    "square",
+    description="Square Attack, black-box score-based (Andriushchenko et al. 2020)",
+    access="black-box",
+    escalate=lambda params, factor: {**params, "n_queries": params["n_queries"] * factor},
+    smoke={"n_queries": 30},
+)
+def square(
+    model: nn.Module,
+    *,
+    draws: int = 1,
+    eps: float = 8 / 255,
+    norm: str = "Linf",
+    n_queries: int = 5000,
+    p_init: float = 0.8,
+    seed: int = 0,
+) -> AttackFn:
+    """Square Attack: random square-shaped updates, queries only the model's outputs (one draw per query)."""
+    stage = square_stage(model, norm=norm, eps=eps, n_queries=n_queries, p_init=p_init, seed=seed)
+    return Cascade(model, [("square", stage)], norm=norm, eps=eps, draws=draws)

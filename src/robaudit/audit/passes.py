@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from robaudit.purifiers.base import Purifier
 
 
 @dataclass
@@ -90,11 +93,7 @@ class PassCounter:
         return self.counts.pop(key, PassCount())
 
 
-def purifier_network(purifier: nn.Module) -> nn.Module:
-    """The module a purifier calls once per network evaluation: its network's ``evaluated_network`` (a DDPM's
-    noise predictor, cold diffusion's restorer, ADP's score network), else its ``network`` (MAEP's autoencoder),
-    else the purifier itself."""
-    network = getattr(purifier, "network", None)
-    network = network if isinstance(network, nn.Module) else purifier
-    evaluated = getattr(network, "evaluated_network", None)
-    return evaluated if isinstance(evaluated, nn.Module) else network
+def purifier_network(purifier: Purifier) -> nn.Module:
+    """The module a purifier calls once per network evaluation, as the purifier declares it (``evaluated_network``:
+    a DDPM's noise predictor, cold diffusion's restorer, ADP's score network, MAEP's autoencoder)."""
+    return purifier.evaluated_network

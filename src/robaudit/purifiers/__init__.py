@@ -1,10 +1,15 @@
 """Test-time purifiers: DDPM (DiffPure), cold diffusion (Defensive Diffusion), ADP's score model, MAEP.
 
 The registry and the base class live in ``robaudit.purifiers.base``; training, caching and loading a purifier's
-network in ``robaudit.purifiers.resolve``.
+network in ``robaudit.purifiers.resolve``. Every module of this package is imported here, so a purifier in a new
+file registers itself with no other edit; installed plugins add theirs through the ``robaudit.purifiers`` entry-point
+group (``robaudit.plugins``).
 """
 
-from robaudit.purifiers import cold, ddpm, ebm, mae  # noqa: F401  (registers the purifiers)
+from robaudit.plugins import discover, load_plugins
 from robaudit.purifiers.base import PURIFIERS, Purifier, epochs_key, load_purifier_network, recipe_for
 
 __all__ = ["PURIFIERS", "Purifier", "epochs_key", "load_purifier_network", "recipe_for"]
+
+discover(__name__)
+load_plugins("robaudit.purifiers")

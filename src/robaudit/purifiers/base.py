@@ -17,8 +17,8 @@ import abc
 import functools
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,21 @@ from robaudit.sample_rng import SampleRNG
 
 @dataclass(frozen=True)
 class PurifierEntry:
-    """What a purifier method registers besides its factory: its training ``recipe`` (a dataclass), ``build``
-    (recipe, input shape -> untrained network), ``train`` (network, train set, *, recipe, seed, device[,
-    classifier]; None: minimise ``network.loss`` with the recipe's epochs, batch size and lr), whether training needs
-    the classifier (``needs_classifier``) and, for methods that can run on a pretrained diffusion model (from the hub,
-    a folder or the user's own code: ``purifiers.sources``), ``from_diffusion`` (a ``DDPMNetwork`` -> this method's
-    network)."""
+    """What a purifier method registers besides its factory: its training ``recipe`` (a dataclass), ``build`` (recipe,
+    input shape -> untrained network), ``train`` (network, train set, *, recipe, seed, device[, classifier]; None:
+    minimise ``network.loss`` with the recipe's epochs, batch size and lr), whether training needs the classifier
+    (``needs_classifier``) and, for methods that can run on a pretrained diffusion model (from the hub, a folder or
+    the user's own code: ``purifiers.sources``), ``from_diffusion`` (a ``DDPMNetwork`` -> this method's network) and
+    ``tiny`` (the settings under which tests run it in seconds: ``recipe``, a tiny network; ``epochs``, training
+    budgets other than ``epochs: 1``; ``params``, a short purification for unit tests; ``purification``, the same
+    for end-to-end audits -- a new purifier brings its own, so the contract tests cover it with no other edit)."""
 
     recipe: type
     build: Callable[..., nn.Module]
     train: Callable[..., None] | None = None
     needs_classifier: bool = False
     from_diffusion: Callable[..., nn.Module] | None = None
+    tiny: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 PURIFIERS: Registry = Registry("purifier", metadata=PurifierEntry)
@@ -69,6 +72,12 @@ class Purifier(nn.Module, abc.ABC):
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through (stated in reports)."""
         return "the full purifier"
+
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module the purifier calls once per network evaluation: what robaudit counts as one purifier
+        evaluation and what ``--compile`` compiles. The purifier itself unless a subclass declares its network."""
+        return self
 
     @staticmethod
     def generator_for(images: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:

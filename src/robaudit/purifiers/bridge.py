@@ -34,9 +34,9 @@ class ResolutionBridge(Purifier):
         self.ensemble = purifier.ensemble
 
     @property
-    def network(self) -> nn.Module | None:
-        """The inner purifier's network (where pass counting and ``--compile`` hook in)."""
-        return getattr(self.purifier, "network", None)
+    def evaluated_network(self) -> nn.Module:
+        """The inner purifier's (pass counting and ``--compile`` hook in there)."""
+        return self.purifier.evaluated_network
 
     def description(self) -> str:
         """The bridge as reports state it, e.g. "224 -> 256 (bicubic) -> purify -> 224"."""

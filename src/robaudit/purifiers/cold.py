@@ -98,6 +98,11 @@ class ColdPurifier(Purifier):
         self.network, self.variant = network, variant
         self.level = max(1, min(network.levels, round(t_star * network.levels)))
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module called once per network evaluation: cold diffusion's restorer."""
+        return self.network.evaluated_network
+
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""
         steps = {
@@ -125,6 +130,7 @@ class ColdPurifier(Purifier):
     description="Defensive Diffusion: Gaussian-blur cold diffusion, variants blurred / direct / reconstructed",
     recipe=ColdRecipe,
     build=BlurRestorer,
+    tiny={"recipe": {"widths": [8, 16], "levels": 4}},
 )
 def cold(network: BlurRestorer, *, variant: str = "reconstructed", t_star: float = 0.5) -> ColdPurifier:
     """variant: blurred, direct or reconstructed; t_star: blur depth as a fraction of the levels."""

@@ -207,6 +207,11 @@ class DDPMPurifier(Purifier):
             "sde": f"reverse VP-SDE (DiffPure), Euler-Maruyama, {self.sde_steps} steps from t* = {self.t_star}",
         }[self.sampler]
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module called once per network evaluation: the noise predictor."""
+        return self.network.evaluated_network
+
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""
         chain = f"the {self.process_description()}"
@@ -265,6 +270,7 @@ SAMPLERS = ("ddpm", "ddim", "sde")
     recipe=DDPMRecipe,
     build=DDPMNetwork,
     from_diffusion=lambda network: network,
+    tiny={"recipe": {"widths": [8, 16]}, "params": {"steps": 3}, "purification": {"steps": 2}},
 )
 def ddpm(
     network: DDPMNetwork,

@@ -112,6 +112,11 @@ def adaptive_step_size(
     recipe=EBMRecipe,
     build=ScoreNetwork,
     from_diffusion=DiffusionScoreNetwork,
+    tiny={
+        "recipe": {"widths": [8, 16]},
+        "params": {"max_steps": 2, "ensemble": 2},
+        "purification": {"ensemble": 2, "max_steps": 2},
+    },
 )
 def ebm(
     network: ScoreNetwork,
@@ -160,6 +165,11 @@ class ADPPurifier(Purifier):
         self.sigma, self.max_steps, self.probe, self.lam, self.stop_below = sigma, max_steps, probe, lam, stop_below
         self.level = network.level_for(score_sigma if score_sigma is not None else sigma)
         self.ensemble = ensemble
+
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module called once per network evaluation: the score network."""
+        return self.network.evaluated_network
 
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""

@@ -134,6 +134,11 @@ class MAEPurifier(Purifier):
         super().__init__()
         self.network = network
 
+    @property
+    def evaluated_network(self) -> nn.Module:
+        """The module called once per network evaluation: the masked autoencoder (one pass)."""
+        return self.network
+
     def gradient_description(self) -> str:
         """What an adaptive attack differentiates through."""
         return "the masked autoencoder's single reconstruction pass (mask ratio 0)"
@@ -200,6 +205,10 @@ def train_mae(
     build=MaskedAutoencoder,
     train=train_mae,
     needs_classifier=True,
+    tiny={
+        "recipe": {"embed_dim": 16, "depth": 1, "decoder_dim": 16, "decoder_depth": 1, "num_heads": 2},
+        "epochs": {"pretrain_epochs": 1, "finetune_epochs": 1, "attack_steps": 1},
+    },
 )
 def mae(network: MaskedAutoencoder) -> MAEPurifier:
     """MAEP at test time: mask ratio 0, a single reconstruction pass."""
