@@ -10,7 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from robaudit.attacks import ATTACKS
 from robaudit.cli import app
+from robaudit.purifiers import PURIFIERS
 
 runner = CliRunner()
 
@@ -105,7 +107,7 @@ def test_bad_inputs(model, workdir, binary_model_path):
     assert "does not exist" in _bad("evaluate", "--model", "missing.pt", "--data", "digits")
     assert "neither a registered dataset" in _bad("evaluate", "--model", model, "--data", "nowhere/")
     line = _bad("evaluate", "--model", model, "--data", "digits", "--attacks", "pdg")
-    assert "valid: autoattack, cw, fgsm, pgd" in line and "did you mean 'pgd'" in line
+    assert f"valid: {', '.join(ATTACKS.names())}" in line and "did you mean 'pgd'" in line
     assert "unknown dataset" not in _bad("evaluate", "--model", model, "--data", "digitz")
     (workdir / "bad.yaml").write_text("model: m.pt\ndata: digits\nattack: [pgd]\n")
     assert "unknown key 'attack'" in _bad("evaluate", "--config", "bad.yaml")
@@ -123,7 +125,7 @@ def test_bad_inputs(model, workdir, binary_model_path):
     assert (workdir / "taken.txt").read_text() == "keep me"
     np.savez(workdir / "labels.npz", test_images=np.zeros((3, 32, 32), np.uint8), test_labels=np.array([0, 11, 2]))
     assert "label 11" in _bad("evaluate", "--model", model, "--data", "labels.npz")
-    assert "valid: classifier, cold, ddpm, ebm, mae" in _bad("train", "gan")
+    assert f"valid: classifier, {', '.join(PURIFIERS.names())}" in _bad("train", "gan")
     assert "unknown purifier 'ddmp'" in _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddmp")
     line = _bad("evaluate", "--model", model, "--data", "digits", "--purifier", "ddpm", "--threat", "adaptiv")
     assert "unknown threat model 'adaptiv'" in line and "did you mean 'adaptive'" in line

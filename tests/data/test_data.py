@@ -153,7 +153,7 @@ def test_streamed_npz_reads_batches_on_demand(tmp_path, compressed):
     assert torch.equal(streamed.images[5:9], in_memory.images[5:9])
     assert torch.equal(streamed.in_memory().images, in_memory.images) and streamed.ids == in_memory.ids
     if not compressed:  # an uncompressed archive is memory mapped, not read
-        from robaudit.data.sources import _npz_memmap
+        from robaudit.data.sources.npz import _npz_memmap
 
         assert isinstance(_npz_memmap(str(tmp_path / "d.npz"), "test_images"), np.memmap)
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.models.fingerprint import model_fingerprint
-from robaudit.models.sources import robustbench_version
+from robaudit.models.sources.robustbench import robustbench_version
 from robaudit.models.spec import ModelSpec, obtain_classifier
 
 SLOW_SOURCES = {"robustbench: (model dir)"}  # RobustBench's ResNet keeps its full widths (a few seconds a cell)

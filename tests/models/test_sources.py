@@ -180,7 +180,7 @@ def test_robustbench_loads_through_the_package_from_the_model_dir(tmp_path, monk
 
     fake = types.ModuleType("robustbench")
     fake.utils = types.SimpleNamespace(load_model=load_model)
-    monkeypatch.setattr("robaudit.models.sources.robustbench_version", lambda: "1.1.1")
+    monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: "1.1.1")
     monkeypatch.setitem(sys.modules, "robustbench", fake)
     monkeypatch.setitem(sys.modules, "robustbench.utils", fake.utils)
     options = SourceOptions(model_dir=str(tmp_path), threat="Linf")
@@ -219,11 +219,12 @@ def test_robustbench_installed_but_not_importable_names_the_missing_module(tmp_p
     for name in ("robustbench", "robustbench.utils"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "autoattack", None)  # not installed
-    monkeypatch.setattr("robaudit.models.sources.robustbench_version", lambda: "1.1.1")
+    monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: "1.1.1")
     (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
     (tmp_path / "cifar10" / "Linf" / "Standard.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"installed but cannot be imported \(no module 'autoattack'\).*fra31"):
         load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))
-    monkeypatch.setattr("robaudit.models.sources.robustbench_version", lambda: None)  # only torchattacks' copy
+    # only torchattacks' copy
+    monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: None)
     with pytest.raises(ConfigError, match=r"need the robustbench package; pip install -e '\.\[robustbench\]'"):
         load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))

@@ -12,7 +12,7 @@ import timm
 import torch
 
 from robaudit.models.classifiers import load_classifier
-from robaudit.models.sources import robustbench_version
+from robaudit.models.sources.robustbench import robustbench_version
 
 # the weights (no buffers, no biases) of RobustBench 1.1.1's WideResNet(depth=10, widen_factor=1), listed from it
 ROBUSTBENCH_WRN_10_1_WEIGHTS = [

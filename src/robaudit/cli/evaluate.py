@@ -17,7 +17,7 @@ from robaudit.config import load_yaml
 from robaudit.data import detect_source
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import training_data_source
-from robaudit.models.sources import ROBUSTBENCH_THREATS
+from robaudit.models.sources.robustbench import ROBUSTBENCH_THREATS
 from robaudit.progress import console
 from robaudit.reporting.gates import Gate
 from robaudit.reporting.report import load_summary, with_ci

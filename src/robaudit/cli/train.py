@@ -23,7 +23,9 @@ app = typer.Typer()
 @app.command("train")
 @handle_errors
 def train(
-    kind: str = typer.Argument("classifier", help="What to train: classifier, or a purifier (ddpm, cold, ebm, mae)."),
+    kind: str = typer.Argument(
+        "classifier", help=f"What to train: classifier, or a purifier ({', '.join(PURIFIERS.names())})."
+    ),
     data: str = typer.Option("digits", "--data", help="Dataset name or path; its train split is used."),
     out: Path = typer.Option(None, "--out", help="Checkpoint path (.pt; .safetensors for classifiers)."),
     arch: str = typer.Option(None, "--arch", help="Classifier: registered architecture or timm model name."),

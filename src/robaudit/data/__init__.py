@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from robaudit.data.artifact import is_artifact, read_artifact, write_artifact
+from robaudit.data.artifact import read_artifact, write_artifact
 from robaudit.data.imageset import ImageSet, convert_channels, resize
 from robaudit.data.sources import DATASETS
 from robaudit.data.transforms import EvalTransform
@@ -17,25 +17,24 @@ __all__ = ["DATASETS", "ImageSet", "detect_source", "load_dataset", "read_artifa
 
 
 def detect_source(source: str) -> tuple[str, dict[str, Any]]:
-    """Map ``--data`` text to (registered source name, its path parameter): a name, or a path whose kind is detected."""
-    if source in DATASETS and source not in ("npz", "imagefolder", "cifar10", "artifact"):
+    """Map ``--data`` text to (registered source name, its path parameter): the name of a named source, or a path
+    claimed by the first path source (highest ``priority`` first) whose ``detect`` accepts it."""
+    named = [entry.name for entry in DATASETS if entry.meta["detect"] is None]
+    by_path = sorted((e for e in DATASETS if e.meta["detect"] is not None), key=lambda e: -e.meta["priority"])
+    if source in named:
         return source, {}
     path = Path(source)
+    kinds = "; ".join(f"{e.name}: {e.description}" for e in by_path)
     if not path.exists():
-        valid = [n for n in DATASETS.names() if n not in ("npz", "imagefolder", "cifar10", "artifact")]
         raise DataError(
-            f"data {source!r} is neither a registered dataset ({', '.join(valid)}) nor an existing path; "
-            "pass a name or the path of an .npz file, image folder, CIFAR-10 batch folder or robaudit dataset"
+            f"data {source!r} is neither a registered dataset ({', '.join(named)}) nor an existing path; "
+            f"pass a name or the path of data robaudit reads ({kinds})"
         )
-    if path.is_file():
-        if path.suffix.lower() == ".npz":
-            return "npz", {"path": str(path)}
-        raise DataError(f"data file {source!r} is not an .npz file; pass an .npz file or a folder")
-    if is_artifact(path):
-        return "artifact", {"path": str(path)}
-    if (path / "test_batch").is_file() or any(path.glob("data_batch_*")):
-        return "cifar10", {"path": str(path)}
-    return "imagefolder", {"path": str(path)}
+    for entry in by_path:
+        if entry.meta["detect"](path):
+            return entry.name, {"path": str(path)}
+    what = "file" if path.is_file() else "path"
+    raise DataError(f"data {what} {source!r} is of no kind robaudit reads ({kinds}); pass an .npz file or a folder")
 
 
 def load_dataset(
