@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.data import load_dataset
-from robaudit.distill import DistillRecipe, distill, distillation_loss
+from robaudit.distill.loop import DistillRecipe, distill, distillation_loss
 from robaudit.models.classifiers import load_classifier
 from robaudit.models.training import accuracy
 

@@ -15,10 +15,11 @@ from robaudit.attacks.selection import Cascade
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Defense, Part
+from robaudit.audit.preflight import preflight
 from robaudit.data import load_dataset
 from robaudit.models.classifiers import load_classifier
 from robaudit.reporting.results import mean_rate, rate, records_frame, summarize
-from robaudit.reporting.sanity import postrun, preflight
+from robaudit.reporting.sanity import postrun
 from robaudit.seeding import isolated_global_rng
 from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, streams, toy_data, toy_imageset
 

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from conftest import audit_workdir
 from robaudit.attacks import ATTACKS, resolve_attack
-from robaudit.audit.plan import Condition, Shard, parts
+from robaudit.audit.plan import Shard, parts
 from robaudit.cli import app
 from robaudit.errors import ConfigError
+from robaudit.records import Condition
 from toys import toy_part_output
 
 FAST = {name: dict(ATTACKS.get(name).meta["smoke"]) for name in ("fgsm", "pgd", "autoattack", "square")}

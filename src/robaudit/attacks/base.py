@@ -66,7 +66,7 @@ class ResolvedAttack:
     rung: int = 0  # 1, 2, ...: the rung's place on the budget ladder
     eot_scale: int = 1  # EOT draws of a rung, as a multiple of the run's (randomized pipelines only)
 
-    def threat_model(self) -> str:
+    def budget(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
         return f"{self.norm}, eps={format_eps(self.eps)}"
 

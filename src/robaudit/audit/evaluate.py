@@ -17,6 +17,7 @@ from robaudit.audit.convergence import ConvergenceSpec, rungs_for
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Shard
+from robaudit.audit.preflight import detect_randomized, preflight
 from robaudit.audit.run import (
     barrier,
     merge,
@@ -26,7 +27,6 @@ from robaudit.audit.run import (
     run_shard,
     torchrun_active,
 )
-from robaudit.audit.threats import NONE, THREATS
 from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
@@ -41,8 +41,10 @@ from robaudit.progress import console
 from robaudit.purifiers.resolve import ResolvedPurifier, obtain_purifier, resolve_purifier
 from robaudit.purifiers.surrogate import CALIBRATION_SAMPLES, calibrate_surrogate, surrogate_target
 from robaudit.registry import check_keys, did_you_mean
-from robaudit.reporting.sanity import detect_randomized, preflight
+from robaudit.reporting.gates import Gate
+from robaudit.reporting.report import rebuild_reports
 from robaudit.rundir import RunDir
+from robaudit.threats import NONE, THREATS
 
 EVALUATE_KEYS = [
     "model",
@@ -210,9 +212,8 @@ class EvaluateConfig:
 
 
 def parse_gates(value: object) -> list[str]:
-    """``gates:`` as a list of gate expressions (``robust_accuracy>=0.3``), each checked before any work."""
-    from robaudit.reporting.gates import Gate
-
+    """``gates:`` (or ``--gate``) as a list of gate expressions (``robust_accuracy>=0.3``), each checked before any
+    work: the one place gates are parsed before a run (``reporting.gates`` judges them after it)."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
@@ -390,6 +391,12 @@ class PreparedRun:
     device: torch.device
 
 
+def merge_and_report(path: Path) -> None:
+    """Merge the run's shards (``audit.run.merge``) and rebuild its reports from the records that exist."""
+    merge(path)
+    rebuild_reports(path)
+
+
 def run_evaluation(
     config: EvaluateConfig,
     *,
@@ -430,11 +437,11 @@ def run_evaluation(
             run_shard(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard, device=prepared.device)
         except Interrupted:
             if shard.count == 1:
-                merge(prepared.run_dir.path)  # marked INCOMPLETE: it says how many samples have records
+                merge_and_report(prepared.run_dir.path)  # marked INCOMPLETE: says how many samples have records
             raise
         barrier()
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
-            merge(prepared.run_dir.path)
+            merge_and_report(prepared.run_dir.path)
         elif not torchrun_active():
             path = escape(str(prepared.run_dir.path))
             console.print(f"shard {shard} done; when every shard is done: robaudit report {path}")

@@ -25,14 +25,15 @@ from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
 from robaudit.audit.convergence import reattacked
 from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline, score
-from robaudit.audit.plan import AuditPlan, Condition, Defense, Part, Record
-from robaudit.audit.threats import threat_model
+from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.data import ImageSet
 from robaudit.errors import RobauditError
 from robaudit.progress import console
+from robaudit.records import Condition, Record
 from robaudit.rundir import add_disagreements, add_passes, add_timing
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed
+from robaudit.threats import threat_model
 
 Advance = Callable[[str], None]
 

@@ -24,11 +24,11 @@ import math
 import torch
 from torch import nn
 
-from robaudit.audit.threats import PIPELINE_THREATS, threat_model
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.threats import PIPELINE_THREATS, threat_model
 
 
 class Pipeline(nn.Module):

@@ -1,86 +1,19 @@
-"""The audit as objects: conditions, the record schema, the plan of a run, its parts and shards.
+"""The audit as objects: the plan of a run, its parts and shards (conditions and records: ``robaudit.records``).
 
-A *condition* is (attack, defense, threat model); ``Condition.key()`` is the one place its text form is made. A run
-is a plan of conditions evaluated on parts: fixed sample ranges [start, stop) of ``part_size`` samples (independent
-of the batch size and of the shard layout). Shard K of N owns parts K, K + N, K + 2N, ...; one process is shard 0/1.
+A run is a plan of conditions evaluated on parts: fixed sample ranges [start, stop) of ``part_size`` samples
+(independent of the batch size and of the shard layout). Shard K of N owns parts K, K + N, K + 2N, ...; one process
+is shard 0/1.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from robaudit.audit.threats import NONE, threat_model
 from robaudit.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One (attack, defense, threat model); the clean prediction of a defense is attack ``none``, threat ``none``."""
-
-    attack: str
-    defense: str
-    threat: str
-
-    def key(self) -> str:
-        """The ``condition`` column: ``attack|defense|threat``."""
-        return f"{self.attack}|{self.defense}|{self.threat}"
-
-    @classmethod
-    def parse(cls, key: str) -> Condition:
-        """The condition of a key ``attack|defense|threat``."""
-        attack, defense, threat = key.split("|")
-        return cls(attack, defense, threat)
-
-    @classmethod
-    def clean(cls, defense: str) -> Condition:
-        """The clean prediction of ``defense``."""
-        return cls(NONE, defense, NONE)
-
-    @property
-    def is_clean(self) -> bool:
-        return self.attack == NONE
-
-    @property
-    def shares_classifier_examples(self) -> bool:
-        """Made against the classifier alone (undefended or non-adaptive): the examples are shared."""
-        return threat_model(self.threat).attacks_classifier_only
-
-
-@dataclass
-class Record:
-    """One row of the records: one sample under one condition and one repeat (scoring draw).
-
-    ``purifier`` is the defense label (``none`` for the undefended classifier); ``attacked`` is true when an attack
-    was run on the sample (a sample the defense misclassifies in every clean draw is not attacked: non-robust);
-    ``linf`` / ``l2`` are the norms of the perturbation scored.
-    """
-
-    sample_id: str
-    index: int
-    label: int
-    condition: str
-    attack: str
-    norm: str
-    eps: float
-    purifier: str
-    threat: str
-    repeat: int
-    clean_pred: int
-    pred: int
-    correct: bool
-    attacked: bool
-    linf: float
-    l2: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written to a records part."""
-        return asdict(self)
-
-
-RECORD_FIELDS = [f.name for f in fields(Record)]
+from robaudit.records import Condition
 
 
 @dataclass(frozen=True)

@@ -180,10 +180,8 @@ def expected_parts(config: dict[str, Any], manifest: dict[str, Any]) -> list[Par
 
 def merge(path: str | Path) -> list[Part]:
     """Merge a run directory's shards: the run manifest gains every shard's manifest and out-of-memory splits and
-    the status ``complete`` or ``incomplete`` (naming the missing parts); the reports are rebuilt from the records
-    that exist. Returns the missing parts."""
-    from robaudit.reporting.report import rebuild_reports
-
+    the status ``complete`` or ``incomplete`` (naming the missing parts). Returns the missing parts; the caller
+    rebuilds the reports from the records that exist (``reporting.report.rebuild_reports``)."""
     run_dir = RunDir(path)
     manifest = run_dir.read_manifest()
     if manifest is None:
@@ -203,5 +201,4 @@ def merge(path: str | Path) -> list[Part]:
         run_dir.write_manifest(manifest)
     else:
         missing = []
-    rebuild_reports(run_dir.path)
     return missing

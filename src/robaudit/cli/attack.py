@@ -53,5 +53,5 @@ def attack(
     provenance = {"attack": resolved.to_dict(), "model_path": str(model_path)}
     provenance["model_sha256"] = model_fingerprint(classifier, model_path)
     task.finish(adversarial, provenance)
-    budget = f"{resolved.label}, {resolved.threat_model()}"
+    budget = f"{resolved.label}, {resolved.budget()}"
     console.print(f"wrote {len(adversarial)} adversarial images ({budget}) to {escape(str(task.out))}")

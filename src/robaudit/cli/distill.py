@@ -8,7 +8,7 @@ import typer
 
 from robaudit.cli.common import DeviceOption, TrustOption, handle_errors
 from robaudit.config import load_yaml
-from robaudit.distill_run import DISTILL_KEYS, DistillConfig, run_distillation
+from robaudit.distill.run import DISTILL_KEYS, DistillConfig, run_distillation
 
 app = typer.Typer()
 

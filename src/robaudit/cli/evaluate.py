@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
+from robaudit.audit.evaluate import EvaluateConfig, parse_gates, run_evaluation
 from robaudit.audit.plan import Shard
 from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, report_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
@@ -19,7 +19,6 @@ from robaudit.errors import ConfigError
 from robaudit.models.classifiers import training_data_source
 from robaudit.models.sources.robustbench import ROBUSTBENCH_THREATS
 from robaudit.progress import console
-from robaudit.reporting.gates import Gate
 from robaudit.reporting.report import load_summary, with_ci
 
 app = typer.Typer()
@@ -219,8 +218,7 @@ def settings_from(
     add_default_data(mapping)
     add_default_attacks(mapping)
     add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
-    for text in gate_flags.gate or []:
-        Gate.parse(text)
+    parse_gates(gate_flags.gate)
     return EvaluateConfig.from_mapping(mapping)
 
 

@@ -39,6 +39,7 @@ def report(
         if missing:
             names = ", ".join(p.name for p in missing[:8]) + (", ..." if len(missing) > 8 else "")
             console.print(f"[yellow]incomplete run: {len(missing)} part(s) missing: {escape(names)}[/yellow]")
+        rebuild_reports(run_dir)
         if template is not None:
             for path in rebuild_reports(run_dir, template=template).values():
                 console.print(f"wrote {escape(str(path))}")

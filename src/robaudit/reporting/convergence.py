@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from robaudit.audit.plan import Condition
-from robaudit.reporting.sanity import Flag
+from robaudit.findings import Finding
+from robaudit.records import Condition
 
 BUDGET_KEYS = ("steps", "n_queries", "restarts", "eot_iter")
 
@@ -95,7 +95,7 @@ def rungs_of(results: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[s
     return sorted(rungs, key=lambda r: r["rung"])
 
 
-def convergence_flags(checks: list[dict[str, Any]]) -> list[Flag]:
+def convergence_flags(checks: list[dict[str, Any]]) -> list[Finding]:
     """A warning per ladder whose check failed: how many samples the stronger budgets broke, and the robust accuracy
     they left."""
     flags = []
@@ -107,7 +107,7 @@ def convergence_flags(checks: list[dict[str, Any]]) -> list[Flag]:
         before, after = first["robust_accuracy_worst_of_n"], last["robust_accuracy_worst_of_n"]
         ceiling, escalate = check["ceiling"], check["mode"] == "escalate"
         flags.append(
-            Flag(
+            Finding(
                 check="convergence",
                 severity="warning",
                 title=f"{where} did not converge" + (f" up to the ceiling {ceiling}" if escalate else ""),

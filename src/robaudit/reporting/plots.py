@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robaudit.audit.plan import Condition  # noqa: E402
-from robaudit.audit.threats import NONE  # noqa: E402
+from robaudit.records import Condition  # noqa: E402
+from robaudit.threats import NONE  # noqa: E402
 
 
 def _png(figure) -> bytes:

@@ -14,10 +14,10 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from robaudit.attacks.base import format_eps
-from robaudit.audit.plan import Condition
-from robaudit.audit.threats import THREAT_DESCRIPTIONS
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
+from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
+from robaudit.records import Condition
 from robaudit.reporting.convergence import convergence_checks, convergence_flags
 from robaudit.reporting.results import (
     CLEAN,
@@ -27,8 +27,9 @@ from robaudit.reporting.results import (
     results_table,
     summarize,
 )
-from robaudit.reporting.sanity import CHECKS_AFTER, CHECKS_BEFORE, Flag, postrun
+from robaudit.reporting.sanity import postrun
 from robaudit.rundir import RunDir
+from robaudit.threats import THREAT_DESCRIPTIONS
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -142,7 +143,7 @@ def add_checks(
 ) -> None:
     """The convergence checks, the sanity flags (pre-flight, post-run, memory, convergence) and the warnings."""
     summary["convergence"] = convergence_checks(summary, config, passes or {})
-    flags = [Flag(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
+    flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
     flags += convergence_flags(summary["convergence"])
     summary["flags"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
@@ -211,14 +212,14 @@ def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str
     return view
 
 
-def memory_flags(manifest: dict[str, Any]) -> list[Flag]:
+def memory_flags(manifest: dict[str, Any]) -> list[Finding]:
     """An info flag when batches ran in smaller chunks after the device ran out of memory."""
     splits = manifest.get("batch_splits") or []
     if not splits:
         return []
     evidence = "; ".join(f"samples {s['start']}-{s['stop']} in chunks of {s['chunk']}" for s in splits[:5])
     return [
-        Flag(
+        Finding(
             check="out-of-memory",
             severity="info",
             title=f"{len(splits)} batch(es) were split after the device ran out of memory",

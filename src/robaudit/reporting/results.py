@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robaudit.audit.plan import RECORD_FIELDS, Condition
-from robaudit.audit.threats import NONE
+from robaudit.records import RECORD_FIELDS, Condition
+from robaudit.threats import NONE
 
 SUMMARY_SCHEMA = "robaudit.summary"
 SUMMARY_SCHEMA_VERSION = 2  # 2: wall-clock timings moved out of summary.json (to timings.json)

@@ -9,7 +9,7 @@ from typing import Any
 
 from robaudit.config import ComponentSpec, parse_eps
 from robaudit.data.spec import DataSpec
-from robaudit.distill import DistillRecipe, compare, comparison_markdown, distill
+from robaudit.distill.loop import DistillRecipe, compare, comparison_markdown, distill
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 from robaudit.manifest import resolve_device

@@ -1,0 +1,2 @@
+"""Distillation: a teacher (optionally behind its purifier) into a small student -- its loop and comparison
+(``distill.loop``) and its config and run (``distill.run``)."""
