@@ -38,7 +38,8 @@ import torchattacks
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.precision import compile_classifier, disagreements
-from robaudit.audit.evaluate import EvaluateConfig, prepare_run
+from robaudit.audit.config import EvaluateConfig
+from robaudit.audit.evaluate import prepare_run
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.passes import PassCount, PassCounter
 from robaudit.audit.plan import Part, Shard

@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from robaudit.audit.evaluate import EvaluateConfig, run_evaluation
+from robaudit.audit.config import EvaluateConfig
+from robaudit.audit.evaluate import run_evaluation
 
 RECIPES = {
     "reference": ({"steps": 100}, 16, {}, "off"),

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from robaudit.audit.evaluate import EvaluateConfig
+from robaudit.audit.config import EvaluateConfig
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
 from robaudit.registry import Registry

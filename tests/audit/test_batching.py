@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robaudit.audit.batching import CEILING, CPU_DEFAULT, batch_size_for_memory, default_batch_size
-from robaudit.audit.evaluate import EvaluateConfig
+from robaudit.audit.config import EvaluateConfig
 from toys import NearestMean, toy_data
 
 GIB = 2**30

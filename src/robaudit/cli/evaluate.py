@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.audit.evaluate import EvaluateConfig, parse_gates, run_evaluation
+from robaudit.audit.config import EvaluateConfig, parse_gates, with_overrides
+from robaudit.audit.evaluate import run_evaluation
 from robaudit.audit.plan import Shard
 from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, report_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
@@ -24,57 +25,6 @@ from robaudit.reporting.report import load_summary, with_ci
 app = typer.Typer()
 
 DEFAULT_ATTACKS = ["pgd"]
-
-
-def merge_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
-    """Apply CLI flags over a config mapping (flags win). ``None`` means "not given"."""
-    mapping = dict(mapping)
-    if flags["model"] is not None:
-        mapping["model"] = flags["model"]
-    threats = [t.strip() for t in (flags["threat"] or "").split(",") if t.strip()]
-    flags["model_threat"] = ",".join(t for t in threats if t in ROBUSTBENCH_THREATS) or None
-    model_keys = (
-        "arch",
-        "num_classes",
-        "stochastic",
-        "weights",
-        "model_dir",
-        "model_dataset",
-        "model_threat",
-        "mean",
-        "std",
-    )
-    if any(flags.get(k) for k in model_keys):
-        model = mapping.get("model")
-        model = {"path": model} if isinstance(model, str) else dict(model or {})
-        model.update({k.removeprefix("model_"): flags[k] for k in model_keys if flags.get(k)})
-        mapping["model"] = model
-    data = mapping.get("data")
-    data = {"name": data} if isinstance(data, str) else dict(data or {})
-    if flags["data"] is not None:
-        keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad", "class_map")
-        data = {k: v for k, v in data.items() if k in keep}
-        data["name"] = flags["data"]
-    data.update(flags["data_flags"])
-    if data:
-        mapping["data"] = data
-    if flags["attacks"] is not None:
-        mapping["attacks"] = [a.strip() for a in flags["attacks"].split(",") if a.strip()]
-    if flags["purifier"] is not None:
-        mapping["purifiers"] = [p.strip() for p in flags["purifier"].split(",") if p.strip()]
-    if flags["purifier_checkpoint"] is not None:
-        purifiers = mapping.get("purifiers") or []
-        if len(purifiers) != 1:
-            raise ConfigError(
-                "--purifier-checkpoint needs exactly one purifier; set checkpoints per purifier in "
-                "the config (purifiers: [{name: ddpm, checkpoint: PATH}])"
-            )
-        entry = purifiers[0]
-        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
-        mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
-    if [t for t in threats if t not in ROBUSTBENCH_THREATS]:
-        mapping["threats"] = [t for t in threats if t not in ROBUSTBENCH_THREATS]
-    return mapping
 
 
 SETTING_FLAGS = FlagGroup.overrides(
@@ -148,8 +98,10 @@ PurifierCheckpointOption = typer.Option(
 ThreatOption = typer.Option(
     None,
     "--threat",
-    help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three); "
-    "for a robustbench: model also its threat model (Linf, L2, corruptions).",
+    help="Comma list of threat models for purifiers: non-adaptive, bpda, adaptive (default all three).",
+)
+RbThreatOption = typer.Option(
+    None, "--rb-threat", help="A robustbench: model's RobustBench threat: Linf (default), L2 or corruptions."
 )
 
 
@@ -171,6 +123,7 @@ def evaluate(
     purifier: str = PurifierOption,
     purifier_checkpoint: str = PurifierCheckpointOption,
     threat: str = ThreatOption,
+    rb_threat: str = RbThreatOption,
     stochastic: bool = typer.Option(
         False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
     ),
@@ -187,7 +140,8 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
-    mapping = merge_overrides(
+    threat, rb_threat = split_deprecated_threat(threat, rb_threat)
+    mapping = with_overrides(
         load_yaml(config) if config else {},
         model=model,
         **{key: model_flags.get(key) for key in MODEL_FLAGS.options},
@@ -197,6 +151,7 @@ def evaluate(
         purifier=purifier,
         purifier_checkpoint=purifier_checkpoint,
         threat=threat,
+        rb_threat=rb_threat,
         stochastic=stochastic,
     )
     settings = settings_from(mapping, overrides, gate_flags, no_convergence=no_convergence)
@@ -207,6 +162,20 @@ def evaluate(
     if (chosen is None or chosen.count == 1) and Shard.from_environment().index == 0:  # else `robaudit report` does
         print_summary(run_dir)
         report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+
+
+def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[str | None, str | None]:
+    """``--threat Linf`` (a RobustBench threat where threat models go): the old spelling of ``--rb-threat``, kept
+    for one release with a warning. Returns (threat models, RobustBench threat)."""
+    names = [t.strip() for t in (threat or "").split(",") if t.strip()]
+    old = [t for t in names if t in ROBUSTBENCH_THREATS]
+    if old:
+        console.print(
+            f"[yellow]--threat {','.join(old)} names a RobustBench threat: use --rb-threat {old[0]} (--threat "
+            "takes threat models only from the next release)[/yellow]"
+        )
+    rest = ",".join(t for t in names if t not in ROBUSTBENCH_THREATS) or None
+    return rest, rb_threat or (",".join(old) or None)
 
 
 def settings_from(

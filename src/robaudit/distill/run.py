@@ -3,7 +3,7 @@ checkpoint and the teacher/student comparison."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,8 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
     """Distill ``config.teacher`` into a student on the data's train split, compare both on its test split; write
     the student checkpoint and ``<student>.comparison.{json,md}``. Returns the comparison's markdown."""
     torch_device = str(resolve_device(device))
-    config.teacher.trust_checkpoint = trust_checkpoint
-    teacher, teacher_path = obtain_classifier(config.teacher, device=torch_device)
+    teacher_spec = replace(config.teacher, trust_checkpoint=trust_checkpoint)
+    teacher, teacher_path = obtain_classifier(teacher_spec, device=torch_device)
     purifier = None
     if config.purifier is not None:
         purifier, _ = obtain_purifier(
@@ -85,11 +85,11 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
             trust_checkpoint=trust_checkpoint,
             input_shape=tuple(teacher.card.input_size) or None,
         )
-    train = DataSpec(**{**config.data.__dict__, "split": "train", "limit": None}).load()
+    train = replace(config.data, split="train", limit=None).load()
     student = distill(teacher, train, recipe=config.recipe, purifier=purifier, seed=config.seed, device=torch_device)
     out = config.student_path()
     save_classifier(student, out)
-    test = DataSpec(**{**config.data.__dict__, "limit": config.eval_limit}).load()
+    test = replace(config.data, limit=config.eval_limit).load()
     result = compare(
         teacher,
         student,

@@ -40,7 +40,7 @@ ROBUSTBENCH_DATA = {
 @MODEL_SOURCES.register(
     "robustbench",
     description="a RobustBench model from a local --model-dir (pip install -e '.[robustbench]')",
-    example="robustbench:Standard --threat Linf --model-dir models/robustbench",
+    example="robustbench:Standard --rb-threat Linf --model-dir models/robustbench",
 )
 def robustbench_source(ref: str, options: SourceOptions) -> nn.Module:
     """``robustbench.utils.load_model`` from ``model_dir/DATASET/THREAT/NAME.pt`` (dataset default cifar10,

@@ -1,0 +1,267 @@
+"""The evaluate config: its schema (``EvaluateConfig``, whose fields are the keys a config may set), command-line
+values over a config mapping, and the audit it resolves to once (``ResolvedAudit``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from robaudit.attacks import ResolvedAttack, resolve_attack
+from robaudit.attacks.precision import check_precision
+from robaudit.audit.convergence import ConvergenceSpec, rungs_for
+from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
+from robaudit.data.spec import DataSpec
+from robaudit.errors import ConfigError
+from robaudit.models.spec import ModelSpec
+from robaudit.purifiers.resolve import ResolvedPurifier, resolve_purifier
+from robaudit.registry import check_keys, did_you_mean
+from robaudit.reporting.gates import Gate
+from robaudit.threats import THREATS
+
+NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates")  # change speed or judging, not records
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything an evaluation needs. ``eps`` is the Linf budget, ``eps_l2`` the L2 budget."""
+
+    model: ModelSpec
+    data: DataSpec
+    attacks: list[ComponentSpec] = field(default_factory=list)
+    purifiers: list[ComponentSpec] = field(default_factory=list)
+    threats: list[str] = field(default_factory=lambda: list(THREATS))
+    eot: int = 4
+    repeats: int = 10
+    selection_draws: int = 10
+    eps: float = 8 / 255
+    eps_l2: float = 0.5
+    eps_sweep: list[float] = field(default_factory=list)  # extra Linf budgets (robust accuracy vs eps)
+    eps_l2_sweep: list[float] = field(default_factory=list)
+    seed: int = 0
+    out: str | None = None
+    batch_size: int | None = None  # None: 128 on a CPU, what free memory holds on CUDA (audit.batching)
+    part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
+    device: str = "auto"
+    precision: str = "fp32"  # attack iterations under autocast ("bf16"); verdicts always float32
+    compile: bool = False  # torch.compile the classifier's network (changes speed, not records)
+    gates: list[str] = field(
+        default_factory=list
+    )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
+    convergence: ConvergenceSpec = field(default_factory=ConvergenceSpec)  # audit.convergence
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
+        """Validate a config mapping (YAML + overrides); unknown keys are errors naming the key."""
+        check_keys(mapping, evaluate_keys(), where="config")
+        if "model" not in mapping or mapping["model"] is None:
+            raise ConfigError("no model given; pass --model PATH or set 'model:' in the config")
+        if "data" not in mapping or mapping["data"] is None:
+            raise ConfigError("no data given; pass --data NAME|PATH or set 'data:' in the config")
+        attacks = mapping.get("attacks") or []
+        if isinstance(attacks, str):
+            attacks = [a for a in attacks.split(",") if a.strip()]
+        if not isinstance(attacks, list):
+            raise ConfigError("attacks: expected a list of names or {name: ..., ...} mappings")
+        purifiers = mapping.get("purifiers") or []
+        if isinstance(purifiers, str):
+            purifiers = [p for p in purifiers.split(",") if p.strip()]
+        threats = mapping.get("threats") or list(THREATS)
+        if isinstance(threats, str):
+            threats = [t.strip() for t in threats.split(",") if t.strip()]
+        for threat in threats:
+            if threat not in THREATS:
+                raise ConfigError(
+                    f"unknown threat model {threat!r}; valid: {', '.join(THREATS)}"
+                    + did_you_mean(threat, list(THREATS))
+                )
+        config = cls(
+            model=ModelSpec.parse(mapping["model"]),
+            data=DataSpec.parse(mapping["data"]),
+            attacks=[ComponentSpec.parse(a, where="attacks") for a in attacks],
+            purifiers=[ComponentSpec.parse(p, where="purifiers") for p in purifiers],
+            threats=list(threats),
+        )
+        for key in ("eps", "eps_l2"):
+            if key in mapping:
+                budgets = parse_budgets(mapping[key], name=key)
+                setattr(config, key, budgets[-1])
+                setattr(config, f"{key}_sweep", budgets[:-1])
+        for key, hint in (
+            ("seed", int),
+            ("batch_size", int),
+            ("part_size", int),
+            ("out", str),
+            ("device", str),
+            ("precision", str),
+            ("compile", bool),
+            ("eot", int),
+            ("repeats", int),
+            ("selection_draws", int),
+        ):
+            if mapping.get(key) is not None:
+                setattr(config, key, coerce(mapping[key], hint, where=key))
+        config.gates = parse_gates(mapping.get("gates"))
+        default_mode = "escalate" if config.gates else "check"  # a run that gates a release escalates
+        config.convergence = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
+        check_precision(config.precision)
+        for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
+            if getattr(config, key) is not None and getattr(config, key) <= 0:
+                raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
+        return config
+
+    def resolved_attacks(self) -> list[ResolvedAttack]:
+        """Each attack with all parameters fixed and a unique label: its ``label:``, else its name (a repeated name
+        gets ``#2``, ``#3``...)."""
+        resolved = []
+        for label, spec in labelled(self.attacks, where="attacks"):
+            attack = resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2)
+            attack.label = label
+            resolved.append(attack)
+            if "eps" in spec.params:
+                continue  # an explicit budget: no sweep
+            for budget in self.eps_sweep if attack.norm == "Linf" else self.eps_l2_sweep:
+                extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
+                extra.label, extra.sweep = f"{attack.label}@{budget:.4g}", True
+                resolved.append(extra)
+        with_rungs = []
+        for attack in resolved:
+            with_rungs += [attack, *rungs_for(attack, self.convergence)]
+        return with_rungs
+
+    def resolved_purifiers(self) -> list[ResolvedPurifier]:
+        """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""
+        return [resolve_purifier(spec, label=label) for label, spec in labelled(self.purifiers, where="purifiers")]
+
+    def resolve(self) -> ResolvedAudit:
+        """The audit with every component resolved once: what the fingerprint, the saved config, the defenses, the
+        plan and the manifest all read."""
+        return ResolvedAudit(self, tuple(self.resolved_attacks()), tuple(self.resolved_purifiers()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as saved in the run directory."""
+        return self.resolve().to_dict()
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The part of the config that decides the records."""
+        return self.resolve().fingerprinted()
+
+
+@dataclass(frozen=True)
+class ResolvedAudit:
+    """An ``EvaluateConfig`` with its attacks (convergence rungs and sweep budgets included) and purifiers resolved,
+    immutable."""
+
+    config: EvaluateConfig
+    attacks: tuple[ResolvedAttack, ...]
+    purifiers: tuple[ResolvedPurifier, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as saved in the run directory."""
+        config = self.config
+        purifiers = {}
+        if config.purifiers:
+            purifiers = {"purifiers": [p.to_dict() for p in self.purifiers], "threats": config.threats}
+        randomized = {"eot": config.eot, "repeats": config.repeats, "selection_draws": config.selection_draws}
+        return {
+            "model": config.model.to_dict(),
+            "data": config.data.to_dict(),
+            "attacks": [a.to_dict() for a in self.attacks],
+            **purifiers,
+            **randomized,
+            "eps": config.eps,
+            "eps_l2": config.eps_l2,
+            **({"eps_sweep": config.eps_sweep} if config.eps_sweep else {}),
+            **({"eps_l2_sweep": config.eps_l2_sweep} if config.eps_l2_sweep else {}),
+            "seed": config.seed,
+            "part_size": config.part_size,
+            **({"batch_size": config.batch_size} if config.batch_size is not None else {}),
+            "device": config.device,
+            **({"precision": config.precision} if config.precision != "fp32" else {}),
+            **({"compile": True} if config.compile else {}),
+            **({"gates": config.gates} if config.gates else {}),
+            "convergence": config.convergence.to_dict(),
+        }
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The part of the config that decides the records: not the batch size, device, compile or gates."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
+
+
+def evaluate_keys() -> list[str]:
+    """The keys a config may set: the fields of ``EvaluateConfig`` (an eps sweep is set through ``eps`` itself)."""
+    return [f.name for f in fields(EvaluateConfig) if not f.name.endswith("_sweep")]
+
+
+def parse_gates(value: object) -> list[str]:
+    """``gates:`` (or ``--gate``) as a list of gate expressions (``robust_accuracy>=0.3``), each checked before any
+    work: the one place gates are parsed before a run (``reporting.gates`` judges them after it)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(g, str) for g in items):
+        raise ConfigError("gates: expected a list of expressions, e.g. ['robust_accuracy>=0.3']")
+    for text in items:
+        Gate.parse(text)
+    return list(items)
+
+
+def parse_budgets(value: object, *, name: str) -> list[float]:
+    """One budget or several (a list, or ``"2/255,4/255,8/255"``), sorted; the largest is the headline budget."""
+    items = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else [value]
+    budgets = sorted({parse_eps(item, name=name) for item in items})
+    if not budgets:
+        raise ConfigError(f"{name}: give at least one budget, e.g. {name}=8/255")
+    return budgets
+
+
+def with_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """A copy of a config mapping with command-line values over it (they win); ``None`` means "not given".
+    ``threat`` is the threat models a purifier is audited under; ``rb_threat`` a RobustBench model's threat (Linf, L2,
+    corruptions)."""
+    mapping = dict(mapping)
+    if flags["model"] is not None:
+        mapping["model"] = flags["model"]
+    threats = [t.strip() for t in (flags["threat"] or "").split(",") if t.strip()]
+    flags["model_threat"] = flags.get("rb_threat")
+    model_keys = (
+        "arch",
+        "num_classes",
+        "stochastic",
+        "weights",
+        "model_dir",
+        "model_dataset",
+        "model_threat",
+        "mean",
+        "std",
+    )
+    if any(flags.get(k) for k in model_keys):
+        model = mapping.get("model")
+        model = {"path": model} if isinstance(model, str) else dict(model or {})
+        model.update({k.removeprefix("model_"): flags[k] for k in model_keys if flags.get(k)})
+        mapping["model"] = model
+    data = mapping.get("data")
+    data = {"name": data} if isinstance(data, str) else dict(data or {})
+    if flags["data"] is not None:
+        keep = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad", "class_map")
+        data = {k: v for k, v in data.items() if k in keep}
+        data["name"] = flags["data"]
+    data.update(flags["data_flags"])
+    if data:
+        mapping["data"] = data
+    if flags["attacks"] is not None:
+        mapping["attacks"] = [a.strip() for a in flags["attacks"].split(",") if a.strip()]
+    if flags["purifier"] is not None:
+        mapping["purifiers"] = [p.strip() for p in flags["purifier"].split(",") if p.strip()]
+    if flags["purifier_checkpoint"] is not None:
+        purifiers = mapping.get("purifiers") or []
+        if len(purifiers) != 1:
+            raise ConfigError(
+                "--purifier-checkpoint needs exactly one purifier; set checkpoints per purifier in "
+                "the config (purifiers: [{name: ddpm, checkpoint: PATH}])"
+            )
+        entry = purifiers[0]
+        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        mapping["purifiers"] = [{**entry, "checkpoint": flags["purifier_checkpoint"]}]
+    if threats:
+        mapping["threats"] = threats
+    return mapping

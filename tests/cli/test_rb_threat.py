@@ -1,0 +1,26 @@
+"""A RobustBench model's threat has its own flag, ``--rb-threat``; ``--threat`` takes threat models, and its old
+use for RobustBench threats still works for one release, with a warning."""
+
+from __future__ import annotations
+
+from robaudit.audit.config import with_overrides
+from robaudit.cli.evaluate import MODEL_FLAGS, split_deprecated_threat
+
+
+def overrides(**given):
+    flags = dict.fromkeys(("model", "data", "attacks", "purifier", "purifier_checkpoint", "threat", "rb_threat"))
+    flags.update({key: None for key in MODEL_FLAGS.options}, data_flags={}, stochastic=False)
+    return with_overrides({"model": "robustbench:Standard", "data": "digits"}, **{**flags, **given})
+
+
+def test_rb_threat_sets_the_model_threat_and_threat_the_threat_models():
+    mapping = overrides(rb_threat="L2", threat="adaptive,bpda")
+    assert mapping["model"] == {"path": "robustbench:Standard", "threat": "L2"}
+    assert mapping["threats"] == ["adaptive", "bpda"]
+
+
+def test_the_old_spelling_is_split_with_a_warning(capsys):
+    assert split_deprecated_threat("Linf,adaptive", None) == ("adaptive", "Linf")
+    assert "use --rb-threat Linf" in capsys.readouterr().err.replace("\n", " ")
+    assert split_deprecated_threat("adaptive", "L2") == ("adaptive", "L2")
+    assert split_deprecated_threat(None, None) == (None, None)
