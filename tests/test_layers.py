@@ -2,7 +2,7 @@
 each package imports only its own layer's lower neighbours, and the package graph has no cycle. The layers, lowest
 first, as ARCHITECTURE.md draws them:
 
-    ground (robaudit/*.py) < data < models < attacks, purifiers < reporting < audit < distill < cli
+    ground (robaudit/*.py) < data < training < models < attacks, purifiers < reporting < audit < distill < cli
 
 ``python tests/test_layers.py`` prints the arrows between packages."""
 
@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "robaudit"
 LAYERS = [
     ("ground",),
     ("data",),
+    ("training",),
     ("models",),
     ("attacks", "purifiers"),
     ("reporting",),

@@ -21,13 +21,13 @@ from robaudit.attacks import build_attack, resolve_attack, run_attack
 from robaudit.audit.pipeline import Pipeline, score
 from robaudit.data import ImageSet
 from robaudit.models.classifiers import NormalizedClassifier, create_classifier
-from robaudit.models.training import ClassifierRecipe, make_card, random_shift
-from robaudit.progress import progress_bar
+from robaudit.models.training import ClassifierRecipe, make_card
 from robaudit.purifiers.base import Purifier
 from robaudit.purifiers.dataset import purify_dataset
 from robaudit.reporting.results import rate
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.training.loop import train_epochs
 
 
 @dataclass
@@ -83,27 +83,27 @@ def distill(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.lr, total_steps=max(1, recipe.epochs * steps)
     )
-    with progress_bar() as bar:
-        task = bar.add_task("distill", total=recipe.epochs, status="")
-        for _ in range(recipe.epochs):
-            student.train()
-            order = torch.randperm(len(train_set), generator=generator)
-            total = 0.0
-            for i in range(steps):
-                index = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-                images = random_shift(train_set.images[index], recipe.max_shift, generator).to(device)
-                labels = train_set.labels[index].to(device)
-                with torch.no_grad():
-                    teacher_logits = teacher(images)
-                loss = distillation_loss(
-                    student(images), teacher_logits, labels, temperature=recipe.temperature, alpha=recipe.alpha
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += loss.item() * len(index)
-            bar.update(task, advance=1, status=f"loss {total / len(train_set):.4f}")
+
+    def step_loss(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher(images)
+        return distillation_loss(
+            student(images), teacher_logits, labels, temperature=recipe.temperature, alpha=recipe.alpha
+        )
+
+    train_epochs(
+        student,
+        train_set,
+        step_loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        device=device,
+        description="distill",
+        max_shift=recipe.max_shift,
+    )
     card.training = {
         "distilled_from": teacher.card.arch,
         "recipe": asdict(recipe),

@@ -10,13 +10,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.markup import escape
-from torch import nn
 
 from robaudit.data import ImageSet
 from robaudit.models.architectures import architecture_for
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier, create_classifier
-from robaudit.progress import console, progress_bar
+from robaudit.progress import console
 from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.training.loop import train_epochs
 
 
 @dataclass
@@ -37,19 +37,6 @@ class ClassifierRecipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (stored in the checkpoint card and caches keys)."""
         return asdict(self)
-
-
-def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each (C, H, W) image of (N, C, H, W) by up to ``max_shift`` pixels (zero padding)."""
-    if max_shift <= 0:
-        return images
-    n, _, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    rows = offsets[:, 0, None] + torch.arange(h)  # (N, H)
-    cols = offsets[:, 1, None] + torch.arange(w)  # (N, W)
-    index = torch.arange(n)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -97,29 +84,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, recipe: ClassifierRecipe, st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def train_epoch(
-    model: nn.Module, train_set: ImageSet, steps: tuple, *, recipe: ClassifierRecipe, seed: int, epoch: int, device: str
-) -> float:
-    """One epoch over ``train_set`` in a random order (``steps`` = optimizer, scheduler, data generator); returns
-    the mean loss. Randomness inside the model (dropout) is seeded per step from (``seed``, ``epoch``, step)."""
-    optimizer, scheduler, data_gen = steps
-    model.train()
-    order = torch.randperm(len(train_set), generator=data_gen)
-    total_loss = 0.0
-    for i in range(math.ceil(len(train_set) / recipe.batch_size)):
-        index = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-        images = random_shift(train_set.images[index], recipe.max_shift, data_gen).to(device)
-        labels = train_set.labels[index].to(device)
-        with isolated_global_rng(derive_seed(seed, "classifier-step", epoch, i), device):
-            loss = F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item() * len(index)
-    return total_loss / len(train_set)
-
-
 def train_classifier(
     train_set: ImageSet,
     val_set: ImageSet | None,
@@ -142,21 +106,37 @@ def train_classifier(
     steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
     scheduler = warmup_cosine(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, float]] = []
+    status = ""
+
+    def after_epoch(epoch: int, loss: float) -> str:
+        nonlocal status
+        record = {"epoch": epoch + 1, "loss": loss}
+        if val_set is not None:
+            record["val_accuracy"] = accuracy(model, val_set, device=device)
+        history.append(record)
+        status = f"loss {loss:.3f}" + (f"  val acc {record['val_accuracy']:.3f}" if val_set is not None else "")
+        return status
+
+    def step_loss(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
+
     start_time = time.time()
-    with progress_bar() as bar:
-        task = bar.add_task("train classifier", total=recipe.epochs, status="")
-        for epoch in range(recipe.epochs):
-            steps = (optimizer, scheduler, data_gen)
-            loss = train_epoch(model, train_set, steps, recipe=recipe, seed=seed, epoch=epoch, device=device)
-            record = {"epoch": epoch + 1, "loss": loss}
-            if val_set is not None:
-                record["val_accuracy"] = accuracy(model, val_set, device=device)
-            history.append(record)
-            status = f"loss {record['loss']:.3f}" + (
-                f"  val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
-            )
-            bar.update(task, advance=1, status=status)
-    model.eval().cpu()
+    train_epochs(
+        model,
+        train_set,
+        step_loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=data_gen,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        device=device,
+        description="train classifier",
+        max_shift=recipe.max_shift,
+        step_rng=lambda epoch, step: isolated_global_rng(derive_seed(seed, "classifier-step", epoch, step), device),
+        after_epoch=after_epoch,
+    )
+    model.cpu()
     card.training = {
         "recipe": recipe.to_dict(),
         "seed": seed,
@@ -165,5 +145,5 @@ def train_classifier(
         "history": history,
         "seconds": round(time.time() - start_time, 1),
     }
-    console.print(f"trained {escape(card.arch)} in {card.training['seconds']} s; " + (status if history else ""))
+    console.print(f"trained {escape(card.arch)} in {card.training['seconds']} s; " + status)
     return model, history
