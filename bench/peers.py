@@ -37,13 +37,14 @@ import torch
 import torchattacks
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
-from robaudit.attacks.precision import compile_classifier, disagreements
+from robaudit.attacks.precision import disagreements
 from robaudit.audit.config import EvaluateConfig
 from robaudit.audit.evaluate import prepare_run
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.passes import PassCount, PassCounter
 from robaudit.audit.plan import Part, Shard
 from robaudit.data import load_dataset
+from robaudit.models.compiled import compile_classifier
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.sample_rng import SampleRNG
 

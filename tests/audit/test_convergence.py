@@ -17,7 +17,7 @@ from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.errors import ConfigError
-from robaudit.reporting.convergence import convergence_checks, convergence_flags
+from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import records_frame, summarize
 from toys import NearestMean, WithCard, toy_data, toy_imageset
 
@@ -60,7 +60,7 @@ def test_a_budget_that_does_not_converge_fails_the_check_and_names_the_gap():
     [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
     base, rung = check["ladder"]
     assert not check["converged"] and rung["newly_broken"] >= 5, check
-    [flag] = convergence_flags([check])
+    [flag] = convergence_findings([check])
     assert flag.severity == "warning" and f"broke {rung['newly_broken']} more sample(s)" in flag.explanation
     headline = summary["worst_case"]["robust_accuracy"]["successes"]
     assert headline == rung["robust_accuracy_worst_of_n"]["successes"], "every rung is part of the worst case"
@@ -90,7 +90,7 @@ def test_a_converged_attack_passes_and_its_headline_does_not_move():
     base, rung = check["ladder"]
     assert check["converged"] and rung["newly_broken"] == 0 and base["robust_accuracy_worst_of_n"]["successes"] > 100
     assert summary["worst_case"]["robust_accuracy"]["successes"] == base["robust_accuracy_worst_of_n"]["successes"]
-    assert not convergence_flags([check])
+    assert not convergence_findings([check])
 
 
 def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():

@@ -214,7 +214,7 @@ def test_a_quantizing_purifier_trips_the_masking_flags_on_its_conditions():
 
 
 def test_worst_of_n_far_below_the_mean_is_flagged():
-    from robaudit.reporting.sanity import luck_flags
+    from robaudit.reporting.sanity import luck_findings
 
     grid = pd.DataFrame([[True, False]] * 10 + [[True, True]] * 10).values
     result = {
@@ -224,7 +224,7 @@ def test_worst_of_n_far_below_the_mean_is_flagged():
         "robust_accuracy": mean_rate(grid),
         "robust_accuracy_worst_of_n": rate(int(grid.all(1).sum()), 20),
     }
-    flags = luck_flags({"label": "ddpm", "results": [result]})
+    flags = luck_findings({"label": "ddpm", "results": [result]})
     assert flags and flags[0].check == "worst-of-n" and "worst of 2" in flags[0].title
 
 
@@ -266,7 +266,7 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
 
 
 def test_autoattack_version_follows_the_pipeline_and_forcing_standard_is_flagged():
-    from robaudit.reporting.sanity import forced_standard_flags
+    from robaudit.reporting.sanity import forced_standard_findings
 
     _, _, means = toy_data(20)
     randomized = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.2))
@@ -279,5 +279,5 @@ def test_autoattack_version_follows_the_pipeline_and_forcing_standard_is_flagged
     deterministic = build_attack(resolved, WithCard(NearestMean(means)).eval(), num_classes=10, seed=0)
     assert deterministic.details["version"] == "standard"
     forced = {"label": "autoattack", "threat": "adaptive", "forced_standard_on_randomized": True}
-    flags = forced_standard_flags({"defenses": [{"label": "noise", "results": [forced]}]})
+    flags = forced_standard_findings({"defenses": [{"label": "noise", "results": [forced]}]})
     assert [f.check for f in flags] == ["autoattack-version"] and flags[0].severity == "warning"

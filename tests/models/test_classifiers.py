@@ -7,7 +7,7 @@ import torch
 
 from robaudit.errors import CheckpointError
 from robaudit.models.classifiers import load_classifier, save_classifier
-from robaudit.models.compat import settle_class_count
+from robaudit.models.model_data import settle_class_count
 
 
 def test_pt_and_safetensors_roundtrip(digits_model_path, digits_test, tmp_path):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from robaudit.cli import app
 from robaudit.data.spec import DataSpec
 from robaudit.errors import DataError
-from robaudit.models.compat import data_for_model
+from robaudit.models.model_data import data_for_model
 from robaudit.models.sources import SourceOptions, load_from_source
 
 runner = CliRunner()

@@ -190,8 +190,8 @@ def test_purifier_network_evaluations_are_counted(name, images):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PURIFIERS.names())
 def test_compiled_purifier_network_gives_the_same_output_and_counts(name, images):
-    from robaudit.attacks.precision import compile_network
     from robaudit.audit.passes import PassCounter, purifier_network
+    from robaudit.models.compiled import compile_network
 
     purifier = tiny_purifier(name)
     network = purifier_network(purifier)

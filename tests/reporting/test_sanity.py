@@ -76,21 +76,21 @@ def test_normal_model_trips_no_flag(models, tmp_path):
 
 @pytest.mark.parametrize("accuracy, flagged", [(0.75, False), (0.56, False), (0.54, True), (0.5, True)])
 def test_near_chance_check_on_a_binary_task(accuracy, flagged):
-    from robaudit.audit.preflight import output_flags
+    from robaudit.audit.preflight import output_findings
 
     labels = torch.zeros(100, dtype=torch.long)
     logits = torch.zeros(100, 2)
     logits[: int(accuracy * 100), 0] = 1.0  # correct on the first `accuracy` share, class 1 elsewhere
     logits[int(accuracy * 100) :, 1] = 1.0
-    flags = output_flags(logits, torch.rand(100, 1, 2, 2), labels, num_classes=2)
+    flags = output_findings(logits, torch.rand(100, 1, 2, 2), labels, num_classes=2)
     assert any(f.check == "normalization" for f in flags) is flagged
 
 
 def test_audited_samples_of_nearly_one_class_are_flagged():
-    from robaudit.audit.preflight import class_balance_flags
+    from robaudit.audit.preflight import class_balance_findings
 
     sorted_split = torch.tensor([1] * 200)  # the first 200 of a split sorted by label
-    (flag,) = class_balance_flags(sorted_split, num_classes=2)
+    (flag,) = class_balance_findings(sorted_split, num_classes=2)
     assert flag.severity == "warning" and "subset_seed" in flag.explanation and "200 of 200" in flag.evidence
-    assert class_balance_flags(torch.tensor([0, 1] * 100), num_classes=2) == []
-    assert class_balance_flags(torch.tensor([1] * 10), num_classes=2) == [], "too few samples to judge"
+    assert class_balance_findings(torch.tensor([0, 1] * 100), num_classes=2) == []
+    assert class_balance_findings(torch.tensor([1] * 10), num_classes=2) == [], "too few samples to judge"

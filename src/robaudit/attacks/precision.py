@@ -1,4 +1,4 @@
-"""Reduced-precision attack iterations and compiled networks, with every verdict in float32.
+"""Reduced-precision attack iterations, with every verdict in float32 (compiled networks: ``models.compiled``).
 
 ``--precision bf16`` runs an attack's iterations under autocast (bfloat16 matrix products on CPUs with AVX512-BF16
 or AMX and on GPUs). The verdicts that decide anything are float32: the cascade judges candidates with autocast off
@@ -50,33 +50,3 @@ def disagreements(
     with attack_precision(precision, adversarial.device):
         reduced = model(adversarial).float().argmax(1) == labels
     return int((full != reduced).sum()), len(labels)
-
-
-def compile_classifier(classifier: nn.Module) -> nn.Module:
-    """``torch.compile`` the network inside ``classifier`` in place (its ``net``; the classifier itself when it has
-    none), so hooks on the classifier -- pass counting -- stay outside the compiled graph. Compiled once, cached
-    across batches (shapes that recur reuse their graph). A convolutional network is also put in channels-last
-    memory layout, which the CPU and GPU convolution kernels run faster."""
-    inner = getattr(classifier, "net", None)
-    target = inner if isinstance(inner, nn.Module) else classifier
-    target.requires_grad_(False)
-    to_channels_last(target)
-    target.compile()
-    return classifier
-
-
-def compile_network(network: nn.Module) -> nn.Module:
-    """``torch.compile`` the forward of a purifier's evaluated network (``audit.passes.purifier_network``: a U-Net,
-    an autoencoder) in place. Hooks run around ``forward``, so pass counting stays outside the compiled graph, as
-    does the purifier's Python-level sampling schedule. Parameters are frozen (input gradients only); convolutional
-    networks go channels-last."""
-    network.requires_grad_(False)
-    to_channels_last(network)
-    network.forward = torch.compile(network.forward)
-    return network
-
-
-def to_channels_last(module: nn.Module) -> None:
-    """Put ``module``'s 4-d parameters in channels-last layout when it has convolutions (no change otherwise)."""
-    if any(isinstance(m, nn.Conv2d) for m in module.modules()):
-        module.to(memory_format=torch.channels_last)

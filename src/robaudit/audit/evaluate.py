@@ -30,8 +30,8 @@ from robaudit.data.job import data_fingerprint
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
-from robaudit.models.compat import data_for_model, model_transform
 from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.model_data import data_for_model, model_transform
 from robaudit.models.spec import obtain_classifier
 from robaudit.progress import console
 from robaudit.purifiers.resolve import obtain_purifier

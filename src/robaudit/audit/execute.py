@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
-from robaudit.attacks.precision import compile_classifier, compile_network, disagreements
+from robaudit.attacks.precision import disagreements
 from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
 from robaudit.audit.convergence import reattacked
 from robaudit.audit.passes import PassCounter, purifier_network
@@ -28,6 +28,7 @@ from robaudit.audit.pipeline import Pipeline, score
 from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.data import ImageSet
 from robaudit.errors import RobauditError
+from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.progress import console
 from robaudit.records import Condition, Record
 from robaudit.rundir import add_disagreements, add_passes, add_timing

@@ -25,7 +25,7 @@ def detect_randomized(model: nn.Module, dataset: ImageSet, *, batch: int = 16) -
     return not torch.equal(first, second)
 
 
-def randomness_flags(randomized: dict[str, bool] | None) -> list[Finding]:
+def randomness_findings(randomized: dict[str, bool] | None) -> list[Finding]:
     """An info flag saying how a randomized classifier was found and how it is evaluated."""
     if not randomized or not randomized.get("stochastic"):
         return []
@@ -61,17 +61,19 @@ def preflight(
     model.eval()
     with torch.no_grad(), isolated_global_rng(0):
         logits = model(images)
-    flags = randomness_flags(randomized) + output_flags(logits, images, labels, num_classes=model.card.num_classes)
-    flags += class_balance_flags(dataset.labels, num_classes=model.card.num_classes)
-    flags += gradient_flags(model, images, labels, where="the classifier")
+    flags = randomness_findings(randomized) + output_findings(
+        logits, images, labels, num_classes=model.card.num_classes
+    )
+    flags += class_balance_findings(dataset.labels, num_classes=model.card.num_classes)
+    flags += gradient_findings(model, images, labels, where="the classifier")
     for label, purifier in (purifiers or {}).items():
-        flags += purifier_randomness_flags(label, purifier, images[:8])
+        flags += purifier_randomness_findings(label, purifier, images[:8])
         pipeline = Pipeline(model, purifier, threat="adaptive")
-        flags += gradient_flags(pipeline, images[:16], labels[:16], where=f"the {label} pipeline (adaptive)")
+        flags += gradient_findings(pipeline, images[:16], labels[:16], where=f"the {label} pipeline (adaptive)")
     return flags
 
 
-def class_balance_flags(labels: torch.Tensor, *, num_classes: int, share: float = 0.9) -> list[Finding]:
+def class_balance_findings(labels: torch.Tensor, *, num_classes: int, share: float = 0.9) -> list[Finding]:
     """A warning when one class makes up ``share`` or more of the audited samples (e.g. the first N of a split
     sorted by label): accuracy then says little about the model on the other classes."""
     if len(labels) < 20 or num_classes < 2:
@@ -93,7 +95,7 @@ def class_balance_flags(labels: torch.Tensor, *, num_classes: int, share: float 
     ]
 
 
-def output_flags(
+def output_findings(
     logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *, num_classes: int
 ) -> list[Finding]:
     """Logits that look like probabilities, clean accuracy near chance, nearly black images."""
@@ -134,7 +136,7 @@ def output_flags(
     return flags
 
 
-def gradient_flags(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, where: str) -> list[Finding]:
+def gradient_findings(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, where: str) -> list[Finding]:
     """NaN, infinite, zero or exploding input gradients of the cross-entropy of ``model`` (obfuscated gradients)."""
     x = images.clone().requires_grad_(True)
     with isolated_global_rng(0):
@@ -165,7 +167,7 @@ def gradient_flags(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return []
 
 
-def purifier_randomness_flags(label: str, purifier: Any, images: torch.Tensor) -> list[Finding]:
+def purifier_randomness_findings(label: str, purifier: Any, images: torch.Tensor) -> list[Finding]:
     """An error when a purifier's output and its declared randomness disagree; an info flag when stochastic."""
     with torch.no_grad():
         a = purifier(images, generator=torch.Generator().manual_seed(0))

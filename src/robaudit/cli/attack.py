@@ -14,8 +14,8 @@ from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import parse_eps
 from robaudit.manifest import resolve_device
-from robaudit.models.compat import fit_to_model, model_transform
 from robaudit.models.fingerprint import model_fingerprint
+from robaudit.models.model_data import fit_to_model, model_transform
 from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 

@@ -126,7 +126,7 @@ def latency_per_image(model: nn.Module, images: torch.Tensor, *, repeats: int = 
     return sorted(times)[len(times) // 2]
 
 
-def compare(
+def compare_teacher_and_student(
     teacher: nn.Module,
     student: nn.Module,
     test_set: ImageSet,

@@ -9,7 +9,7 @@ from typing import Any
 
 from robaudit.config import ComponentSpec, parse_eps
 from robaudit.data.spec import DataSpec
-from robaudit.distill.loop import DistillRecipe, compare, comparison_markdown, distill
+from robaudit.distill.loop import DistillRecipe, compare_teacher_and_student, comparison_markdown, distill
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 from robaudit.manifest import resolve_device
@@ -90,7 +90,7 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
     out = config.student_path()
     save_classifier(student, out)
     test = replace(config.data, limit=config.eval_limit).load()
-    result = compare(
+    result = compare_teacher_and_student(
         teacher,
         student,
         test,

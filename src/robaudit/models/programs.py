@@ -2,7 +2,7 @@
 programs (``.pt2``) and, with ``--trust-checkpoint``, whole pickled modules.
 
 They normalize themselves, so robaudit wraps them without a Normalize step; their class count comes from
-``--num-classes`` or from one forward pass on the data (``compat.settle_class_count``).
+``--num-classes`` or from one forward pass on the data (``model_data.settle_class_count``).
 
 A ``torch.export`` program loads with ``torch.export.load`` under weights-only unpickling: the archive's own
 serialization is data, but ``torch.export.load`` falls back to full unpickling for tensor subclasses, custom
@@ -51,7 +51,7 @@ def cardless_card(
     input_size: list[int] | None,
     origin: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """A card for a module that carries none; an unknown class count stays 0 until ``compat.settle_class_count``
+    """A card for a module that carries none; an unknown class count stays 0 until ``model_data.settle_class_count``
     reads it from one forward pass on the data."""
     num_classes = num_classes or len(class_names or [])
     return ModelCard(

@@ -95,7 +95,7 @@ def rungs_of(results: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[s
     return sorted(rungs, key=lambda r: r["rung"])
 
 
-def convergence_flags(checks: list[dict[str, Any]]) -> list[Finding]:
+def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
     """A warning per ladder whose check failed: how many samples the stronger budgets broke, and the robust accuracy
     they left."""
     flags = []

@@ -18,7 +18,7 @@ from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
 from robaudit.records import Condition
-from robaudit.reporting.convergence import convergence_checks, convergence_flags
+from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import (
     CLEAN,
     SUMMARY_SCHEMA,
@@ -143,8 +143,8 @@ def add_checks(
 ) -> None:
     """The convergence checks, the sanity flags (pre-flight, post-run, memory, convergence) and the warnings."""
     summary["convergence"] = convergence_checks(summary, config, passes or {})
-    flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_flags(manifest)
-    flags += convergence_flags(summary["convergence"])
+    flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_findings(manifest)
+    flags += convergence_findings(summary["convergence"])
     summary["flags"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
@@ -212,7 +212,7 @@ def with_timings(summary: dict[str, Any], timings: dict[str, float]) -> dict[str
     return view
 
 
-def memory_flags(manifest: dict[str, Any]) -> list[Finding]:
+def memory_findings(manifest: dict[str, Any]) -> list[Finding]:
     """An info flag when batches ran in smaller chunks after the device ran out of memory."""
     splits = manifest.get("batch_splits") or []
     if not splits:

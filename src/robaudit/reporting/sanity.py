@@ -32,18 +32,20 @@ def postrun(frame: pd.DataFrame, summary: dict[str, Any]) -> list[Finding]:
         for threat in defense.get("threats") or ["none"]:
             results = [r for r in defense["results"] if r["threat"] == threat]
             where = "" if defense["label"] == "none" else f" ({defense['label']}, {threat})"
-            flags += strength_order_flags(frame, results, defense["label"], where)
-            flags += black_box_flags(frame, results, defense["label"], where)
-            flags += budget_flags(results, where, num_classes=num_classes)
-        flags += luck_flags(defense)
-    return flags + weak_adaptive_flags(summary) + forced_standard_flags(summary)
+            flags += strength_order_findings(frame, results, defense["label"], where)
+            flags += black_box_findings(frame, results, defense["label"], where)
+            flags += budget_findings(results, where, num_classes=num_classes)
+        flags += luck_findings(defense)
+    return flags + weak_adaptive_findings(summary) + forced_standard_findings(summary)
 
 
 def _key(result: dict[str, Any], defense: str) -> str:
     return Condition(result["label"], defense, result["threat"]).key()
 
 
-def strength_order_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Finding]:
+def strength_order_findings(
+    frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str
+) -> list[Finding]:
     """A stronger attack (a higher ``tier``: iterative over single-step, an ensemble over both, e.g. PGD over FGSM,
     AutoAttack over both) leaving robust, in its worst of N, samples the weaker one fooled at the same budget."""
     flags = []
@@ -68,7 +70,7 @@ def strength_order_flags(frame: pd.DataFrame, results: list[dict[str, Any]], def
     return flags
 
 
-def black_box_flags(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Finding]:
+def black_box_findings(frame: pd.DataFrame, results: list[dict[str, Any]], defense: str, where: str) -> list[Finding]:
     """A black-box attack fooling samples every white-box attack at the same budget left robust."""
     flags = []
     white = [a for a in results if a.get("access", "white-box") == "white-box"]
@@ -97,7 +99,7 @@ def _worst(result: dict[str, Any]) -> dict[str, Any]:
     return result.get("robust_accuracy_worst_of_n", result["robust_accuracy"])
 
 
-def budget_flags(results: list[dict[str, Any]], where: str, *, num_classes: int) -> list[Finding]:
+def budget_findings(results: list[dict[str, Any]], where: str, *, num_classes: int) -> list[Finding]:
     """Robust accuracy rising with eps or with steps, and accuracy above chance at a Linf eps >= 0.3."""
     flags = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -115,7 +117,7 @@ def budget_flags(results: list[dict[str, Any]], where: str, *, num_classes: int)
                         "A larger budget can only help the attacker: the attack is failing to optimise.",
                     )
                 )
-        flags += more_steps_flags(name, members, where)
+        flags += more_steps_findings(name, members, where)
         largest = members[-1]
         if norm == "Linf" and largest["eps"] >= 0.3 and _worst(largest)["ci_low"] > 1 / num_classes + 0.1:
             flags.append(
@@ -130,7 +132,7 @@ def budget_flags(results: list[dict[str, Any]], where: str, *, num_classes: int)
     return flags
 
 
-def more_steps_flags(name: str, members: list[dict[str, Any]], where: str) -> list[Finding]:
+def more_steps_findings(name: str, members: list[dict[str, Any]], where: str) -> list[Finding]:
     """At one budget, more iterations of the same attack raising robust accuracy beyond the intervals."""
     flags = []
     by_budget: dict[float, list[dict[str, Any]]] = {}
@@ -153,7 +155,7 @@ def more_steps_flags(name: str, members: list[dict[str, Any]], where: str) -> li
     return flags
 
 
-def luck_flags(defense: dict[str, Any], *, gap: float = 0.1) -> list[Finding]:
+def luck_findings(defense: dict[str, Any], *, gap: float = 0.1) -> list[Finding]:
     """Worst of N far below the mean: the defense's robustness rides on the luck of its random draws."""
     flags = []
     for r in defense["results"]:
@@ -173,7 +175,7 @@ def luck_flags(defense: dict[str, Any], *, gap: float = 0.1) -> list[Finding]:
     return flags
 
 
-def weak_adaptive_flags(summary: dict[str, Any]) -> list[Finding]:
+def weak_adaptive_findings(summary: dict[str, Any]) -> list[Finding]:
     """An adaptive or BPDA attack weaker than the non-adaptive one beyond the intervals."""
     flags = []
     for defense in summary.get("defenses", [])[1:]:
@@ -193,7 +195,7 @@ def weak_adaptive_flags(summary: dict[str, Any]) -> list[Finding]:
     return flags
 
 
-def forced_standard_flags(summary: dict[str, Any]) -> list[Finding]:
+def forced_standard_findings(summary: dict[str, Any]) -> list[Finding]:
     """AutoAttack's standard version forced on a randomized pipeline (it is meant for deterministic models)."""
     flags = []
     for defense in summary.get("defenses", []):
