@@ -1,0 +1,42 @@
+"""The evaluate config resolves once into an immutable audit that everything reads, its keys are its fields, and
+running it changes nothing in it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from robaudit.audit.config import NOT_FINGERPRINTED, EvaluateConfig, ResolvedAudit, evaluate_keys
+from robaudit.audit.evaluate import run_evaluation
+from robaudit.errors import ConfigError
+
+MAPPING = {"model": "m.pt", "data": "digits", "attacks": ["fgsm", {"name": "pgd", "steps": 3}], "eps": "4/255,8/255"}
+
+
+def test_the_accepted_keys_are_the_fields():
+    names = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    assert set(evaluate_keys()) == names - {"eps_sweep", "eps_l2_sweep"}
+    with pytest.raises(ConfigError, match="unknown key 'attack' in config; valid keys: model, data, attacks"):
+        EvaluateConfig.from_mapping({**MAPPING, "attack": ["pgd"]})
+
+
+def test_resolve_gives_one_immutable_audit_that_the_saved_config_reads():
+    config = EvaluateConfig.from_mapping(MAPPING)
+    resolved = config.resolve()
+    assert isinstance(resolved, ResolvedAudit) and isinstance(resolved.attacks, tuple)
+    labels = [a.label for a in resolved.attacks]
+    assert labels == ["fgsm", "fgsm@0.01569", "pgd", "pgd+x4", "pgd@0.01569"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolved.attacks = ()
+    assert resolved.to_dict() == config.to_dict()
+    assert not set(NOT_FINGERPRINTED) & set(resolved.fingerprinted())
+
+
+def test_a_run_changes_nothing_in_its_config(tmp_path, digits_model_path):
+    mapping = {"model": str(digits_model_path), "data": {"name": "digits", "limit": 4}, "attacks": ["fgsm"]}
+    config = EvaluateConfig.from_mapping({**mapping, "out": str(tmp_path / "run"), "convergence": "off"})
+    before = copy.deepcopy(config)
+    run_evaluation(config, trust_checkpoint=True)
+    assert config == before and config.model.trust_checkpoint is False
