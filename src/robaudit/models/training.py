@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,17 +106,7 @@ def train_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
     scheduler = warmup_cosine(optimizer, recipe, steps_per_epoch)
-    history: list[dict[str, float]] = []
-    status = ""
-
-    def after_epoch(epoch: int, loss: float) -> str:
-        nonlocal status
-        record = {"epoch": epoch + 1, "loss": loss}
-        if val_set is not None:
-            record["val_accuracy"] = accuracy(model, val_set, device=device)
-        history.append(record)
-        status = f"loss {loss:.3f}" + (f"  val acc {record['val_accuracy']:.3f}" if val_set is not None else "")
-        return status
+    after_epoch, history = validation_log(model, val_set, device=device)
 
     def step_loss(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
@@ -145,5 +136,32 @@ def train_classifier(
         "history": history,
         "seconds": round(time.time() - start_time, 1),
     }
-    console.print(f"trained {escape(card.arch)} in {card.training['seconds']} s; " + status)
+    console.print(
+        f"trained {escape(card.arch)} in {card.training['seconds']} s; "
+        + (epoch_status(history[-1]) if history else "")
+    )
     return model, history
+
+
+def validation_log(
+    model: torch.nn.Module, val_set: ImageSet | None, *, device: str
+) -> tuple[Callable[[int, float], str], list[dict[str, float]]]:
+    """The training loop's after-epoch hook, which validates on ``val_set`` when given, and the history it fills
+    (one record per epoch: epoch, loss, val_accuracy)."""
+    history: list[dict[str, float]] = []
+
+    def after_epoch(epoch: int, loss: float) -> str:
+        record = {"epoch": epoch + 1, "loss": loss}
+        if val_set is not None:
+            record["val_accuracy"] = accuracy(model, val_set, device=device)
+        history.append(record)
+        return epoch_status(record)
+
+    return after_epoch, history
+
+
+def epoch_status(record: dict[str, float]) -> str:
+    """``loss 0.523  val acc 0.989`` for an epoch's record."""
+    return f"loss {record['loss']:.3f}" + (
+        f"  val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
+    )
