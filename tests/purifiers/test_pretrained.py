@@ -95,7 +95,7 @@ def test_a_diffusers_ddpm_loads_through_local_dir_and_an_offline_hub_cache(ddpm_
     t = torch.full((2,), 10, dtype=torch.long)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(hub.eps(x, t), unet(x, t).sample)
+        torch.testing.assert_close(hub.noise_predictor(x, t), unet(x, t).sample)
 
 
 def test_ancestral_purification_equals_diffusers_own_scheduler_steps(ddpm_folder):

@@ -147,7 +147,7 @@ def test_ddpm_loads_a_diffusers_directory(tmp_path, images):
     kind, network, card = load_purifier_network(tmp_path)
     assert kind == "ddpm" and network.num_timesteps == 100 and card["input_size"] == [1, 16, 16]
     t = torch.zeros(3, dtype=torch.long)
-    assert torch.allclose(network.eps(images, t), unet(images, t).sample, atol=1e-6)
+    assert torch.allclose(network.noise_predictor(images, t), unet(images, t).sample, atol=1e-6)
     purifier = PURIFIERS.build("ddpm", {"steps": 2}, network)
     assert purifier(images, generator=generator(0)).shape == images.shape
 
@@ -205,3 +205,21 @@ def test_compiled_purifier_network_gives_the_same_output_and_counts(name, images
     torch.testing.assert_close(compiled, plain, atol=1e-4, rtol=1e-3)  # fused kernels round differently
     counted = counter.take("compiled")
     assert counted == counter.take("plain") and counted.purifier > 0
+
+
+def test_a_checkpoint_from_when_the_noise_predictor_was_eps_still_loads():
+    """The DDPM network's noise predictor was the attribute ``eps`` (state-dict keys ``eps.*``); such checkpoints
+    load into ``noise_predictor``, also inside ADP's network made from a diffusion model."""
+    from robaudit.purifiers.ddpm import DDPMNetwork
+    from robaudit.purifiers.ebm import DiffusionScoreNetwork
+
+    recipe = recipe_for("ddpm", TINY_RECIPES["ddpm"])
+    saved, fresh = DDPMNetwork(recipe, [1, 16, 16]), DDPMNetwork(recipe, [1, 16, 16])
+    old = {key.replace("noise_predictor.", "eps.", 1): value for key, value in saved.state_dict().items()}
+    assert all(key.startswith("eps.") for key in old)
+    fresh.load_state_dict(old)
+    for (key, a), b in zip(saved.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    wrapped = DiffusionScoreNetwork(DDPMNetwork(recipe, [1, 16, 16]))
+    wrapped.load_state_dict({f"diffusion.{key}": value for key, value in old.items()})
+    assert torch.equal(next(iter(wrapped.diffusion.noise_predictor.parameters())), next(iter(saved.parameters())))

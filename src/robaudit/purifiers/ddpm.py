@@ -37,8 +37,17 @@ class DDPMRecipe(UNetRecipe):
     train_t_max: float = 0.3
 
 
+def renamed_noise_predictor(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Load checkpoints saved when the noise predictor was called ``eps`` (its keys ``eps.*``) into
+    ``noise_predictor``: a load_state_dict pre-hook that renames the keys in place."""
+    old = f"{prefix}eps."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[f"{prefix}noise_predictor." + key[len(old) :]] = state_dict.pop(key)
+
+
 class DDPMNetwork(nn.Module):
-    """The eps-prediction U-Net plus its schedule: eps(x_t (N, C, H, W) in [-1, 1], t (N,)) -> (N, C, H, W)."""
+    """The noise-prediction U-Net (``noise_predictor``: x_t (N, C, H, W) in [-1, 1], t (N,) -> the noise, (N, C, H, W))
+    plus its schedule."""
 
     def __init__(
         self,
@@ -49,7 +58,8 @@ class DDPMNetwork(nn.Module):
         schedule: DDPMScheduler | None = None,
     ) -> None:
         super().__init__()
-        self.eps = eps_model or recipe.build_unet(input_size)
+        self.noise_predictor = eps_model or recipe.build_unet(input_size)
+        self.register_load_state_dict_pre_hook(renamed_noise_predictor)
         schedule = schedule or DDPMScheduler(
             num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule
         )
@@ -95,7 +105,7 @@ class DDPMNetwork(nn.Module):
 
     def parameter_count(self) -> int:
         """Parameters of the noise predictor."""
-        return sum(p.numel() for p in self.eps.parameters())
+        return sum(p.numel() for p in self.noise_predictor.parameters())
 
     @property
     def num_timesteps(self) -> int:
@@ -107,20 +117,20 @@ class DDPMNetwork(nn.Module):
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
-    def predict_x0(self, x: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+    def predict_x0(self, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
         """x0 estimate from x_t and predicted noise, clipped to [-1, 1]."""
         abar = self.alphas_cumprod[t]
-        return ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+        return ((x - (1 - abar).sqrt() * noise) / abar.sqrt()).clamp(-1, 1)
 
     @property
     def evaluated_network(self) -> nn.Module:
         """The module one network evaluation (NFE) calls once: where pass counting and ``--compile`` hook in."""
-        return self.eps
+        return self.noise_predictor
 
     def p_sample(self, x: torch.Tensor, t: int, generator: torch.Generator) -> torch.Tensor:
         """One ancestral step x_t -> x_{t-1} (x_0's mean at t = 0)."""
-        eps = self.eps(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-        x0 = self.predict_x0(x, t, eps)
+        noise = self.noise_predictor(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        x0 = self.predict_x0(x, t, noise)
         abar = self.alphas_cumprod[t]
         abar_prev = self.alphas_cumprod[t - 1] if t > 0 else torch.ones_like(abar)
         beta = self.betas[t]
@@ -133,11 +143,11 @@ class DDPMNetwork(nn.Module):
     def ddim_sample(self, x: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) along decreasing ``timesteps``, ending at x0."""
         for i, t in enumerate(timesteps):
-            eps = self.eps(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-            x0 = self.predict_x0(x, t, eps)
+            noise = self.noise_predictor(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+            x0 = self.predict_x0(x, t, noise)
             if i + 1 < len(timesteps):
                 abar_next = self.alphas_cumprod[timesteps[i + 1]]
-                x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
+                x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * noise
             else:
                 x = x0
         return x
@@ -148,7 +158,7 @@ class DDPMNetwork(nn.Module):
         t_max = max(1, round(self.train_t_max * self.num_timesteps))
         t = torch.randint(0, t_max, (x0.shape[0],), generator=generator).to(x0.device)
         noise = randn_like(x0, generator)
-        return F.mse_loss(self.eps(self.q_sample(x0, t, noise), t), noise)
+        return F.mse_loss(self.noise_predictor(self.q_sample(x0, t, noise), t), noise)
 
 
 @contextlib.contextmanager
@@ -230,7 +240,7 @@ class DDPMPurifier(Purifier):
             return self.network.ddim_sample(x_t, ddim_timesteps(self.t_start, steps))
         if sampler == "sde":
             return reverse_sde(
-                self.network.eps,
+                self.network.noise_predictor,
                 x_t,
                 betas=self.network.betas,
                 alphas_cumprod=self.network.alphas_cumprod,

@@ -91,7 +91,7 @@ class DiffusionScoreNetwork(nn.Module):
         """The score of images ``x`` (N, C, H, W) perturbed at noise level ``level`` (a DDPM step): (N, C, H, W)."""
         abar = self.diffusion.alphas_cumprod[level]
         steps = torch.full((x.shape[0],), level, device=x.device, dtype=torch.long)
-        return -self.diffusion.eps(abar.sqrt() * (x * 2 - 1), steps) / self.sigmas[level]
+        return -self.diffusion.noise_predictor(abar.sqrt() * (x * 2 - 1), steps) / self.sigmas[level]
 
     def parameter_count(self) -> int:
         """Parameters of the noise predictor."""
