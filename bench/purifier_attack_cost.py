@@ -3,7 +3,7 @@ same samples, measured in one run.
 
     python bench/purifier_attack_cost.py [--quick] [--n 32] [--purifiers ddpm,ebm]
 
-The quickstart ViT on digits behind two stochastic purifiers trained here (cached, outside the timings): ``ddpm``
+The quickstart ViT on digits behind two randomized purifiers trained here (cached, outside the timings): ``ddpm``
 with the ancestral chain at t* = 0.1 (100 steps; DiffPure's SDE discretized) and ``ebm`` (ADP; its 10-draw prediction
 ensemble is set to 1 here so that every recipe, grafting included, attacks the same pipeline). Each recipe is an
 adaptive PGD audit at Linf 8/255, its predictions scored over 10 draws (worst of N and mean):

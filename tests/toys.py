@@ -69,7 +69,7 @@ class WithCard(nn.Module):
 class GaussianNoise(Purifier):
     """x + sigma * z, clipped to [0, 1]: a randomized 'purifier'."""
 
-    stochastic = True
+    randomized = True
 
     def __init__(self, sigma: float = 0.25, ensemble: int = 1) -> None:
         super().__init__()
@@ -84,7 +84,7 @@ class GaussianNoise(Purifier):
 class Invert(Purifier):
     """1 - x: a deterministic 'purifier' that fixes a classifier trained on inverted images."""
 
-    stochastic = False
+    randomized = False
 
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return 1 - images
@@ -93,7 +93,7 @@ class Invert(Purifier):
 class Quantize(Purifier):
     """Rounds to 5 grey levels: piecewise constant, zero gradient almost everywhere (gradient masking)."""
 
-    stochastic = False
+    randomized = False
 
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.round(images * 4) / 4

@@ -1,6 +1,6 @@
 """Per-sample random streams: a sample's random draws never depend on which other samples share its batch.
 
-Every random choice that touches a verdict -- an attack's random start, a stochastic purifier's noise, a randomized
+Every random choice that touches a verdict -- an attack's random start, a randomized purifier's noise, a randomized
 classifier's noise, the draws that select and score candidates -- is drawn from the sample's own generator, seeded
 from (run seed, condition, sample id). Row ``i`` of every draw comes from sample ``i``'s generator, so a sample's
 records do not change with the batch size, the other conditions, or the number of shards.
@@ -89,3 +89,9 @@ def per_sample(fn, images: torch.Tensor, rng: SampleRNG, *rest: torch.Tensor) ->
         with isolated_global_rng(seed, images.device):
             outputs.append(fn(images[i : i + 1], *(r[i : i + 1] for r in rest)))
     return torch.cat(outputs)
+
+
+def is_randomized(module: object) -> bool:
+    """Whether ``module`` (a classifier, purifier or pipeline) declares randomness inside: ``randomized = True``, or
+    ``stochastic = True``, the earlier spelling that user models and plugins may still carry."""
+    return bool(getattr(module, "randomized", False) or getattr(module, "stochastic", False))

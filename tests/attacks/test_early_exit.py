@@ -72,7 +72,7 @@ def test_fast_autoattack_states_its_budget():
 class FoolsStepDrawsOnly(torch.nn.Module):
     """A randomized model whose verdicts alternate: wrong on odd calls, right on even ones."""
 
-    stochastic = True
+    randomized = True
 
     def __init__(self) -> None:
         super().__init__()

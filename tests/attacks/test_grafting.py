@@ -25,7 +25,7 @@ class Times1(nn.Module):
 class Squash(Purifier):
     """A deterministic, non-linear purifier: x -> sigmoid(4 (x - 0.5))."""
 
-    stochastic = False
+    randomized = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,7 +36,7 @@ class Squash(Purifier):
 
 
 class AdditiveNoise(Purifier):
-    """x + 0.2 z: stochastic, with a Jacobian (the identity) that does not depend on the draw."""
+    """x + 0.2 z: randomized, with a Jacobian (the identity) that does not depend on the draw."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,7 +47,7 @@ class AdditiveNoise(Purifier):
 
 
 class RandomGain(Purifier):
-    """x * (1 + 0.5 z): stochastic, with a Jacobian diag(1 + 0.5 z) that depends on the draw."""
+    """x * (1 + 0.5 z): randomized, with a Jacobian diag(1 + 0.5 z) that depends on the draw."""
 
     def __init__(self) -> None:
         super().__init__()

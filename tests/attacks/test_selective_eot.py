@@ -39,7 +39,7 @@ def test_selective_equals_the_softmax_weighted_sum_of_the_draws_gradients():
     mean, _, _ = eot_gradient(pipeline, images, labels, loss=cross_entropy, draws=6, rng=streams(8, 3))
     torch.testing.assert_close(selective, want_selective, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(mean, want_mean, rtol=1e-5, atol=1e-7)
-    assert (selective - mean).abs().max() > 1e-4, "a stochastic pipeline's draws differ, so the weighting matters"
+    assert (selective - mean).abs().max() > 1e-4, "a randomized pipeline's draws differ, so the weighting matters"
 
 
 def test_selective_is_the_mean_on_a_deterministic_pipeline():

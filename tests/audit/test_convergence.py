@@ -42,7 +42,7 @@ def audit(params: dict, spec: ConvergenceSpec, *, n: int = 200, eps: float = EPS
     summary = summarize(
         frame, attacks=[a.to_dict() for a in attacks], defenses=[{"label": "none", "threats": ["none"]}]
     )
-    summary["model"] = {"randomized": {"stochastic": False}}
+    summary["model"] = {"randomized": {"randomized": False}}
     return frame, summary
 
 

@@ -43,7 +43,7 @@ def _noisy_pipelines(means):
     """A Gaussian-noise purifier in front of a linear classifier, and a TorchScript classifier with noise inside."""
     purified = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.25), threat="adaptive")
     scripted = torch.jit.script(NearestMean(means, sigma=0.25).eval())
-    inside = Pipeline(WithCard(scripted).eval(), stochastic_classifier=True)
+    inside = Pipeline(WithCard(scripted).eval(), randomized_classifier=True)
     return {"noise-purifier": purified, "torchscript-noise-inside": inside}
 
 
@@ -51,7 +51,7 @@ def _noisy_pipelines(means):
 def test_stronger_attacks_never_report_more_robustness_on_randomized_pipelines(kind):
     images, labels, means = toy_data(400)
     pipeline = _noisy_pipelines(means)[kind]
-    assert pipeline.stochastic
+    assert pipeline.randomized
     results = []
     for name, params in (("pgd", {"steps": 10}), ("pgd", {"steps": 10, "restarts": 3}), ("autoattack", {})):
         adversarial = _attack(pipeline, name, params, images, labels, eps=0.1)
@@ -253,7 +253,7 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
     assert "| 16 |" in (tmp_path / "run" / "report.md").read_text() and "INCOMPLETE" not in result.output
     strict = CliRunner().invoke(app, ["report", "run", "--gate", "worst_case >= 0.999"])
     assert strict.exit_code == 1 and "INCOMPLETE" not in strict.output, "fails on its value, not on completeness"
-    assert summary["model"]["randomized"] == {"declared": False, "detected": True, "stochastic": True}
+    assert summary["model"]["randomized"] == {"declared": False, "detected": True, "randomized": True}
     assert any(f["check"] == "randomized-model" for f in summary["flags"])
     undefended = summary["defenses"][0]
     assert undefended["worst_case"]["repeats"] == 3

@@ -35,7 +35,7 @@ def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16) -> l
 
 def test_records_do_not_depend_on_the_batch_size_or_the_other_conditions():
     """FGSM, PGD with restarts, AutoAttack (rand on the noisy pipeline, standard on the bare one), Square and a
-    stochastic purifier scored over repeats: the same records for batches of 4 and 16, with or without another
+    randomized purifier scored over repeats: the same records for batches of 4 and 16, with or without another
     purifier configured."""
     small, large = _records(4), _records(16)
     assert small == large

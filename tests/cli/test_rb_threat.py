@@ -9,7 +9,7 @@ from robaudit.cli.evaluate import MODEL_FLAGS, split_deprecated_threat
 
 def overrides(**given):
     flags = dict.fromkeys(("model", "data", "attacks", "purifier", "purifier_checkpoint", "threat", "rb_threat"))
-    flags.update({key: None for key in MODEL_FLAGS.options}, data_flags={}, stochastic=False)
+    flags.update({key: None for key in MODEL_FLAGS.options}, data_flags={}, randomized=False)
     return with_overrides({"model": "robustbench:Standard", "data": "digits"}, **{**flags, **given})
 
 
@@ -24,3 +24,18 @@ def test_the_old_spelling_is_split_with_a_warning(capsys):
     assert "use --rb-threat Linf" in capsys.readouterr().err.replace("\n", " ")
     assert split_deprecated_threat("adaptive", "L2") == ("adaptive", "L2")
     assert split_deprecated_threat(None, None) == (None, None)
+
+
+def test_the_earlier_model_key_stochastic_still_declares_a_randomized_classifier():
+    from robaudit.models.spec import ModelSpec
+
+    assert ModelSpec.parse({"path": "m.pt", "stochastic": True}).randomized
+    assert ModelSpec.parse({"path": "m.pt", "randomized": True}).to_dict()["randomized"] is True
+    assert "randomized" not in ModelSpec.parse("m.pt").to_dict()
+
+
+def test_an_old_run_manifest_reads_in_the_current_schema():
+    from robaudit.reporting.report import with_randomized
+
+    assert with_randomized({"stochastic": True, "repeats": 10}) == {"randomized": True, "repeats": 10}
+    assert with_randomized({"randomized": False}) == {"randomized": False}

@@ -75,7 +75,7 @@ def test_train_purify_evaluate(kind, tmp_path, monkeypatch, digits_model_path):
     defended = summary["defenses"][1]
     assert defended["label"] == kind
     assert [r["threat"] for r in defended["results"]] == ["non-adaptive", "bpda", "adaptive"]
-    assert defended["repeats"] == (2 if defended["stochastic"] else 1)
+    assert defended["repeats"] == (2 if defended["randomized"] else 1)
     worst = defended["worst_case"]["robust_accuracy"]["value"]
     assert worst <= min(r["robust_accuracy_worst_of_n"]["value"] for r in defended["results"])
     report = (tmp_path / "run" / "report.md").read_text()

@@ -32,15 +32,15 @@ def images():
 @pytest.mark.parametrize("name", PURIFIERS.names())
 def test_purifier_contract(name, images):
     purifier = tiny_purifier(name)
-    assert isinstance(purifier.stochastic, bool) and isinstance(purifier.differentiable, bool)
+    assert isinstance(purifier.randomized, bool) and isinstance(purifier.differentiable, bool)
     out = purifier(images, generator=generator(1))
     assert out.shape == images.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     again = purifier(images, generator=generator(1))
     assert torch.equal(out, again), "a fixed generator must give the same output"
-    if purifier.stochastic:
+    if purifier.randomized:
         other = purifier(images, generator=generator(2))
-        assert not torch.equal(out, other), "a stochastic purifier must use its generator"
+        assert not torch.equal(out, other), "a randomized purifier must use its generator"
     assert purifier.gradient_description()
 
 
@@ -223,3 +223,16 @@ def test_a_checkpoint_from_when_the_noise_predictor_was_eps_still_loads():
     wrapped = DiffusionScoreNetwork(DDPMNetwork(recipe, [1, 16, 16]))
     wrapped.load_state_dict({f"diffusion.{key}": value for key, value in old.items()})
     assert torch.equal(next(iter(wrapped.diffusion.noise_predictor.parameters())), next(iter(saved.parameters())))
+
+
+def test_the_earlier_word_stochastic_still_declares_a_randomized_purifier():
+    """A plugin written when the attribute was ``stochastic`` declares ``randomized``, with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match="stochastic is the earlier name of randomized"):
+
+        class Old(Purifier):
+            stochastic = False
+
+            def forward(self, images, *, generator=None):
+                return images
+
+    assert Old.randomized is False and Purifier.randomized is True

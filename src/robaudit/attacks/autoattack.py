@@ -169,7 +169,7 @@ def autoattack(
     num_classes: int,
     seed: int,
     draws: int = 1,
-    stochastic: bool = False,
+    randomized: bool = False,
     eps: float = 8 / 255,
     norm: str = "Linf",
     version: str = "auto",
@@ -190,7 +190,7 @@ def autoattack(
     """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
-    run = ("rand" if stochastic else "standard") if version == "auto" else version
+    run = ("rand" if randomized else "standard") if version == "auto" else version
     budget = {"n_target_classes": n_target_classes, "n_queries": n_queries}
     budget = {key: BUDGETS.get(run, STANDARD_BUDGET)[key] if value is None else value for key, value in budget.items()}
     kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=budget["n_target_classes"])
@@ -198,7 +198,7 @@ def autoattack(
         model,
         targets=min(budget["n_target_classes"], num_classes - 1),
         steps=steps,
-        eot=eot_iter if run == "rand" or (run == "fast" and stochastic) else 1,
+        eot=eot_iter if run == "rand" or (run == "fast" and randomized) else 1,
         n_queries=budget["n_queries"],
         common={"norm": norm, "eps": eps, "seed": seed},
         draws=draws,
@@ -212,6 +212,6 @@ def autoattack(
         "version": run,
         "components": kept,
         "dropped": dropped,
-        "forced_standard_on_randomized": stochastic and version == "standard",
+        "forced_standard_on_randomized": randomized and version == "standard",
     }
     return cascade

@@ -15,7 +15,7 @@ from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
 from robaudit.registry import Registry, check_keys
-from robaudit.sample_rng import SampleRNG
+from robaudit.sample_rng import SampleRNG, is_randomized
 from robaudit.seeding import isolated_global_rng
 
 
@@ -40,7 +40,7 @@ class AttackEntry:
 ATTACKS: Registry = Registry("attack", metadata=AttackEntry)
 
 NORMS = ("Linf", "L2")
-CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "stochastic")  # supplied by robaudit, never by the user
+CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "randomized")  # supplied by robaudit, never by the user
 
 
 class AttackFn(Protocol):
@@ -165,20 +165,20 @@ def build_attack(
 ) -> AttackFn:
     """Instantiate the attack ``resolved`` describes against ``model`` (put in eval mode, float32).
 
-    On a randomized ``model`` (``model.stochastic``), gradients average ``eot`` draws and candidates are judged on
-    ``draws`` selection draws; on a deterministic one both are 1.
+    On a randomized ``model`` (``sample_rng.is_randomized``), gradients average ``eot`` draws and candidates are judged
+    on ``draws`` selection draws; on a deterministic one both are 1.
     """
     prepare_model(model)
-    stochastic = bool(getattr(model, "stochastic", False))
+    randomized = is_randomized(model)
     return ATTACKS.build(
         resolved.name,
         resolved.params,
         model,
         num_classes=num_classes,
         seed=seed,
-        eot=eot if stochastic else 1,
-        draws=draws if stochastic else 1,
-        stochastic=stochastic,
+        eot=eot if randomized else 1,
+        draws=draws if randomized else 1,
+        randomized=randomized,
     )
 
 

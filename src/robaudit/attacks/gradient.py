@@ -7,7 +7,7 @@ averaged logits, which differs for any non-linear loss. Each draw is backpropaga
 one draw's graph at a time.
 
 Gradient grafting (DiffHammer, Wang et al. NeurIPS 2024), for a pipeline classifier(purifier(x)) whose purifier is
-stochastic: the classifier's gradients at ``draws`` purified draws u_i are averaged, g = mean_i dL/du (u_i), and g is
+randomized: the classifier's gradients at ``draws`` purified draws u_i are averaged, g = mean_i dL/du (u_i), and g is
 sent back through ``graft_draws`` fresh purifier draws, mean_j J_purifier(x; draw_j)^T g. The purifier runs backward
 ``graft_draws`` times instead of ``draws`` times. It is exactly the EOT gradient when the purifier's Jacobian does not
 depend on its draw (a deterministic purifier, or one whose noise is additive), and an estimate of it otherwise; the

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robaudit.errors import ConfigError
+from robaudit.sample_rng import is_randomized
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -44,7 +45,7 @@ def disagreements(
 ) -> tuple[int, int]:
     """(samples whose correctness differs between ``precision`` and float32, samples compared) on a deterministic
     ``model``; a randomized one compares nothing (its verdicts differ from draw to draw anyway)."""
-    if PRECISIONS[check_precision(precision)] is None or getattr(model, "stochastic", False) or not len(labels):
+    if PRECISIONS[check_precision(precision)] is None or is_randomized(model) or not len(labels):
         return 0, 0
     full = model(adversarial).argmax(1) == labels
     with attack_precision(precision, adversarial.device):

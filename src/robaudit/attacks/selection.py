@@ -1,6 +1,6 @@
 """Choosing each sample's adversarial candidate, the same way for deterministic and randomized pipelines.
 
-One forward pass of an attacked pipeline is one draw of its randomness (a stochastic purifier's noise, a randomized
+One forward pass of an attacked pipeline is one draw of its randomness (a randomized purifier's noise, a randomized
 classifier's noise; a deterministic model gives the same answer every time). A candidate is judged on ``draws``
 *selection draws*: its ``correct_fraction`` (the fraction of draws still classifying it correctly; lower is better),
 ties broken by its mean cross-entropy over those draws (higher is better). Selection draws come from the attack's own
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.sample_rng import SampleRNG
+from robaudit.sample_rng import SampleRNG, is_randomized
 
 # A stage attacks (images (M, C, H, W), labels (M,), the samples' streams) and returns candidates, each (M, C, H, W).
 Stage = Callable[[torch.Tensor, torch.Tensor, SampleRNG], Sequence["torch.Tensor | Judged"]]
@@ -115,14 +115,14 @@ class EarlyExit:
     """Which samples of an iterative run are settled, so the run stops working on them (``enabled``).
 
     On a deterministic model a sample is settled by the first iterate that fools it (kept by ``BestSoFar``): its
-    verdict cannot change. On a randomized one (``model.stochastic``) an iterate fooled in every draw of its step
+    verdict cannot change. On a randomized one (``is_randomized(model)``) an iterate fooled in every draw of its step
     is judged again on ``draws`` fresh selection draws, and the sample is settled only when it is fooled in all of
     them too -- the rule the cascade uses to let a sample leave. A settled sample stays settled.
     """
 
     def __init__(self, model: nn.Module, labels: torch.Tensor, rng: SampleRNG, *, draws: int, enabled: bool) -> None:
         self.model, self.labels, self.rng, self.draws, self.enabled = model, labels, rng, draws, enabled
-        self.confirm = bool(getattr(model, "stochastic", False)) or torch.is_autocast_enabled(labels.device.type)
+        self.confirm = is_randomized(model) or torch.is_autocast_enabled(labels.device.type)
         self.settled = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
         self.checked = torch.zeros_like(self.settled)  # the current candidate was judged again and not confirmed
 
@@ -157,7 +157,7 @@ class Judged:
 
 def reusable_verdicts(model: nn.Module, device: torch.device) -> bool:
     """True when verdicts taken during a stage equal a fresh ``judge``: a deterministic model, autocast off."""
-    return not getattr(model, "stochastic", False) and not torch.is_autocast_enabled(device.type)
+    return not is_randomized(model) and not torch.is_autocast_enabled(device.type)
 
 
 class CandidatePool(BestSoFar):

@@ -226,7 +226,7 @@ def with_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     model_keys = (
         "arch",
         "num_classes",
-        "stochastic",
+        "randomized",
         "weights",
         "model_dir",
         "model_dataset",

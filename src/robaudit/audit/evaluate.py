@@ -52,7 +52,7 @@ def build_defenses(
     model: torch.nn.Module,
     *,
     model_sha: str,
-    stochastic_classifier: bool,
+    randomized_classifier: bool,
     device: torch.device,
     trust_checkpoint: bool,
     trust_code: bool = False,
@@ -61,13 +61,13 @@ def build_defenses(
 ) -> tuple[list[Defense], dict[str, Any]]:
     """The undefended classifier and one defense per configured purifier (obtained or trained), with details.
 
-    A randomized pipeline (stochastic purifier or randomized classifier) is scored ``config.repeats`` times. A
+    A randomized pipeline (randomized purifier or classifier) is scored ``config.repeats`` times. A
     purifier at another resolution than ``input_shape`` (the classifier's input, C, H, W) runs inside a bridge. A
     DDIM surrogate set to ``auto`` is measured on ``calibration`` (images (N, C, H, W), labels (N,)).
     """
     config = resolved.config
-    bare = Pipeline(model, stochastic_classifier=stochastic_classifier)
-    defenses = [Defense(NONE, None, config.repeats if bare.stochastic else 1, [NONE], bare)]
+    bare = Pipeline(model, randomized_classifier=randomized_classifier)
+    defenses = [Defense(NONE, None, config.repeats if bare.randomized else 1, [NONE], bare)]
     details = {}
     for spec in resolved.purifiers:
         purifier, provenance = obtain_purifier(
@@ -85,19 +85,19 @@ def build_defenses(
             input_shape=input_shape,
         )
         surrogate = calibrate(purifier, model, calibration, seed=config.seed, device=device)
-        scoring = Pipeline(model, purifier, stochastic_classifier=stochastic_classifier)
-        repeats = config.repeats if scoring.stochastic else 1
+        scoring = Pipeline(model, purifier, randomized_classifier=randomized_classifier)
+        repeats = config.repeats if scoring.randomized else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot, spec.graft))
         details[spec.label] = {
             **{k: provenance[k] for k in PROVENANCE_KEYS if k in provenance},
-            "stochastic": purifier.stochastic,
-            "randomized_pipeline": scoring.stochastic,
+            "randomized": purifier.randomized,
+            "randomized_pipeline": scoring.randomized,
             "differentiable": purifier.differentiable,
             "ensemble": purifier.ensemble,
             "gradient": gradient_statement(purifier, spec.graft),
             **({"surrogate": surrogate} if surrogate else {}),
             "repeats": repeats,
-            "eot": (spec.eot or config.eot) if scoring.stochastic else 1,
+            "eot": (spec.eot or config.eot) if scoring.randomized else 1,
         }
     return defenses, details
 
@@ -276,14 +276,14 @@ def prepare_run(
     data_sha = data_fingerprint(dataset)  # reads (and checks) every image before any work
     model_sha = model_fingerprint(model, model_path)
     detected = detect_randomized(model.cpu(), dataset)
-    randomized = {"declared": bool(config.model.stochastic), "detected": detected}
-    randomized["stochastic"] = randomized["declared"] or detected
+    randomized = {"declared": bool(config.model.randomized), "detected": detected}
+    randomized["randomized"] = randomized["declared"] or detected
     with rank_zero_first():  # rank 0 trains missing purifiers and prepares the directory; the others then join
         defenses, purifier_details = build_defenses(
             resolved,
             model,
             model_sha=model_sha,
-            stochastic_classifier=randomized["stochastic"],
+            randomized_classifier=randomized["randomized"],
             device=device,
             trust_checkpoint=trust_checkpoint,
             trust_code=trust_code,

@@ -138,7 +138,7 @@ class BuiltAttacks:
                 classifier,
                 defense.purifier,
                 threat=condition.threat,
-                stochastic_classifier=bare.stochastic,
+                randomized_classifier=bare.randomized,
                 graft_draws=graft,
             )
             prepare_model(pipeline)

@@ -7,7 +7,7 @@ The threat model is a property of how gradients flow through it:
 - ``adaptive``: gradients flow through the whole purifier.
 
 One call of a pipeline is one draw of its randomness. Given the samples' own streams (``rng``, a ``SampleRNG``), a
-stochastic purifier draws each sample's noise from its stream: a sample's draws never depend on its batch. A
+randomized purifier draws each sample's noise from its stream: a sample's draws never depend on its batch. A
 randomized classifier draws its own noise from the global RNG for a whole batch; it runs under a global RNG seeded
 from the batch's streams, so its records are reproducible but depend on which samples share the batch (an exception
 to per-sample randomness, stated in the README). Without ``rng`` (callers that do not know which samples they hold),
@@ -26,7 +26,7 @@ from torch import nn
 
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
-from robaudit.sample_rng import SampleRNG
+from robaudit.sample_rng import SampleRNG, is_randomized
 from robaudit.seeding import derive_seed, isolated_global_rng
 from robaudit.threats import PIPELINE_THREATS, threat_model
 
@@ -35,8 +35,8 @@ class Pipeline(nn.Module):
     """``classifier(purifier(x))``: images (N, C, H, W) in [0, 1] -> (N, num_classes) scores; one call, one draw.
 
     The scores are the classifier's logits, or with a purifier ensemble of K > 1 the log of the softmax averaged
-    over K purified draws. ``threat`` ("bpda" or "adaptive") sets the purifier's backward pass. ``stochastic`` is
-    true when the purifier is stochastic or the classifier is declared or detected randomized. ``graft_draws`` > 0
+    over K purified draws. ``threat`` ("bpda" or "adaptive") sets the purifier's backward pass. ``randomized`` is
+    true when the purifier is randomized or the classifier is declared or detected randomized. ``graft_draws`` > 0
     makes attacks graft their EOT gradients through that many purifier draws (``attacks.gradient``).
     """
 
@@ -48,7 +48,7 @@ class Pipeline(nn.Module):
         purifier: Purifier | None = None,
         *,
         threat: str = "adaptive",
-        stochastic_classifier: bool = False,
+        randomized_classifier: bool = False,
         seed: int = 0,
         graft_draws: int = 0,
     ) -> None:
@@ -58,8 +58,8 @@ class Pipeline(nn.Module):
         self.purifier = purifier
         self.classifier = classifier
         self.threat = threat
-        self.stochastic_classifier = stochastic_classifier
-        self.stochastic = stochastic_classifier or (purifier is not None and purifier.stochastic)
+        self.randomized_classifier = randomized_classifier
+        self.randomized = randomized_classifier or (purifier is not None and is_randomized(purifier))
         self.ensemble = purifier.ensemble if purifier is not None else 1
         if graft_draws and (purifier is None or self.ensemble != 1 or threat != "adaptive"):
             raise ConfigError(
@@ -93,7 +93,7 @@ class Pipeline(nn.Module):
 
     def classify(self, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
         """The classifier's logits (N, K); a randomized one under a global RNG seeded from the streams when given."""
-        if rng is not None and self.stochastic_classifier:
+        if rng is not None and self.randomized_classifier:
             with isolated_global_rng(derive_seed(0, *rng.seeds()), images.device):
                 return self.classifier(images)
         return self.classifier(images)

@@ -27,9 +27,9 @@ def detect_randomized(model: nn.Module, dataset: ImageSet, *, batch: int = 16) -
 
 def randomness_findings(randomized: dict[str, bool] | None) -> list[Finding]:
     """An info flag saying how a randomized classifier was found and how it is evaluated."""
-    if not randomized or not randomized.get("stochastic"):
+    if not randomized or not randomized.get("randomized"):
         return []
-    how = "declared (--stochastic)" if randomized.get("declared") else ""
+    how = "declared (--randomized)" if randomized.get("declared") else ""
     if randomized.get("detected"):
         how = (how + " and " if how else "") + "detected: two forward passes on the same images differ"
     return [
@@ -37,7 +37,7 @@ def randomness_findings(randomized: dict[str, bool] | None) -> list[Finding]:
             "randomized-model",
             "info",
             "the classifier is randomized",
-            "Its outputs vary between identical calls, so it is audited like a stochastic defense: attack gradients "
+            "Its outputs vary between identical calls, so it is audited like a randomized defense: attack gradients "
             "average EOT draws, candidates are chosen on selection draws, and every prediction is repeated (mean "
             "and worst of N).",
             how,
@@ -168,18 +168,18 @@ def gradient_findings(model: nn.Module, images: torch.Tensor, labels: torch.Tens
 
 
 def purifier_randomness_findings(label: str, purifier: Any, images: torch.Tensor) -> list[Finding]:
-    """An error when a purifier's output and its declared randomness disagree; an info flag when stochastic."""
+    """An error when a purifier's output and its declared randomness disagree; an info finding when randomized."""
     with torch.no_grad():
         a = purifier(images, generator=torch.Generator().manual_seed(0))
         b = purifier(images, generator=torch.Generator().manual_seed(1))
     varies = not torch.equal(a, b)
-    if varies != purifier.stochastic:
+    if varies != purifier.randomized:
         return [
             Finding(
                 "purifier-randomness",
                 "error",
                 f"purifier {label} misdeclares its randomness",
-                f"It declares stochastic={purifier.stochastic} but its output "
+                f"It declares randomized={purifier.randomized} but its output "
                 f"{'changes' if varies else 'does not change'} with the generator's seed.",
             )
         ]
@@ -188,7 +188,7 @@ def purifier_randomness_findings(label: str, purifier: Any, images: torch.Tensor
             Finding(
                 "purifier-randomness",
                 "info",
-                f"purifier {label} is stochastic",
+                f"purifier {label} is randomized",
                 "Its output depends on its random draws: robust accuracy is reported as the worst of N repeats "
                 "(with the mean beside it), attack gradients average EOT draws and candidates are chosen on "
                 "selection draws independent of scoring.",

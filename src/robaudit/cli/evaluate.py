@@ -124,8 +124,11 @@ def evaluate(
     purifier_checkpoint: str = PurifierCheckpointOption,
     threat: str = ThreatOption,
     rb_threat: str = RbThreatOption,
-    stochastic: bool = typer.Option(
-        False, "--stochastic", help="Declare the classifier randomized (noise inside); it is also detected."
+    randomized: bool = typer.Option(
+        False,
+        "--randomized",
+        "--stochastic",
+        help="Declare the classifier randomized (noise inside); it is also detected. --stochastic: the earlier name.",
     ),
     shard: str = typer.Option(
         None, "--shard", help="Run only shard K/N of the parts (job arrays); merge with: robaudit report RUN_DIR."
@@ -152,7 +155,7 @@ def evaluate(
         purifier_checkpoint=purifier_checkpoint,
         threat=threat,
         rb_threat=rb_threat,
-        stochastic=stochastic,
+        randomized=randomized,
     )
     settings = settings_from(mapping, overrides, gate_flags, no_convergence=no_convergence)
     chosen = Shard.parse(shard) if shard is not None else None

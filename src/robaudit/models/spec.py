@@ -48,7 +48,7 @@ class ModelSpec:
     arch: str | None = None
     num_classes: int | None = None
     train: TrainSpec | None = None
-    stochastic: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
+    randomized: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
     weights: str | None = None  # a pretrained source: fine-tuned state dict over the pretrained weights
     model_dir: str | None = None  # robustbench: the folder holding DATASET/THREAT/NAME.pt
     dataset: str | None = None  # robustbench: cifar10 (default), cifar100 or imagenet
@@ -64,14 +64,26 @@ class ModelSpec:
     def parse(cls, value: object) -> ModelSpec:
         """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
         value = as_mapping(value, where="model", short_key="path", expected="a checkpoint path or a mapping")
-        keys = ["path", "arch", "num_classes", "train", "stochastic", "arch_kwargs", "mean", "std", *cls.SOURCE_KEYS]
+        keys = [
+            "path",
+            "arch",
+            "num_classes",
+            "train",
+            "randomized",
+            "stochastic",
+            "arch_kwargs",
+            "mean",
+            "std",
+            *cls.SOURCE_KEYS,
+        ]
         check_keys(value, keys, where="model")
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
         for key in cls.SOURCE_KEYS:
             if value.get(key) is not None:
                 setattr(spec, key, coerce(value[key], str, where=f"model.{key}"))
-        spec.stochastic = coerce(value.get("stochastic", False), bool, where="model.stochastic")
+        declared = value.get("randomized", value.get("stochastic", False))  # stochastic: the earlier name
+        spec.randomized = coerce(declared, bool, where="model.randomized")
         if value.get("arch_kwargs") is not None:
             if not isinstance(value["arch_kwargs"], dict):
                 raise ConfigError(
@@ -89,8 +101,8 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
         out = {k: v for k, v in asdict(self).items() if v is not None and k != "trust_checkpoint"}
-        if not self.stochastic:
-            out.pop("stochastic")
+        if not self.randomized:
+            out.pop("randomized")
         return out
 
 

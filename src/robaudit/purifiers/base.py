@@ -1,7 +1,7 @@
 """The purifier contract, its registry, self-describing purifier checkpoints and the training cache.
 
 A purifier is an ``nn.Module`` mapping images (N, C, H, W) in [0, 1] to images of the same shape in [0, 1]. It
-declares ``stochastic`` and ``differentiable``, draws all randomness from the ``torch.Generator`` it is given, and
+declares ``randomized`` and ``differentiable``, draws all randomness from the ``torch.Generator`` it is given, and
 never wraps its forward pass in ``no_grad``/``inference_mode``: adaptive attacks differentiate through it. The
 generator may be a ``SampleRNG`` (one stream per sample): draw noise with ``randn_like`` so each row comes from its
 sample's stream.
@@ -17,6 +17,7 @@ import abc
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -61,9 +62,20 @@ class Purifier(nn.Module, abc.ABC):
     ``ensemble``: how many purified draws a defended prediction averages (softmax), e.g. ADP's K = 10.
     """
 
-    stochastic: bool = True
+    randomized: bool = True
     differentiable: bool = True
     ensemble: int = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that still declares ``stochastic`` (the earlier name) declares ``randomized``, with a warning."""
+        super().__init_subclass__(**kwargs)
+        if "stochastic" in cls.__dict__ and "randomized" not in cls.__dict__:
+            cls.randomized = bool(cls.__dict__["stochastic"])
+            warnings.warn(
+                f"{cls.__name__}.stochastic is the earlier name of randomized; declare randomized = {cls.randomized}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     @abc.abstractmethod
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:

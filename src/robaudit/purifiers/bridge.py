@@ -29,7 +29,7 @@ class ResolutionBridge(Purifier):
         super().__init__()
         self.purifier = purifier
         self.outer, self.inner = tuple(outer), tuple(inner)
-        self.stochastic = purifier.stochastic
+        self.randomized = purifier.randomized
         self.differentiable = purifier.differentiable
         self.ensemble = purifier.ensemble
 

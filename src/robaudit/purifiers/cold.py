@@ -88,7 +88,7 @@ class BlurRestorer(nn.Module):
 class ColdPurifier(Purifier):
     """Blur to level t*, then restore (direct or iterative): (N, C, H, W) in [0, 1] -> same shape, [0, 1]."""
 
-    stochastic = False
+    randomized = False
     differentiable = True
 
     def __init__(self, network: BlurRestorer, *, variant: str, t_star: float) -> None:

@@ -184,7 +184,7 @@ def ddim_timesteps(t_start: int, steps: int) -> list[int]:
 class DDPMPurifier(Purifier):
     """Diffuse to t*, denoise back: (N, C, H, W) in [0, 1] -> (N, C, H, W) in [0, 1]."""
 
-    stochastic = True
+    randomized = True
     differentiable = True
 
     def __init__(

@@ -145,7 +145,7 @@ def ebm(
 class ADPPurifier(Purifier):
     """Noise injection + adaptive score ascent: (N, C, H, W) in [0, 1] -> (N, C, H, W) in [0, 1]."""
 
-    stochastic = True
+    randomized = True
     differentiable = True
 
     def __init__(

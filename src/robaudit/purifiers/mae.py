@@ -127,7 +127,7 @@ class MaskedAutoencoder(nn.Module):
 class MAEPurifier(Purifier):
     """One reconstruction pass with nothing masked: (N, C, H, W) in [0, 1] -> same shape, [0, 1]."""
 
-    stochastic = False
+    randomized = False
     differentiable = True
 
     def __init__(self, network: MaskedAutoencoder) -> None:

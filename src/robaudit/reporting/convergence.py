@@ -59,7 +59,7 @@ def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: 
     settings = config.get("convergence") or {}
     if not settings or settings.get("mode") == "off":
         return []
-    randomized_classifier = summary["model"]["randomized"].get("stochastic", False)
+    randomized_classifier = summary["model"]["randomized"].get("randomized", False)
     checks = []
     for defense in summary["defenses"]:
         eot = config.get("eot") if defense["label"] != "none" or randomized_classifier else None

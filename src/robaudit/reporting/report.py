@@ -81,6 +81,14 @@ def template_environment(folder: Path, *, autoescape: bool = False) -> Sandboxed
     return env
 
 
+def with_randomized(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` with ``randomized`` for ``stochastic``, the key run directories written before summary schema 3
+    use (rebuilding their reports gives the current schema)."""
+    if "stochastic" not in details:
+        return dict(details)
+    return {**{k: v for k, v in details.items() if k != "stochastic"}, "randomized": details["stochastic"]}
+
+
 def build_summary(run_dir: RunDir) -> dict[str, Any]:
     """The versioned summary of a run, computed from its records (schema documented in README.md)."""
     config = run_dir.read_config()
@@ -92,7 +100,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     attacks = [{**attack, **attack_metadata(attack)} for attack in config.get("attacks", [])]
     defenses = [{"label": "none", "kind": "none", "threats": ["none"]}]
     for purifier in config.get("purifiers", []):
-        details = manifest.get("purifier_details", {}).get(purifier["label"], {})
+        details = with_randomized(manifest.get("purifier_details", {}).get(purifier["label"], {}))
         defenses.append(
             {
                 "label": purifier["label"],
@@ -121,7 +129,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "num_classes": card["num_classes"],
             "class_names": card["class_names"],
             "input_size": card.get("input_size", []),
-            "randomized": manifest["model"].get("randomized", {"stochastic": False}),
+            "randomized": with_randomized(manifest["model"].get("randomized", {"randomized": False})),
             "origin": card.get("origin", {}),
         },
         "data": {

@@ -16,7 +16,7 @@ from robaudit.records import RECORD_FIELDS, Condition
 from robaudit.threats import NONE
 
 SUMMARY_SCHEMA = "robaudit.summary"
-SUMMARY_SCHEMA_VERSION = 2  # 2: wall-clock timings moved out of summary.json (to timings.json)
+SUMMARY_SCHEMA_VERSION = 3  # 2: wall-clock timings moved to timings.json; 3: stochastic -> randomized
 CLEAN = Condition.clean(NONE).key()  # the undefended clean condition
 
 

@@ -47,7 +47,7 @@ class Denoiser(nn.Module):
 class SmoothPurifier(Purifier):
     """One denoising pass: (N, C, H, W) in [0, 1] -> same shape, [0, 1]."""
 
-    stochastic = False
+    randomized = False
     differentiable = True
 
     def __init__(self, network: Denoiser) -> None:
