@@ -137,3 +137,27 @@ def test_the_cli_reports_the_check_in_the_summary_report_and_terminal(tmp_path, 
     assert "convergence pgd / none / none:" in result.output.replace("\n", "")
     off = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "off"), "--no-convergence"])
     assert off.exit_code == 0 and json.loads((tmp_path / "off" / "summary.json").read_text())["convergence"] == []
+
+
+def test_a_check_on_a_fraction_of_the_survivors_is_judged_on_its_estimate_over_all_of_them():
+    """One more sample broken on a 5% subsample stands for about 20 over all survivors: the whole check would fail,
+    so the subsample's must too; the same single sample over all survivors passes."""
+    from robaudit.reporting.convergence import ladder_verdict
+    from robaudit.reporting.results import rate
+
+    rows = [
+        {"rung": 0, "robust_accuracy_worst_of_n": rate(50, 100)},
+        {"rung": 1, "robust_accuracy_worst_of_n": rate(49, 100)},
+    ]
+    assert ladder_verdict(rows, tolerance=1) == (1, [1], [1.0])
+    assert ladder_verdict(rows, tolerance=1, fraction=0.05) == (None, [1], [20.0])
+    spec = ConvergenceSpec(mode="check", fraction=0.05)
+    summary = {"model": {"randomized": {}}, "defenses": [{"label": "none", "results": []}]}
+    base = {"label": "pgd", "threat": "none", "params": {"steps": 5}, "robust_accuracy": {"value": 0.5}}
+    rung = {**base, "label": "pgd+x4", "convergence_of": "pgd", "rung": 1, "params": {"steps": 20}}
+    base["robust_accuracy_worst_of_n"], rung["robust_accuracy_worst_of_n"] = rate(50, 100), rate(49, 100)
+    summary["defenses"][0]["results"] = [base, rung]
+    [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
+    assert not check["converged"] and check["ladder"][1]["estimated_broken"] == 20.0
+    [flag] = convergence_findings([check])
+    assert "1 more sample(s) on a seeded 5% of the survivors (about 20 over all)" in flag.explanation

@@ -1,7 +1,8 @@
 """Judging the convergence check from a run's results: for each attack under each defense and threat model, the
 budget ladder (the attack, then its escalated rungs), the robust accuracy and cost at each rung, and whether the
 check passed: a rung that breaks at most ``tolerance`` more samples than the rung below it, or keeps the robust
-accuracy within the lower edge of the interval below it, shows the attack had converged there.
+accuracy within the lower edge of the interval below it, shows the attack had converged there. A rung that
+re-attacked a seeded fraction of the survivors is judged on its count divided by that fraction.
 
 Everything here is read from ``summary.json``'s results, the saved config and the counted passes: a run directory is
 enough to judge it again.
@@ -41,17 +42,25 @@ def rung_row(result: dict[str, Any], key: str, passes: dict[str, Any], eot: int 
     }
 
 
-def ladder_verdict(rows: list[dict[str, Any]], *, tolerance: int) -> tuple[int | None, list[int]]:
-    """(the first rung at which the check passes, or None; the samples each rung broke beyond the one below)."""
-    broken, passed_at = [], None
+def ladder_verdict(
+    rows: list[dict[str, Any]], *, tolerance: int, fraction: float = 1.0
+) -> tuple[int | None, list[int], list[float]]:
+    """(the first rung at which the check passes, or None; the samples each rung broke beyond the one below; those
+    counts estimated over all survivors). When a rung re-attacked only a seeded ``fraction`` of the survivors, what
+    it broke is divided by the fraction before it is judged: a check on a quarter that breaks one sample stands for
+    about four, and must not pass where the whole check would fail."""
+    broken, estimated, passed_at = [], [], None
     for below, row in zip(rows, rows[1:], strict=False):
-        low, high = below["robust_accuracy_worst_of_n"], row["robust_accuracy_worst_of_n"]
-        newly = int(low["successes"]) - int(high["successes"])
+        low = below["robust_accuracy_worst_of_n"]
+        newly = int(low["successes"]) - int(row["robust_accuracy_worst_of_n"]["successes"])
+        guess = newly / fraction
         broken.append(newly)
-        within = high["value"] is not None and low["ci_low"] is not None and high["value"] >= low["ci_low"]
-        if passed_at is None and (newly <= tolerance or within):
+        estimated.append(round(guess, 1))
+        total, floor = low.get("total") or 0, low["ci_low"]
+        within = total > 0 and floor is not None and (int(low["successes"]) - guess) / total >= floor
+        if passed_at is None and (guess <= tolerance or within):
             passed_at = row["rung"]
-    return passed_at, broken
+    return passed_at, broken, estimated
 
 
 def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: dict[str, Any]) -> list[dict]:
@@ -71,9 +80,14 @@ def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: 
                 continue
             keys = [Condition(r["label"], defense["label"], r["threat"]).key() for r in ladder]
             rows = [rung_row(r, k, passes, eot) for r, k in zip(ladder, keys, strict=True)]
-            passed_at, broken = ladder_verdict(rows, tolerance=int(settings.get("tolerance", 1)))
-            for row, newly in zip(rows[1:], broken, strict=True):
+            fraction = float(settings.get("fraction", 1.0))
+            passed_at, broken, estimated = ladder_verdict(
+                rows, tolerance=int(settings.get("tolerance", 1)), fraction=fraction
+            )
+            for row, newly, guess in zip(rows[1:], broken, estimated, strict=True):
                 row["newly_broken"] = newly
+                if fraction < 1:
+                    row["estimated_broken"] = guess  # over all survivors: newly / fraction
             checks.append(
                 {
                     "attack": result["label"],
@@ -111,8 +125,8 @@ def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
                 check="convergence",
                 severity="warning",
                 title=f"{where} did not converge" + (f" up to the ceiling {ceiling}" if escalate else ""),
-                explanation=f"the stronger budget(s) broke {sum(r['newly_broken'] for r in check['ladder'][1:])} more "
-                f"sample(s): robust accuracy {pct(before['value'])} -> {pct(after['value'])} (worst of N); the "
+                explanation=f"the stronger budget(s) broke {broken_phrase(check)}: robust accuracy "
+                f"{pct(before['value'])} -> {pct(after['value'])} (worst of N); the "
                 "headline uses the strongest, and it is still only an upper bound"
                 + ("" if escalate else "; run with convergence: escalate for more rungs"),
                 evidence=", ".join(
@@ -121,6 +135,18 @@ def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
             )
         )
     return flags
+
+
+def broken_phrase(check: dict[str, Any]) -> str:
+    """How many more samples the rungs broke, with the estimate over all survivors when they re-attacked a
+    fraction of them."""
+    rungs = check["ladder"][1:]
+    phrase = f"{sum(r['newly_broken'] for r in rungs)} more sample(s)"
+    if check.get("fraction", 1) < 1:
+        share = f"{100 * check['fraction']:.0f}%"
+        estimate = sum(r["estimated_broken"] for r in rungs)
+        phrase += f" on a seeded {share} of the survivors (about {estimate:.0f} over all)"
+    return phrase
 
 
 def pct(value: float | None) -> str:
