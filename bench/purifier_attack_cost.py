@@ -113,6 +113,8 @@ def targets(rows: list[dict]) -> list[str]:
     lines = []
     for purifier in dict.fromkeys(r["purifier"] for r in rows):
         mine = {r["recipe"]: r for r in rows if r["purifier"] == purifier}
+        if "reference" not in mine or "default" not in mine:
+            continue  # the targets are ratios against these two rows
         reference = mine["reference"]
         for name in ("default", "default + convergence", "default + convergence on a quarter"):
             if name in mine:
@@ -154,13 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one-epoch purifiers, 6 digits, tiny budgets (CI)")
     parser.add_argument("--n", type=int, default=None, help="digits audited (default 8; 6 with --quick)")
     parser.add_argument("--purifiers", default="ddpm,ebm", help="comma list of ddpm, ebm")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma list of recipes, run in this order")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the same device for every recipe)")
     args = parser.parse_args(argv)
     n = args.n or (6 if args.quick else 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for purifier in args.purifiers.split(","):
-            recipes = [r for r in RECIPES if purifier == "ddpm" or "surrogate" not in r and r != "both"]
+            wanted = [r.strip() for r in args.recipes.split(",")]
+            unknown = [r for r in wanted if r not in RECIPES]
+            if unknown:
+                parser.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+            recipes = [r for r in wanted if purifier == "ddpm" or "surrogate" not in r and r != "both"]
             for recipe in recipes:
                 rows.append(audit(purifier, recipe, n=n, quick=args.quick, work=Path(tmp), device=args.device))
                 print_table(rows)  # after every audit: a run cut short still leaves its finished rows
