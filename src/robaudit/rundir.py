@@ -43,6 +43,14 @@ def add_passes(timings: dict[str, dict[str, float]], condition: str, passes: dic
         entry[kind] = entry.get(kind, 0) + count
 
 
+def add_rung_samples(timings: dict[str, dict[str, float]], condition: str, standing: int, reattacked: int) -> None:
+    """Add the samples a convergence rung found standing below it and the ones it attacked again (a seeded fraction
+    of them may leave some out): the check is judged on what was attacked."""
+    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+    entry["standing"] = entry.get("standing", 0) + standing
+    entry["reattacked"] = entry.get("reattacked", 0) + reattacked
+
+
 def add_disagreements(timings: dict[str, dict[str, float]], condition: str, disagreed: int, compared: int) -> None:
     """Add the final verdicts that differed between reduced precision and float32 (``--precision``), of
     ``compared``; nothing is written when nothing was compared (float32 runs)."""
@@ -171,6 +179,8 @@ class RunDir:
                     passes = {kind: int(entry.get(kind, 0)) for kind in PASS_KINDS}
                     add_passes(totals, condition, passes, int(entry["evaluated"]))
                 add_disagreements(totals, condition, int(entry.get("disagreed", 0)), int(entry.get("compared", 0)))
+                if "standing" in entry:
+                    add_rung_samples(totals, condition, int(entry["standing"]), int(entry["reattacked"]))
         return totals
 
     def read_timings(self) -> dict[str, float]:
@@ -185,6 +195,14 @@ class RunDir:
             condition: {kind: round(t.get(kind, 0) / t["evaluated"], 3) for kind in PASS_KINDS}
             for condition, t in self.read_costs().items()
             if t.get("evaluated")
+        }
+
+    def read_rung_samples(self) -> dict[str, dict[str, int]]:
+        """``{rung condition: {"standing", "reattacked"}}``: survivors of the rung below, and those attacked again."""
+        return {
+            condition: {"standing": int(t["standing"]), "reattacked": int(t["reattacked"])}
+            for condition, t in self.read_costs().items()
+            if "standing" in t
         }
 
     def read_disagreements(self) -> dict[str, dict[str, int]]:

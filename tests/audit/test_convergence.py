@@ -17,8 +17,9 @@ from robaudit.audit.execute import PartExecutor
 from robaudit.audit.pipeline import Pipeline
 from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.errors import ConfigError
-from robaudit.reporting.convergence import convergence_checks, convergence_findings
-from robaudit.reporting.results import records_frame, summarize
+from robaudit.reporting.convergence import convergence_checks, convergence_findings, ladder_verdict
+from robaudit.reporting.results import rate, records_frame, summarize
+from robaudit.rundir import RunDir
 from toys import NearestMean, WithCard, toy_data, toy_imageset
 
 EPS = 0.2  # measured on this toy: PGD-20 breaks every sample; 5 steps of eps/40 leave 199 of 200, x4 163, x16 0
@@ -43,6 +44,7 @@ def audit(params: dict, spec: ConvergenceSpec, *, n: int = 200, eps: float = EPS
         frame, attacks=[a.to_dict() for a in attacks], defenses=[{"label": "none", "threats": ["none"]}]
     )
     summary["model"] = {"randomized": {"randomized": False}}
+    summary["costs"] = output.timings  # per condition: seconds, passes, and a rung's standing / reattacked counts
     return frame, summary
 
 
@@ -142,9 +144,6 @@ def test_the_cli_reports_the_check_in_the_summary_report_and_terminal(tmp_path, 
 def test_a_check_on_a_fraction_of_the_survivors_is_judged_on_its_estimate_over_all_of_them():
     """One more sample broken on a 5% subsample stands for about 20 over all survivors: the whole check would fail,
     so the subsample's must too; the same single sample over all survivors passes."""
-    from robaudit.reporting.convergence import ladder_verdict
-    from robaudit.reporting.results import rate
-
     rows = [
         {"rung": 0, "robust_accuracy_worst_of_n": rate(50, 100)},
         {"rung": 1, "robust_accuracy_worst_of_n": rate(49, 100)},
@@ -161,3 +160,34 @@ def test_a_check_on_a_fraction_of_the_survivors_is_judged_on_its_estimate_over_a
     assert not check["converged"] and check["ladder"][1]["estimated_broken"] == 20.0
     [flag] = convergence_findings([check])
     assert "1 more sample(s) on a seeded 5% of the survivors (about 20 over all)" in flag.explanation
+
+
+def test_a_rung_whose_fraction_chose_none_of_the_survivors_checked_nothing_and_does_not_pass():
+    """A seeded fraction can leave out every survivor (a quarter of 6: 18% of the time); a rung that attacked none
+    of them broke none, and must not read as converged."""
+    spec = ConvergenceSpec(mode="check", fraction=0.25)
+    frame, summary = audit(TINY_STEP, spec, n=40)
+    survivors = robust_ids(frame, "pgd")
+    counted = summary["costs"]["pgd+x4|none|none"]
+    chosen = [s for s in survivors if reattacked(0, "pgd+x4|none|none", s, 0.25)]
+    assert (counted["standing"], counted["reattacked"]) == (len(survivors), len(chosen)) and len(chosen) > 0
+    base = {"label": "pgd", "threat": "none", "params": {"steps": 5}, "robust_accuracy": {"value": 0.75}}
+    rung = {**base, "label": "pgd+x4", "convergence_of": "pgd", "rung": 1, "params": {"steps": 20}}
+    base["robust_accuracy_worst_of_n"] = rung["robust_accuracy_worst_of_n"] = rate(6, 8)
+    unchecked = {"model": {"randomized": {}}, "defenses": [{"label": "none", "results": [base, rung]}]}
+    samples = {"pgd+x4|none|none": {"standing": 6, "reattacked": 0}}
+    [check] = convergence_checks(unchecked, {"convergence": spec.to_dict()}, {}, samples)
+    assert not check["converged"] and check["ladder"][1]["estimated_broken"] is None
+    [flag] = convergence_findings([check])
+    assert "re-attacked none of the 6 survivor(s), so it checked nothing" in flag.explanation
+
+
+def test_a_run_directory_sums_each_rungs_standing_and_reattacked_counts_over_its_parts(tmp_path):
+    run = RunDir(tmp_path)
+    for part, (standing, chosen) in {"part-000000-000004": (3, 1), "part-000004-000008": (2, 0)}.items():
+        (tmp_path / "records").mkdir(exist_ok=True)
+        (tmp_path / "timings").mkdir(exist_ok=True)
+        (tmp_path / "records" / f"{part}.jsonl").write_text("")
+        entry = {"seconds": 0.1, "samples": chosen, "standing": standing, "reattacked": chosen}
+        (tmp_path / "timings" / f"{part}.json").write_text(json.dumps({"pgd+x4|none|none": entry}))
+    assert run.read_rung_samples() == {"pgd+x4|none|none": {"standing": 5, "reattacked": 1}}

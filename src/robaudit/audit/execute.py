@@ -31,7 +31,7 @@ from robaudit.errors import RobauditError
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.progress import console
 from robaudit.records import Condition, Record
-from robaudit.rundir import add_disagreements, add_passes, add_timing
+from robaudit.rundir import add_disagreements, add_passes, add_rung_samples, add_timing
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed
 from robaudit.threats import threat_model
@@ -338,6 +338,7 @@ class PartExecutor:
             condition = Condition(rung.label, defense.label, base.threat)
             standing = verdict.want & torch.stack([p == batch.labels for p in verdict.preds]).all(0)
             chosen = standing & self.sampled(condition, batch)
+            add_rung_samples(out.timings, condition.key(), int(standing.sum()), int(chosen.sum()))
             adversarial = verdict.adversarial
             if bool(chosen.any()):
                 made = self.rung_examples(condition, rung, batch, chosen, out)

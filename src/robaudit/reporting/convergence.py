@@ -42,20 +42,34 @@ def rung_row(result: dict[str, Any], key: str, passes: dict[str, Any], eot: int 
     }
 
 
+def estimate_over_survivors(row: dict[str, Any], newly: int, fraction: float) -> float | None:
+    """What a rung that broke ``newly`` samples would have broken over all survivors: scaled by the share it attacked
+    again (counted when the run recorded it, else the configured fraction). None when it attacked none of them."""
+    standing, reattacked = row.get("standing"), row.get("reattacked")
+    if standing is None:
+        return newly / fraction
+    if reattacked == 0:
+        return 0.0 if standing == 0 else None
+    return newly * standing / reattacked
+
+
 def ladder_verdict(
     rows: list[dict[str, Any]], *, tolerance: int, fraction: float = 1.0
-) -> tuple[int | None, list[int], list[float]]:
+) -> tuple[int | None, list[int], list[float | None]]:
     """(the first rung at which the check passes, or None; the samples each rung broke beyond the one below; those
-    counts estimated over all survivors). When a rung re-attacked only a seeded ``fraction`` of the survivors, what
-    it broke is divided by the fraction before it is judged: a check on a quarter that breaks one sample stands for
-    about four, and must not pass where the whole check would fail."""
+    counts estimated over all survivors). When a rung re-attacked only a seeded fraction of the survivors, what it
+    broke is scaled up by that share before it is judged: a check on a quarter that breaks one sample stands for
+    about four, and must not pass where the whole check would fail. A rung that re-attacked none of the survivors
+    checked nothing and never passes."""
     broken, estimated, passed_at = [], [], None
     for below, row in zip(rows, rows[1:], strict=False):
         low = below["robust_accuracy_worst_of_n"]
         newly = int(low["successes"]) - int(row["robust_accuracy_worst_of_n"]["successes"])
-        guess = newly / fraction
+        guess = estimate_over_survivors(row, newly, fraction)
         broken.append(newly)
-        estimated.append(round(guess, 1))
+        estimated.append(None if guess is None else round(guess, 1))
+        if guess is None:
+            continue
         total, floor = low.get("total") or 0, low["ci_low"]
         within = total > 0 and floor is not None and (int(low["successes"]) - guess) / total >= floor
         if passed_at is None and (guess <= tolerance or within):
@@ -63,8 +77,11 @@ def ladder_verdict(
     return passed_at, broken, estimated
 
 
-def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: dict[str, Any]) -> list[dict]:
-    """One entry per (attack, defense, threat) that has rungs: its ladder and the check's verdict."""
+def convergence_checks(
+    summary: dict[str, Any], config: dict[str, Any], passes: dict[str, Any], rung_samples: dict | None = None
+) -> list[dict]:
+    """One entry per (attack, defense, threat) that has rungs: its ladder and the check's verdict.
+    ``rung_samples``: per rung condition, the survivors below it and those it attacked again (``RunDir``)."""
     settings = config.get("convergence") or {}
     if not settings or settings.get("mode") == "off":
         return []
@@ -80,6 +97,8 @@ def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: 
                 continue
             keys = [Condition(r["label"], defense["label"], r["threat"]).key() for r in ladder]
             rows = [rung_row(r, k, passes, eot) for r, k in zip(ladder, keys, strict=True)]
+            for row, key in zip(rows[1:], keys[1:], strict=True):
+                row.update((rung_samples or {}).get(key, {}))
             fraction = float(settings.get("fraction", 1.0))
             passed_at, broken, estimated = ladder_verdict(
                 rows, tolerance=int(settings.get("tolerance", 1)), fraction=fraction
@@ -87,7 +106,7 @@ def convergence_checks(summary: dict[str, Any], config: dict[str, Any], passes: 
             for row, newly, guess in zip(rows[1:], broken, estimated, strict=True):
                 row["newly_broken"] = newly
                 if fraction < 1:
-                    row["estimated_broken"] = guess  # over all survivors: newly / fraction
+                    row["estimated_broken"] = guess  # over all survivors; None: the rung attacked none of them
             checks.append(
                 {
                     "attack": result["label"],
@@ -142,11 +161,22 @@ def broken_phrase(check: dict[str, Any]) -> str:
     fraction of them."""
     rungs = check["ladder"][1:]
     phrase = f"{sum(r['newly_broken'] for r in rungs)} more sample(s)"
-    if check.get("fraction", 1) < 1:
-        share = f"{100 * check['fraction']:.0f}%"
-        estimate = sum(r["estimated_broken"] for r in rungs)
-        phrase += f" on a seeded {share} of the survivors (about {estimate:.0f} over all)"
-    return phrase
+    if check.get("fraction", 1) >= 1:
+        return phrase
+    unchecked = [r for r in rungs if r.get("estimated_broken", 0) is None]
+    if unchecked:
+        return (
+            phrase
+            + "; "
+            + ", ".join(
+                f"{r['label']} re-attacked none of the {r['standing']} survivor(s), so it checked nothing "
+                "(raise convergence.fraction)"
+                for r in unchecked
+            )
+        )
+    share = f"{100 * check['fraction']:.0f}%"
+    estimate = sum(r["estimated_broken"] for r in rungs)
+    return phrase + f" on a seeded {share} of the survivors (about {estimate:.0f} over all)"
 
 
 def pct(value: float | None) -> str:

@@ -142,15 +142,20 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         "seed": config.get("seed"),
         **numbers,
     }
-    add_checks(summary, frame, manifest, config, run_dir.read_passes())
+    add_checks(summary, frame, manifest, config, run_dir.read_passes(), run_dir.read_rung_samples())
     return summary
 
 
 def add_checks(
-    summary: dict[str, Any], frame: pd.DataFrame, manifest: dict[str, Any], config: dict[str, Any], passes: dict
+    summary: dict[str, Any],
+    frame: pd.DataFrame,
+    manifest: dict[str, Any],
+    config: dict[str, Any],
+    passes: dict,
+    rung_samples: dict | None = None,
 ) -> None:
     """The convergence checks, the sanity flags (pre-flight, post-run, memory, convergence) and the warnings."""
-    summary["convergence"] = convergence_checks(summary, config, passes or {})
+    summary["convergence"] = convergence_checks(summary, config, passes or {}, rung_samples or {})
     flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_findings(manifest)
     flags += convergence_findings(summary["convergence"])
     summary["flags"] = [f.to_dict() for f in flags]
