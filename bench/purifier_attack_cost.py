@@ -103,8 +103,25 @@ def row(purifier: str, recipe: str, run_dir: Path, *, seconds: float) -> dict:
         "worst of N": f"{100 * worst['value']:.1f}% [{100 * worst['ci_low']:.1f}, {100 * worst['ci_high']:.1f}]",
         "worst_value": worst["value"],
         "mean": f"{100 * mean['value']:.1f}% [{100 * mean['ci_low']:.1f}, {100 * mean['ci_high']:.1f}]",
+        "check": check_verdict(summary, defense["label"]),
         "seconds (audit)": round(seconds, 1),
     }
+
+
+def check_verdict(summary: dict, defense: str) -> str:
+    """What the convergence check said about the adaptive attack on ``defense`` ("-" when it did not run): passed,
+    failed, or checked nothing (its seeded fraction chose none of the survivors)."""
+    verdicts = []
+    for check in summary.get("convergence", []):
+        if check["defense"] != defense or check["threat"] != "adaptive":
+            continue
+        rungs = check["ladder"][1:]
+        broken = sum(r["newly_broken"] for r in rungs)
+        if any(r.get("estimated_broken", 0) is None for r in rungs):
+            verdicts.append("nothing checked (no survivor drawn)")
+        else:
+            verdicts.append(f"{'passed' if check['converged'] else 'failed'}, {broken} more broken")
+    return "; ".join(verdicts) or "-"
 
 
 def targets(rows: list[dict]) -> list[str]:

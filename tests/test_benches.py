@@ -67,5 +67,8 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     backward = header.index("purifier backward / sample")
     rows = {(r[0].strip(), r[1].strip()): float(r[backward]) for r in lines[1:] if r[0].strip() != "purifier"}
     assert rows[("ddpm", "default")] > 0, "the quick audit attacked something"
+    check = header.index("check")
+    verdicts = {(r[0].strip(), r[1].strip()): r[check].strip() for r in lines[1:] if r[0].strip() != "purifier"}
+    assert verdicts[("ebm", "default")] == "-" and verdicts[("ebm", "default + convergence")] != "-", verdicts
     assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
     assert "default + convergence vs reference" in table and "grafting:" in table and "selective EOT vs" in table
