@@ -36,28 +36,29 @@ def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: fl
     entry["samples"] += samples
 
 
+def add_counts(timings: dict[str, dict[str, float]], condition: str, counts: dict[str, int]) -> None:
+    """Add integer ``counts`` by name to ``timings[condition]`` (passes, rung samples, precision disagreements)."""
+    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
+    for name, count in counts.items():
+        entry[name] = entry.get(name, 0) + count
+
+
 def add_passes(timings: dict[str, dict[str, float]], condition: str, passes: dict[str, int], evaluated: int) -> None:
     """Add ``passes`` (sample-passes by kind) spent evaluating ``condition`` on ``evaluated`` samples."""
-    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
-    for kind, count in {**passes, "evaluated": evaluated}.items():
-        entry[kind] = entry.get(kind, 0) + count
+    add_counts(timings, condition, {**passes, "evaluated": evaluated})
 
 
 def add_rung_samples(timings: dict[str, dict[str, float]], condition: str, standing: int, reattacked: int) -> None:
     """Add the samples a convergence rung found standing below it and the ones it attacked again (a seeded fraction
     of them may leave some out): the check is judged on what was attacked."""
-    entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
-    entry["standing"] = entry.get("standing", 0) + standing
-    entry["reattacked"] = entry.get("reattacked", 0) + reattacked
+    add_counts(timings, condition, {"standing": standing, "reattacked": reattacked})
 
 
 def add_disagreements(timings: dict[str, dict[str, float]], condition: str, disagreed: int, compared: int) -> None:
     """Add the final verdicts that differed between reduced precision and float32 (``--precision``), of
     ``compared``; nothing is written when nothing was compared (float32 runs)."""
     if compared:
-        entry = timings.setdefault(condition, {"seconds": 0.0, "samples": 0})
-        entry["disagreed"] = entry.get("disagreed", 0) + disagreed
-        entry["compared"] = entry.get("compared", 0) + compared
+        add_counts(timings, condition, {"disagreed": disagreed, "compared": compared})
 
 
 class RunDir:
