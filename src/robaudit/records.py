@@ -49,7 +49,9 @@ class Record:
 
     ``purifier`` is the defense label (``none`` for the undefended classifier); ``attacked`` is true when an attack
     was run on the sample (a sample the defense misclassifies in every clean draw is not attacked: non-robust);
-    ``linf`` / ``l2`` are the norms of the perturbation scored.
+    ``linf`` / ``l2`` are the norms of the perturbation scored; ``incomplete`` is true when the attack's loss trace
+    on the sample was still progressing when it stopped (``attacks.loss_trace``; the convergence check re-attacks
+    such samples first). Runs written before it existed read as false.
     """
 
     sample_id: str
@@ -68,6 +70,7 @@ class Record:
     attacked: bool
     linf: float
     l2: float
+    incomplete: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to a records part."""

@@ -1,4 +1,4 @@
-"""The convergence check: a toy where the configured budget provably does not converge (PGD-5 with a tiny step can
+"""The per-attack convergence ladders (``convergence: {scope: attack}``): a toy where the configured budget provably does not converge (PGD-5 with a tiny step can
 travel only an eighth of eps; 4x and 16x the steps reach the boundary) fails its check, names the gap, and under
 ``escalate`` makes the headline the strongest rung's, with both verdicts kept in the records; a converged toy passes
 with its headline unchanged; escalation never raises a robust accuracy, sample by sample; only survivors are attacked
@@ -22,6 +22,7 @@ from robaudit.reporting.results import rate, records_frame, summarize
 from robaudit.rundir import RunDir
 from toys import NearestMean, WithCard, toy_data, toy_imageset
 
+LADDER = {"scope": "attack", "factor": 4}  # the per-attack research ladders these tests measure
 EPS = 0.2  # measured on this toy: PGD-20 breaks every sample; 5 steps of eps/40 leave 199 of 200, x4 163, x16 0
 
 
@@ -57,7 +58,7 @@ TINY_STEP = {"steps": 5, "alpha": EPS / 40}  # travels 5/40 = 1/8 of eps; x4 rea
 
 
 def test_a_budget_that_does_not_converge_fails_the_check_and_names_the_gap():
-    spec = ConvergenceSpec(mode="check")
+    spec = ConvergenceSpec(**LADDER, mode="check")
     frame, summary = audit(TINY_STEP, spec)
     [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
     base, rung = check["ladder"]
@@ -70,7 +71,7 @@ def test_a_budget_that_does_not_converge_fails_the_check_and_names_the_gap():
 
 
 def test_escalate_climbs_until_the_check_passes_and_the_headline_is_the_strongest():
-    spec = ConvergenceSpec(mode="escalate", rungs=3)
+    spec = ConvergenceSpec(**LADDER, mode="escalate", rungs=3)
     frame, summary = audit(TINY_STEP, spec)
     [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
     labels = [row["label"] for row in check["ladder"]]
@@ -86,7 +87,7 @@ def test_escalate_climbs_until_the_check_passes_and_the_headline_is_the_stronges
 
 def test_a_converged_attack_passes_and_its_headline_does_not_move():
     """PGD-50 with two restarts at eps 0.1 (measured: 166 of 200 robust, and 166 after 4x the steps and a restart)."""
-    spec = ConvergenceSpec(mode="check")
+    spec = ConvergenceSpec(**LADDER, mode="check")
     frame, summary = audit({"steps": 50, "restarts": 2}, spec, eps=0.1)
     [check] = convergence_checks(summary, {"convergence": spec.to_dict()}, {})
     base, rung = check["ladder"]
@@ -96,7 +97,7 @@ def test_a_converged_attack_passes_and_its_headline_does_not_move():
 
 
 def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():
-    frame, _ = audit(TINY_STEP, ConvergenceSpec(mode="check", fraction=0.5))
+    frame, _ = audit(TINY_STEP, ConvergenceSpec(**LADDER, mode="check", fraction=0.5))
     base, rung = (
         frame[frame["condition"] == f"{label}|none|none"].set_index("sample_id") for label in ("pgd", "pgd+x4")
     )
@@ -113,11 +114,13 @@ def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():
 def test_rungs_escalate_steps_eot_and_restarts_and_fgsm_has_none():
     pgd = resolve_attack("pgd", {"steps": 10}, eps=EPS, eps_l2=0.5)
     pgd.label = "pgd"
-    [x4, x16] = rungs_for(pgd, ConvergenceSpec(mode="escalate", rungs=2))
+    [x4, x16] = rungs_for(pgd, ConvergenceSpec(**LADDER, mode="escalate", rungs=2))
     assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 1, 4, "pgd+x4")
     assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 1, 16)
     fgsm = resolve_attack("fgsm", {}, eps=EPS, eps_l2=0.5)
-    assert rungs_for(fgsm, ConvergenceSpec()) == [] and rungs_for(pgd, ConvergenceSpec(mode="off")) == []
+    assert (
+        rungs_for(fgsm, ConvergenceSpec(**LADDER)) == [] and rungs_for(pgd, ConvergenceSpec(**LADDER, mode="off")) == []
+    )
     with pytest.raises(ConfigError, match="convergence.mode must be one of"):
         ConvergenceSpec.parse({"mode": "sometimes"})
 
@@ -134,9 +137,11 @@ def test_the_cli_reports_the_check_in_the_summary_report_and_terminal(tmp_path, 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     [check] = summary["convergence"]
     assert check["mode"] == "escalate", "a gated run escalates"
-    assert [r["label"] for r in check["ladder"]] == ["pgd", "pgd+x4", "pgd+x16"]
+    assert check["scope"] == "headline" and check["ladder"][0]["label"] == "pgd"
+    assert check["ladder"][1]["label"] == "pgd+x2" and (check["certified"] or len(check["ladder"]) == 3)
     assert "## Convergence" in (tmp_path / "run" / "report.md").read_text()
-    assert "convergence pgd / none / none:" in result.output.replace("\n", "")
+    assert check["statement"] in (tmp_path / "run" / "report.md").read_text().replace("\\", "")
+    assert "convergence check, none / none:" in result.output.replace("\n", "")
     off = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "off"), "--no-convergence"])
     assert off.exit_code == 0 and json.loads((tmp_path / "off" / "summary.json").read_text())["convergence"] == []
 
@@ -150,7 +155,7 @@ def test_a_check_on_a_fraction_of_the_survivors_is_judged_on_its_estimate_over_a
     ]
     assert ladder_verdict(rows, tolerance=1) == (1, [1], [1.0])
     assert ladder_verdict(rows, tolerance=1, fraction=0.05) == (None, [1], [20.0])
-    spec = ConvergenceSpec(mode="check", fraction=0.05)
+    spec = ConvergenceSpec(**LADDER, mode="check", fraction=0.05)
     summary = {"model": {"randomized": {}}, "defenses": [{"label": "none", "results": []}]}
     base = {"label": "pgd", "threat": "none", "params": {"steps": 5}, "robust_accuracy": {"value": 0.5}}
     rung = {**base, "label": "pgd+x4", "convergence_of": "pgd", "rung": 1, "params": {"steps": 20}}
@@ -165,7 +170,7 @@ def test_a_check_on_a_fraction_of_the_survivors_is_judged_on_its_estimate_over_a
 def test_a_rung_whose_fraction_chose_none_of_the_survivors_checked_nothing_and_does_not_pass():
     """A seeded fraction can leave out every survivor (a quarter of 6: 18% of the time); a rung that attacked none
     of them broke none, and must not read as converged."""
-    spec = ConvergenceSpec(mode="check", fraction=0.25)
+    spec = ConvergenceSpec(**LADDER, mode="check", fraction=0.25)
     frame, summary = audit(TINY_STEP, spec, n=40)
     survivors = robust_ids(frame, "pgd")
     counted = summary["costs"]["pgd+x4|none|none"]

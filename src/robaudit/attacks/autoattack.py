@@ -91,6 +91,7 @@ class Settings:
     early_exit: bool = True
     targeting: str = "logits"  # how APGD-T ranks its target classes (``attacks.apgd.TARGETING``)
     eot_mode: str = "mean"  # how APGD averages its EOT draws (``attacks.gradient``)
+    restarts: int = 1  # runs of each untargeted APGD, each from its own random start (``plus``: 5)
 
     @property
     def norm(self) -> str:
@@ -108,10 +109,12 @@ class Settings:
 
 
 def apgd_untargeted(loss: str):
-    """The single stage of APGD on ``loss`` ("ce" or "dlr")."""
+    """The stages of APGD on ``loss`` ("ce" or "dlr"): one per restart, each from its own random start (a restart
+    draws the next values of the samples' streams)."""
 
     def stages(s: Settings) -> list[tuple[str, Stage]]:
-        return [(f"apgd-{loss}", run_stage(s.apgd(loss=loss)))]
+        run = run_stage(s.apgd(loss=loss))
+        return [(f"apgd-{loss}" + (f"/{r}" if r else ""), run) for r in range(max(1, s.restarts))]
 
     return stages
 
@@ -149,10 +152,18 @@ def fill_budget(params: dict) -> dict:
     return {**params, **{key: value for key, value in budget.items() if params.get(key) is None}}
 
 
+PLUS_RESTARTS = 5  # AutoAttack's ``plus``: 5 restarts of APGD-CE (and APGD-DLR), iterations and queries unchanged
+
+
 def escalate_autoattack(params: dict, factor: int) -> dict:
-    """``factor`` times the APGD/FAB iterations, Square's queries and rand's EOT iterations."""
-    scaled = {key: params[key] * factor for key in ("steps", "n_queries", "eot_iter") if params.get(key) is not None}
-    return {**params, **scaled}
+    """The escalation AutoAttack's authors use: the ``plus`` restarts (5 runs of the untargeted APGD from new random
+    starts, ``factor`` / 2 times that beyond a 2x rung) at the same iterations, Square at the same queries (its
+    patch schedule is keyed to them), and ``factor`` times the EOT iterations (randomized pipelines)."""
+    restarts = max(int(params.get("restarts") or 1), PLUS_RESTARTS * max(1, factor // 2))
+    escalated = {**params, "restarts": restarts}
+    if params.get("eot_iter") is not None:
+        escalated["eot_iter"] = params["eot_iter"] * factor
+    return escalated
 
 
 @ATTACKS.register(
@@ -179,6 +190,7 @@ def autoattack(
     eot_iter: int = 20,
     early_exit: bool = True,
     eot_mode: str = "mean",
+    restarts: int = 1,
 ) -> AttackFn:
     """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes.
 
@@ -186,7 +198,8 @@ def autoattack(
     black-box (Square) components -- for far fewer passes: APGD-T toward the ``n_target_classes`` (3) classes a
     linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with ``n_queries`` (1000) on the samples
     still standing. ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
-    averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``).
+    averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``). ``restarts``: runs
+    of the untargeted APGD, each from a new random start (``plus`` uses 5; the convergence check's rung does).
     """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
@@ -205,6 +218,7 @@ def autoattack(
         early_exit=early_exit,
         targeting="linear" if run == "fast" else "logits",
         eot_mode=eot_mode,
+        restarts=restarts,
     )
     stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
     cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)

@@ -65,6 +65,7 @@ class ResolvedAttack:
     convergence_of: str | None = None  # a convergence rung: the label of the attack it escalates
     rung: int = 0  # 1, 2, ...: the rung's place on the budget ladder
     eot_scale: int = 1  # EOT draws of a rung, as a multiple of the run's (randomized pipelines only)
+    check_scope: str = "attack"  # a rung's check: "headline" (a phase after every attack) or "attack" (a ladder)
 
     def budget(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -78,6 +79,7 @@ class ResolvedAttack:
             out["sweep"] = True
         if self.convergence_of is not None:
             out.update(convergence_of=self.convergence_of, rung=self.rung, eot_scale=self.eot_scale)
+            out.update(check_scope=self.check_scope)
         return out
 
 

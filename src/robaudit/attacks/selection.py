@@ -180,6 +180,7 @@ class CandidatePool(BestSoFar):
         super().__init__(images)
         self.model, self.labels, self.rng, self.norm, self.eps, self.draws = model, labels, rng, norm, eps, draws
         self.chosen_by: list[str | None] = [None] * images.shape[0]
+        self.incomplete = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
 
     def offer(self, index: torch.Tensor, candidates: torch.Tensor | Judged, *, stage: str) -> None:
         """Project ``candidates`` for samples ``index``, judge them, keep the better ones. ``Judged`` candidates
@@ -199,6 +200,8 @@ class CandidatePool(BestSoFar):
 def run_cascade(pool: CandidatePool, stages: Sequence[tuple[str, Stage]]) -> CandidatePool:
     """Run ``stages`` in order on ``pool``'s samples, each stage on those still unsettled (every sample meets the
     first stage). A stage and the judging of its candidates draw from the streams of the samples they work on only.
+    ``pool.incomplete`` marks the samples whose loss trace still progressed at the end of some stage that keeps one
+    (``attacks.loss_trace``: robaudit's PGD and APGD runs).
     """
     images, labels, rng = pool.images, pool.labels, pool.rng
     for name, stage in stages:
@@ -207,6 +210,9 @@ def run_cascade(pool: CandidatePool, stages: Sequence[tuple[str, Stage]]) -> Can
             break
         for candidate in stage(images[index], labels[index], rng[index]):
             pool.offer(index, candidate, stage=name)
+        incomplete = getattr(getattr(stage, "attack", stage), "incomplete", None)
+        if callable(incomplete):
+            pool.incomplete[index] |= incomplete().to(pool.incomplete.device)
     return pool
 
 
@@ -214,7 +220,8 @@ class Cascade:
     """An attack made of stages (restarts, AutoAttack's components) run by ``run_cascade``: an ``AttackFn``.
 
     ``components`` names the stages in order; after each call ``chosen_by`` names, per sample, the stage whose
-    candidate it holds and ``unsettled`` marks the samples still correct in some selection draw.
+    candidate it holds, ``unsettled`` marks the samples still correct in some selection draw and ``incomplete`` those
+    whose loss trace was still progressing when a stage ended (Pintor et al.'s indicator).
     """
 
     def __init__(
@@ -223,6 +230,7 @@ class Cascade:
         self.model, self.stages, self.norm, self.eps, self.draws = model, list(stages), norm, eps, draws
         self.chosen_by: list[str | None] = []
         self.unsettled = torch.zeros(0, dtype=torch.bool)
+        self.incomplete = torch.zeros(0, dtype=torch.bool)
 
     @property
     def components(self) -> list[str]:
@@ -237,7 +245,7 @@ class Cascade:
         rng = rng if rng is not None else SampleRNG.from_seeds(range(len(labels)), images.device)
         pool = CandidatePool(self.model, images, labels, rng, norm=self.norm, eps=self.eps, draws=self.draws)
         run_cascade(pool, self.stages)
-        self.chosen_by, self.unsettled = pool.chosen_by, pool.unsettled()
+        self.chosen_by, self.unsettled, self.incomplete = pool.chosen_by, pool.unsettled(), pool.incomplete
         return pool.best
 
 

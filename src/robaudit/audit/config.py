@@ -8,7 +8,7 @@ from typing import Any
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.attacks.precision import check_precision
-from robaudit.audit.convergence import ConvergenceSpec, rungs_for
+from robaudit.audit.convergence import ConvergenceSpec, with_rungs
 from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.errors import ConfigError
@@ -123,10 +123,7 @@ class EvaluateConfig:
                 extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
                 extra.label, extra.sweep = f"{attack.label}@{budget:.4g}", True
                 resolved.append(extra)
-        with_rungs = []
-        for attack in resolved:
-            with_rungs += [attack, *rungs_for(attack, self.convergence)]
-        return with_rungs
+        return with_rungs(resolved, self.convergence)
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
         """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""

@@ -1,16 +1,20 @@
 """The convergence check: a robust accuracy is an upper bound that means something only if the attack converged
 (Carlini et al. 2019: "increasing the number of iterations and restarts does not lower accuracy further").
 
-After each attack, the samples it did not break (robust in every scoring draw) are attacked again at an escalated
-budget: ``factor`` times the steps (queries for Square), ``factor`` times the EOT draws on a randomized pipeline, from
-new random starts (the rung's own seeds: at least one more restart over the ladder). That is a *rung*: a condition of
-its own (label ``pgd+x4``) whose records keep, for every sample not attacked again, the verdict of the rung below, so
-that both verdicts stay in the records and the headline -- the per-sample worst case over everything run -- reads the
-strongest. ``mode: check`` runs one rung; ``mode: escalate`` (the default of runs that gate a release) runs ``rungs``
-rungs (factor, factor^2, ...), each on the samples the one below left standing: the ladder stops being paid for where no
-sample stands. The report judges each rung: the check passes at the first rung that breaks at most ``tolerance`` samples
-more (or keeps the robust accuracy within the lower edge of the interval below it). ``fraction`` < 1 re-attacks a seeded
-subsample of the survivors (a sample's membership depends only on the run seed, the condition and its id).
+``scope: headline`` (the default) certifies the headline: after every attack ran, the samples standing in each
+defense's and threat model's worst case are attacked again by the strongest attack that ran there, at the
+references' escalation (``factor`` 2: twice the iterations from new random starts, twice the EOT draws on a
+randomized pipeline; AutoAttack: the ``plus`` restarts), on the samples its loss trace flags and a seeded subset of
+the rest sized so that, if none falls, the headline falls by at most ``delta`` at ``confidence``
+(``robaudit.headline_check``, ``robaudit.check_bound``). If any falls, the rung runs on every standing sample and
+``mode: escalate`` may climb one more (``rungs`` at most).
+
+``scope: attack`` keeps the research ladders: every attack's own survivors attacked again at ``factor`` times the
+budget, rung after rung, each judged on ``tolerance`` (samples a rung may break) or the lower edge of the interval
+below; ``fraction`` < 1 re-attacks a seeded subsample (a sample's membership depends only on the run seed, the
+condition and its id). A rung is a condition of its own (label ``pgd+x2``) whose records keep, for every sample not
+attacked again, the verdict of the rung below, so that the headline -- the per-sample worst case over everything
+run -- reads the strongest.
 """
 
 from __future__ import annotations
@@ -24,17 +28,22 @@ from robaudit.registry import check_keys
 from robaudit.seeding import derive_seed
 
 MODES = ("check", "escalate", "off")
+SCOPES = ("headline", "attack")
 
 
 @dataclass(frozen=True)
 class ConvergenceSpec:
-    """How the convergence check runs: ``mode`` (check, escalate or off), the budget ``factor`` per rung, the
-    ``rungs`` of an escalation (its ceiling: factor^rungs), the ``fraction`` of survivors re-attacked and the
-    ``tolerance`` (samples a rung may break for the check to pass)."""
+    """How the convergence check runs: ``mode`` (check, escalate or off), ``scope`` (headline: certify the worst
+    case; attack: a ladder per attack), the budget ``factor`` per rung, the ``rungs`` of an escalation (its ceiling:
+    factor^rungs); for the headline, ``delta`` (the fall of the headline certified, a fraction) at ``confidence``;
+    for attack ladders, the ``fraction`` of survivors re-attacked and the ``tolerance``."""
 
     mode: str = "check"
-    factor: int = 4
+    scope: str = "headline"
+    factor: int = 2
     rungs: int = 2
+    delta: float = 0.02
+    confidence: float = 0.95
     fraction: float = 1.0
     tolerance: int = 1
 
@@ -48,8 +57,8 @@ class ConvergenceSpec:
         mapping = {"mode": value} if isinstance(value, str) else value
         if not isinstance(mapping, dict):
             raise ConfigError(f"convergence: expected check, escalate, off or a mapping, got {value!r}")
-        check_keys(mapping, ["mode", "factor", "rungs", "fraction", "tolerance"], where="convergence")
-        hints = {"mode": str, "factor": int, "rungs": int, "fraction": float, "tolerance": int}
+        hints = {name: type(getattr(cls(), name)) for name in FIELDS}
+        check_keys(mapping, list(FIELDS), where="convergence")
         fields = {key: coerce(mapping[key], hints[key], where=f"convergence.{key}") for key in mapping}
         spec = cls(**{"mode": default_mode, **fields})
         spec.validate()
@@ -59,10 +68,17 @@ class ConvergenceSpec:
         """One-line errors for values that make no check."""
         if self.mode not in MODES:
             raise ConfigError(f"convergence.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"convergence.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.factor < 2 or self.rungs < 1 or self.tolerance < 0 or not 0 < self.fraction <= 1:
             raise ConfigError(
                 "convergence needs factor >= 2, rungs >= 1, tolerance >= 0 and 0 < fraction <= 1; got "
                 f"factor {self.factor}, rungs {self.rungs}, tolerance {self.tolerance}, fraction {self.fraction}"
+            )
+        if not 0 <= self.delta < 1 or not 0.5 <= self.confidence < 1:
+            raise ConfigError(
+                "convergence needs 0 <= delta < 1 (e.g. 0.02: two points) and 0.5 <= confidence < 1 (e.g. 0.95); "
+                f"got delta {self.delta}, confidence {self.confidence}"
             )
 
     @property
@@ -71,23 +87,45 @@ class ConvergenceSpec:
         return {"off": 0, "check": 1, "escalate": self.rungs}[self.mode]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain form for the saved config."""
-        return {
-            "mode": self.mode,
-            "factor": self.factor,
-            "rungs": self.rungs,
-            "fraction": self.fraction,
-            "tolerance": self.tolerance,
-        }
+        """Plain form for the saved config: the scope's own settings."""
+        own = ("delta", "confidence") if self.scope == "headline" else ("fraction", "tolerance")
+        return {name: getattr(self, name) for name in ("mode", "scope", "factor", "rungs", *own)}
+
+
+FIELDS = ("mode", "scope", "factor", "rungs", "delta", "confidence", "fraction", "tolerance")
+
+
+def escalation(attack: Any) -> Any:
+    """The registered ``escalate`` of ``attack`` (a ResolvedAttack), or None: nothing to escalate (FGSM), a sweep
+    budget or a rung."""
+    from robaudit.attacks.base import ATTACKS
+
+    escalate = ATTACKS.get(attack.name).meta.get("escalate") if attack.name in ATTACKS else None
+    return None if attack.sweep or attack.convergence_of is not None else escalate
+
+
+def strongest(attacks: list[Any]) -> Any:
+    """The attack the headline check escalates: the highest tier among those that can escalate (the first of
+    equals); None when none can."""
+    candidates = [a for a in attacks if escalation(a) is not None]
+    return max(candidates, key=lambda a: a.tier or 0, default=None)
+
+
+def with_rungs(attacks: list[Any], spec: ConvergenceSpec) -> list[Any]:
+    """``attacks`` with their convergence rungs: after every attack (``scope: attack``), or after the strongest
+    (``scope: headline``)."""
+    top = strongest(attacks) if spec.scope == "headline" else None
+    out = []
+    for attack in attacks:
+        out += [attack, *(rungs_for(attack, spec) if spec.scope == "attack" or attack is top else [])]
+    return out
 
 
 def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
     """The escalated rungs of ``attack`` (a ResolvedAttack): none for a sweep budget or an attack with nothing to
     escalate (FGSM)."""
-    from robaudit.attacks.base import ATTACKS
-
-    escalate = ATTACKS.get(attack.name).meta.get("escalate") if attack.name in ATTACKS else None
-    if escalate is None or attack.sweep or attack.convergence_of is not None:
+    escalate = escalation(attack)
+    if escalate is None:
         return []
     rungs = []
     for rung in range(1, spec.rung_count + 1):
@@ -95,7 +133,15 @@ def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
         params = escalate(dict(attack.params), scale)
         label = f"{attack.label}+x{scale}"
         rungs.append(
-            replace(attack, params=params, label=label, convergence_of=attack.label, rung=rung, eot_scale=scale)
+            replace(
+                attack,
+                params=params,
+                label=label,
+                convergence_of=attack.label,
+                rung=rung,
+                eot_scale=scale,
+                check_scope=spec.scope,
+            )
         )
     return rungs
 

@@ -22,6 +22,7 @@ from robaudit.audit.run import (
     process_group,
     rank_device,
     rank_zero_first,
+    run_check,
     run_shard,
     torchrun_active,
 )
@@ -249,6 +250,7 @@ def run_evaluation(
                 merge_and_report(prepared.run_dir.path)  # marked INCOMPLETE: says how many samples have records
             raise
         barrier()
+        run_check(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard)
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
             merge_and_report(prepared.run_dir.path)
         elif not torchrun_active():

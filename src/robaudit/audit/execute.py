@@ -41,12 +41,18 @@ Advance = Callable[[str], None]
 
 @dataclass
 class Batch:
-    """Samples [start, start + N) on the device: images (N, C, H, W), labels (N,), ids."""
+    """Samples [start, start + N) on the device: images (N, C, H, W), labels (N,), ids; or, with ``positions``,
+    the samples at those dataset positions (the convergence check's chosen samples)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     ids: list[str]
     start: int
+    positions: list[int] | None = None
+
+    def index(self, i: int) -> int:
+        """The dataset position of the batch's ``i``-th sample."""
+        return self.positions[i] if self.positions is not None else self.start + i
 
 
 @dataclass
@@ -86,15 +92,18 @@ def condition_records(
     preds: tuple[torch.Tensor, torch.Tensor],
     attacked: torch.Tensor,
     adversarial: torch.Tensor | None = None,
+    incomplete: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per sample of ``batch`` under ``condition``; ``preds`` = (clean predictions, predictions)."""
+    """One record per sample of ``batch`` under ``condition``; ``preds`` = (clean predictions, predictions);
+    ``incomplete`` (N,) bool: the attack's loss trace was still progressing on the sample."""
     clean_pred, pred = preds
     zeros = torch.zeros(len(batch.labels))
     linf, l2 = perturbation_norms(adversarial, batch.images) if adversarial is not None else (zeros, zeros)
+    incomplete = incomplete if incomplete is not None else torch.zeros(len(batch.labels), dtype=torch.bool)
     return [
         Record(
             sample_id=batch.ids[i],
-            index=batch.start + i,
+            index=batch.index(i),
             label=int(batch.labels[i]),
             condition=condition.key(),
             attack=attack.name if attack else condition.attack,
@@ -109,6 +118,7 @@ def condition_records(
             attacked=bool(attacked[i]),
             linf=round(float(linf[i]) if attacked[i] else 0.0, 7),
             l2=round(float(l2[i]) if attacked[i] else 0.0, 7),
+            incomplete=bool(incomplete[i]) and bool(attacked[i]),
         ).to_dict()
         for i in range(len(batch.labels))
     ]
@@ -186,8 +196,9 @@ class PartExecutor:
         return self.batch_size
 
     def steps(self, part: Part) -> int:
-        """Progress units of a part: one per condition and batch."""
-        return len(self.plan.conditions()) * -(-(part.stop - part.start) // self.batch_size)
+        """Progress units of a part: one per condition and batch (the headline check's rungs run after the parts)."""
+        conditions = [a for _, a, _ in self.plan.conditions() if getattr(a, "check_scope", "attack") == "attack"]
+        return len(conditions) * -(-(part.stop - part.start) // self.batch_size)
 
     def streams(self, batch: Batch, *parts: object) -> SampleRNG:
         """The streams of ``batch``'s samples for the purpose named by ``parts``."""
@@ -230,13 +241,15 @@ class PartExecutor:
                     adversarial = shared if condition.shares_classifier_examples else None
                     if adversarial is None:
                         adversarial = self.pipeline_examples(condition, attack, batch, want, out)
+                        incomplete = self.incomplete
                     else:
+                        incomplete = self.shared_incomplete
                         add_timing(out.timings, condition.key(), self.shared_seconds * int(want.sum()), int(want.sum()))
                         add_passes(out.timings, condition.key(), self.shared_passes.to_dict(), 0)
                         add_disagreements(out.timings, condition.key(), *self.shared_disagreed)
                     adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
                     preds = self.score_condition(
-                        condition, attack, defense, batch, (clean[defense.label], want), adversarial, out
+                        condition, attack, defense, batch, (clean[defense.label], want), adversarial, out, incomplete
                     )
                     advance(f"samples {start}-{stop} {condition.key()}")
                     verdict = Verdict(clean[defense.label], want, adversarial, preds)
@@ -269,6 +282,10 @@ class PartExecutor:
         made = run_attack(built, attack, images, labels, rng=rng, seed=seed, precision=self.precision)
         adversarial[index] = made
         self.disagreed = disagreements(built.model, made, labels, precision=self.precision)
+        self.incomplete = torch.zeros(len(batch.labels), dtype=torch.bool, device=self.device)
+        flags = getattr(built, "incomplete", None)
+        if isinstance(flags, torch.Tensor) and len(flags) == len(index):
+            self.incomplete[index] = flags.to(self.device)
         return adversarial
 
     def shared_examples(
@@ -286,7 +303,7 @@ class PartExecutor:
             )
         self.shared_seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
         self.shared_passes = self.passes.take("shared")  # counted in full by every condition that scores them
-        self.shared_disagreed = self.disagreed
+        self.shared_disagreed, self.shared_incomplete = self.disagreed, self.incomplete
         return shared
 
     def pipeline_examples(
@@ -311,6 +328,7 @@ class PartExecutor:
         clean: tuple[list[torch.Tensor], torch.Tensor],
         adversarial: torch.Tensor,
         out: PartOutput,
+        incomplete: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Records of one condition: ``repeats`` scoring draws of its adversarial images; gallery rows. Returns the
         predictions of each draw (N,) (the clean ones for samples not attacked)."""
@@ -324,7 +342,7 @@ class PartExecutor:
             pred = torch.where(want, pred, clean_preds[repeat])
             preds.append(pred)
             out.records += condition_records(
-                batch, condition, attack, repeat, (clean_preds[repeat], pred), want, adversarial
+                batch, condition, attack, repeat, (clean_preds[repeat], pred), want, adversarial, incomplete
             )
         add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
         return preds
@@ -333,8 +351,11 @@ class PartExecutor:
         self, base: Condition, defense: Defense, batch: Batch, verdict: Verdict, out: PartOutput, advance: Advance
     ) -> None:
         """The convergence rungs of ``base``: each attacks again, at its escalated budget, the samples still standing
-        (robust in every scoring draw) below it; every other sample keeps the verdict of the rung below."""
+        (robust in every scoring draw) below it; every other sample keeps the verdict of the rung below. Only the
+        ladders of ``convergence: {scope: attack}``: the headline check runs after every part (``audit.check``)."""
         for rung in self.plan.rungs_of(base.attack):
+            if rung.check_scope != "attack":
+                return
             condition = Condition(rung.label, defense.label, base.threat)
             standing = verdict.want & torch.stack([p == batch.labels for p in verdict.preds]).all(0)
             chosen = standing & self.sampled(condition, batch)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from rich.markup import escape
 
+from robaudit.audit.check import missing_check_parts, run_check_phase
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.plan import Part, Shard, parts
 from robaudit.data import ImageSet
@@ -171,6 +172,22 @@ def run_shard(
     run_dir.write_shard_manifest(shard.name, manifest)
 
 
+def run_check(executor: PartExecutor, dataset: ImageSet, *, run_dir: RunDir, shard: Shard) -> bool:
+    """The headline convergence check's stages (``audit.check``), once every base part of the run exists: claimed
+    part by part under torchrun (ranks wait for each other between stages), the shard's own parts in a job array.
+    True when the check is complete (or not asked for); False when it waits for other shards."""
+    if any(not run_dir.has_part(p.name) for p in executor.plan.parts()):
+        console.print("convergence check: waits until every shard's parts are done; then run the same command again")
+        return False
+
+    def claim(parts: list[Part], stage: str) -> Iterator[Part]:
+        if torchrun_active() and shard == Shard.from_environment():
+            return claimed_parts(parts, key=f"robaudit/next-part/{run_dir.path.name}/{stage}")
+        return owned_parts(parts, shard)
+
+    return run_check_phase(executor, dataset, run_dir=run_dir, claim=claim, wait=barrier)
+
+
 def expected_parts(config: dict[str, Any], manifest: dict[str, Any]) -> list[Part] | None:
     """The parts a run must have (None for runs written before parts had a fixed size)."""
     if "part_size" not in config:
@@ -178,22 +195,26 @@ def expected_parts(config: dict[str, Any], manifest: dict[str, Any]) -> list[Par
     return parts(int(manifest["data"]["num_samples"]), int(config["part_size"]))
 
 
-def merge(path: str | Path) -> list[Part]:
+def merge(path: str | Path) -> list[str]:
     """Merge a run directory's shards: the run manifest gains every shard's manifest and out-of-memory splits and
-    the status ``complete`` or ``incomplete`` (naming the missing parts). Returns the missing parts; the caller
+    the status ``complete`` or ``incomplete`` (naming the missing parts: the base parts, then the convergence check's
+    parts at its current stage). Returns the names of the missing parts; the caller
     rebuilds the reports from the records that exist (``reporting.report.rebuild_reports``)."""
     run_dir = RunDir(path)
     manifest = run_dir.read_manifest()
     if manifest is None:
         raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
-    expected = expected_parts(run_dir.read_config(), manifest)
+    config = run_dir.read_config()
+    expected = expected_parts(config, manifest)
     if expected is not None:
         shards = run_dir.read_shard_manifests()
-        missing = [p for p in expected if not run_dir.has_part(p.name)]
+        missing = [p.name for p in expected if not run_dir.has_part(p.name)]
+        if not missing:  # the convergence check's stages run once every base part exists
+            missing = missing_check_parts(run_dir, int(config["part_size"]))
         manifest["shards"] = shards
         splits = [s for shard in shards.values() for s in shard.get("batch_splits", [])]
         manifest["batch_splits"] = sorted(splits, key=lambda s: s["start"])
-        manifest["missing_parts"] = [p.name for p in missing]
+        manifest["missing_parts"] = missing
         interrupted = any(s.get("status") == "interrupted" for s in shards.values())
         manifest["status"] = ("interrupted" if interrupted else "incomplete") if missing else "complete"
         finished = [s["finished"] for s in shards.values() if s.get("finished")]

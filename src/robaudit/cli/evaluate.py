@@ -260,6 +260,10 @@ def print_summary(run_dir: Path) -> None:
             )
     console.print(table)
     for check in summary.get("convergence", []):
+        if check.get("scope") == "headline":
+            where = f"{escape(check['defense'])} / {check['threat']}"
+            console.print(f"convergence check, {where}: {escape(check['statement'])}")
+            continue
         verdict = (
             f"converged at {check['ladder'][check['converged_at']]['label']}"
             if check["converged"]

@@ -37,7 +37,7 @@ def report(
     for run_dir in run_dirs:
         missing = merge(run_dir)  # the shards' parts that exist; the reports say what is missing
         if missing:
-            names = ", ".join(p.name for p in missing[:8]) + (", ..." if len(missing) > 8 else "")
+            names = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
             console.print(f"[yellow]incomplete run: {len(missing)} part(s) missing: {escape(names)}[/yellow]")
         rebuild_reports(run_dir)
         if template is not None:

@@ -78,13 +78,20 @@ def ladder_verdict(
 
 
 def convergence_checks(
-    summary: dict[str, Any], config: dict[str, Any], passes: dict[str, Any], rung_samples: dict | None = None
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    passes: dict[str, Any],
+    rung_samples: dict | None = None,
+    check: list[Any] | None = None,
 ) -> list[dict]:
     """One entry per (attack, defense, threat) that has rungs: its ladder and the check's verdict.
-    ``rung_samples``: per rung condition, the survivors below it and those it attacked again (``RunDir``)."""
+    ``rung_samples``: per rung condition, the survivors below it and those it attacked again (``RunDir``);
+    ``check``: the headline check's outcomes (``headline_check.plan_check``), for ``scope: headline``."""
     settings = config.get("convergence") or {}
     if not settings or settings.get("mode") == "off":
         return []
+    if settings.get("scope", "attack") == "headline":
+        return [headline_entry(summary, settings, passes, outcome) for outcome in check or []]
     randomized_classifier = summary["model"]["randomized"].get("randomized", False)
     checks = []
     for defense in summary["defenses"]:
@@ -122,6 +129,96 @@ def convergence_checks(
     return checks
 
 
+def headline_entry(
+    summary: dict[str, Any], settings: dict[str, Any], passes: dict[str, Any], outcome: Any
+) -> dict[str, Any]:
+    """The headline check of one (defense, threat) (``headline_check.Outcome``): the strongest attack's ladder, its
+    stages, the certified bound and the statement a reviewer signs."""
+    defense = next(d for d in summary["defenses"] if d["label"] == outcome.defense)
+    results = [r for r in defense["results"] if r["threat"] == outcome.threat]
+    rungs = sorted((r for r in results if r.get("check_scope") == "headline"), key=lambda r: r["rung"])
+    base = [r for r in results if rungs and r["label"] == rungs[0]["convergence_of"]]
+    ladder = [
+        rung_row(r, Condition(r["label"], outcome.defense, outcome.threat).key(), passes, None) for r in base + rungs
+    ]
+    stages = [
+        {
+            "rung": stage.label,
+            "stage": stage.kind,
+            "standing": pair.standing,
+            "flagged": pair.flagged,
+            "drawn": pair.drawn,
+            "attacked": len(pair.chosen),
+            "fell": len(fallen),
+        }
+        for stage, pair, fallen in outcome.stages
+    ]
+    total = defense["n_samples"]
+    ladder = ladder[:1] + [row for row in ladder[1:] if any(s["rung"] == row["label"] for s in stages)]
+    reached = list(range(1, len(ladder)))
+    return {
+        "scope": "headline",
+        "attack": base[0]["label"] if base else None,
+        "defense": outcome.defense,
+        "threat": outcome.threat,
+        **{k: settings.get(k) for k in ("mode", "factor", "delta", "confidence")},
+        "ladder": ladder,
+        "stages": stages,
+        "certified": outcome.certified,
+        "bound": outcome.bound,
+        "bound_points": None if outcome.bound is None or not total else round(100 * outcome.bound / total, 2),
+        "pending": outcome.pending,
+        "converged": outcome.certified,
+        "converged_at": (reached[-1] if reached else 0) if outcome.certified else None,
+        "ceiling": ladder[-1]["label"].rsplit("+", 1)[-1] if len(ladder) > 1 else None,
+        "statement": headline_statement(outcome, stages, settings, total),
+    }
+
+
+def headline_statement(outcome: Any, stages: list[dict[str, Any]], settings: dict[str, Any], total: int) -> str:
+    """What the headline check certified, in words: what ran on how many standing samples, what fell, the bound."""
+    confidence = f"{100 * float(settings.get('confidence', 0.95)):.0f}%"
+    if outcome.pending:
+        return "the convergence check has not finished: run the same command again once every shard is done"
+    if not stages:
+        if not outcome.bound:
+            return "no sample stands in this worst case: there is nothing a stronger attack could break"
+        return (
+            f"{outcome.bound} standing sample(s), too few to move the headline by more than "
+            f"{points(outcome.bound, total)} points: certified without re-attacking"
+        )
+    said = [stage_phrase(stage) for stage in stages]
+    if outcome.certified:
+        said.append(
+            f"at {confidence} the headline would fall at most {points(outcome.bound, total)} points "
+            f"(at most {outcome.bound} more sample(s) of {total})"
+        )
+    else:
+        fell = sum(s["fell"] for s in stages)
+        said.append(
+            f"{fell} fell in all and the headline reads them; not certified"
+            + ("" if settings.get("mode") == "escalate" else ": run with convergence: escalate to climb another rung")
+        )
+    return "; ".join(said)
+
+
+def stage_phrase(stage: dict[str, Any]) -> str:
+    """One stage in words, e.g. "a 2x rung of autoattack on 16 of 34 standing samples (3 flagged by their loss
+    trace, 13 a seeded draw): none fell"."""
+    scale = stage["rung"].rsplit("+", 1)
+    rung = f"a {scale[1][1:]}x rung of {scale[0]}"
+    fell = "none fell" if not stage["fell"] else f"{stage['fell']} fell"
+    if stage["stage"] == "all":
+        return f"so {rung} ran on the other {stage['attacked']} standing samples: {fell}"
+    how = f"{stage['flagged']} flagged by their loss trace, {stage['drawn']} a seeded draw"
+    return f"{rung} on {stage['attacked']} of {stage['standing']} standing samples ({how}): {fell}"
+
+
+def points(samples: int | None, total: int) -> str:
+    """Samples of ``total`` as percentage points, e.g. "2.0"."""
+    return "n/a" if samples is None or not total else f"{100 * samples / total:.1f}"
+
+
 def rungs_of(results: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
     """The rungs of ``base`` (same threat model), lowest first."""
     rungs = [r for r in results if r.get("convergence_of") == base["label"] and r["threat"] == base["threat"]]
@@ -134,6 +231,9 @@ def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
     flags = []
     for check in checks:
         if check["converged"]:
+            continue
+        if check.get("scope") == "headline":
+            flags += [] if check["pending"] else [headline_finding(check)]
             continue
         first, last = check["ladder"][0], check["ladder"][-1]
         where = f"{check['attack']} on {check['defense']} ({check['threat']})"
@@ -154,6 +254,20 @@ def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
             )
         )
     return flags
+
+
+def headline_finding(check: dict[str, Any]) -> Finding:
+    """A warning for a headline check that did not certify: the stronger attack broke standing samples."""
+    where = f"the worst case of {check['defense']} ({check['threat']})"
+    return Finding(
+        check="convergence",
+        severity="warning",
+        title=f"{where} did not converge under {check['attack']}",
+        explanation=check["statement"] + "; the headline is still only an upper bound",
+        evidence=", ".join(
+            f"{r['label']}: {r['robust_accuracy_worst_of_n']['successes']} robust" for r in check["ladder"]
+        ),
+    )
 
 
 def broken_phrase(check: dict[str, Any]) -> str:

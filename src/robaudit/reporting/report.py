@@ -17,6 +17,7 @@ from robaudit.attacks.base import format_eps
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
+from robaudit.headline_check import plan_check
 from robaudit.records import Condition
 from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import (
@@ -142,8 +143,17 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         "seed": config.get("seed"),
         **numbers,
     }
-    add_checks(summary, frame, manifest, config, run_dir.read_passes(), run_dir.read_rung_samples())
+    outcomes = headline_outcomes(run_dir, config, records)
+    add_checks(summary, frame, manifest, config, run_dir.read_passes(), run_dir.read_rung_samples(), outcomes)
     return summary
+
+
+def headline_outcomes(run_dir: RunDir, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Any]:
+    """The headline convergence check's outcome per defense and threat model, read from the records
+    (``headline_check.plan_check``; empty for runs without it)."""
+    size = int(config.get("part_size", 1))
+    has_part = lambda stage: all(run_dir.has_part(name) for name, _ in stage.parts(size))  # noqa: E731
+    return plan_check(config, records, has_part)[1]
 
 
 def add_checks(
@@ -153,9 +163,10 @@ def add_checks(
     config: dict[str, Any],
     passes: dict,
     rung_samples: dict | None = None,
+    outcomes: list[Any] | None = None,
 ) -> None:
     """The convergence checks, the sanity flags (pre-flight, post-run, memory, convergence) and the warnings."""
-    summary["convergence"] = convergence_checks(summary, config, passes or {}, rung_samples or {})
+    summary["convergence"] = convergence_checks(summary, config, passes or {}, rung_samples or {}, outcomes)
     flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_findings(manifest)
     flags += convergence_findings(summary["convergence"])
     summary["flags"] = [f.to_dict() for f in flags]

@@ -88,16 +88,23 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _grid(frame: pd.DataFrame, condition: str, index: pd.Index) -> pd.DataFrame:
-    """(samples x repeats) table of ``correct`` for one condition, aligned to ``index`` (missing -> False)."""
+def _grid(frame: pd.DataFrame, condition: str, index: pd.Index, below: pd.DataFrame | None = None) -> pd.DataFrame:
+    """(samples x repeats) table of ``correct`` for one condition, aligned to ``index``. A missing sample counts
+    as wrong, except under a convergence rung (``below``: the grid of the rung below it), where a sample the rung
+    did not attack again keeps the verdict below."""
     rows = frame[frame["condition"] == condition]
     grid = rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
-    return grid.reindex(index).fillna(False).astype(bool)
+    grid = grid.reindex(index)
+    if below is not None:
+        grid = grid.reindex(columns=below.columns).astype(object).where(grid.notna(), below)
+    return grid.fillna(False).astype(bool)
 
 
-def _entry(frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dict[str, Any]) -> dict[str, Any]:
-    """Aggregates of one (attack, defense, threat) condition over its samples and repeats."""
-    grid = _grid(frame, condition, clean.index)
+def _entry(
+    frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dict[str, Any], below: pd.DataFrame | None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Aggregates of one (attack, defense, threat) condition over its samples and repeats, and its grid."""
+    grid = _grid(frame, condition, clean.index, below)
     n, repeats = grid.shape
     rows = frame[(frame["condition"] == condition) & frame["attacked"].astype(bool)]
     first = rows[rows["repeat"] == rows["repeat"].min()] if len(rows) else rows
@@ -112,7 +119,17 @@ def _entry(frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dic
         "max_linf": float(first["linf"].max()) if len(first) else 0.0,
         "mean_l2": float(first["l2"].mean()) if len(first) else 0.0,
         "max_l2": float(first["l2"].max()) if len(first) else 0.0,
-    }, grid.all(axis=1)
+    }, grid
+
+
+def rung_below(attack: dict[str, Any], attacks: list[dict[str, Any]]) -> str:
+    """The label of the condition a convergence rung escalates from: the attack for the first rung, else the rung
+    below; "" for an attack that is no rung."""
+    base = attack.get("convergence_of")
+    if base is None:
+        return ""
+    lower = [a for a in attacks if a.get("convergence_of") == base and a.get("rung", 0) == attack.get("rung", 1) - 1]
+    return lower[0]["label"] if lower else base
 
 
 def success_rate(clean_correct: np.ndarray, robust: np.ndarray) -> dict[str, Any]:
@@ -163,10 +180,13 @@ def summarize(
         clean = clean.sort_index().fillna(False).astype(bool)  # a missing clean record counts as wrong
         n, repeats = clean.shape
         robust_all = clean.all(axis=1)
-        results = []
+        results, grids = [], {}
         for attack in attacks:
             for threat in defense["threats"]:
-                entry, survived = _entry(frame, Condition(attack["label"], label, threat).key(), clean, attack)
+                key = Condition(attack["label"], label, threat).key()
+                below = grids.get(Condition(rung_below(attack, attacks), label, threat).key())
+                entry, grids[key] = _entry(frame, key, clean, attack, below)
+                survived = grids[key].all(axis=1)
                 entry = {**entry, "purifier": label, "threat": threat}
                 if not attack.get("sweep"):  # the headline worst case is at the headline budget
                     robust_all &= survived
