@@ -1,4 +1,5 @@
-"""The per-attack convergence ladders (``convergence: {scope: attack}``): a toy where the configured budget provably does not converge (PGD-5 with a tiny step can
+"""The per-attack convergence ladders (``convergence: {scope: attack}``): a toy where the configured budget
+provably does not converge (PGD-5 with a tiny step can
 travel only an eighth of eps; 4x and 16x the steps reach the boundary) fails its check, names the gap, and under
 ``escalate`` makes the headline the strongest rung's, with both verdicts kept in the records; a converged toy passes
 with its headline unchanged; escalation never raises a robust accuracy, sample by sample; only survivors are attacked
