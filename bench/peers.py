@@ -11,10 +11,13 @@ budget (Linf; chosen so some samples survive):
   without early exit) against a hand-written loop over torchattacks' PGD, the loop a user would write, both from the
   clean image (no random start, so the iterates are the same). Time ratio (target <= 1.03 without early exit) and
   robust accuracy (equal, or lower: robaudit keeps each sample's best iterate, torchattacks its last).
-- AutoAttack: the reference implementation (``pyautoattack``, Croce & Hein's code) against robaudit's ``standard``
-  and ``fast``: robust accuracy, model passes (forward + backward, counted at the classifier by hooks, the same way
-  for every tool) and seconds. Targets: standard equal to the reference within one sample; fast >= 5x fewer passes
-  than the reference and than robaudit's standard, robust accuracy at most standard's plus one sample.
+- AutoAttack: the reference implementation (``pyautoattack``, Croce & Hein's code) against robaudit's ``standard``,
+  ``standard`` followed by the headline convergence check as ``evaluate`` runs it (its rung: the ``plus`` restarts
+  of the APGD components, on the flagged and a sized seeded draw of the standing samples, delta 2 points), and
+  ``fast``: robust accuracy, model passes (forward + backward, counted at the classifier by hooks, the same way
+  for every tool) and seconds. Targets: standard equal to the reference within one sample; standard + check at most
+  1.3x the reference's passes at its verdict; fast >= 5x fewer passes than the reference and than robaudit's
+  standard, robust accuracy at most standard's plus one sample.
 - PGD-20 in fp32 against bf16 (``--precision bf16``) and ``--compile``: time ratios and the verdicts where bf16 and
   float32 disagree on the final images.
 
@@ -30,25 +33,29 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torchattacks
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
+from robaudit.attacks.autoattack import escalate_autoattack
 from robaudit.attacks.precision import disagreements
 from robaudit.audit.config import EvaluateConfig
 from robaudit.audit.evaluate import prepare_run
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.passes import PassCount, PassCounter
 from robaudit.audit.plan import Part, Shard
+from robaudit.check_bound import allowed_fallers, certified_fallers, subset_size
 from robaudit.data import load_dataset
+from robaudit.headline_check import seeded_draw
 from robaudit.models.compiled import compile_classifier
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.sample_rng import SampleRNG
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECK_DELTA = 0.02  # the headline check certifies a fall of at most 2 points, as evaluate's default
 REPEATS = 3  # PGD-20 timings: the fastest of three runs, for the loop and for the engine
 DATA = ROOT.parent / "shared" / "data"
 
@@ -157,10 +164,59 @@ def robaudit_attack(model, images, labels, name: str, params: dict, *, eps: floa
     return run_attack(attack, resolved, images, labels, rng=rng, seed=0, **context)
 
 
+def standard_with_check(model, images, labels, *, eps: float, small: dict, delta: float = CHECK_DELTA):
+    """robaudit's ``standard`` AutoAttack followed by the headline convergence check, as ``evaluate`` runs it
+    (``robaudit.headline_check``): the rung (the ``plus`` restarts of APGD-CE and APGD-DLR, new random starts) on the
+    standing samples the loss trace flags and a seeded draw of the rest sized to certify ``delta``; on every standing
+    sample if one falls. Returns (adversarial images, what the check did)."""
+    resolved = resolve_attack("autoattack", {"version": "standard", **small}, eps=eps, eps_l2=0.5)
+    attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=0)
+    adversarial = run_attack(attack, resolved, images, labels, rng=SampleRNG.from_seeds(range(len(labels))), seed=0)
+    standing = (predict(model, adversarial) == labels).nonzero().flatten().tolist()
+    flagged = [i for i in standing if bool(attack.incomplete[i])]
+    rest = [i for i in standing if i not in flagged]
+    count = subset_size(len(rest), allowed_fallers(delta, len(labels)))
+    drawn = [int(i) for i in seeded_draw(0, "peers", [str(i) for i in rest], count)]
+    rung = replace(resolved, params=escalate_autoattack(dict(resolved.params), 2), label="autoattack+x2")
+    fallen = rung_fallen(model, images, labels, rung, sorted(flagged + drawn), adversarial)
+    stages = (
+        f"rung on {len(flagged) + len(drawn)} of {len(standing)} standing ({len(flagged)} flagged): {len(fallen)} fell"
+    )
+    if fallen:
+        others = sorted(set(rest) - set(drawn))
+        fallen += rung_fallen(model, images, labels, rung, others, adversarial)
+        stages += f"; on the other {len(others)}: {len(fallen)} fell in all"
+    else:
+        bound = certified_fallers(len(rest), count)
+        stages += f"; at 95% at most {bound} of {len(labels)} more would fall ({100 * bound / len(labels):.1f} points)"
+    return adversarial, stages
+
+
+def rung_fallen(model, images, labels, rung, chosen: list[int], adversarial: torch.Tensor) -> list[int]:
+    """Run ``rung`` on the samples ``chosen`` (their streams new: seeded apart from the attack's); write the
+    adversarial images of those it breaks into ``adversarial``; return them."""
+    if not chosen:
+        return []
+    index = torch.tensor(chosen)
+    attack = build_attack(rung, model, num_classes=model.card.num_classes, seed=1)
+    rng = SampleRNG.from_seeds([len(labels) + i for i in chosen])
+    made = run_attack(attack, rung, images[index], labels[index], rng=rng, seed=1)
+    broke = predict(model, made) != labels[index]
+    adversarial[index[broke]] = made[broke]
+    return index[broke].tolist()
+
+
 def autoattack_rows(bench: Bench, model, images, labels, *, quick: bool) -> list[dict]:
-    """Reference, robaudit standard and robaudit fast AutoAttack: robust samples, passes, seconds."""
+    """Reference, robaudit standard, standard with the convergence check, and fast AutoAttack: robust samples,
+    passes, seconds."""
     small = {"steps": 10, "n_queries": 100} if quick else {}
     rows = []
+    checked = {}
+
+    def with_check() -> torch.Tensor:
+        adversarial, checked["stages"] = standard_with_check(model, images, labels, eps=bench.eps, small=small)
+        return adversarial
+
     runs = {
         "reference AutoAttack": lambda: reference_autoattack(
             model, images, labels, eps=bench.eps, num_classes=model.card.num_classes, quick=quick
@@ -168,6 +224,7 @@ def autoattack_rows(bench: Bench, model, images, labels, *, quick: bool) -> list
         "robaudit autoattack standard": lambda: robaudit_attack(
             model, images, labels, "autoattack", {"version": "standard", **small}, eps=bench.eps
         ),
+        "robaudit autoattack standard + check": with_check,
         "robaudit autoattack fast": lambda: robaudit_attack(
             model, images, labels, "autoattack", {"version": "fast", **small}, eps=bench.eps
         ),
@@ -175,6 +232,8 @@ def autoattack_rows(bench: Bench, model, images, labels, *, quick: bool) -> list
     for label, work in runs.items():
         adversarial, seconds, passes = measured(model, work)
         rows.append(row(bench, label, robust(model, adversarial, labels), seconds, passes, len(labels)))
+        if "check" in label:
+            rows[-1]["check"] = checked["stages"]
     return rows
 
 
@@ -229,10 +288,11 @@ def run_bench(bench: Bench, *, n: int, quick: bool, work: Path) -> list[dict]:
         rows.append(row(bench, label, correct, seconds[early_exit], passes, n))
         rows[-1]["time vs loop"] = round(seconds[early_exit] / loop_seconds, 3)
     rows += autoattack_rows(bench, model, images, labels, quick=quick)
-    reference, standard, fast = rows[-3:]
-    for r in (standard, fast):
+    reference, standard, checked, fast = rows[-4:]
+    for r in (standard, checked, fast):
         r["passes vs reference"] = round(reference["passes"] / max(1, r["passes"]), 2)
         r["time vs reference"] = round(r["seconds"] / reference["seconds"], 3)
+    checked["cost vs reference"] = round(checked["passes"] / max(1, reference["passes"]), 3)
     fast["passes vs standard"] = round(standard["passes"] / max(1, fast["passes"]), 2)
     rows += precision_rows(bench, model, images, labels)
     fp32 = rows[-3]

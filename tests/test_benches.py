@@ -32,7 +32,9 @@ def test_peers_quick_prints_every_row_for_every_model(tmp_path, monkeypatch, cap
 
     rows = json.loads(out.read_text())
     assert {r["model"] for r in rows} == {"digits-vit", "xray-vit"}
-    assert len(rows) == 2 * 9
+    assert len(rows) == 2 * 10
+    checked = [r for r in rows if r["run"] == "robaudit autoattack standard + check"]
+    assert len(checked) == 2 and all("standing" in r["check"] and r["cost vs reference"] > 0 for r in checked)
     for r in rows:
         assert 0 <= r["robust"] <= r["n"] == 8
         assert r["passes"] > 0 and r["seconds"] > 0
@@ -69,6 +71,6 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     assert rows[("ddpm", "default")] > 0, "the quick audit attacked something"
     check = header.index("check")
     verdicts = {(r[0].strip(), r[1].strip()): r[check].strip() for r in lines[1:] if r[0].strip() != "purifier"}
-    assert verdicts[("ebm", "default")] == "-" and verdicts[("ebm", "default + convergence")] != "-", verdicts
+    assert verdicts[("ebm", "default")] == "-" and "certified" in verdicts[("ebm", "default + check")], verdicts
     assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
-    assert "default + convergence vs reference" in table and "grafting:" in table and "selective EOT vs" in table
+    assert "default + check vs reference" in table and "grafting:" in table and "selective EOT vs" in table

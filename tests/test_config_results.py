@@ -59,8 +59,12 @@ def test_config_unknown_key_is_named():
 def test_config_eps_fraction_and_labels():
     config = EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "eps": "4/255"})
     labels = [a.label for a in config.resolved_attacks()]
-    assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd+x4", "pgd#2", "pgd#2+x4"]
-    assert [a.convergence_of for a in config.resolved_attacks()] == [None, "pgd", None, "pgd#2"]
+    assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd+x2", "pgd#2"]
+    assert [a.convergence_of for a in config.resolved_attacks()] == [None, "pgd", None], "the headline check escalates"
+    ladders = EvaluateConfig.from_mapping(
+        {"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "convergence": {"scope": "attack"}}
+    )
+    assert [a.label for a in ladders.resolved_attacks()] == ["pgd", "pgd+x2", "pgd#2", "pgd#2+x2"]
 
 
 def test_config_entries_take_their_own_labels():

@@ -27,7 +27,7 @@ def test_resolve_gives_one_immutable_audit_that_the_saved_config_reads():
     resolved = config.resolve()
     assert isinstance(resolved, ResolvedAudit) and isinstance(resolved.attacks, tuple)
     labels = [a.label for a in resolved.attacks]
-    assert labels == ["fgsm", "fgsm@0.01569", "pgd", "pgd+x4", "pgd@0.01569"]
+    assert labels == ["fgsm", "fgsm@0.01569", "pgd", "pgd+x2", "pgd@0.01569"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.attacks = ()
     assert resolved.to_dict() == config.to_dict()

@@ -93,7 +93,7 @@ def _subprocess(workdir: Path, *command: str) -> None:
 def test_torchrun_ranks_and_job_array_shards_give_the_one_process_result(workdir):
     _robaudit("evaluate", "--config", "audit.yaml", "--out", "single", "--batch-size", "6")
     reference = _outputs(workdir / "single")
-    assert len(reference) == 4 + 1
+    assert len([name for name in reference if not name.startswith("part-check-")]) == 4 + 1
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     _subprocess(workdir, *torchrun, "-m", "robaudit", "evaluate", "--config", "audit.yaml", "--out", "ranks")
@@ -109,8 +109,16 @@ def test_torchrun_ranks_and_job_array_shards_give_the_one_process_result(workdir
             result = CliRunner().invoke(app, ["report", "array", "--gate", "clean_accuracy>=0"])
             assert result.exit_code == 1 and "missing" in result.output
             assert "part-000006-000012.jsonl" in result.output
+    # the convergence check waits for every part: the last task starts it; one run without --shard finishes it
+    assert any(p.name.startswith("part-check-") for p in (workdir / "single" / "records").iterdir())
+    _robaudit("evaluate", "--config", "audit.yaml", "--out", "array")
     _robaudit("report", "array")
     assert _outputs(workdir / "array") == reference
+    for _ in range(3):  # or a second pass of the array over the check's parts (each pass goes one stage further)
+        for k in (0, 1):
+            _robaudit("evaluate", "--config", "audit.yaml", "--out", "array2", "--shard", f"{k}/2")
+    _robaudit("report", "array2")
+    assert _outputs(workdir / "array2") == reference
 
 
 def test_a_killed_shard_redoes_only_its_missing_parts(workdir):
@@ -124,5 +132,6 @@ def test_a_killed_shard_redoes_only_its_missing_parts(workdir):
     kept = {p.name: p.stat().st_mtime_ns for p in records.glob("part-*.jsonl")}
     _robaudit("evaluate", "--config", "audit.yaml", "--out", "killed", "--shard", "1/2")
     assert {p.name: p.stat().st_mtime_ns for p in records.glob("part-*.jsonl") if p.name in kept} == kept
+    _robaudit("evaluate", "--config", "audit.yaml", "--out", "killed")  # the convergence check, once every part is done
     _robaudit("report", "killed")
     assert _outputs(workdir / "killed") == reference

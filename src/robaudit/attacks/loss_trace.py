@@ -5,6 +5,11 @@ still improving: rescale the sample's loss trace to [0, 1] by its own minimum an
 (the attack maximizes its loss here), and flag the sample when that best value still moved by more than
 ``THRESHOLD`` (5% of the trace's range) over the last ``WINDOW`` (10) steps. Such a sample is the one that more
 iterations may break, so the convergence check always re-attacks it.
+
+On a randomized pipeline each step's loss is an EOT estimate over a few draws, and its noise alone keeps lifting a
+running best (the last of 20 noisy values is a new record one time in 20). There the trace is first averaged over a
+sliding window of ``SMOOTHING`` (5) steps, which keeps a real trend and damps the noise; a deterministic pipeline's
+trace is read as it is.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ import torch
 
 WINDOW = 10  # steps at the end of a run whose progress is read
 THRESHOLD = 0.05  # progress over the window, as a share of the trace's range, that flags a sample
+SMOOTHING = 5  # steps a randomized pipeline's trace is averaged over before it is read
 
 
 class LossTrace:
     """Per-sample losses of one run: ``record(index, loss)`` after each step on the samples ``index``; samples not in
     ``index`` repeat their last value (a settled sample's trace is flat from there)."""
 
-    def __init__(self, n: int, device: torch.device) -> None:
+    def __init__(self, n: int, device: torch.device, *, smoothing: int = 1) -> None:
         self.last = torch.full((n,), torch.nan, device=device)
         self.rows: list[torch.Tensor] = []
+        self.smoothing = smoothing
 
     def record(self, index: torch.Tensor, loss: torch.Tensor) -> None:
         """Add one step: ``loss`` (len(index),) of the samples ``index``."""
@@ -33,7 +40,19 @@ class LossTrace:
         """(N,) bool: samples whose optimization was still progressing at the end (``incomplete_optimization``)."""
         if not self.rows:
             return torch.zeros_like(self.last, dtype=torch.bool)
-        return incomplete_optimization(torch.stack(self.rows, dim=1))
+        return incomplete_optimization(smoothed(torch.stack(self.rows, dim=1), self.smoothing))
+
+
+def smoothed(losses: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, T) traces averaged over a trailing window of ``window`` steps (fewer at the start); NaN stays NaN."""
+    if window <= 1:
+        return losses
+    known = (~losses.isnan()).float()
+    values = torch.nan_to_num(losses)
+    total, count = values.cumsum(dim=1), known.cumsum(dim=1)
+    total[:, window:] = total[:, window:] - total[:, :-window].clone()
+    count[:, window:] = count[:, window:] - count[:, :-window].clone()
+    return torch.where(known.bool(), total / count.clamp_min(1), losses)
 
 
 def incomplete_optimization(

@@ -155,6 +155,11 @@ def headline_entry(
     ]
     total = defense["n_samples"]
     ladder = ladder[:1] + [row for row in ladder[1:] if any(s["rung"] == row["label"] for s in stages)]
+    for row in ladder[1:]:  # a rung's passes are counted per sample it re-attacked: stated per audited sample too
+        attacked = sum(s["attacked"] for s in stages if s["rung"] == row["label"])
+        row["passes_per_reattacked"] = row["passes_per_sample"]
+        if row["passes_per_sample"] is not None and total:
+            row["passes_per_sample"] = round(row["passes_per_sample"] * attacked / total, 3)
     reached = list(range(1, len(ladder)))
     return {
         "scope": "headline",
