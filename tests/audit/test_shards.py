@@ -64,6 +64,7 @@ CONFIG = {
     "part_size": 6,
     "device": "cpu",
     "seed": 5,
+    "eps": "1/255",  # small enough that samples stand: the convergence check has work in every layout
 }
 
 
@@ -101,7 +102,8 @@ def test_torchrun_ranks_and_job_array_shards_give_the_one_process_result(workdir
     manifest = yaml.safe_load((workdir / "ranks" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and sorted(manifest["shards"]) == ["shard-000-of-002", "shard-001-of-002"]
     claimed = [shard["parts_done"] for shard in manifest["shards"].values()]  # ranks claim parts from one counter
-    assert sorted(sum(claimed, [])) == sorted(p.name for p in (workdir / "ranks" / "records").glob("part-*.jsonl"))
+    base = [p.name for p in (workdir / "ranks" / "records").glob("part-*.jsonl") if not p.name.startswith("part-check")]
+    assert sorted(sum(claimed, [])) == sorted(base)
 
     for k in (0, 1):
         _robaudit("evaluate", "--config", "audit.yaml", "--out", "array", "--shard", f"{k}/2")

@@ -201,8 +201,8 @@ def headline_statement(outcome: Any, stages: list[dict[str, Any]], settings: dic
     else:
         fell = sum(s["fell"] for s in stages)
         said.append(
-            f"{fell} fell in all and the headline reads them; not certified"
-            + ("" if settings.get("mode") == "escalate" else ": run with convergence: escalate to climb another rung")
+            f"{fell} fell in all and the headline reads them"
+            + ("" if settings.get("mode") == "escalate" else " (convergence: escalate climbs another rung)")
         )
     return "; ".join(said)
 
