@@ -185,6 +185,9 @@ def summarize(
             for threat in defense["threats"]:
                 key = Condition(attack["label"], label, threat).key()
                 below = grids.get(Condition(rung_below(attack, attacks), label, threat).key())
+                if attack.get("check_scope") == "headline" and not (frame["condition"] == key).any():
+                    grids[key] = below  # a rung of the headline check that did not run: nothing to report
+                    continue
                 entry, grids[key] = _entry(frame, key, clean, attack, below)
                 survived = grids[key].all(axis=1)
                 entry = {**entry, "purifier": label, "threat": threat}
