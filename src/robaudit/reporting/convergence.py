@@ -194,9 +194,10 @@ def headline_statement(outcome: Any, stages: list[dict[str, Any]], settings: dic
         )
     said = [stage_phrase(stage) for stage in stages]
     if outcome.certified:
+        standing = stages[-1]["standing"]
         said.append(
-            f"at {confidence} the headline would fall at most {points(outcome.bound, total)} points "
-            f"(at most {outcome.bound} more sample(s) of {total})"
+            f"at {confidence} confidence the rung would break at most {outcome.bound} more of the {standing} "
+            f"standing, so the headline would fall at most {points(outcome.bound, total)} points of {total} samples"
         )
     else:
         fell = sum(s["fell"] for s in stages)
