@@ -142,6 +142,7 @@ def test_the_cli_reports_the_check_in_the_summary_report_and_terminal(tmp_path, 
     assert check["ladder"][1]["label"] == "pgd+x2" and (check["certified"] or len(check["ladder"]) == 3)
     assert "## Convergence" in (tmp_path / "run" / "report.md").read_text()
     assert check["statement"] in (tmp_path / "run" / "report.md").read_text().replace("\\", "")
+    assert check["statement"] in (tmp_path / "run" / "report.html").read_text()
     assert "convergence check, none / none:" in result.output.replace("\n", "")
     off = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "off"), "--no-convergence"])
     assert off.exit_code == 0 and json.loads((tmp_path / "off" / "summary.json").read_text())["convergence"] == []
