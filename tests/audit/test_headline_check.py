@@ -12,7 +12,7 @@ import torch
 from scipy.stats import hypergeom
 
 from robaudit.attacks import resolve_attack
-from robaudit.attacks.loss_trace import incomplete_optimization
+from robaudit.attacks.loss_trace import incomplete_optimization, rising_beyond_noise
 from robaudit.audit.check import run_check_phase
 from robaudit.audit.convergence import ConvergenceSpec, with_rungs
 from robaudit.audit.execute import PartExecutor
@@ -56,6 +56,16 @@ def test_the_loss_trace_flags_a_descent_still_moving_and_not_a_converged_one():
     flat = torch.full((1, 40), 3.0)
     flags = incomplete_optimization(torch.cat([still, converged, noisy_flat, flat]))
     assert flags.tolist() == [True, False, False, False]
+
+
+def test_on_a_randomized_pipeline_the_trace_is_flagged_when_it_rises_beyond_its_noise():
+    """EOT losses are noisy: noise alone keeps lifting a running best, so a noisy trace is flagged only when its
+    loss rises beyond its own noise over the last 10 steps (on Gaussian noise: 4% flagged; the running best: 37%)."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(20000, 20, generator=g)
+    rising = torch.linspace(0, 10, 20) + torch.randn(20000, 20, generator=g)
+    assert rising_beyond_noise(noise).float().mean() < 0.06 < 0.3 < incomplete_optimization(noise).float().mean()
+    assert rising_beyond_noise(rising).float().mean() > 0.9  # a rise of 2.6 noise deviations over the window
 
 
 def run_audit(tmp_path, params: dict, spec: ConvergenceSpec | None, *, eps: float = EPS, n: int = 120, batch: int = 64):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks.gradient import Loss, check_eot_mode, cross_entropy, eot_gradient
-from robaudit.attacks.loss_trace import SMOOTHING, LossTrace
+from robaudit.attacks.loss_trace import LossTrace
 from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, draw, project, reusable_verdicts
 from robaudit.sample_rng import SampleRNG
 
@@ -163,7 +163,7 @@ class APGDRun:
         state = _State(x, grad, value, step=torch.full((len(labels), 1, 1, 1), 2 * self.eps, device=images.device))
         checkpoints = iter(checkpoint_intervals(self.steps))
         until_check = next(checkpoints)
-        trace = LossTrace(images.shape[0], images.device, smoothing=SMOOTHING if self.eot > 1 else 1)
+        trace = LossTrace(images.shape[0], images.device, noisy=self.eot > 1)
         trace.record(torch.arange(images.shape[0], device=images.device), value)
         self.incomplete = lambda: trace.incomplete() & ~done.settled  # the samples still progressing at the end
         for i in range(self.steps):

@@ -16,7 +16,7 @@ from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import check_eot_mode, cross_entropy, eot_gradient
-from robaudit.attacks.loss_trace import SMOOTHING, LossTrace
+from robaudit.attacks.loss_trace import LossTrace
 from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, Judged, judge, project, reusable_verdicts
 from robaudit.errors import ConfigError
 from robaudit.sample_rng import SampleRNG
@@ -83,7 +83,7 @@ class PGDRun:
         best = BestSoFar(images)
         done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
         active = torch.arange(images.shape[0], device=images.device)
-        trace = LossTrace(images.shape[0], images.device, smoothing=SMOOTHING if self.eot > 1 else 1)
+        trace = LossTrace(images.shape[0], images.device, noisy=self.eot > 1)
         self.incomplete = lambda: trace.incomplete() & ~done.settled  # the samples still progressing at the end
         for _ in range(self.steps):
             xs, ys, streams = x[active], labels[active], rng[active]
