@@ -1,12 +1,13 @@
 """What an adaptive attack through a purifier costs, and what the cheaper recipes give up: one audit per recipe on the
 same samples, measured in one run.
 
-    python bench/purifier_attack_cost.py [--quick] [--n 8] [--reference-n 16] [--purifiers ddpm,ebm]
+    python bench/purifier_attack_cost.py [--quick] [--n 8] [--reference-n 16] [--purifiers ddpm,ebm] [--work DIR]
 
 It is slow on purpose: the reference pays 1,600 gradients through the whole purification per restart, and ddpm's
 chain is 100 network evaluations long. ``--n 8`` is the default so that a CPU finishes it (one purifier per process,
 ``--purifiers ebm``, runs the two side by side). With a larger ``--n`` (128 for the convergence check's target) the
 reference audits a seeded subset of ``--reference-n`` (16) of those digits, and the verdicts are compared there.
+``--work DIR`` keeps the run directories (two processes' rows can then be compared sample by sample).
 
 The quickstart ViT on digits behind two randomized purifiers trained here (cached, outside the timings): ``ddpm``
 with the ancestral chain at t* = 0.1 (100 steps; DiffPure's SDE discretized) and ``ebm`` (ADP; its 10-draw prediction
@@ -206,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="digits the reference audits: a seeded subset of the n (default: n, at most 16)",
     )
+    parser.add_argument("--work", type=Path, default=None, help="keep the run directories here (default: removed)")
     args = parser.parse_args(argv)
     n = args.n or (6 if args.quick else 8)
     reference_n = min(n, args.reference_n or 16)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
         for purifier in args.purifiers.split(","):
             wanted = [r.strip() for r in args.recipes.split(",")]
             unknown = [r for r in wanted if r not in RECIPES]
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             recipes = [r for r in wanted if purifier == "ddpm" or "surrogate" not in r and r != "both"]
             for recipe in recipes:
                 size = reference_n if recipe == "reference" else n
-                rows.append(audit(purifier, recipe, n=size, quick=args.quick, work=Path(tmp), device=args.device))
+                rows.append(audit(purifier, recipe, n=size, quick=args.quick, work=work, device=args.device))
                 print_table(rows)  # after every audit: a run cut short still leaves its finished rows
     print("\n" + "\n".join(targets(rows)), flush=True)
     return 0

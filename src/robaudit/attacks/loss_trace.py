@@ -10,9 +10,9 @@ On a randomized pipeline each step's loss is an EOT estimate over a few draws, a
 running best (the last of 20 noisy values is a new record one time in 20, and a small one crosses 5% of the range
 often). There the indicator asks whether the loss still *rises* beyond its noise: the mean of the last half of the
 window exceeds the mean of the first half by more than ``NOISE_Z`` (2) standard errors of that difference, estimated
-from the two halves themselves (a one-sided two-sample test; measured on Gaussian noise it flags 4% of samples). The flag only
-adds samples to the check's seeded draw, whose sizing carries the guarantee, so a flag that misses costs evidence
-nothing.
+from the two halves themselves (a one-sided two-sample test; measured on Gaussian noise it flags 4% of samples).
+The flag only adds samples to the check's seeded draw, whose sizing carries the guarantee, so a flag that misses
+costs the evidence nothing.
 """
 
 from __future__ import annotations
