@@ -216,7 +216,7 @@ def summarize(
     out["attacks"] = undefended["results"]
     out["worst_case"] = {
         "robust_accuracy": undefended["worst_case"]["robust_accuracy"],
-        "over": [a["label"] for a in attacks if not a.get("sweep")],
+        "over": [r["label"] for r in undefended["results"] if not r.get("sweep")],  # a rung that ran counts
     }
     return out
 
