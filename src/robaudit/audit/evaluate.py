@@ -250,12 +250,13 @@ def run_evaluation(
                 merge_and_report(prepared.run_dir.path)  # marked INCOMPLETE: says how many samples have records
             raise
         barrier()
-        run_check(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard)
+        checked = run_check(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard)
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
             merge_and_report(prepared.run_dir.path)
         elif not torchrun_active():
             path = escape(str(prepared.run_dir.path))
-            console.print(f"shard {shard} done; when every shard is done: robaudit report {path}")
+            then = "" if checked else "run the same command without --shard (the convergence check), then "
+            console.print(f"shard {shard} done; when every shard is done: {then}robaudit report {path}")
     return prepared.run_dir.path
 
 
