@@ -44,8 +44,6 @@ class PairCheck:
     standing: int  # samples standing below this rung
     flagged: int = 0  # of them, flagged by their loss trace (always re-attacked)
     drawn: int = 0  # of the rest, the seeded draw
-    allowed: int = 0  # samples the headline may lose for it to fall by at most delta
-    total: int = 0  # samples of the defense (the headline's denominator)
 
     @property
     def condition(self) -> str:
@@ -54,9 +52,8 @@ class PairCheck:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of the check: rung ``rung`` (1, 2, ...), ``kind`` draw or all, over the pairs it re-attacks."""
+    """One stage of the check: the rung ``label``, ``kind`` draw or all, over the pairs it re-attacks."""
 
-    rung: int
     label: str  # the rung attack's label, e.g. "autoattack+x2"
     kind: str
     pairs: tuple[PairCheck, ...]
@@ -142,9 +139,9 @@ class Verdicts:
                 self.flagged.setdefault(r["condition"], set()).add(r["sample_id"])
             self.position[r["sample_id"]] = int(r["index"])
 
-    def standing(self, conditions: list[str], total: list[str]) -> list[str]:
-        """Samples of ``total`` robust under every condition of ``conditions`` (all must hold a record)."""
-        return [s for s in total if all(self.robust.get(c, {}).get(s, False) for c in conditions)]
+    def standing(self, conditions: list[str], samples: list[str]) -> list[str]:
+        """Samples of ``samples`` robust under every condition of ``conditions`` (all must hold a record)."""
+        return [s for s in samples if all(self.robust.get(c, {}).get(s, False) for c in conditions)]
 
     def fallen(self, condition: str, samples: Iterable[str]) -> list[str]:
         """Samples of ``samples`` whose records under ``condition`` are not robust in every draw."""
@@ -172,17 +169,17 @@ def plan_check(
     standing = {key: verdicts.standing(base[key], samples) for key in outcomes}
     totals = {key: len(verdicts.robust.get(Condition.clean(key[0]).key(), {})) for key in outcomes}
     stages: list[Stage] = []
-    for number, rung in enumerate(settings.rungs, start=1):
+    for rung in settings.rungs:
         live = [key for key, outcome in outcomes.items() if not outcome.certified]
         draws = [_draw(settings, verdicts, rung, key, standing[key], totals[key], outcomes[key]) for key in live]
         fallen: dict[tuple[str, str], list[str]] = {}
         for kind, pairs in ((DRAW, [p for p in draws if p is not None]), (ALL, None)):
             if kind == ALL:
-                pairs = [_rest(rung, key, standing[key], totals[key], outcomes[key]) for key in live if fallen.get(key)]
+                pairs = [_rest(rung, key, standing[key], outcomes[key]) for key in live if fallen.get(key)]
                 pairs = [p for p in pairs if p is not None]
             if not pairs:
                 continue
-            stage = Stage(number, rung["label"], kind, tuple(pairs))
+            stage = Stage(rung["label"], kind, tuple(pairs))
             stages.append(stage)
             if not has_part(stage):
                 for pair in pairs:
@@ -227,11 +224,11 @@ def _draw(
         outcome.certified, outcome.bound = True, len(rest)
         return None
     ordered = tuple(s for s in standing if s in chosen)
-    return PairCheck(defense, threat, rung["label"], ordered, len(standing), len(flagged), count, allowed, total)
+    return PairCheck(defense, threat, rung["label"], ordered, len(standing), len(flagged), count)
 
 
-def _rest(rung: dict[str, Any], key: tuple[str, str], standing: list[str], total: int, outcome: Outcome):
+def _rest(rung: dict[str, Any], key: tuple[str, str], standing: list[str], outcome: Outcome) -> PairCheck | None:
     """The ``all`` stage of ``rung`` for ``key``: the standing samples its draw left out (None: none)."""
     drew = {s for stage, pair, _ in outcome.stages if stage.label == rung["label"] for s in pair.chosen}
     rest = tuple(s for s in standing if s not in drew)
-    return PairCheck(key[0], key[1], rung["label"], rest, len(standing), total=total) if rest else None
+    return PairCheck(key[0], key[1], rung["label"], rest, len(standing)) if rest else None

@@ -23,12 +23,17 @@ from robaudit.audit.execute import Batch, PartExecutor, PartOutput, condition_re
 from robaudit.audit.pipeline import score
 from robaudit.audit.plan import Part
 from robaudit.data import ImageSet
-from robaudit.headline_check import PairCheck, Stage, plan_check
+from robaudit.headline_check import CheckSettings, PairCheck, Stage, plan_check
 from robaudit.progress import console, progress_bar
 from robaudit.records import Condition
 from robaudit.rundir import RunDir, add_passes, add_timing
 
 Work = list[tuple[PairCheck, str]]
+
+
+def check_asked(run_dir: RunDir) -> bool:
+    """Whether the run's saved config asks for the headline check (read before any record is)."""
+    return CheckSettings.from_config(run_dir.read_config()) is not None
 
 
 def stage_done(run_dir: RunDir, stage: Stage, part_size: int) -> bool:
@@ -46,6 +51,8 @@ def check_state(run_dir: RunDir, part_size: int) -> tuple[list[Stage], list[Any]
 
 def missing_check_parts(run_dir: RunDir, part_size: int) -> list[str]:
     """Records parts the check still needs at its current stage (empty: complete, or no check asked for)."""
+    if not check_asked(run_dir):
+        return []
     stages, _, _ = check_state(run_dir, part_size)
     if not stages:
         return []
@@ -65,7 +72,8 @@ def run_check_phase(
     ``claim(parts, key)`` yields the parts this process runs (claimed under torchrun, owned in a job array);
     ``wait()`` waits for the other ranks (a no-op in one process or a job array)."""
     size = executor.plan.part_size
-    while True:
+    positions = {sample: i for i, sample in enumerate(dataset.ids)}
+    while check_asked(run_dir):
         stages, _, records = check_state(run_dir, size)
         if not stages or stage_done(run_dir, stages[-1], size):
             return True
@@ -77,7 +85,7 @@ def run_check_phase(
             for part in claim([Part(k, 0, len(work)) for k, (_, work) in enumerate(named)], stage.name):
                 name, work = named[part.number]
                 if not run_dir.has_part(name):
-                    output = check_work(executor, dataset, work, clean)
+                    output = check_work(executor, dataset, work, clean, positions)
                     run_dir.write_timings(name, output.timings)
                     run_dir.write_part(name, output.records)
                 bar.update(task, advance=len(work), status=name)
@@ -88,6 +96,7 @@ def run_check_phase(
                 "the same command again (each run goes one stage further)"
             )
             return False
+    return True
 
 
 def clean_predictions(records: list[dict[str, Any]]) -> dict[tuple[str, str, int], int]:
@@ -100,13 +109,16 @@ def clean_predictions(records: list[dict[str, Any]]) -> dict[tuple[str, str, int
 
 
 def check_work(
-    executor: PartExecutor, dataset: ImageSet, work: Work, clean: dict[tuple[str, str, int], int]
+    executor: PartExecutor,
+    dataset: ImageSet,
+    work: Work,
+    clean: dict[tuple[str, str, int], int],
+    positions: dict[str, int],
 ) -> PartOutput:
-    """The records of one check part: each pair's samples of ``work``, attacked again by the rung and scored on the
-    defense's scoring draws, in batches of the executor's batch size."""
+    """The records of one check part: each pair's samples of ``work`` (at their dataset ``positions``), attacked
+    again by the rung and scored on the defense's scoring draws, in batches of the executor's batch size."""
     out = PartOutput()
     rungs = {a.label: a for a in executor.plan.attacks}
-    positions = {sample: i for i, sample in enumerate(dataset.ids)}
     pairs: dict[PairCheck, list[int]] = {}
     for pair, sample in work:
         pairs.setdefault(pair, []).append(positions[sample])
@@ -114,7 +126,7 @@ def check_work(
         for first in range(0, len(chosen), executor.batch_size):
             chunk = chosen[first : first + executor.batch_size]
             check_batch(executor, dataset, pair, rungs[pair.rung_label], chunk, clean, out)
-    out.records.sort(key=lambda r: (executor.plan.record_order(r)[0], r["repeat"], r["index"]))
+    out.records.sort(key=executor.plan.record_order)
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from robaudit.audit.check import missing_check_parts, run_check_phase
+from robaudit.audit.check import check_asked, missing_check_parts, run_check_phase
 from robaudit.audit.execute import PartExecutor
 from robaudit.audit.plan import Part, Shard, parts
 from robaudit.data import ImageSet
@@ -176,6 +176,8 @@ def run_check(executor: PartExecutor, dataset: ImageSet, *, run_dir: RunDir, sha
     """The headline convergence check's stages (``audit.check``), once every base part of the run exists: claimed
     part by part under torchrun (ranks wait for each other between stages), the shard's own parts in a job array.
     True when the check is complete (or not asked for); False when it waits for other shards."""
+    if not check_asked(run_dir):
+        return True
     if any(not run_dir.has_part(p.name) for p in executor.plan.parts()):
         console.print("convergence check: waits until every shard's parts are done; then run the same command again")
         return False
