@@ -16,7 +16,9 @@ adaptive PGD audit at Linf 8/255 on a seeded random subset of the test digits, i
 (worst of N and mean):
 
 - reference: PGD-100 with EOT 16, full gradients, no convergence check;
-- default: PGD-20 with EOT 4 (robaudit's defaults), without the convergence check;
+- default: PGD-20 with EOT 4 (robaudit's defaults), without the convergence check; followed by its twin (unless
+  ``--no-twins``), the same audit with its EOT, selection and scoring draws looped one draw at a time
+  (``batch_draws: false``) instead of in the batch dimension: the speed-up, and counts and verdicts compared;
 - default + check: the same with the headline convergence check certifying a fall of at most 5 points (its rung:
   PGD-40 with EOT 8 from new random starts, on the standing samples the loss trace flags and a seeded draw of the
   rest; on all of them if one falls);
@@ -50,12 +52,15 @@ CHECK = {"mode": "check", "delta": 0.05}  # the headline check, certifying a fal
 RECIPES = {
     "reference": ({"steps": 100}, 16, {}, "off"),
     "default": ({"steps": 20}, 4, {}, "off"),
+    "default, looped draws": ({"steps": 20}, 4, {}, "off"),
     "default + check": ({"steps": 20}, 4, {}, CHECK),
     "grafting": ({"steps": 20}, 4, {"graft": 1}, "off"),
     "surrogate": ({"steps": 20}, 4, {"backward_steps": 5}, "off"),
     "both": ({"steps": 20}, 4, {"graft": 1, "backward_steps": 5}, "off"),
     "selective": ({"steps": 20, "eot_mode": "selective"}, 4, {}, "off"),
 }
+SETTINGS = {"default, looped draws": {"batch_draws": False}}  # the draws one at a time, as before issue 29
+TWINS = {"default": "default, looped draws"}  # run right after the recipe (``--no-twins``: not)
 QUICK_STEPS = {"reference": 4, "default": 2}
 PURIFIERS = {"ddpm": {"t_star": 0.1, "sampler": "ddpm"}, "ebm": {"ensemble": 1}}
 QUICK_PURIFIERS = {"ddpm": {"t_star": 0.005}, "ebm": {"max_steps": 2}}  # a 5-step chain; 2 score steps
@@ -80,6 +85,7 @@ def audit(purifier: str, recipe: str, *, n: int, quick: bool, work: Path, device
         "repeats": 10,
         "selection_draws": 10,
         **(QUICK_DRAWS if quick else {}),
+        **SETTINGS.get(recipe, {}),
         "convergence": convergence,
         "part_size": n,
         "device": device,
@@ -148,17 +154,18 @@ def check_verdict(summary: dict, defense: str) -> str:
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The targets, as measured: the default with convergence against the reference, grafting against the
-    default's backward passes."""
+    """The targets, as measured: the default's draws batched against looped, the default with convergence against
+    the reference, grafting against the default's backward passes."""
     lines = []
     for purifier in dict.fromkeys(r["purifier"] for r in rows):
         mine = {r["recipe"]: r for r in rows if r["purifier"] == purifier}
-        if "reference" not in mine or "default" not in mine:
-            continue  # the targets are ratios against these two rows
-        reference = mine["reference"]
+        if "default" not in mine:
+            continue  # the targets are ratios against the default (and the reference)
+        if "default, looped draws" in mine:
+            lines.append(batched_against_looped(purifier, mine["default"], mine["default, looped draws"]))
         for name in ("default", "default + check"):
-            if name in mine:
-                lines.append(against_reference(purifier, name, mine[name], reference, mine["default"]))
+            if name in mine and "reference" in mine:
+                lines.append(against_reference(purifier, name, mine[name], mine["reference"], mine["default"]))
         if "grafting" in mine:
             plain = mine["default"]
             cut = plain["purifier backward / sample"] / max(mine["grafting"]["purifier backward / sample"], 1e-9)
@@ -174,6 +181,21 @@ def targets(rows: list[dict]) -> list[str]:
                 "(negative: selective breaks more)"
             )
     return lines
+
+
+def batched_against_looped(purifier: str, batched: dict, looped: dict) -> str:
+    """The target line of draws in the batch dimension: the default audit's seconds with its EOT, selection and
+    scoring draws batched against the same audit with them looped, and whether counts and verdicts are identical."""
+    counts = [c for c in batched if "/ sample" in c]
+    same_counts = all(batched[c] == looped[c] for c in counts)
+    same_verdicts = all(batched[c] == looped[c] for c in ("robust_ids", "worst of N", "mean"))
+    speedup = looped["seconds (audit)"] / max(batched["seconds (audit)"], 1e-9)
+    yes = {True: "yes", False: "NO"}
+    return (
+        f"{purifier}: draws in the batch dimension: {batched['seconds (audit)']} s, looped "
+        f"{looped['seconds (audit)']} s ({speedup:.2f}x faster); counts identical: {yes[same_counts]}; verdicts "
+        f"identical: {yes[same_verdicts]}"
+    )
 
 
 def against_reference(purifier: str, name: str, mine: dict, reference: dict, default: dict) -> str:
@@ -208,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         help="digits the reference audits: a seeded subset of the n (default: n, at most 16)",
     )
     parser.add_argument("--work", type=Path, default=None, help="keep the run directories here (default: removed)")
+    parser.add_argument("--no-twins", action="store_true", help="skip the default's looped-draws twin")
     args = parser.parse_args(argv)
     n = args.n or (6 if args.quick else 8)
     reference_n = min(n, args.reference_n or 16)
@@ -220,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 parser.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
             recipes = [r for r in wanted if purifier == "ddpm" or "surrogate" not in r and r != "both"]
+            if not args.no_twins:
+                recipes = [twin for r in recipes for twin in (r, TWINS.get(r)) if twin]
+                recipes = list(dict.fromkeys(recipes))
             for recipe in recipes:
                 size = reference_n if recipe == "reference" else n
                 rows.append(audit(purifier, recipe, n=size, quick=args.quick, work=work, device=args.device))

@@ -39,7 +39,7 @@ def test_peers_quick_prints_every_row_for_every_model(tmp_path, monkeypatch, cap
         assert 0 <= r["robust"] <= r["n"] == 8
         assert r["passes"] > 0 and r["seconds"] > 0
     table = capsys.readouterr().out
-    assert table.count(" | robaudit autoattack fast |") == 4  # each model's table, then the whole one
+    assert table.count(" | robaudit autoattack fast + check |") == 4  # each model's table, then the whole one
 
 
 def test_purifier_nfe_quick_prints_each_setting(tmp_path, monkeypatch, capsys):
@@ -74,3 +74,19 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     assert verdicts[("ebm", "default")] == "-" and "certified" in verdicts[("ebm", "default + check")], verdicts
     assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
     assert "default + check vs reference" in table and "grafting:" in table and "selective EOT vs" in table
+    assert "| ddpm | default, looped draws |" in table, "the default's twin with its draws one at a time"
+    assert "ddpm: draws in the batch dimension:" in table and "counts identical: yes; verdicts identical: yes" in table
+
+
+def test_throughput_quick_prints_each_cpu_case_with_its_efficiency(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rows.json"
+    assert bench("throughput").main(["--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["case"] for r in rows] == ["vit", "vit+ddpm", "vit+ebm"]
+    for r in rows:
+        assert r["device"].startswith("cpu") and r["efficiency"] > 0 and r["audit s"] > 0
+    assert all("purifier evals (fwd/bwd)" in r for r in rows[1:]), "the purifier's evaluations are counted"
+    assert "| vit+ddpm |" in capsys.readouterr().out

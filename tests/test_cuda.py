@@ -71,3 +71,38 @@ def test_the_default_batch_size_is_measured_on_cuda(digits_model_path):
     images = torch.rand(4, 1, 32, 32, device="cuda")
     size = default_batch_size([model], images)
     assert 1 <= size <= CEILING and size & (size - 1) == 0, size
+
+
+def test_batched_draws_on_cuda_give_the_cpu_verdicts_within_one_sample():
+    """A randomized pipeline's draws in the batch dimension on CUDA (noise inside the classifier, a Gaussian-noise
+    ensemble, the tiny DDPM): per condition, the samples robust in every scoring draw are the CPU's within one, and
+    the looped layout on CUDA gives the batched one's verdicts within one."""
+    from robaudit.draw_layout import DrawLayout
+    from toys import randomized_part
+
+    def robust(records: list[dict]) -> dict[str, int]:
+        standing: dict[tuple[str, str], bool] = {}
+        for r in records:
+            key = (r["condition"], r["sample_id"])
+            standing[key] = standing.get(key, True) and r["correct"]
+        conditions = {condition for condition, _ in standing}
+        return {c: sum(v for (k, _), v in standing.items() if k == c) for c in conditions}
+
+    cpu = robust(randomized_part(DrawLayout(), n=24)[0])
+    gpu = robust(randomized_part(DrawLayout(), n=24, device="cuda")[0])
+    looped = robust(randomized_part(DrawLayout(batched=False), n=24, device="cuda")[0])
+    assert cpu.keys() == gpu.keys() == looped.keys()
+    assert all(abs(cpu[c] - gpu[c]) <= 1 and abs(looped[c] - gpu[c]) <= 1 for c in cpu), (cpu, gpu, looped)
+
+
+def test_a_compiled_purifier_chain_gives_the_eager_records_on_cuda(digits_model_path, tmp_path):
+    """--compile covers the purifier's network too: a randomized purifier audited compiled and eager on CUDA."""
+    import yaml
+
+    config = tmp_path / "ddpm.yaml"
+    purifier = {"name": "ddpm", "steps": 2, "recipe": {"epochs": 1}}
+    draws = {"repeats": 2, "selection_draws": 2, "eot": 2}
+    config.write_text(yaml.safe_dump({"purifiers": [purifier], "threats": ["adaptive"], **draws}))
+    eager = evaluate(digits_model_path, tmp_path / "eager", "--device", "cuda", "--config", config)
+    compiled = evaluate(digits_model_path, tmp_path / "compiled", "--device", "cuda", "--compile", "--config", config)
+    assert verdicts(compiled) == verdicts(eager), "compiling the purifier changes no verdict"

@@ -126,3 +126,56 @@ def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: b
     plan = AuditPlan(attacks, defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
     executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
     return executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)
+
+
+def tiny_ddpm() -> torch.nn.Module:
+    """The registered tiny DDPM (DDIM, 2 steps), untrained, on 1x32x32 images."""
+    from robaudit.purifiers import PURIFIERS, recipe_for
+    from tiny import TINY_RECIPES
+
+    recipe = recipe_for("ddpm", TINY_RECIPES["ddpm"])
+    torch.manual_seed(0)
+    network = PURIFIERS.get("ddpm").meta["build"](recipe, [1, 32, 32]).eval()
+    return PURIFIERS.build("ddpm", {"t_star": 0.05, "steps": 2}, network).eval()
+
+
+class DdpmOnToys(GaussianNoise):
+    """The registered tiny DDPM as a purifier of the toy 3x4x4 images: grey, upsampled to 1x32x32, purified,
+    pooled back (randomized)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ddpm = tiny_ddpm()
+
+    def forward(self, images: torch.Tensor, *, generator=None) -> torch.Tensor:
+        up = torch.nn.functional.interpolate(images.mean(1, keepdim=True), size=32, mode="nearest")
+        purified = self.ddpm(up, generator=generator)
+        return torch.nn.functional.avg_pool2d(purified, 8).expand(-1, 3, -1, -1).contiguous()
+
+
+def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = "cpu"):
+    """PGD-2 with EOT 4, 3 selection draws and 2 scoring repeats on ``n`` toy samples through a noisy classifier
+    (noise inside it), a Gaussian-noise purifier with an ensemble of 2, and the tiny DDPM; ``layout`` for every
+    pipeline, on ``device``. Returns (records, passes per condition)."""
+    from robaudit.attacks import resolve_attack
+    from robaudit.audit.execute import PartExecutor
+    from robaudit.audit.pipeline import Pipeline
+    from robaudit.audit.plan import AuditPlan, Defense, Part
+
+    images, labels, means = toy_data(n, seed=5)
+    classifier = WithCard(NearestMean(means, sigma=0.05)).eval()
+    purifiers = {"noise": GaussianNoise(0.2, ensemble=2), "ddpm": DdpmOnToys()}
+    defenses = [Defense("none", None, 2, ["none"], Pipeline(classifier, randomized_classifier=True))]
+    for label, purifier in purifiers.items():
+        scoring = Pipeline(classifier, purifier, randomized_classifier=True)
+        defenses.append(Defense(label, purifier, 2, ["adaptive"], scoring))
+    pgd = resolve_attack("pgd", {"steps": 2}, eps=0.1, eps_l2=0.5)
+    pgd.label = "pgd"
+    plan = AuditPlan([pgd], defenses, seed=3, eot=4, draws=3, num_samples=n, part_size=n, layout=layout)
+    for defense in defenses:
+        defense.scoring.to(device)
+    executor = PartExecutor(plan, classifier.to(device), device=torch.device(device), batch_size=batch_size)
+    out = executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)
+    kinds = ("forward", "backward", "purifier")
+    passes = {key: {k: v for k, v in t.items() if k in kinds} for key, t in out.timings.items()}
+    return out.records, passes

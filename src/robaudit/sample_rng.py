@@ -73,6 +73,20 @@ class SampleRNG:
         """Uniform [0, 1) noise shaped like ``images`` (N, ...)."""
         return self.rand(*images.shape[1:], dtype=images.dtype, device=images.device)
 
+    def split(self, draws: int) -> SampleRNG:
+        """``draws`` streams per sample, sample-major (row ``i * draws + d``: sample i's draw d), each seeded from one
+        value drawn from its sample's stream and ``d``: the same streams whether the draws then run in one batch,
+        one draw at a time or in chunks of any size."""
+        seeds = self.seeds()
+        return SampleRNG.from_seeds([derive_seed(s, "draw", d) for s in seeds for d in range(draws)], self.device)
+
+    @classmethod
+    def interleave(cls, streams: Sequence[SampleRNG]) -> SampleRNG:
+        """The streams of D ``SampleRNG`` over the same N samples as N * D rows, sample-major (row ``i * D + d``:
+        sample i's stream in ``streams[d]``)."""
+        rows = [rng.generators[i] for i in range(len(streams[0])) for rng in streams]
+        return SampleRNG(rows, streams[0].device)
+
     def seeds(self) -> list[int]:
         """One fresh 63-bit seed per sample, drawn from its stream (for code that reads the global RNG)."""
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=self.device)) for g in self.generators]

@@ -30,7 +30,14 @@ def isolated_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterat
     changing anything outside the block.
     """
     device = torch.device(device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    if device.type != "cpu":
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
+        return
+    state = torch.get_rng_state()  # on a CPU, the CPU generator alone: torch.manual_seed would queue every
+    torch.default_generator.manual_seed(seed)  # accelerator's seeding too, with a stack trace each (milliseconds)
+    try:
         yield
+    finally:
+        torch.set_rng_state(state)

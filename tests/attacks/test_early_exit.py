@@ -64,24 +64,23 @@ def test_fast_autoattack_reaches_the_standard_verdict_with_five_times_fewer_pass
 
 def test_fast_autoattack_states_its_budget():
     resolved = resolve_attack("autoattack", {"version": "fast"}, eps=EPS, eps_l2=0.5)
-    assert (resolved.params["n_target_classes"], resolved.params["n_queries"]) == (3, 1000)
-    standard = resolve_attack("autoattack", {"version": "standard"}, eps=EPS, eps_l2=0.5)
-    assert (standard.params["n_target_classes"], standard.params["n_queries"]) == (9, 5000)
+    budget = lambda a: tuple(a.params[k] for k in ("n_target_classes", "n_queries", "steps"))  # noqa: E731
+    assert budget(resolved) == (3, 1000, 50)
+    assert budget(resolve_attack("autoattack", {"version": "standard"}, eps=EPS, eps_l2=0.5)) == (9, 5000, 100)
 
 
 class FoolsStepDrawsOnly(torch.nn.Module):
-    """A randomized model whose verdicts alternate: wrong on odd calls, right on even ones."""
+    """A randomized model whose verdicts alternate draw by draw: wrong on a sample's even draws, right on its odd
+    ones. Its draws run as rows (``draw_layout``: sample-major, a sample's draws together), so the row's parity is
+    the draw's."""
 
     randomized = True
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
         logits = torch.zeros(x.shape[0], 3)
-        logits[:, 1 if self.calls % 2 else 0] = 1.0
+        wrong = torch.arange(x.shape[0]) % 2 == 0
+        logits[wrong, 1] = 1.0
+        logits[~wrong, 0] = 1.0
         return logits
 
 

@@ -19,11 +19,13 @@ from toys import CLASSES, streams
 
 
 def explicit(pipeline, images, labels, *, draws: int, rng):
-    """Every draw's gradient and loss kept, then weighted by softmax over draws of the losses: the known answer."""
+    """Every draw's gradient and loss kept, then weighted by softmax over draws of the losses: the known answer.
+    Draw d of sample i comes from the stream ``rng.split(draws)`` gives row i * draws + d."""
     grads, losses = [], []
-    for _ in range(draws):
+    rows = rng.split(draws)
+    for d in range(draws):
         x = images.detach().requires_grad_(True)
-        value = cross_entropy(draw(pipeline, x, rng), labels)
+        value = cross_entropy(draw(pipeline, x, rows[list(range(d, len(labels) * draws, draws))]), labels)
         grads.append(torch.autograd.grad(value.sum(), x)[0])
         losses.append(value.detach())
     weights = torch.softmax(torch.stack(losses), dim=0)  # (draws, N)

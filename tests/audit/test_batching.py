@@ -38,3 +38,17 @@ def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
     assert config.to_dict()["batch_size"] == 16
     with pytest.raises(Exception, match="batch_size must be a positive integer"):
         EvaluateConfig.from_mapping({**mapping, "batch_size": 0})
+
+
+def test_a_randomized_pipeline_with_batched_draws_counts_its_eot_rows_per_sample():
+    from robaudit.audit.batching import gradient_rows
+    from robaudit.audit.pipeline import Pipeline
+    from robaudit.draw_layout import DrawLayout
+    from toys import GaussianNoise, WithCard
+
+    classifier = WithCard(NearestMean(toy_data(4)[2])).eval()
+    noisy = lambda layout: Pipeline(classifier, GaussianNoise(0.2), layout=layout)  # noqa: E731
+    assert gradient_rows(noisy(DrawLayout()), eot=4)(64) == 4, "a sample's 4 EOT draws sit in one graph"
+    assert gradient_rows(noisy(DrawLayout(batched=False)), eot=4)(64) == 1, "looped: one draw at a time"
+    assert gradient_rows(noisy(DrawLayout(chunk=128)), eot=4)(64) == 2, "a chunk of 128 rows over 64 samples"
+    assert gradient_rows(Pipeline(classifier), eot=4)(64) == 1, "a deterministic pipeline draws once"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import hypergeom
 
-from robaudit.attacks import resolve_attack
+from robaudit.attacks import build_attack, resolve_attack
 from robaudit.attacks.loss_trace import incomplete_optimization, rising_beyond_noise
 from robaudit.audit.check import run_check_phase
 from robaudit.audit.convergence import ConvergenceSpec, with_rungs
@@ -68,15 +68,39 @@ def test_on_a_randomized_pipeline_the_trace_is_flagged_when_it_rises_beyond_its_
     assert rising_beyond_noise(rising).float().mean() > 0.9  # a rise of 2.6 noise deviations over the window
 
 
-def run_audit(tmp_path, params: dict, spec: ConvergenceSpec | None, *, eps: float = EPS, n: int = 120, batch: int = 64):
-    """A run directory of PGD (``params``) on the nearest-mean toy with the headline check ``spec`` (None: off):
-    base parts by the executor, then the check's phase; returns (records, summary, outcomes)."""
+class GradientMasked(torch.nn.Module):
+    """The nearest-mean toy behind a stop-gradient: the input gets no gradient, so white-box attacks only move a
+    sample by their random start; a black-box search (Square) still breaks it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.detach()) + 0 * x.sum()
+
+
+def run_audit(
+    tmp_path,
+    params: dict,
+    spec: ConvergenceSpec | None,
+    *,
+    eps: float = EPS,
+    n: int = 120,
+    batch: int = 64,
+    name: str = "pgd",
+    masked: bool = False,
+):
+    """A run directory of attack ``name`` (PGD; ``params``) on the nearest-mean toy (behind a stop-gradient with
+    ``masked``) with the headline check ``spec`` (None: off): base parts by the executor, then the check's phase;
+    returns (records, summary, outcomes)."""
     images, labels, means = toy_data(n, seed=3, spread=0.12)
-    classifier = WithCard(NearestMean(means, scale=10.0)).eval()
-    pgd = resolve_attack("pgd", params, eps=eps, eps_l2=0.5)
-    pgd.label = "pgd"
+    inner = NearestMean(means, scale=10.0)
+    classifier = WithCard(GradientMasked(inner) if masked else inner).eval()
+    attack = resolve_attack(name, params, eps=eps, eps_l2=0.5)
+    attack.label = name
     spec = spec or ConvergenceSpec(mode="off")
-    attacks = with_rungs([pgd], spec)
+    attacks = with_rungs([attack], spec)
     plan = AuditPlan(attacks, [Defense("none", None, 1, ["none"], Pipeline(classifier))], 0, 1, 1, n, 40)
     executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch)
     dataset, run_dir = toy_imageset(images, labels), RunDir(tmp_path)
@@ -188,3 +212,40 @@ def test_the_check_gives_the_same_records_for_every_batch_size(tmp_path):
     large = run_audit(tmp_path / "large", TINY_STEP, ConvergenceSpec(mode="escalate"), batch=64)[0]
     assert sorted(small, key=str) == sorted(large, key=str)
     assert any(r["condition"].startswith("pgd+x2") for r in small)
+
+
+FAST = {"version": "fast", "steps": 5, "n_queries": 100}
+
+
+def test_fast_defers_its_square_to_the_check_and_runs_it_itself_when_the_check_is_off():
+    fast = resolve_attack("autoattack", FAST, eps=EPS, eps_l2=0.5)
+    base, rung = with_rungs([fast], ConvergenceSpec(mode="check"))
+    assert base.params["square_in_check"] and rung.params["version"] == "square"
+    assert rung.params["n_queries"] == 100 and "Square (100 queries" in rung.rung_text
+    [alone] = with_rungs([fast], ConvergenceSpec(mode="off"))
+    assert not alone.params["square_in_check"]
+    _, _, x4 = with_rungs([fast], ConvergenceSpec(mode="escalate", rungs=2))
+    assert x4.params["version"] == "restarts" and x4.params["restarts"] == 5, "then the plus restarts"
+    model = WithCard(NearestMean(toy_data(10)[2])).eval()
+    components = lambda a: build_attack(a, model, num_classes=10, seed=0).details["components"]  # noqa: E731
+    assert components(base) == ["apgd-ce", "apgd-t"] and components(alone) == ["apgd-ce", "apgd-t", "square"]
+    assert components(rung) == ["square"]
+    [ladder] = with_rungs([fast], ConvergenceSpec(mode="check", scope="attack"))[1:]
+    assert ladder.params["version"] == "restarts", "a per-attack ladder escalates fast as it ran: with its Square"
+
+
+def test_a_square_the_check_samples_that_breaks_a_sample_runs_on_every_standing_one(tmp_path):
+    """Behind a stop-gradient only random starts move APGD; the check's Square draw breaks some of the samples
+    fast's gradient components left standing, so Square runs on all of them and the headline reads it -- never
+    above fast running Square on every standing sample itself (the check off)."""
+    on = run_audit(tmp_path / "on", FAST, ConvergenceSpec(mode="check"), name="autoattack", masked=True)
+    records, summary, [outcome], [check] = on
+    standing = robust(records, "autoattack")
+    assert [stage.kind for stage, _, _ in outcome.stages] == ["draw", "all"] and outcome.stages[0][2]
+    assert sum(len(pair.chosen) for _, pair, _ in outcome.stages) == len(standing)
+    assert not outcome.certified and "autoattack's Square (100 queries" in check["statement"]
+    headline = summary["worst_case"]["robust_accuracy"]["successes"]
+    assert headline == len(standing & robust(records, "autoattack+x2")) < len(standing)
+    off_records, off_summary, _, _ = run_audit(tmp_path / "off", FAST, None, name="autoattack", masked=True)
+    assert off_summary["worst_case"]["robust_accuracy"]["successes"] < len(standing), "Square breaks the same way"
+    assert robust(off_records, "autoattack") <= standing

@@ -151,8 +151,9 @@ def test_attacked_forward_is_the_scored_pipeline_with_its_ensemble():
     purifier = GaussianNoise(0.2, ensemble=5)
     pipeline = Pipeline(WithCard(NearestMean(means)).eval(), purifier, threat="adaptive")
     attacked = pipeline(images, rng=streams(20, 7))
-    generator = streams(20, 7)  # the same per-sample streams, drawn by hand
-    probabilities = sum(pipeline.classifier(purifier(images, generator=generator)).softmax(1) for _ in range(5)) / 5
+    rows = streams(20, 7).split(5)  # the same per-(sample, draw) streams, drawn by hand: row i * 5 + j
+    draws = [purifier(images, generator=rows[list(range(j, 100, 5))]) for j in range(5)]
+    probabilities = sum(pipeline.classifier(purified).softmax(1) for purified in draws) / 5
     assert torch.allclose(attacked, probabilities.log(), atol=1e-5)
     assert torch.equal(score(pipeline, images, streams(20, 7)), probabilities.argmax(1))
 
@@ -161,19 +162,21 @@ def test_eot_gradient_is_the_mean_of_per_draw_gradients_of_a_nonlinear_loss():
     images, labels, means = toy_data(12)
     pipeline = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.3), threat="adaptive")
     grad, verdict, _ = eot_gradient(pipeline, images, labels, loss=cross_entropy, draws=4, rng=streams(12, 3))
-    generator = streams(12, 3)
+    rows = streams(12, 3).split(4)  # draw d of sample i: row i * 4 + d
     per_draw, logits = [], []
-    for _ in range(4):
+    for d in range(4):
         x = images.clone().requires_grad_(True)
-        z = pipeline.classifier(GaussianNoise(0.3)(x, generator=generator))
+        z = pipeline.classifier(GaussianNoise(0.3)(x, generator=rows[list(range(d, 48, 4))]))
         torch.nn.functional.cross_entropy(z, labels, reduction="sum").backward()
         per_draw.append(x.grad)
         logits.append(z.detach())
     assert torch.allclose(grad, torch.stack(per_draw).mean(0), atol=1e-5)
     # ... which is not the gradient of the loss of averaged logits (the old, wrong EOT)
     x = images.clone().requires_grad_(True)
-    generator = streams(12, 3)
-    averaged = sum(pipeline.classifier(GaussianNoise(0.3)(x, generator=generator)) for _ in range(4)) / 4
+    rows = streams(12, 3).split(4)
+    averaged = (
+        sum(pipeline.classifier(GaussianNoise(0.3)(x, generator=rows[list(range(d, 48, 4))])) for d in range(4)) / 4
+    )
     torch.nn.functional.cross_entropy(averaged, labels, reduction="sum").backward()
     assert not torch.allclose(grad, x.grad, atol=1e-4)
     expected = torch.stack([(z.argmax(1) == labels).float() for z in logits]).mean(0)

@@ -35,15 +35,16 @@ from robaudit.attacks.selection import Cascade, Stage, run_stage
 from robaudit.attacks.square import square_stage
 from robaudit.sample_rng import SampleRNG
 
-VERSIONS = ("auto", "standard", "rand", "fast", "restarts")
+VERSIONS = ("auto", "standard", "rand", "fast", "restarts", "square")
 WANTED = {
     "standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
     "rand": ["apgd-ce", "apgd-dlr"],
     "fast": ["apgd-ce", "apgd-t", "square"],
     "restarts": ["apgd-ce", "apgd-dlr"],  # the convergence check's rung: the APGD restarts ``plus`` adds
+    "square": ["square"],  # the headline check's rung of ``fast``: the Square it deferred to the check
 }
-BUDGETS = {"fast": {"n_target_classes": 3, "n_queries": 1000}}  # else AutoAttack's: 9 targets, 5000 queries
-STANDARD_BUDGET = {"n_target_classes": 9, "n_queries": 5000}
+BUDGETS = {"fast": {"n_target_classes": 3, "n_queries": 1000, "steps": 50}}
+STANDARD_BUDGET = {"n_target_classes": 9, "n_queries": 5000, "steps": 100}  # AutoAttack's
 
 
 def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9) -> tuple[list[str], list[str]]:
@@ -147,13 +148,27 @@ COMPONENTS = {
 
 
 def fill_budget(params: dict) -> dict:
-    """Fill ``n_target_classes`` and ``n_queries`` from the version when unset (fast: 3 and 1000; else AutoAttack's
-    9 and 5000), so reports state the values used."""
+    """Fill ``n_target_classes``, ``n_queries`` and ``steps`` from the version when unset (fast: 3, 1000 and 50;
+    else AutoAttack's 9, 5000 and 100), so reports state the values used."""
     budget = BUDGETS.get(params.get("version"), STANDARD_BUDGET)
     return {**params, **{key: value for key, value in budget.items() if params.get(key) is None}}
 
 
 PLUS_RESTARTS = 5  # AutoAttack's ``plus``: 5 restarts of APGD-CE (and APGD-DLR), iterations and queries unchanged
+
+
+def defer_square(params: dict) -> dict:
+    """The params of ``params``'s AutoAttack when the headline check follows it: ``fast`` defers its Square (the
+    black-box component, whose role is the sanity check against gradient masking) to the check, which runs it on
+    the flagged and a sized seeded draw of the standing samples, and on all of them if any falls."""
+    return {**params, "square_in_check": True} if params.get("version") == "fast" else params
+
+
+def describe_rung(params: dict) -> str | None:
+    """How a report names a rung of these params: the Square that ``fast`` deferred; None: an escalated rung."""
+    if params.get("version") != "square":
+        return None
+    return f"autoattack's Square ({params.get('n_queries')} queries; fast defers it to this check)"
 
 
 def escalate_autoattack(params: dict, factor: int) -> dict:
@@ -163,7 +178,12 @@ def escalate_autoattack(params: dict, factor: int) -> dict:
     ``plus`` runs once, as ``standard`` does (APGD-T, FAB-T, Square at the same queries, whose patch schedule is
     keyed to them), already ran below it, so the per-sample worst case over both is ``plus``'s. FAB's 5 untargeted
     restarts are left out: torchattacks' FAB draws its random start for a whole batch from the global RNG, which
-    would tie a sample's verdict to its batch."""
+    would tie a sample's verdict to its batch. A ``fast`` whose Square was deferred to the headline check
+    (``defer_square``) escalates first to that Square (version ``square``, below a 4x rung), then as above."""
+    if params.get("square_in_check"):
+        if factor < 4:
+            return {**params, "version": "square", "square_in_check": False}
+        return escalate_autoattack({**params, "square_in_check": False}, factor // 2)
     restarts = max(int(params.get("restarts") or 1), PLUS_RESTARTS * max(1, factor // 2))
     escalated = {**params, "version": "restarts", "restarts": restarts}
     if params.get("eot_iter") is not None:
@@ -177,6 +197,8 @@ def escalate_autoattack(params: dict, factor: int) -> dict:
     tier=3,
     derive=fill_budget,
     escalate=escalate_autoattack,
+    checked=defer_square,
+    describe_rung=describe_rung,
     smoke={"steps": 5, "n_queries": 30, "eot_iter": 2},
 )
 def autoattack(
@@ -189,33 +211,38 @@ def autoattack(
     eps: float = 8 / 255,
     norm: str = "Linf",
     version: str = "auto",
-    steps: int = 100,
+    steps: int | None = None,
     n_target_classes: int | None = None,
     n_queries: int | None = None,
     eot_iter: int = 20,
     early_exit: bool = True,
     eot_mode: str = "mean",
     restarts: int = 1,
+    square_in_check: bool = False,
 ) -> AttackFn:
     """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes.
 
     ``version: fast`` keeps the guarantee of ``standard`` -- the worst case over white-box (APGD-CE, APGD-T) and
-    black-box (Square) components -- for far fewer passes: APGD-T toward the ``n_target_classes`` (3) classes a
-    linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with ``n_queries`` (1000) on the samples
-    still standing. ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
+    black-box (Square) components -- for far fewer passes: APGD-CE and APGD-T at ``steps`` (50), APGD-T toward the
+    ``n_target_classes`` (3) classes a linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with
+    ``n_queries`` (1000) on the samples still standing -- or, with ``square_in_check`` (set when the headline check
+    follows, ``defer_square``), on the check's sized draw of them. ``version: square``: that Square alone.
+    ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
     averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``). ``restarts``: runs
     of the untargeted APGD, each from a new random start (``plus`` uses 5; the convergence check's rung does).
     """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
     run = ("rand" if randomized else "standard") if version == "auto" else version
-    budget = {"n_target_classes": n_target_classes, "n_queries": n_queries}
+    budget = {"n_target_classes": n_target_classes, "n_queries": n_queries, "steps": steps}
     budget = {key: BUDGETS.get(run, STANDARD_BUDGET)[key] if value is None else value for key, value in budget.items()}
     kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=budget["n_target_classes"])
+    deferred = ["square"] if square_in_check and run == "fast" else []
+    kept = [name for name in kept if name not in deferred]
     settings = Settings(
         model,
         targets=min(budget["n_target_classes"], num_classes - 1),
-        steps=steps,
+        steps=budget["steps"],
         eot=eot_iter if run == "rand" or (run in ("fast", "restarts") and randomized) else 1,
         n_queries=budget["n_queries"],
         common={"norm": norm, "eps": eps, "seed": seed},
@@ -231,6 +258,7 @@ def autoattack(
         "version": run,
         "components": kept,
         "dropped": dropped,
+        "deferred_to_check": deferred,
         "forced_standard_on_randomized": randomized and version == "standard",
     }
     return cascade

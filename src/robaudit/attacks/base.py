@@ -26,14 +26,18 @@ class AttackEntry:
     one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a minimal-norm
     attack), ``derive`` (fills parameters that follow from others, e.g. PGD's step size), ``escalate`` ((params,
     factor) -> the params of a ``factor`` times larger budget, for the convergence check; None: nothing to escalate,
-    e.g. one FGSM step) and ``smoke`` (small parameters under which the contract tests run it in seconds: a new
-    attack brings its own, so the tests cover it with no other edit)."""
+    e.g. one FGSM step), ``checked`` ((params) -> its params when the headline check follows it, e.g. fast
+    AutoAttack defers its Square to the check; None: unchanged), ``describe_rung`` ((params) -> how reports name a
+    rung of these params, or None for "a 2x rung of ...") and ``smoke`` (small parameters under which the contract
+    tests run it in seconds: a new attack brings its own, so the tests cover it with no other edit)."""
 
     norm: str | None = None
     access: str = "white-box"
     tier: int | None = None
     derive: Any = None
     escalate: Any = None
+    checked: Any = None
+    describe_rung: Any = None
     smoke: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +70,7 @@ class ResolvedAttack:
     rung: int = 0  # 1, 2, ...: the rung's place on the budget ladder
     eot_scale: int = 1  # EOT draws of a rung, as a multiple of the run's (randomized pipelines only)
     check_scope: str = "attack"  # a rung's check: "headline" (a phase after every attack) or "attack" (a ladder)
+    rung_text: str = ""  # how reports name the rung when its registry says (``AttackEntry.describe_rung``)
 
     def budget(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -80,6 +85,8 @@ class ResolvedAttack:
         if self.convergence_of is not None:
             out.update(convergence_of=self.convergence_of, rung=self.rung, eot_scale=self.eot_scale)
             out.update(check_scope=self.check_scope)
+            if self.rung_text:
+                out["rung_text"] = self.rung_text
         return out
 
 

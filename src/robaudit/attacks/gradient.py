@@ -3,8 +3,10 @@
 EOT, as robaudit computes it: for ``draws`` independent forward passes (draws of the pipeline's randomness), the
 gradient of the per-draw loss summed over the batch, averaged over the draws -- the gradient of the *expected loss*
 E_draw[L(f_draw(x), y)], estimated by its sample mean (Athalye et al. 2018). It is not the gradient of the loss of
-averaged logits, which differs for any non-linear loss. Each draw is backpropagated on its own, so memory holds
-one draw's graph at a time.
+averaged logits, which differs for any non-linear loss. The N x D (sample, draw) rows run in the batch dimension as
+the model's ``DrawLayout`` says (``draw_layout``: all at once, in chunks of rows, or draw by draw), every row from
+its own stream, and each sample's per-draw gradients are averaged in draw order, so the result is the same whatever
+the layout.
 
 Gradient grafting (DiffHammer, Wang et al. NeurIPS 2024), for a pipeline classifier(purifier(x)) whose purifier is
 randomized: the classifier's gradients at ``draws`` purified draws u_i are averaged, g = mean_i dL/du (u_i), and g is
@@ -18,7 +20,7 @@ are weighted by softmax_i(L_i / T), T = 1, the gradient of the smooth maximum T 
 losses. With the cross-entropy, a draw's weight is proportional to 1 / p_y: the draws in which the sample is closest to
 being wrong dominate, so the attack aims at "wrong in at least one of N draws" (the worst-of-N verdict) rather than at
 the mean. On a deterministic pipeline every draw is the same and both modes give the same gradient. The weights are
-accumulated online (a running maximum), so memory still holds one draw's graph and one gradient.
+accumulated in draw order with a running maximum.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks.selection import Verdict, draw, verdict_of
+from robaudit.draw_layout import DrawLayout, by_draw, draw_streams, layout_of, over_rows, rows_of
 from robaudit.errors import ConfigError
 from robaudit.sample_rng import SampleRNG
 
@@ -85,26 +88,35 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def averaged_draws(
-    point_and_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    leaf_and_logits: Callable[[torch.Tensor, SampleRNG | None], tuple[torch.Tensor, torch.Tensor]],
+    images: torch.Tensor,
     labels: torch.Tensor,
+    streams: Callable[[torch.Tensor], SampleRNG | None],
     *,
     loss: Loss,
     draws: int,
     mode: str,
+    layout: DrawLayout,
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
-    """Over ``draws`` calls of ``point_and_logits`` (-> a leaf tensor and the logits (N, K) computed from it): the
-    gradient of ``loss`` at the leaf averaged as ``mode`` says, the verdict of the draws and their mean loss (N,)."""
+    """Over ``draws`` draws of each sample, run as rows of ``layout`` (``leaf_and_logits(images of the rows, their
+    streams)`` -> a leaf tensor and the logits (R, K) computed from it): the gradient of ``loss`` at the leaf averaged
+    over each sample's draws as ``mode`` says, in draw order, the verdict of the draws and their mean loss (N,)."""
+
+    def rows_pass(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sample = rows // draws
+        with torch.enable_grad():
+            leaf, z = leaf_and_logits(rows_of(images, rows, draws), streams(rows))
+            value = loss(z, labels[sample])
+            grad = torch.autograd.grad(value.sum(), leaf)[0]
+        return grad, value.detach(), z.detach()
+
+    grads, values, logits = over_rows(rows_pass, len(labels), draws, layout, images.device)
     average = DrawAverage(mode)
     total = torch.zeros(len(labels), device=labels.device)
-    logits = []
-    for _ in range(draws):
-        with torch.enable_grad():
-            point, z = point_and_logits()
-            value = loss(z, labels)
-            average.add(torch.autograd.grad(value.sum(), point)[0], value)
-        total += value.detach()
-        logits.append(z.detach())
-    return average.result(), verdict_of(logits, labels), total / draws
+    for grad, value in zip(by_draw(grads, draws), by_draw(values, draws), strict=True):
+        average.add(grad, value)
+        total += value
+    return average.result(), verdict_of(by_draw(logits, draws), labels), total / draws
 
 
 def eot_gradient(
@@ -118,35 +130,58 @@ def eot_gradient(
     mode: str = "mean",
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
     """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws (averaged as ``mode`` says), the
-    verdict of those draws and the mean loss (N,). The draws come from the samples' own streams ``rng``. A pipeline
-    set to graft (``graft_draws``) gets the grafted estimate (``grafted_gradient``)."""
-    x = images.detach().requires_grad_(True)
-
-    def average(point_and_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
-        return averaged_draws(point_and_logits, labels, loss=loss, draws=draws, mode=mode)
-
+    verdict of those draws and the mean loss (N,). Every (sample, draw) draws from its own stream, split from the
+    sample's ``rng``; the draws run in the batch dimension as ``model``'s ``layout`` says (``draw_layout``). A
+    pipeline set to graft (``graft_draws``) gets the grafted estimate (``grafted_gradient``)."""
+    layout = layout_of(model)
     if getattr(model, "graft_draws", 0):
-        return grafted_gradient(model, x, rng, average=average)
-    return average(lambda: (x, draw(model, x, rng)))
+        return grafted_gradient(model, images, labels, rng, loss=loss, draws=draws, mode=mode, layout=layout)
+
+    def leaf_and_logits(x: torch.Tensor, streams: SampleRNG | None) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = x.detach().requires_grad_(True)
+        return leaf, draw(model, leaf, streams)
+
+    streams = draw_streams(model, rng, draws)
+    return averaged_draws(leaf_and_logits, images, labels, streams, loss=loss, draws=draws, mode=mode, layout=layout)
 
 
 def grafted_gradient(
-    pipeline: nn.Module, x: torch.Tensor, rng: SampleRNG, *, average: Callable
+    pipeline: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rng: SampleRNG,
+    *,
+    loss: Loss,
+    draws: int,
+    mode: str,
+    layout: DrawLayout,
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
-    """The grafted EOT gradient (N, C, H, W) at the leaf ``x`` through ``pipeline`` (a ``Pipeline`` with a purifier
-    and ``graft_draws``): ``average`` (``averaged_draws`` with the loss, draws and mode bound) averages the
-    classifier's gradients at the purified draws, which are then sent back through ``graft_draws`` purifier draws.
-    Also the verdict of the draws and their mean loss (N,)."""
+    """The grafted EOT gradient (N, C, H, W) at ``images`` through ``pipeline`` (a ``Pipeline`` with a purifier and
+    ``graft_draws``): the classifier's gradients at ``draws`` purified draws are averaged (``averaged_draws``), then
+    sent back through ``graft_draws`` purifier draws, each row from its own stream. Also the verdict of the draws
+    and their mean loss (N,)."""
 
-    def purified_draw() -> tuple[torch.Tensor, torch.Tensor]:
+    def purified_draw(x: torch.Tensor, streams: SampleRNG | None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            purified = pipeline.purify(x, rng)
+            purified = pipeline.purify(x, streams)
         purified = purified.detach().requires_grad_(True)
-        return purified, pipeline.classify(purified, rng)
+        return purified, pipeline.classify(purified, streams)
 
-    mean_grad, verdict, mean_loss = average(purified_draw)
-    grad = torch.zeros_like(x)
-    for _ in range(pipeline.graft_draws):
+    streams = draw_streams(pipeline, rng, draws)
+    mean_grad, verdict, mean_loss = averaged_draws(
+        purified_draw, images, labels, streams, loss=loss, draws=draws, mode=mode, layout=layout
+    )
+    grafts = pipeline.graft_draws
+    graft_streams = draw_streams(pipeline, rng, grafts)
+
+    def graft_rows(rows: torch.Tensor) -> tuple[torch.Tensor]:
+        sample = rows // grafts
         with torch.enable_grad():
-            grad += torch.autograd.grad(pipeline.purify(x, rng), x, grad_outputs=mean_grad)[0]
-    return grad / pipeline.graft_draws, verdict, mean_loss
+            x = images[sample].detach().requires_grad_(True)
+            return (torch.autograd.grad(pipeline.purify(x, graft_streams(rows)), x, grad_outputs=mean_grad[sample])[0],)
+
+    (rows,) = over_rows(graft_rows, len(labels), grafts, layout, images.device)
+    grad = torch.zeros_like(images)
+    for part in by_draw(rows, grafts):
+        grad += part
+    return grad / grafts, verdict, mean_loss

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaudit.draw_layout import by_draw, draw_streams, layout_of, over_rows, rows_of
 from robaudit.sample_rng import SampleRNG, is_randomized
 
 # A stage attacks (images (M, C, H, W), labels (M,), the samples' streams) and returns candidates, each (M, C, H, W).
@@ -80,9 +81,20 @@ def judge(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, draws: int, rng: SampleRNG | None
 ) -> Verdict:
     """Verdict of ``model`` on (N, C, H, W) ``images`` over ``draws`` forward passes (selection draws), always in
-    float32 (autocast off), so a reduced-precision attack never decides a verdict."""
+    float32 (autocast off), so a reduced-precision attack never decides a verdict. The draws run in the batch
+    dimension as ``model``'s layout says, every (sample, draw) from its own stream (``draw_layout``)."""
     with torch.autocast(images.device.type, enabled=False):
-        return verdict_of([draw(model, images, rng) for _ in range(draws)], labels)
+        return verdict_of(by_draw(draw_logits(model, images, rng, draws), draws), labels)
+
+
+def draw_logits(model: nn.Module, images: torch.Tensor, rng: SampleRNG | None, draws: int) -> torch.Tensor:
+    """The scores of ``draws`` draws of ``model`` on each of the (N, C, H, W) ``images``: (N * D, K), sample-major."""
+    streams = draw_streams(model, rng, draws)
+
+    def rows_pass(rows: torch.Tensor) -> tuple[torch.Tensor]:
+        return (draw(model, rows_of(images, rows, draws), streams(rows)),)
+
+    return over_rows(rows_pass, images.shape[0], draws, layout_of(model), images.device)[0]
 
 
 class BestSoFar:

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from robaudit.audit.execute import Batch, PartExecutor, PartOutput, condition_records
-from robaudit.audit.pipeline import score
 from robaudit.audit.plan import Part
 from robaudit.data import ImageSet
 from robaudit.headline_check import CheckSettings, PairCheck, Stage, plan_check
@@ -150,11 +149,10 @@ def check_batch(
     everyone = torch.ones(len(chunk), dtype=torch.bool, device=device)
     adversarial = executor.rung_examples(condition, rung, batch, everyone, out)
     incomplete = executor.incomplete
-    for repeat in range(defense.repeats):
-        tic = time.perf_counter()
-        with executor.passes.charge(condition.key()):
-            pred = score(defense.scoring, adversarial, executor.streams(batch, "score", condition.key(), repeat))
-        add_timing(out.timings, condition.key(), time.perf_counter() - tic, 0)
+    tic = time.perf_counter()
+    preds = executor.score_repeats(defense, adversarial, batch, condition.key())
+    add_timing(out.timings, condition.key(), time.perf_counter() - tic, 0)
+    for repeat, pred in enumerate(preds):
         known = [clean.get((pair.defense, s, repeat), -1) for s in batch.ids]
         clean_pred = torch.tensor(known, device=device)
         out.records += condition_records(

@@ -18,7 +18,7 @@ from robaudit.registry import check_keys, did_you_mean
 from robaudit.reporting.gates import Gate
 from robaudit.threats import THREATS
 
-NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates")  # change speed or judging, not records
+NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates", "batch_draws", "draw_chunk")  # speed or judging
 
 
 @dataclass
@@ -44,6 +44,8 @@ class EvaluateConfig:
     device: str = "auto"
     precision: str = "fp32"  # attack iterations under autocast ("bf16"); verdicts always float32
     compile: bool = False  # torch.compile the classifier's network (changes speed, not records)
+    batch_draws: bool = True  # a sample's EOT, selection and scoring draws as rows of one batch (draw_layout)
+    draw_chunk: int | None = None  # rows (samples x draws) per call when batched; None: a batch's rows at once
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
@@ -94,6 +96,8 @@ class EvaluateConfig:
             ("device", str),
             ("precision", str),
             ("compile", bool),
+            ("batch_draws", bool),
+            ("draw_chunk", int),
             ("eot", int),
             ("repeats", int),
             ("selection_draws", int),
@@ -104,7 +108,7 @@ class EvaluateConfig:
         default_mode = "escalate" if config.gates else "check"  # a run that gates a release escalates
         config.convergence = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
         check_precision(config.precision)
-        for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws"):
+        for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws", "draw_chunk"):
             if getattr(config, key) is not None and getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
@@ -175,6 +179,8 @@ class ResolvedAudit:
             "device": config.device,
             **({"precision": config.precision} if config.precision != "fp32" else {}),
             **({"compile": True} if config.compile else {}),
+            **({"batch_draws": False} if not config.batch_draws else {}),
+            **({"draw_chunk": config.draw_chunk} if config.draw_chunk is not None else {}),
             **({"gates": config.gates} if config.gates else {}),
             "convergence": config.convergence.to_dict(),
         }

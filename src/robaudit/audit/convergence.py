@@ -117,16 +117,31 @@ def with_rungs(attacks: list[Any], spec: ConvergenceSpec) -> list[Any]:
     top = strongest(attacks) if spec.scope == "headline" else None
     out = []
     for attack in attacks:
-        out += [attack, *(rungs_for(attack, spec) if spec.scope == "attack" or attack is top else [])]
+        if attack is top and spec.rung_count:
+            out += [checked(attack), *rungs_for(checked(attack), spec)]
+        else:
+            out += [attack, *(rungs_for(attack, spec) if spec.scope == "attack" else [])]
     return out
+
+
+def checked(attack: Any) -> Any:
+    """``attack`` (a ResolvedAttack) as it runs when the headline check follows it: its registry's ``checked``
+    (fast AutoAttack defers its Square to the check's sized draw); unchanged when it registers none."""
+    from robaudit.attacks.base import ATTACKS
+
+    hook = ATTACKS.get(attack.name).meta.get("checked") if attack.name in ATTACKS else None
+    return attack if hook is None else replace(attack, params=hook(dict(attack.params)))
 
 
 def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
     """The escalated rungs of ``attack`` (a ResolvedAttack): none for a sweep budget or an attack with nothing to
     escalate (FGSM)."""
+    from robaudit.attacks.base import ATTACKS
+
     escalate = escalation(attack)
     if escalate is None:
         return []
+    describe = ATTACKS.get(attack.name).meta.get("describe_rung")
     rungs = []
     for rung in range(1, spec.rung_count + 1):
         scale = spec.factor**rung
@@ -141,6 +156,7 @@ def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
                 rung=rung,
                 eot_scale=scale,
                 check_scope=spec.scope,
+                rung_text=(describe(params) if describe else None) or "",
             )
         )
     return rungs

@@ -28,6 +28,7 @@ from robaudit.audit.run import (
 )
 from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
+from robaudit.draw_layout import DrawLayout
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
@@ -319,6 +320,7 @@ def prepare_run(
         num_samples=len(dataset),
         part_size=config.part_size,
         convergence_fraction=config.convergence.fraction,
+        layout=DrawLayout(batched=config.batch_draws, chunk=config.draw_chunk),
     )
     return PreparedRun(plan, model, dataset, run_dir, manifest, device)
 

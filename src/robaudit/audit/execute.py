@@ -24,7 +24,7 @@ from robaudit.attacks.precision import disagreements
 from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
 from robaudit.audit.convergence import reattacked
 from robaudit.audit.passes import PassCounter, purifier_network
-from robaudit.audit.pipeline import Pipeline, score
+from robaudit.audit.pipeline import Pipeline, score_draws
 from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.data import ImageSet
 from robaudit.errors import RobauditError
@@ -150,6 +150,7 @@ class BuiltAttacks:
                 threat=condition.threat,
                 randomized_classifier=bare.randomized,
                 graft_draws=graft,
+                layout=plan.layout,  # None: Pipeline's default, batched
             )
             prepare_model(pipeline)
             seed = derive_seed(plan.seed, "build", condition.key())
@@ -180,6 +181,9 @@ class PartExecutor:
         if compile:
             compile_classifier(classifier)
         self.plan, self.device, self.precision = plan, device, precision
+        for defense in plan.defenses:  # the scoring pipelines run their draws as the attacked ones do
+            if plan.layout is not None and isinstance(defense.scoring, Pipeline):
+                defense.scoring.layout = plan.layout
         self.built = BuiltAttacks(plan, classifier, on_built=on_built)
         networks = [purifier_network(d.purifier) for d in plan.defenses if d.purifier is not None]
         self.passes = PassCounter(classifier, networks)
@@ -192,7 +196,10 @@ class PartExecutor:
         """Set and return the default batch size for this device (``audit.batching``), measured on ``images``
         (N, C, H, W): 128 on a CPU, what free memory holds on CUDA."""
         models = [self.built.classifier] + [pipeline for pipeline, _ in self.built.pipelines.values()]
-        self.batch_size = default_batch_size(models, images.to(device=self.device, dtype=torch.float32))
+        eot = max([d.eot or self.plan.eot for d in self.plan.defenses] or [1])
+        eot *= max([a.eot_scale for a in self.plan.attacks] or [1])
+        images = images.to(device=self.device, dtype=torch.float32)
+        self.batch_size = default_batch_size(models, images, eot=eot)
         return self.batch_size
 
     def steps(self, part: Part) -> int:
@@ -258,17 +265,27 @@ class PartExecutor:
 
     def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput) -> list[torch.Tensor]:
         """``defense``'s clean predictions, one per repeat (recorded as its clean condition)."""
-        condition, preds = Condition.clean(defense.label), []
+        condition = Condition.clean(defense.label)
         not_attacked = torch.zeros(len(batch.labels), dtype=torch.bool)
-        for repeat in range(defense.repeats):
-            tic = time.perf_counter()
-            with self.passes.charge(condition.key()):
-                pred = score(defense.scoring, batch.images, self.streams(batch, "score", condition.key(), repeat))
-            add_timing(out.timings, condition.key(), time.perf_counter() - tic, len(batch.labels))
-            preds.append(pred)
+        tic = time.perf_counter()
+        preds = self.score_repeats(defense, batch.images, batch, condition.key())
+        add_timing(out.timings, condition.key(), time.perf_counter() - tic, len(batch.labels) * defense.repeats)
+        for repeat, pred in enumerate(preds):
             out.records += condition_records(batch, condition, None, repeat, (pred, pred), not_attacked)
         add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
         return preds
+
+    def score_repeats(
+        self, defense: Defense, images: torch.Tensor, batch: Batch, key: str, index: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Predictions (M,) of ``defense`` on ``images`` (M, C, H, W), one per scoring draw (repeat), the draws in
+        the batch dimension (``score_draws``), each from its stream of (condition ``key``, repeat); ``index``: the
+        positions in ``batch`` of the images (default: all). Charged to ``key``."""
+        streams = [self.streams(batch, "score", key, repeat) for repeat in range(defense.repeats)]
+        if index is not None:
+            streams = [rng[index] for rng in streams]
+        with self.passes.charge(key):
+            return score_draws(defense.scoring, images, streams)
 
     def run(
         self, built: Any, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, *purpose: object
@@ -336,9 +353,7 @@ class PartExecutor:
         if not attack.sweep:
             self.keep_for_gallery(condition, defense, batch, adversarial, out)
         preds = []
-        for repeat in range(defense.repeats):
-            with self.passes.charge(condition.key()):
-                pred = score(defense.scoring, adversarial, self.streams(batch, "score", condition.key(), repeat))
+        for repeat, pred in enumerate(self.score_repeats(defense, adversarial, batch, condition.key())):
             pred = torch.where(want, pred, clean_preds[repeat])
             preds.append(pred)
             out.records += condition_records(
@@ -406,13 +421,14 @@ class PartExecutor:
         """A rung's records: fresh scoring draws for the ``chosen`` samples, the rung below's predictions for the
         others. Returns the predictions of each draw."""
         index = chosen.nonzero().flatten()
+        fresh = []
+        if len(index):
+            fresh = self.score_repeats(defense, verdict.adversarial[index], batch, condition.key(), index)
         preds = []
         for repeat in range(defense.repeats):
             pred = verdict.preds[repeat].clone()
             if len(index):
-                rng = self.streams(batch, "score", condition.key(), repeat)[index]
-                with self.passes.charge(condition.key()):
-                    pred[index] = score(defense.scoring, verdict.adversarial[index], rng)
+                pred[index] = fresh[repeat]
             preds.append(pred)
             pair = (verdict.clean[repeat], pred)
             out.records += condition_records(batch, condition, rung, repeat, pair, verdict.want, verdict.adversarial)

@@ -6,15 +6,16 @@ The threat model is a property of how gradients flow through it:
 - ``bpda``: the purifier runs forward, its backward pass is the identity (Athalye et al. 2018);
 - ``adaptive``: gradients flow through the whole purifier.
 
-One call of a pipeline is one draw of its randomness. Given the samples' own streams (``rng``, a ``SampleRNG``), a
-randomized purifier draws each sample's noise from its stream: a sample's draws never depend on its batch. A
-randomized classifier draws its own noise from the global RNG for a whole batch; it runs under a global RNG seeded
-from the batch's streams, so its records are reproducible but depend on which samples share the batch (an exception
-to per-sample randomness, stated in the README). Without ``rng`` (callers that do not know which samples they hold),
-the purifier draws from the pipeline's own generator and the classifier from the global RNG, which robaudit seeds
-around every attack. A purifier with an ensemble (ADP: K = 10) is part of the pipeline: one call averages the
-softmax of K purified draws and returns its log, exactly what a prediction takes the argmax of. EOT -- the mean over
-draws of the gradient of the per-draw loss -- is the attacks' job (``attacks.gradient``), never averaged logits.
+One call of a pipeline is one draw of its randomness. Given the rows' own streams (``rng``, a ``SampleRNG``), a
+randomized purifier draws each row's noise from its stream: a sample's draws never depend on its batch. A randomized
+classifier draws its own noise from the global RNG, so it runs one row at a time under a global RNG seeded from the
+row's stream: its records too are the same whatever the batch. Without ``rng`` (callers that do not know which
+samples they hold), the purifier draws from the pipeline's own generator and the classifier from the global RNG,
+which robaudit seeds around every attack. A purifier with an ensemble (ADP: K = 10) is part of the pipeline: one call
+averages the softmax of K purified draws, run as K rows per sample in one batch, each from its own stream, and returns
+its log, exactly what a prediction takes the argmax of. EOT -- the mean over draws of the gradient of the per-draw
+loss -- is the attacks' job (``attacks.gradient``), never averaged logits. ``layout`` (``draw_layout.DrawLayout``)
+says how the attacks and scoring run a sample's many draws through the pipeline: in the batch dimension by default.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import math
 import torch
 from torch import nn
 
+from robaudit.draw_layout import DrawLayout, by_draw, layout_of, over_rows, rows_of
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
-from robaudit.sample_rng import SampleRNG, is_randomized
-from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.sample_rng import SampleRNG, is_randomized, per_sample
 from robaudit.threats import PIPELINE_THREATS, threat_model
 
 
@@ -51,6 +52,7 @@ class Pipeline(nn.Module):
         randomized_classifier: bool = False,
         seed: int = 0,
         graft_draws: int = 0,
+        layout: DrawLayout | None = None,
     ) -> None:
         super().__init__()
         if threat not in PIPELINE_THREATS:
@@ -67,6 +69,7 @@ class Pipeline(nn.Module):
             )
         self.graft_draws = graft_draws  # > 0: EOT gradients are grafted (attacks.gradient.grafted_gradient)
         self.card = classifier.card
+        self.layout = layout or DrawLayout()
         self._seed = seed
         self._generators: dict[str, torch.Generator] = {}
 
@@ -94,8 +97,7 @@ class Pipeline(nn.Module):
     def classify(self, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
         """The classifier's logits (N, K); a randomized one under a global RNG seeded from the streams when given."""
         if rng is not None and self.randomized_classifier:
-            with isolated_global_rng(derive_seed(0, *rng.seeds()), images.device):
-                return self.classifier(images)
+            return per_sample(self.classifier, images, rng)
         return self.classifier(images)
 
     def forward(self, images: torch.Tensor, rng: SampleRNG | None = None) -> torch.Tensor:
@@ -104,11 +106,27 @@ class Pipeline(nn.Module):
             return self.classify(images, rng)
         if self.ensemble == 1:
             return self.classify(self.purify(images, rng), rng)
-        draws = [self.classify(self.purify(images, rng), rng).log_softmax(1) for _ in range(self.ensemble)]
-        return torch.stack(draws).logsumexp(0) - math.log(self.ensemble)
+        k = self.ensemble
+        streams = rng.split(k) if rng is not None else None
+        rows = images.repeat_interleave(k, dim=0)  # sample-major: row i * K + j is sample i's draw j
+        scores = self.classify(self.purify(rows, streams), streams).log_softmax(1)
+        return scores.view(images.shape[0], k, -1).logsumexp(1) - math.log(k)
 
 
 @torch.no_grad()
 def score(pipeline: Pipeline, images: torch.Tensor, rng: SampleRNG) -> torch.Tensor:
     """Predicted labels (N,) of one scoring draw of ``pipeline`` on (N, C, H, W) images, from the streams ``rng``."""
     return pipeline(images, rng=rng).argmax(1)
+
+
+@torch.no_grad()
+def score_draws(pipeline: nn.Module, images: torch.Tensor, streams: list[SampleRNG]) -> list[torch.Tensor]:
+    """Predicted labels (N,) of one scoring draw per stream set of ``streams`` (a repeat each), the draws run in the
+    batch dimension as ``pipeline``'s layout says: the same labels as ``score`` called once per repeat."""
+    draws = len(streams)
+    rows_rng = SampleRNG.interleave(streams)
+
+    def rows_pass(rows: torch.Tensor) -> tuple[torch.Tensor]:
+        return (pipeline(rows_of(images, rows, draws), rng=rows_rng[rows]).argmax(1),)
+
+    return by_draw(over_rows(rows_pass, images.shape[0], draws, layout_of(pipeline), images.device)[0], draws)

@@ -141,9 +141,11 @@ def headline_entry(
     ladder = [
         rung_row(r, Condition(r["label"], outcome.defense, outcome.threat).key(), passes, None) for r in base + rungs
     ]
+    texts = {r["label"]: r.get("rung_text") for r in rungs}
     stages = [
         {
             "rung": stage.label,
+            **({"rung_text": texts[stage.label]} if texts.get(stage.label) else {}),
             "stage": stage.kind,
             "standing": pair.standing,
             "flagged": pair.flagged,
@@ -212,7 +214,7 @@ def stage_phrase(stage: dict[str, Any]) -> str:
     """One stage in words, e.g. "a 2x rung of autoattack on 16 of 34 standing samples (3 flagged by their loss
     trace, 13 a seeded draw): none fell"."""
     scale = stage["rung"].rsplit("+", 1)
-    rung = f"a {scale[1][1:]}x rung of {scale[0]}"
+    rung = stage.get("rung_text") or f"a {scale[1][1:]}x rung of {scale[0]}"
     fell = "none fell" if not stage["fell"] else f"{stage['fell']} fell"
     if stage["stage"] == "all":
         return f"so {rung} ran on the other {stage['attacked']} standing samples: {fell}"

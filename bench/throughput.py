@@ -1,0 +1,260 @@
+"""How close an audit runs to its networks' own throughput, measured side by side in one run.
+
+    python bench/throughput.py [--device cpu|cuda] [--n 128] [--steps 10] [--precision fp32|bf16] [--compile]
+                               [--layout batched|looped] [--cases vit,vit+ddpm,vit+ebm,unet-cifar] [--json FILE]
+
+For each case, an adaptive PGD audit with EOT 4 (``--steps`` steps, 10 selection draws, robaudit's engine pieces:
+the pipeline, ``build_attack``, ``run_attack``) runs on ``--n`` images (default 128, the CPU batch), and hooks count
+every network evaluation (forward, and backward where a gradient flows back through it; ``audit.passes``). Then each
+network runs *alone*, no audit around it, on the inputs the audit gave it (its largest call: the audit's own batch
+size): the seconds per image of a forward pass, and of a forward and a backward pass. The networks alone would need
+
+    T_alone = sum over networks of (forwards - backwards) x t_forward + backwards x t_forward+backward
+
+for the evaluations the audit made; the audit took T_audit. **efficiency = T_alone / T_audit**: 1.0 is an audit
+that spends all its time in its networks, and the target is at least 0.7, on the CPU and on a GPU.
+
+Cases: the quickstart ViT alone (trained by robaudit and cached, as ``bench/peers.py``); the ViT behind ``ddpm``
+(DDIM, 10 steps, t* = 0.1) and behind ``ebm`` (ADP, ensemble 1), both at their default network size with random
+weights (throughput does not depend on training); on CUDA, also ``unet-cifar``: a UNet2DModel in the layout of
+google/ddpm-cifar10-32 (35.7M parameters, random weights, diffusers) with DiffPure's ancestral chain at t* = 0.1
+(100 network evaluations per purification) in front of a random small ResNet on 32 px images. The table prints the
+device (the CUDA device's name), the precision, the compile setting and the draw layout; ``--json FILE`` writes the
+same rows, each with its ``device``, ``case`` and ``efficiency``. ``--quick`` (the test suite) runs 4 images, 2
+steps, one epoch of training: it checks the bench runs, not its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robaudit.attacks import build_attack, resolve_attack, run_attack
+from robaudit.audit.passes import PassCounter, purifier_network
+from robaudit.audit.pipeline import Pipeline
+from robaudit.data import load_dataset
+from robaudit.draw_layout import DrawLayout
+from robaudit.models.compiled import compile_classifier
+from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
+from robaudit.purifiers import PURIFIERS, recipe_for
+from robaudit.sample_rng import SampleRNG
+
+EOT = 4
+SELECTION_DRAWS = 10
+TIMING_REPEATS = 3  # a network alone: the fastest of three timed runs (after a warm-up)
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PURIFIER_SETTINGS = {"ddpm": {"t_star": 0.1, "sampler": "ddim", "steps": 10}, "ebm": {"ensemble": 1}}
+
+
+class Inputs:
+    """A forward hook that keeps the arguments of a module's largest call (its batch: the audit's)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.args: tuple | None = None
+        self.handle = module.register_forward_hook(self.keep)
+
+    def keep(self, module: nn.Module, args: tuple, output: object) -> None:
+        larger = args and isinstance(args[0], torch.Tensor)
+        if larger and (self.args is None or args[0].shape[0] > self.args[0].shape[0]):
+            self.args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_image(network: nn.Module, args: tuple, *, backward: bool, precision: str) -> float:
+    """The fastest of ``TIMING_REPEATS`` runs of ``network(*args)`` alone (after a warm-up), per image of the batch:
+    a forward pass, or a forward and a backward pass to its first input (as an attack's gradient)."""
+    device = args[0].device
+
+    def once() -> None:
+        x = args[0].detach().requires_grad_(backward)
+        with torch.set_grad_enabled(backward), autocast(device, precision):
+            out = network(x, *args[1:])
+            out = out.sample if hasattr(out, "sample") else out
+        if backward:
+            torch.autograd.grad(out.float().sum(), x)
+
+    once()
+    times = []
+    for _ in range(TIMING_REPEATS):
+        synchronize(device)
+        tic = time.perf_counter()
+        once()
+        synchronize(device)
+        times.append(time.perf_counter() - tic)
+    return min(times) / args[0].shape[0]
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def quickstart_vit(quick: bool, device: torch.device) -> nn.Module:
+    """The quickstart ViT (trained once by robaudit and cached)."""
+    recipe = {"epochs": 1} if quick else {}
+    model, _ = obtain_classifier(ModelSpec(train=TrainSpec(data="digits", seed=0, recipe=recipe)), device="cpu")
+    return model.to(device).eval()
+
+
+def random_purifier(name: str, shape: list[int], device: torch.device, quick: bool) -> nn.Module:
+    """``name`` at its default network size, random weights (seeded), with the bench's purification settings."""
+    torch.manual_seed(0)
+    network = PURIFIERS.get(name).meta["build"](recipe_for(name, {}), shape).eval()
+    settings = {**PURIFIER_SETTINGS[name], **({"steps": 2} if quick and name == "ddpm" else {})}
+    settings = {**settings, **({"max_steps": 2} if quick and name == "ebm" else {})}
+    return PURIFIERS.build(name, settings, network).to(device).eval()
+
+
+def unet_cifar(device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """A random small ResNet on 32 px images behind DiffPure's chain on a UNet2DModel in google/ddpm-cifar10-32's
+    layout (random weights)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from robaudit.models.architectures import architecture_for
+    from robaudit.models.card import ModelCard
+    from robaudit.models.classifiers import create_classifier
+    from robaudit.purifiers.ddpm import DDPMNetwork
+    from robaudit.purifiers.unet import LevelConditionedUNet
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    )
+    schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    network = DDPMNetwork.from_eps_model(LevelConditionedUNet(unet), schedule, [3, 32, 32]).eval()
+    purifier = PURIFIERS.build("ddpm", {"t_star": 0.1, "sampler": "ddpm"}, network).to(device).eval()
+    arch, kwargs = architecture_for("resnet", channels=3, image_size=32)
+    card = ModelCard(arch, kwargs, 10, [str(k) for k in range(10)], [3, 32, 32], [0.5] * 3, [0.5] * 3)
+    return create_classifier(card).to(device).eval(), purifier
+
+
+def audit_case(
+    classifier: nn.Module, purifier: nn.Module | None, images: torch.Tensor, labels: torch.Tensor, args
+) -> dict:
+    """Adaptive PGD with EOT 4 through ``classifier`` (behind ``purifier``): seconds and evaluations per network,
+    then each network alone on the audit's inputs, and the efficiency."""
+    device = images.device
+    layout = DrawLayout(batched=args.layout == "batched")
+    attacked = compile_classifier(classifier) if args.compile else classifier
+    pipeline = Pipeline(attacked, purifier, threat="adaptive", layout=layout).eval()
+    pipeline.card = classifier.card
+    networks = {"classifier": classifier} | ({"purifier": purifier_network(purifier)} if purifier else {})
+    counter = PassCounter(classifier, [networks["purifier"]] if purifier else [])
+    inputs = {name: Inputs(module) for name, module in networks.items()}
+    resolved = resolve_attack("pgd", {"steps": args.steps}, eps=8 / 255, eps_l2=0.5)
+    context = {"num_classes": classifier.card.num_classes, "seed": 0, "eot": EOT, "draws": SELECTION_DRAWS}
+    attack = build_attack(resolved, pipeline, **context)
+    rng = SampleRNG.from_seeds(range(len(labels)), device)
+    run = lambda: run_attack(attack, resolved, images, labels, rng=rng, seed=0, precision=args.precision)  # noqa: E731
+    if args.compile:
+        run()  # compiles (not timed)
+    synchronize(device)
+    tic = time.perf_counter()
+    with counter.charge("audit"):
+        run()
+    synchronize(device)
+    audit_seconds = time.perf_counter() - tic
+    count = counter.take("audit")
+    for hook in inputs.values():
+        hook.handle.remove()
+    evaluations = {
+        "classifier": (count.forward, count.backward),
+        "purifier": (count.purifier, count.purifier_backward),
+    }
+    alone, row = 0.0, {}
+    for name, module in networks.items():
+        forwards, backwards = evaluations[name]
+        module = attacked if name == "classifier" and args.compile else module
+        t_forward = seconds_per_image(module, inputs[name].args, backward=False, precision=args.precision)
+        t_both = seconds_per_image(module, inputs[name].args, backward=True, precision=args.precision)
+        alone += (forwards - backwards) * t_forward + backwards * t_both
+        row[f"{name} evals (fwd/bwd)"] = f"{forwards}/{backwards}"
+        row[f"{name} alone, img/s fwd+bwd"] = round(1 / t_both, 1)
+        row[f"{name} batch"] = inputs[name].args[0].shape[0]
+    row.update({"audit s": round(audit_seconds, 2), "alone s": round(alone, 2)})
+    return {**row, "efficiency": round(alone / audit_seconds, 3)}
+
+
+def cases(args, device: torch.device) -> dict[str, Callable[[], tuple[nn.Module, nn.Module | None, str]]]:
+    """The cases this device runs: name -> (classifier, purifier or None, data)."""
+    vit = lambda: quickstart_vit(args.quick, device)  # noqa: E731
+    out = {
+        "vit": lambda: (vit(), None, "digits"),
+        "vit+ddpm": lambda: (vit(), random_purifier("ddpm", [1, 32, 32], device, args.quick), "digits"),
+        "vit+ebm": lambda: (vit(), random_purifier("ebm", [1, 32, 32], device, args.quick), "digits"),
+    }
+    if device.type == "cuda":
+        out["unet-cifar"] = lambda: (*unet_cifar(device), str(DATA / "cifar10_head.npz"))
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--n", type=int, default=None, help="images per case (default 128, the CPU batch; 4 with --quick)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="PGD steps (default 10; 2 with --quick)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the classifier's network")
+    parser.add_argument("--layout", default="batched", choices=["batched", "looped"], help="how draws run")
+    parser.add_argument("--cases", default=None, help="comma list (default: every case of the device)")
+    parser.add_argument("--quick", action="store_true", help="4 images, 2 steps, short chains (CI)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    args.n = args.n or (4 if args.quick else 128)
+    args.steps = args.steps or (2 if args.quick else 10)
+    device = torch.device(args.device)
+    available = cases(args, device)
+    wanted = args.cases.split(",") if args.cases else list(available)
+    unknown = [c for c in wanted if c not in available]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)} on {device.type}; choose from {', '.join(available)}")
+    rows = []
+    for name in wanted:
+        classifier, purifier, data = available[name]()
+        dataset = load_dataset(data, split="test", limit=args.n, subset_seed=0)
+        images, labels = dataset.images.float().to(device), dataset.labels.to(device)
+        settings = {"device": device_name(device), "precision": args.precision, "compile": args.compile}
+        measured = audit_case(classifier, purifier, images, labels, args)
+        rows.append({"case": name, **settings, "layout": args.layout, **measured})
+        print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows so far, as markdown."""
+    columns = list(dict.fromkeys(key for r in rows for key in r))
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |")
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""A randomized pipeline's draws in the batch dimension (``robaudit.draw_layout``): every (sample, draw) row has its
+own stream, so batched and looped draws, and any chunk size -- one that splits a sample's draws too -- give the same
+records, verdicts and pass counts; the pass counters count N x D evaluations as N x D."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robaudit.attacks.gradient import cross_entropy, eot_gradient
+from robaudit.audit.passes import PassCounter
+from robaudit.audit.pipeline import Pipeline, score, score_draws
+from robaudit.draw_layout import DrawLayout
+from robaudit.sample_rng import SampleRNG
+from toys import GaussianNoise, NearestMean, WithCard, randomized_part, streams, toy_data
+
+LAYOUTS = {
+    "looped": DrawLayout(batched=False),
+    "batched": DrawLayout(),
+    "chunk of 3 rows (splits a sample's 4 draws)": DrawLayout(chunk=3),
+    "chunk of 8 rows": DrawLayout(chunk=8),
+}
+
+
+@pytest.fixture(scope="module")
+def looped():
+    return randomized_part(LAYOUTS["looped"])
+
+
+@pytest.mark.parametrize("name", [name for name in LAYOUTS if name != "looped"])
+def test_batched_and_chunked_draws_give_the_looped_records_verdicts_and_pass_counts(looped, name):
+    records, passes = randomized_part(LAYOUTS[name])
+    assert records == looped[0]
+    assert passes == looped[1]
+    assert {r["condition"] for r in records} >= {"pgd|none|none", "pgd|noise|adaptive", "pgd|ddpm|adaptive"}
+    assert any(not r["correct"] for r in records) and any(r["correct"] for r in records), "verdicts to compare"
+
+
+def test_the_batch_size_changes_no_record_with_draws_batched(looped):
+    assert randomized_part(DrawLayout(chunk=5), batch_size=5)[0] == looped[0]
+
+
+def test_the_pass_counters_count_n_by_d_evaluations_as_n_by_d():
+    images, labels, means = toy_data(6, seed=1)
+    classifier = WithCard(NearestMean(means)).eval()
+    for layout in LAYOUTS.values():
+        pipeline = Pipeline(classifier, GaussianNoise(0.2), layout=layout)
+        counter = PassCounter(classifier, [])
+        with counter.charge("eot"):
+            eot_gradient(pipeline, images, labels, loss=cross_entropy, draws=4, rng=streams(6))
+        count = counter.take("eot")
+        assert (count.forward, count.backward) == (6 * 4, 6 * 4), layout
+
+
+def test_scoring_draws_in_one_batch_equal_one_call_per_repeat():
+    images, labels, means = toy_data(9, seed=2)
+    pipeline = Pipeline(WithCard(NearestMean(means)).eval(), GaussianNoise(0.3, ensemble=3))
+    ids = [str(i) for i in range(9)]
+    looped = [score(pipeline, images, SampleRNG.for_samples(0, ids, "score", r)) for r in range(4)]
+    for layout in LAYOUTS.values():
+        pipeline.layout = layout
+        again = [SampleRNG.for_samples(0, ids, "score", r) for r in range(4)]
+        assert all(torch.equal(a, b) for a, b in zip(score_draws(pipeline, images, again), looped, strict=True))
