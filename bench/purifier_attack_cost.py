@@ -52,15 +52,15 @@ CHECK = {"mode": "check", "delta": 0.05}  # the headline check, certifying a fal
 RECIPES = {
     "reference": ({"steps": 100}, 16, {}, "off"),
     "default": ({"steps": 20}, 4, {}, "off"),
-    "default, looped draws": ({"steps": 20}, 4, {}, "off"),
+    "default (looped draws)": ({"steps": 20}, 4, {}, "off"),
     "default + check": ({"steps": 20}, 4, {}, CHECK),
     "grafting": ({"steps": 20}, 4, {"graft": 1}, "off"),
     "surrogate": ({"steps": 20}, 4, {"backward_steps": 5}, "off"),
     "both": ({"steps": 20}, 4, {"graft": 1, "backward_steps": 5}, "off"),
     "selective": ({"steps": 20, "eot_mode": "selective"}, 4, {}, "off"),
 }
-SETTINGS = {"default, looped draws": {"batch_draws": False}}  # the draws one at a time, as before issue 29
-TWINS = {"default": "default, looped draws"}  # run right after the recipe (``--no-twins``: not)
+SETTINGS = {"default (looped draws)": {"batch_draws": False}}  # the draws one at a time, as before issue 29
+TWINS = {"default": "default (looped draws)"}  # run right after the recipe (``--no-twins``: not)
 QUICK_STEPS = {"reference": 4, "default": 2}
 PURIFIERS = {"ddpm": {"t_star": 0.1, "sampler": "ddpm"}, "ebm": {"ensemble": 1}}
 QUICK_PURIFIERS = {"ddpm": {"t_star": 0.005}, "ebm": {"max_steps": 2}}  # a 5-step chain; 2 score steps
@@ -89,7 +89,7 @@ def audit(purifier: str, recipe: str, *, n: int, quick: bool, work: Path, device
         "convergence": convergence,
         "part_size": n,
         "device": device,
-        "out": str(work / f"{purifier}-{recipe.replace(' ', '-').replace('+', 'and')}"),
+        "out": str(work / f"{purifier}-{recipe.replace(' ', '-').replace('+', 'and').strip('()').replace('(', '')}"),
     }
     tic = time.perf_counter()
     run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=True)
@@ -161,8 +161,8 @@ def targets(rows: list[dict]) -> list[str]:
         mine = {r["recipe"]: r for r in rows if r["purifier"] == purifier}
         if "default" not in mine:
             continue  # the targets are ratios against the default (and the reference)
-        if "default, looped draws" in mine:
-            lines.append(batched_against_looped(purifier, mine["default"], mine["default, looped draws"]))
+        if "default (looped draws)" in mine:
+            lines.append(batched_against_looped(purifier, mine["default"], mine["default (looped draws)"]))
         for name in ("default", "default + check"):
             if name in mine and "reference" in mine:
                 lines.append(against_reference(purifier, name, mine[name], mine["reference"], mine["default"]))

@@ -74,7 +74,7 @@ def test_purifier_attack_cost_quick_prints_every_recipe_and_the_targets(tmp_path
     assert verdicts[("ebm", "default")] == "-" and "certified" in verdicts[("ebm", "default + check")], verdicts
     assert rows[("ddpm", "grafting")] < rows[("ddpm", "default")], "grafting runs the purifier backward less often"
     assert "default + check vs reference" in table and "grafting:" in table and "selective EOT vs" in table
-    assert "| ddpm | default, looped draws |" in table, "the default's twin with its draws one at a time"
+    assert "| ddpm | default (looped draws) |" in table, "the default's twin with its draws one at a time"
     assert "ddpm: draws in the batch dimension:" in table and "counts identical: yes; verdicts identical: yes" in table
 
 
