@@ -147,11 +147,17 @@ COMPONENTS = {
 }
 
 
+def version_budget(version: str | None, given: dict) -> dict:
+    """``n_target_classes``, ``n_queries`` and ``steps`` of ``given`` (a mapping of params), the unset ones (None or
+    absent) from ``version``'s budget (fast: 3, 1000 and 50; else AutoAttack's 9, 5000 and 100)."""
+    budget = BUDGETS.get(version, STANDARD_BUDGET)
+    return {key: budget[key] if given.get(key) is None else given[key] for key in budget}
+
+
 def fill_budget(params: dict) -> dict:
-    """Fill ``n_target_classes``, ``n_queries`` and ``steps`` from the version when unset (fast: 3, 1000 and 50;
-    else AutoAttack's 9, 5000 and 100), so reports state the values used."""
-    budget = BUDGETS.get(params.get("version"), STANDARD_BUDGET)
-    return {**params, **{key: value for key, value in budget.items() if params.get(key) is None}}
+    """Fill ``n_target_classes``, ``n_queries`` and ``steps`` from the version when unset, so reports state the
+    values used (``version_budget``)."""
+    return {**params, **version_budget(params.get("version"), params)}
 
 
 PLUS_RESTARTS = 5  # AutoAttack's ``plus``: 5 restarts of APGD-CE (and APGD-DLR), iterations and queries unchanged
@@ -234,8 +240,7 @@ def autoattack(
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
     run = ("rand" if randomized else "standard") if version == "auto" else version
-    budget = {"n_target_classes": n_target_classes, "n_queries": n_queries, "steps": steps}
-    budget = {key: BUDGETS.get(run, STANDARD_BUDGET)[key] if value is None else value for key, value in budget.items()}
+    budget = version_budget(run, {"n_target_classes": n_target_classes, "n_queries": n_queries, "steps": steps})
     kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=budget["n_target_classes"])
     deferred = ["square"] if square_in_check and run == "fast" else []
     kept = [name for name in kept if name not in deferred]
