@@ -3,10 +3,10 @@
 On CUDA the memory one sample costs is measured, not guessed: one gradient of every attacked pipeline on two of the
 run's own images (an attack holds one such graph at a time), times the rows a sample takes in it: a randomized
 pipeline whose draws run in the batch dimension (``draw_layout``) backpropagates a sample's EOT draws as rows of one
-graph, at most ``draw_chunk`` rows at a time (its purifier chain is inside the measured graph, checkpointed where
-checkpointing is on). The batch is the largest power of two whose cost fits in a share of the free memory, capped at
-``CEILING``. The batch size
-changes no record, and a batch that still runs out of memory is run again in halves (``PartExecutor``).
+graph, at most ``draw_chunk`` rows at a time. Its purifier chain is inside the measured graph, checkpointed: the
+smallest form (a call drops checkpointing where its chain fits, ``purifiers.checkpointing``). The batch is the
+largest power of two whose cost fits in a share of the free memory, capped at ``CEILING``. The batch size changes no
+record, and a batch that still runs out of memory is run again in halves (``PartExecutor``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from robaudit.attacks.selection import draw
 from robaudit.draw_layout import layout_of
+from robaudit.purifiers.checkpointing import forced_checkpointing
 from robaudit.sample_rng import SampleRNG, is_randomized
 
 CPU_DEFAULT = 128
@@ -50,7 +51,7 @@ def gradient_bytes_per_sample(
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         x = images.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), forced_checkpointing(True):  # the smallest graph; calls drop it where it fits
             torch.autograd.grad(draw(model, x, rng).sum(), x)
         torch.cuda.synchronize(device)
         peak = max(peak, (torch.cuda.max_memory_allocated(device) - base) * rows(model))

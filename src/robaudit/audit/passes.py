@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from robaudit.purifiers.checkpointing import probing
+
 if TYPE_CHECKING:
     from robaudit.purifiers.base import Purifier
 
@@ -49,7 +51,7 @@ class PassCounter:
             module._robaudit_pass_hooks = [module.register_forward_hook(hook)]
 
     def _bucket(self) -> PassCount | None:
-        return None if self.current is None else self.counts.setdefault(self.current, PassCount())
+        return None if self.current is None or probing() else self.counts.setdefault(self.current, PassCount())
 
     def _classifier_pass(self, module: nn.Module, inputs: Any, output: Any) -> None:
         bucket = self._bucket()

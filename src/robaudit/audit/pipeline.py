@@ -28,6 +28,7 @@ from torch import nn
 from robaudit.draw_layout import DrawLayout, by_draw, layout_of, over_rows, rows_of
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
+from robaudit.purifiers.checkpointing import chain_checkpointing
 from robaudit.sample_rng import SampleRNG, is_randomized, per_sample
 from robaudit.threats import PIPELINE_THREATS, threat_model
 
@@ -92,7 +93,10 @@ class Pipeline(nn.Module):
             with torch.no_grad():
                 purified = self.purifier(images, generator=generator)
             return images + (purified - images).detach()
-        return self.purifier(images, generator=generator)
+        if not (torch.is_grad_enabled() and images.requires_grad):
+            return self.purifier(images, generator=generator)
+        with chain_checkpointing(self.purifier, images):
+            return self.purifier(images, generator=generator)
 
     def classify(self, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
         """The classifier's logits (N, K); a randomized one under a global RNG seeded from the streams when given."""

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.fileio import sha256_file
 from robaudit.models.fingerprint import weights_fingerprint
+from robaudit.purifiers.checkpointing import checkpointing_wanted
 from robaudit.purifiers.ddpm import DDPMNetwork
 from robaudit.purifiers.sources import as_method_network
 from robaudit.registry import check_keys
@@ -48,7 +49,8 @@ class DiffusionNetwork:
 
 
 class FactoryNoisePredictor(nn.Module):
-    """``eps(x, t)`` from a user's model, checkpointed when an attack differentiates through it."""
+    """``eps(x, t)`` from a user's model, checkpointed when an attack differentiates through it and
+    ``purifiers.checkpointing`` says the chain would not fit."""
 
     def __init__(self, model: nn.Module, *, channels: int) -> None:
         super().__init__()
@@ -57,7 +59,7 @@ class FactoryNoisePredictor(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W), t: (N,) long -> predicted noise (N, C, H, W)."""
-        if torch.is_grad_enabled() and x.requires_grad and not self.training:
+        if checkpointing_wanted() and torch.is_grad_enabled() and x.requires_grad and not self.training:
             return checkpoint(self._run, x, t, use_reentrant=False)
         return self._run(x, t)
 

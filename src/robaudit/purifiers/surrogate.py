@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaudit.purifiers.checkpointing import chain_checkpointing
 from robaudit.seeding import derive_seed
 
 CANDIDATE_STEPS = (1, 2, 5, 10, 20)
@@ -50,7 +51,7 @@ def eot_input_gradient(
     for index in range(draws):
         generator = torch.Generator(device=images.device).manual_seed(derive_seed(seed, "surrogate", index))
         x = images.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), chain_checkpointing(purifier, x):
             loss = F.cross_entropy(classifier(purifier(x, generator=generator)), labels, reduction="sum")
             total += torch.autograd.grad(loss, x)[0]
     return total / draws

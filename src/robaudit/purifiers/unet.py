@@ -14,6 +14,8 @@ from diffusers import UNet2DModel
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from robaudit.purifiers.checkpointing import checkpointing_wanted
+
 
 def small_unet(
     *, channels: int, image_size: int, widths: list[int], layers_per_block: int, unshuffle: int = 1
@@ -37,17 +39,19 @@ def small_unet(
 
 
 class LevelConditionedUNet(nn.Module):
-    """``net(x, level)``: (N, C, H, W), (N,) int -> (N, C, H, W); checkpointed when an attack differentiates it."""
+    """``net(x, level)``: (N, C, H, W), (N,) int -> (N, C, H, W); checkpointed when an attack differentiates it and
+    ``purifiers.checkpointing`` says the chain would not fit (``gradient_checkpointing`` True or False forces it)."""
 
     def __init__(self, unet: UNet2DModel, *, unshuffle: int = 1) -> None:
         super().__init__()
         self.unet = unet
         self.unshuffle = unshuffle
-        self.gradient_checkpointing = True
+        self.gradient_checkpointing: bool | None = None  # None: as purifiers.checkpointing decides
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W), level: (N,) long -> (N, C, H, W)."""
-        if self.gradient_checkpointing and torch.is_grad_enabled() and x.requires_grad and not self.training:
+        wanted = checkpointing_wanted(self.gradient_checkpointing)
+        if wanted and torch.is_grad_enabled() and x.requires_grad and not self.training:
             return checkpoint(self._run, x, level, use_reentrant=False)
         return self._run(x, level)
 
