@@ -5,13 +5,14 @@
 
 For each case, an adaptive PGD audit with EOT 4 (``--steps`` steps, 10 selection draws, robaudit's engine pieces:
 the pipeline, ``build_attack``, ``run_attack``) runs on ``--n`` images (default 128, the CPU batch), and hooks count
-every network evaluation (forward, and backward where a gradient flows back through it; ``audit.passes``). Then each
-network runs *alone*, no audit around it, on the inputs the audit gave it (its largest call: the audit's own batch
-size): the seconds per image of a forward pass, and of a forward and a backward pass. The networks alone would need
+every network evaluation (forward, and backward where a gradient flows back through it; ``audit.passes``) and every
+call of every network: its batch size and whether a gradient flowed back through it. Then each network runs *alone*,
+no audit around it, on the inputs the audit gave it: each batch size the audit called it at, forward or forward and
+backward as the audit did, the fastest of three timed runs. The networks alone would need
 
-    T_alone = sum over networks of (forwards - backwards) x t_forward + backwards x t_forward+backward
+    T_alone = sum over networks and their calls of t(batch size, forward or forward+backward)
 
-for the evaluations the audit made; the audit took T_audit. **efficiency = T_alone / T_audit**: 1.0 is an audit
+for the calls the audit made; the audit took T_audit. **efficiency = T_alone / T_audit**: 1.0 is an audit
 that spends all its time in its networks, and the target is at least 0.7, on the CPU and on a GPU.
 
 Cases: the quickstart ViT alone (trained by robaudit and cached, as ``bench/peers.py``); the ViT behind ``ddpm``
@@ -41,7 +42,7 @@ from robaudit.audit.passes import PassCounter, purifier_network
 from robaudit.audit.pipeline import Pipeline
 from robaudit.data import load_dataset
 from robaudit.draw_layout import DrawLayout
-from robaudit.models.compiled import compile_classifier
+from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.purifiers import PURIFIERS, recipe_for
 from robaudit.sample_rng import SampleRNG
@@ -53,17 +54,42 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PURIFIER_SETTINGS = {"ddpm": {"t_star": 0.1, "sampler": "ddim", "steps": 10}, "ebm": {"ensemble": 1}}
 
 
-class Inputs:
-    """A forward hook that keeps the arguments of a module's largest call (its batch: the audit's)."""
+class Calls:
+    """A forward hook that records every call of a module during the audit: its batch size and whether a gradient
+    flowed back through it, and keeps the arguments of its largest call (to time the network alone on)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.args: tuple | None = None
-        self.handle = module.register_forward_hook(self.keep)
+        self.sizes: list[int] = []
+        self.backward: list[bool] = []
+        self.handle = module.register_forward_hook(self.record)
 
-    def keep(self, module: nn.Module, args: tuple, output: object) -> None:
-        larger = args and isinstance(args[0], torch.Tensor)
-        if larger and (self.args is None or args[0].shape[0] > self.args[0].shape[0]):
+    def record(self, module: nn.Module, args: tuple, output: object) -> None:
+        if not (args and isinstance(args[0], torch.Tensor)) or torch._C._current_graph_task_id() != -1:
+            return  # not a network evaluation, or a checkpoint recomputing one inside a backward pass
+        call = len(self.sizes)
+        self.sizes.append(args[0].shape[0])
+        self.backward.append(False)
+        output = getattr(output, "sample", output)
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda grad: self.backward.__setitem__(call, True))
+        if self.args is None or args[0].shape[0] > self.args[0].shape[0]:
             self.args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+    def shapes(self) -> dict[tuple[int, bool], int]:
+        """``{(batch size, with backward): calls}``."""
+        counts: dict[tuple[int, bool], int] = {}
+        for key in zip(self.sizes, self.backward, strict=True):
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+def resized(args: tuple, size: int) -> tuple:
+    """The largest call's arguments cut (or tiled) to ``size`` rows: a call of that size on the audit's inputs."""
+    rows = torch.arange(size, device=args[0].device) % args[0].shape[0]
+    return tuple(
+        a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == args[0].shape[0] else a for a in args
+    )
 
 
 def synchronize(device: torch.device) -> None:
@@ -71,9 +97,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_image(network: nn.Module, args: tuple, *, backward: bool, precision: str) -> float:
-    """The fastest of ``TIMING_REPEATS`` runs of ``network(*args)`` alone (after a warm-up), per image of the batch:
-    a forward pass, or a forward and a backward pass to its first input (as an attack's gradient)."""
+def seconds_per_call(network: nn.Module, args: tuple, *, backward: bool, precision: str) -> float:
+    """The fastest of ``TIMING_REPEATS`` runs of ``network(*args)`` alone (after a warm-up): a forward pass, or a
+    forward and a backward pass to its first input (as an attack's gradient)."""
     device = args[0].device
 
     def once() -> None:
@@ -92,7 +118,7 @@ def seconds_per_image(network: nn.Module, args: tuple, *, backward: bool, precis
         once()
         synchronize(device)
         times.append(time.perf_counter() - tic)
-    return min(times) / args[0].shape[0]
+    return min(times)
 
 
 def autocast(device: torch.device, precision: str):
@@ -148,15 +174,16 @@ def audit_case(
     classifier: nn.Module, purifier: nn.Module | None, images: torch.Tensor, labels: torch.Tensor, args
 ) -> dict:
     """Adaptive PGD with EOT 4 through ``classifier`` (behind ``purifier``): seconds and evaluations per network,
-    then each network alone on the audit's inputs, and the efficiency."""
+    then each network alone on the audit's own calls, and the efficiency."""
     device = images.device
     layout = DrawLayout(batched=args.layout == "batched")
     attacked = compile_classifier(classifier) if args.compile else classifier
+    networks = {"classifier": classifier} | ({"purifier": purifier_network(purifier)} if purifier else {})
+    if args.compile and purifier is not None:
+        compile_network(networks["purifier"])
     pipeline = Pipeline(attacked, purifier, threat="adaptive", layout=layout).eval()
     pipeline.card = classifier.card
-    networks = {"classifier": classifier} | ({"purifier": purifier_network(purifier)} if purifier else {})
     counter = PassCounter(classifier, [networks["purifier"]] if purifier else [])
-    inputs = {name: Inputs(module) for name, module in networks.items()}
     resolved = resolve_attack("pgd", {"steps": args.steps}, eps=8 / 255, eps_l2=0.5)
     context = {"num_classes": classifier.card.num_classes, "seed": 0, "eot": EOT, "draws": SELECTION_DRAWS}
     attack = build_attack(resolved, pipeline, **context)
@@ -164,6 +191,7 @@ def audit_case(
     run = lambda: run_attack(attack, resolved, images, labels, rng=rng, seed=0, precision=args.precision)  # noqa: E731
     if args.compile:
         run()  # compiles (not timed)
+    calls = {name: Calls(module) for name, module in networks.items()}
     synchronize(device)
     tic = time.perf_counter()
     with counter.charge("audit"):
@@ -171,7 +199,7 @@ def audit_case(
     synchronize(device)
     audit_seconds = time.perf_counter() - tic
     count = counter.take("audit")
-    for hook in inputs.values():
+    for hook in calls.values():
         hook.handle.remove()
     evaluations = {
         "classifier": (count.forward, count.backward),
@@ -181,14 +209,25 @@ def audit_case(
     for name, module in networks.items():
         forwards, backwards = evaluations[name]
         module = attacked if name == "classifier" and args.compile else module
-        t_forward = seconds_per_image(module, inputs[name].args, backward=False, precision=args.precision)
-        t_both = seconds_per_image(module, inputs[name].args, backward=True, precision=args.precision)
-        alone += (forwards - backwards) * t_forward + backwards * t_both
+        seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
+        alone += seconds
         row[f"{name} evals (fwd/bwd)"] = f"{forwards}/{backwards}"
-        row[f"{name} alone, img/s fwd+bwd"] = round(1 / t_both, 1)
-        row[f"{name} batch"] = inputs[name].args[0].shape[0]
+        row[f"{name} calls"] = len(calls[name].sizes)
+        row[f"{name} largest call"] = calls[name].args[0].shape[0]
+        row[f"{name} alone there, img/s fwd+bwd"] = round(largest, 1)
     row.update({"audit s": round(audit_seconds, 2), "alone s": round(alone, 2)})
     return {**row, "efficiency": round(alone / audit_seconds, 3)}
+
+
+def alone_seconds(network: nn.Module, calls: Calls, *, precision: str) -> tuple[float, float]:
+    """The seconds ``network`` alone takes for the audit's calls (each distinct batch size timed forward, or
+    forward and backward, on the audit's inputs, times its calls), and its forward+backward images per second at
+    the largest call."""
+    total = 0.0
+    for (size, backward), times in calls.shapes().items():
+        total += times * seconds_per_call(network, resized(calls.args, size), backward=backward, precision=precision)
+    both = seconds_per_call(network, calls.args, backward=True, precision=precision)
+    return total, calls.args[0].shape[0] / both
 
 
 def cases(args, device: torch.device) -> dict[str, Callable[[], tuple[nn.Module, nn.Module | None, str]]]:
@@ -218,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=None, help="PGD steps (default 10; 2 with --quick)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the classifier's network")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--layout", default="batched", choices=["batched", "looped"], help="how draws run")
     parser.add_argument("--cases", default=None, help="comma list (default: every case of the device)")
     parser.add_argument("--quick", action="store_true", help="4 images, 2 steps, short chains (CI)")
