@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class PassCount:
     """Sample-passes: classifier ``forward`` and ``backward``, purifier network evaluations (``purifier``: forward,
-    recomputations for gradient checkpointing included) and gradients through the purifier network
+    not the recomputations of gradient checkpointing) and gradients through the purifier network
     (``purifier_backward``)."""
 
     forward: int = 0

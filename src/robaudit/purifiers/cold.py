@@ -110,7 +110,7 @@ class ColdPurifier(Purifier):
             "direct": "the blur and one restoration step",
             "reconstructed": f"the blur and {self.level} cold-diffusion restoration steps",
         }[self.variant]
-        return f"{steps} (deterministic), with gradient checkpointing"
+        return f"{steps} (deterministic), checkpointed where it would not fit in memory"
 
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Purify images (N, C, H, W) in [0, 1] (deterministic: ``generator`` is unused)."""

@@ -5,8 +5,9 @@ chain (``sampler: ddpm``, Ho et al.; t* T steps, fresh noise at each), a few det
 (``sampler: ddim``, ``steps``; random only in the first diffusion) or DiffPure's own reverse VP-SDE (``sampler: sde``,
 Euler-Maruyama with step ``sde_dt``, fresh noise at each step: ``purifiers.vpsde``). The network is a diffusers
 ``UNet2DModel``; the schedule comes from diffusers' ``DDPMScheduler``. For adaptive attacks the gradient
-flows through the chain with gradient checkpointing; ``backward_steps`` declares a DDIM surrogate of that many steps
-for the backward pass only (Lee & Kim, ICCV 2023), starting from the same diffused point.
+flows through the chain (checkpointed where it would not fit in memory, ``purifiers.checkpointing``);
+``backward_steps`` declares a DDIM surrogate of that many steps for the backward pass only (Lee & Kim, ICCV 2023),
+starting from the same diffused point.
 """
 
 from __future__ import annotations
@@ -230,9 +231,9 @@ class DDPMPurifier(Purifier):
         if self.backward_steps:
             return (
                 f"a {len(ddim_timesteps(self.t_start, self.backward_steps))}-step DDIM surrogate from the same "
-                f"diffused point (forward: {chain}), with gradient checkpointing"
+                f"diffused point (forward: {chain}), checkpointed where it would not fit in memory"
             )
-        return f"{chain} and the diffusion noise, with gradient checkpointing"
+        return f"{chain} and the diffusion noise, checkpointed where it would not fit in memory"
 
     def reverse(self, x_t: torch.Tensor, generator: torch.Generator, *, sampler: str, steps: int) -> torch.Tensor:
         """Run the reverse process from x_t at t_start down to x0 (in [-1, 1])."""
