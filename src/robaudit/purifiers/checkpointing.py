@@ -6,9 +6,10 @@ long chain on a large batch that is more than the device holds, so the U-Nets ca
 its input, recompute the rest during the backward pass. That costs one more forward evaluation per step (about a
 third of the gradient's time), and buys nothing when the activations fit. So the decision is measured: one probe
 purification of one row (a fixed generator, never a sample's stream; its evaluations are not counted) records the
-bytes the chain saves per row, and a differentiated call checkpoints when rows x that exceed the budget (half
-of the CUDA device's free memory; an eighth of the machine's memory on a CPU). Checkpointing changes memory and
-speed, never values: the recomputed evaluation is the same computation on the same input.
+bytes the chain saves per row, and a differentiated call checkpoints when rows x that exceed the budget (half of
+the CUDA device's free memory; on a CPU half the available memory, at most a quarter of the machine's).
+Checkpointing changes memory and speed, never values: the recomputed evaluation is the same computation on the same
+input.
 
 A network reads the decision with ``checkpointing_wanted()``; its own ``gradient_checkpointing`` attribute, when set
 to True or False, overrides it (``bench/purifier_gradient_memory.py`` measures both).
@@ -51,10 +52,24 @@ def _set(var: ContextVar[bool], value: bool) -> Iterator[None]:
 
 def memory_budget(device: torch.device) -> int:
     """Bytes a chain's saved activations may take: half of ``device``'s free memory at the call on CUDA (the batch
-    is sized on the checkpointed graph, ``audit.batching``), an eighth of the machine's physical memory otherwise."""
+    is sized on the checkpointed graph, ``audit.batching``); on a CPU, half of the memory available now, at most a
+    quarter of the machine's."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] // 2
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(physical // 4, available_memory(default=physical // 2) // 2)
+
+
+def available_memory(*, default: int) -> int:
+    """The memory the OS can give now (Linux's MemAvailable), else ``default``."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return default
 
 
 def saved_bytes_per_row(purifier: nn.Module, images: torch.Tensor) -> int:
