@@ -257,7 +257,7 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
     strict = CliRunner().invoke(app, ["report", "run", "--gate", "worst_case >= 0.999"])
     assert strict.exit_code == 1 and "INCOMPLETE" not in strict.output, "fails on its value, not on completeness"
     assert summary["model"]["randomized"] == {"declared": False, "detected": True, "randomized": True}
-    assert any(f["check"] == "randomized-model" for f in summary["flags"])
+    assert any(f["check"] == "randomized-model" for f in summary["findings"])
     undefended = summary["defenses"][0]
     assert undefended["worst_case"]["repeats"] == 3
     assert all(r["repeats"] == 3 for r in undefended["results"])

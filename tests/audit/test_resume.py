@@ -116,7 +116,7 @@ def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypa
     assert len(list((run / "records").glob("part-*.jsonl"))) == BATCHES  # parts follow part_size, not chunks
     summary = yaml.safe_load((run / "summary.json").read_text())
     assert summary["complete"] and summary["n_samples"] == CONFIG["data"]["limit"]
-    flag = next(f for f in summary["flags"] if f["check"] == "out-of-memory")
+    flag = next(f for f in summary["findings"] if f["check"] == "out-of-memory")
     assert f"{BATCHES} batch(es) were split" in flag["title"] and "chunks of 2" in flag["evidence"]
     assert "ran out of memory" in (run / "report.md").read_text()
     manifest = yaml.safe_load((run / "manifest.json").read_text())

@@ -163,3 +163,18 @@ def test_delta_interval_and_comparison(tmp_path, monkeypatch, digits_model_path)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "new" / "comparison.md").read_text()
     assert "robust accuracy [pgd / none / none]" in text and "delta [95% CI]" in text
+
+
+def test_strict_reads_the_findings_and_an_older_summarys_flags(tmp_path):
+    """Schema 5 calls them ``findings``; a schema-4 summary's ``flags`` still fail ``--strict``."""
+    from robaudit.reporting.gates import gate_run
+
+    finding = {"check": "gradients", "severity": "error", "title": "zero gradients", "explanation": "", "evidence": {}}
+    summary = {"defenses": [], "attacks": [], "clean_accuracy": _rate(0.9)}
+    for key in ("findings", "flags"):
+        run = tmp_path / key
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({**summary, key: [finding]}))
+        results = gate_run(run, gates=[], strict=True)
+        strict = next(r for r in results if r.name == "sanity checks (--strict)")
+        assert not strict.passed and strict.observed == 1, key

@@ -60,9 +60,9 @@ def _audit(model_path, tmp_path):
 
 def test_gradient_masking_is_flagged(models, tmp_path):
     result, summary = _audit(models["masked"], tmp_path)
-    checks = {f["check"] for f in summary["flags"] if f["severity"] == "error"}
-    assert "gradients" in checks, summary["flags"]
-    assert "black-box-beats-white-box" in checks, summary["flags"]
+    checks = {f["check"] for f in summary["findings"] if f["severity"] == "error"}
+    assert "gradients" in checks, summary["findings"]
+    assert "black-box-beats-white-box" in checks, summary["findings"]
     assert result.exit_code == 1  # --strict fails the gates
     assert "gradient masking" in (tmp_path / "run" / "report.md").read_text()
 
@@ -70,7 +70,7 @@ def test_gradient_masking_is_flagged(models, tmp_path):
 def test_normal_model_trips_no_flag(models, tmp_path):
     result, summary = _audit(models["normal"], tmp_path)
     # Square gets 1200 queries: with 300 it left 4 samples that 1200 broke, and the convergence check said so
-    assert [f for f in summary["flags"] if f["severity"] != "info"] == []
+    assert [f for f in summary["findings"] if f["severity"] != "info"] == []
     assert result.exit_code == 0, result.output
 
 

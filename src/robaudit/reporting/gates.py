@@ -204,7 +204,7 @@ def gate_run(
             raise ConfigError(f"baseline {str(baseline)!r} has no summary.json; pass a run directory")
         results += judge_max_drop(summary, json.loads(baseline_path.read_text(encoding="utf-8")), max_drop=max_drop)
     if strict:
-        serious = [f for f in summary.get("flags", []) if f["severity"] in ("warning", "error")]
+        serious = [f for f in summary.get("findings", []) if f["severity"] in ("warning", "error")]
         names = "; ".join(f"{f['severity']}: {f['title']}" for f in serious)
         results.append(
             GateResult(

@@ -139,7 +139,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             "provenance": manifest["data"].get("provenance", {}),
         },
         "threat_model": threat_model(config, defended=len(defenses) > 1),
-        "flags": [],
+        "findings": [],
         "seed": config.get("seed"),
         **numbers,
     }
@@ -169,7 +169,7 @@ def add_checks(
     summary["convergence"] = convergence_checks(summary, config, passes or {}, rung_samples or {}, outcomes)
     flags = [Finding(**f) for f in manifest.get("preflight", [])] + postrun(frame, summary) + memory_findings(manifest)
     flags += convergence_findings(summary["convergence"])
-    summary["flags"] = [f.to_dict() for f in flags]
+    summary["findings"] = [f.to_dict() for f in flags]
     summary["preflight_checked"] = "preflight" in manifest
     summary["checks"] = list(CHECKS_BEFORE if "preflight" in manifest else ()) + list(CHECKS_AFTER)
     summary["warnings"] = [f"{f.title}: {f.explanation}" for f in flags if f.severity != "info"]
@@ -336,5 +336,8 @@ def write_html(run_dir: RunDir, summary: dict[str, Any], manifest: dict[str, Any
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
-    """Read a run's summary.json."""
-    return json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))
+    """Read a run's summary.json; a summary of schema 4 or earlier has its ``flags`` read as ``findings``."""
+    summary = json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))
+    if "flags" in summary and "findings" not in summary:
+        summary["findings"] = summary.pop("flags")
+    return summary

@@ -16,7 +16,7 @@ from robaudit.records import RECORD_FIELDS, Condition
 from robaudit.threats import NONE
 
 SUMMARY_SCHEMA = "robaudit.summary"
-SUMMARY_SCHEMA_VERSION = 4  # 2: timings to timings.json; 3: stochastic -> randomized; 4: headline convergence check
+SUMMARY_SCHEMA_VERSION = 5  # 2: timings.json; 3: stochastic -> randomized; 4: headline check; 5: flags -> findings
 CLEAN = Condition.clean(NONE).key()  # the undefended clean condition
 
 
