@@ -15,7 +15,7 @@ def overrides(**given):
 
 def test_rb_threat_sets_the_model_threat_and_threat_the_threat_models():
     mapping = overrides(rb_threat="L2", threat="adaptive,bpda")
-    assert mapping["model"] == {"path": "robustbench:Standard", "threat": "L2"}
+    assert mapping["model"] == {"path": "robustbench:Standard", "rb_threat": "L2"}
     assert mapping["threats"] == ["adaptive", "bpda"]
 
 
@@ -39,3 +39,11 @@ def test_an_old_run_manifest_reads_in_the_current_schema():
 
     assert with_randomized({"stochastic": True, "repeats": 10}) == {"randomized": True, "repeats": 10}
     assert with_randomized({"randomized": False}) == {"randomized": False}
+
+
+def test_the_model_key_is_rb_threat_and_the_earlier_threat_still_reads():
+    from robaudit.models.spec import ModelSpec
+
+    assert ModelSpec.parse({"path": "robustbench:Standard", "rb_threat": "L2"}).rb_threat == "L2"
+    assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).rb_threat == "L2"
+    assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).to_dict()["rb_threat"] == "L2"

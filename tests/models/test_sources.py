@@ -183,7 +183,7 @@ def test_robustbench_loads_through_the_package_from_the_model_dir(tmp_path, monk
     monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: "1.1.1")
     monkeypatch.setitem(sys.modules, "robustbench", fake)
     monkeypatch.setitem(sys.modules, "robustbench.utils", fake.utils)
-    options = SourceOptions(model_dir=str(tmp_path), threat="Linf")
+    options = SourceOptions(model_dir=str(tmp_path), rb_threat="Linf")
     with pytest.raises(CheckpointError, match="cifar10/Linf/Standard.pt' does not exist"):
         load_from_source("robustbench:Standard", options)
     (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
@@ -199,7 +199,7 @@ def test_robustbench_loads_through_the_package_from_the_model_dir(tmp_path, monk
     with pytest.raises(ConfigError, match="needs --model-dir"):
         load_from_source("robustbench:Standard", SourceOptions())
     with pytest.raises(ConfigError, match="no cifar10/Linfinity models"):
-        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path), threat="Linfinity"))
+        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path), rb_threat="Linfinity"))
 
 
 def test_ls_models_lists_every_source_with_an_example():

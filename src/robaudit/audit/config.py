@@ -225,7 +225,6 @@ def with_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
     if flags["model"] is not None:
         mapping["model"] = flags["model"]
     threats = [t.strip() for t in (flags["threat"] or "").split(",") if t.strip()]
-    flags["model_threat"] = flags.get("rb_threat")
     model_keys = (
         "arch",
         "num_classes",
@@ -233,7 +232,7 @@ def with_overrides(mapping: dict[str, Any], **flags: Any) -> dict[str, Any]:
         "weights",
         "model_dir",
         "model_dataset",
-        "model_threat",
+        "rb_threat",
         "mean",
         "std",
     )

@@ -52,13 +52,13 @@ class ModelSpec:
     weights: str | None = None  # a pretrained source: fine-tuned state dict over the pretrained weights
     model_dir: str | None = None  # robustbench: the folder holding DATASET/THREAT/NAME.pt
     dataset: str | None = None  # robustbench: cifar10 (default), cifar100 or imagenet
-    threat: str | None = None  # robustbench: Linf (default), L2 or corruptions
+    rb_threat: str | None = None  # robustbench: Linf (default), L2 or corruptions (RobustBench's threat)
     arch_kwargs: dict[str, Any] | None = None  # a bare state dict: its timm architecture's arguments
     mean: list[float] | None = None  # a bare state dict: the normalization its network expects
     std: list[float] | None = None
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
 
-    SOURCE_KEYS = ("weights", "model_dir", "dataset", "threat")
+    SOURCE_KEYS = ("weights", "model_dir", "dataset", "rb_threat")
 
     @classmethod
     def parse(cls, value: object) -> ModelSpec:
@@ -71,12 +71,15 @@ class ModelSpec:
             "train",
             "randomized",
             "stochastic",
+            "threat",
             "arch_kwargs",
             "mean",
             "std",
             *cls.SOURCE_KEYS,
         ]
         check_keys(value, keys, where="model")
+        if "threat" in value:  # the earlier name of rb_threat
+            value = {"rb_threat": value["threat"], **{k: v for k, v in value.items() if k != "threat"}}
         train = value.get("train")
         spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
         for key in cls.SOURCE_KEYS:

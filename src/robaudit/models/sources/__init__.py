@@ -33,7 +33,7 @@ class SourceOptions:
     weights: str | None = None
     model_dir: str | None = None
     dataset: str | None = None
-    threat: str | None = None
+    rb_threat: str | None = None
     trust_checkpoint: bool = False
 
 

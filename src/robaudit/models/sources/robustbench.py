@@ -45,7 +45,7 @@ ROBUSTBENCH_DATA = {
 def robustbench_source(ref: str, options: SourceOptions) -> nn.Module:
     """``robustbench.utils.load_model`` from ``model_dir/DATASET/THREAT/NAME.pt`` (dataset default cifar10,
     threat default Linf); RobustBench models take [0, 1] images and normalize themselves."""
-    dataset, threat = options.dataset or "cifar10", options.threat or "Linf"
+    dataset, threat = options.dataset or "cifar10", options.rb_threat or "Linf"
     if dataset not in ROBUSTBENCH_DATA or threat not in ROBUSTBENCH_THREATS:
         raise ConfigError(
             f"RobustBench has no {dataset}/{threat} models; datasets {', '.join(ROBUSTBENCH_DATA)}, "
