@@ -50,7 +50,7 @@ def test_train_attack_evaluate_report_chain(workdir):
     for name in ("config.yaml", "manifest.json", "summary.json", "results.csv", "report.md"):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["schema"] == "robaudit.summary" and summary["schema_version"] == 4 and summary["complete"]
+    assert summary["schema"] == "robaudit.summary" and summary["schema_version"] == 5 and summary["complete"]
     pgd = summary["attacks"][1]
     assert pgd["label"] == "pgd" and pgd["max_linf"] <= 8 / 255 + 1e-6
     assert summary["worst_case"]["robust_accuracy"]["value"] <= min(

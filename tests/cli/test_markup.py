@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_ls_prints_names_and_descriptions_in_brackets_literally(monkeypatch):
     registry = Registry("attack")
     registry.register("[bold]x", description="needs pip install -e '.[extra]' and [red]nothing[/red] else")(print)
-    monkeypatch.setitem(ls.REGISTRIES, "attacks", registry)
+    monkeypatch.setattr(ls, "registries", lambda: {"attacks": registry})
     result = runner.invoke(app, ["ls", "attacks"])
     assert result.exit_code == 0
     assert "[bold]x" in result.output and "pip install -e '.[extra]'" in result.output

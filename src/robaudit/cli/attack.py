@@ -8,15 +8,9 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from robaudit.attacks import resolve_attack
-from robaudit.attacks.dataset import attack_dataset
 from robaudit.cli.common import handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import parse_eps
-from robaudit.manifest import resolve_device
-from robaudit.models.fingerprint import model_fingerprint
-from robaudit.models.model_data import fit_to_model, model_transform
-from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
 
 app = typer.Typer()
@@ -37,6 +31,13 @@ def attack(
     job: JobFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Attack every sample of a dataset and write the adversarial images (float32 shards) with provenance."""
+    from robaudit.attacks import resolve_attack
+    from robaudit.attacks.dataset import attack_dataset
+    from robaudit.manifest import resolve_device
+    from robaudit.models.fingerprint import model_fingerprint
+    from robaudit.models.model_data import fit_to_model, model_transform
+    from robaudit.models.spec import ModelSpec, obtain_classifier
+
     resolved = resolve_attack(
         attack_name, {}, eps=parse_eps(eps, name="--eps"), eps_l2=parse_eps(eps_l2, name="--eps-l2")
     )

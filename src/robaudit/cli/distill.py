@@ -8,7 +8,7 @@ import typer
 
 from robaudit.cli.common import DeviceOption, TrustOption, handle_errors
 from robaudit.config import load_yaml
-from robaudit.distill.run import DISTILL_KEYS, DistillConfig, run_distillation
+from robaudit.distill import DISTILL_KEYS
 
 app = typer.Typer()
 
@@ -28,6 +28,8 @@ def distill_command(
     trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Distill a teacher into a student; write the student and a teacher/student comparison."""
+    from robaudit.distill.run import DistillConfig, run_distillation
+
     mapping = load_yaml(config) if config else {}
     flags = {"teacher": teacher, "data": data, "student": student, "purifier": purifier, "out": out, "seed": seed}
     mapping.update({key: str(value) if key == "out" else value for key, value in flags.items() if value is not None})

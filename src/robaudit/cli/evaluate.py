@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.audit.config import EvaluateConfig, parse_gates, with_overrides
-from robaudit.audit.evaluate import run_evaluation
-from robaudit.audit.plan import Shard
 from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, report_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
 from robaudit.config import load_yaml
-from robaudit.data import detect_source
 from robaudit.errors import ConfigError
-from robaudit.models.classifiers import training_data_source
-from robaudit.models.sources.robustbench import ROBUSTBENCH_THREATS
 from robaudit.progress import console
-from robaudit.reporting.report import load_summary, with_ci
+
+if TYPE_CHECKING:
+    from robaudit.audit.config import EvaluateConfig
 
 app = typer.Typer()
 
@@ -143,6 +139,10 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
+    from robaudit.audit.config import with_overrides
+    from robaudit.audit.evaluate import run_evaluation
+    from robaudit.audit.plan import Shard
+
     threat, rb_threat = split_deprecated_threat(threat, rb_threat)
     mapping = with_overrides(
         load_yaml(config) if config else {},
@@ -170,6 +170,8 @@ def evaluate(
 def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[str | None, str | None]:
     """``--threat Linf`` (a RobustBench threat where threat models go): the old spelling of ``--rb-threat``, kept
     for one release with a warning. Returns (threat models, RobustBench threat)."""
+    from robaudit.models.sources.robustbench import ROBUSTBENCH_THREATS
+
     names = [t.strip() for t in (threat or "").split(",") if t.strip()]
     old = [t for t in names if t in ROBUSTBENCH_THREATS]
     if old:
@@ -186,6 +188,8 @@ def settings_from(
 ) -> EvaluateConfig:
     """The run's config from the config file and flags (overrides win), with the defaults that depend on what was
     given; a malformed gate fails here, before any work."""
+    from robaudit.audit.config import EvaluateConfig, parse_gates
+
     mapping.update(overrides)
     add_default_data(mapping)
     add_default_attacks(mapping)
@@ -207,6 +211,8 @@ def add_convergence_default(mapping: dict[str, Any], *, off: bool, gated: bool) 
 def add_default_data(mapping: dict[str, Any]) -> None:
     """No data given: the test split of the data the model was trained on (recorded in robaudit checkpoints, or the
     config's ``model: train: data:``), else a one-line error asking for ``--data``."""
+    from robaudit.models.classifiers import training_data_source
+
     data = mapping.get("data")
     data = {"name": data} if isinstance(data, str) else dict(data or {})
     if data.get("name") or data.get("path"):
@@ -226,6 +232,8 @@ def add_default_data(mapping: dict[str, Any]) -> None:
 
 def add_default_attacks(mapping: dict[str, Any]) -> None:
     """No attacks given: run the default ones, except on a stored adversarial dataset (scored as given)."""
+    from robaudit.data import detect_source
+
     if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
         source = mapping["data"].get("path") or mapping["data"].get("name")
         if isinstance(source, str) and detect_source(source)[0] != "artifact":
@@ -235,6 +243,8 @@ def add_default_attacks(mapping: dict[str, Any]) -> None:
 
 def print_summary(run_dir: Path) -> None:
     """Show the headline numbers of a finished run."""
+    from robaudit.reporting.report import load_summary, with_ci
+
     summary = load_summary(run_dir)
     table = Table(title=escape(str(run_dir)))
     for column in ("condition", "threat model", "accuracy [95% CI]"):

@@ -12,13 +12,15 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOption
-from robaudit.data.job import DatasetJob
-from robaudit.data.transforms import EvalTransform
+
+if TYPE_CHECKING:
+    from robaudit.data.job import DatasetJob
+    from robaudit.data.transforms import EvalTransform
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,6 +144,7 @@ class JobFlags:
     ) -> DatasetJob:
         """Start a dataset job reading ``source`` (with the data flags given; through a model's evaluation
         ``transform`` when given) and writing ``out``."""
+        from robaudit.data.job import DatasetJob
         from robaudit.data.spec import DataSpec
 
         spec = DataSpec(source=source, **data_flags)

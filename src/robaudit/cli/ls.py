@@ -6,28 +6,27 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.attacks import ATTACKS
 from robaudit.cli.common import handle_errors
-from robaudit.data import DATASETS
 from robaudit.errors import ConfigError
-from robaudit.models.architectures import ARCHITECTURES
-from robaudit.models.sources import FILE_KINDS, MODEL_SOURCES
 from robaudit.progress import console
-from robaudit.purifiers import PURIFIERS
-from robaudit.purifiers.sources import PURIFIER_SOURCES
 from robaudit.registry import Registry, unknown_name_message
 
 app = typer.Typer()
 
-REGISTRIES: dict[str, Registry] = {
-    "attacks": ATTACKS,
-    "datasets": DATASETS,
-    "architectures": ARCHITECTURES,
-}
+
+def registries() -> dict[str, Registry]:
+    """The registries ``ls`` lists by name (imported here, when a listing is asked for)."""
+    from robaudit.attacks import ATTACKS
+    from robaudit.data import DATASETS
+    from robaudit.models.architectures import ARCHITECTURES
+
+    return {"attacks": ATTACKS, "datasets": DATASETS, "architectures": ARCHITECTURES}
 
 
 def model_rows() -> list[tuple[str, str, str]]:
     """(kind, description, example --model) of every model a --model can name: files and pretrained sources."""
+    from robaudit.models.sources import FILE_KINDS, MODEL_SOURCES
+
     files = [(kind, text, f"--model {example}") for kind, text, example in FILE_KINDS]
     sources = [(f"{e.name}:", e.description, f"--model {e.meta['example']}") for e in MODEL_SOURCES]
     return files + sources
@@ -37,7 +36,9 @@ def model_rows() -> list[tuple[str, str, str]]:
 @handle_errors
 def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architectures or purifiers")) -> None:
     """List registered components with one-line descriptions (models: every source with an example)."""
-    listings = {name: registry_rows(registry) for name, registry in REGISTRIES.items()}
+    from robaudit.purifiers import PURIFIERS
+
+    listings = {name: registry_rows(registry) for name, registry in registries().items()}
     listings.update(models=model_rows(), purifiers=registry_rows(PURIFIERS) + purifier_source_rows())
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
@@ -55,6 +56,8 @@ def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architec
 
 def purifier_source_rows() -> list[tuple[str, str]]:
     """Where a purifier's network may come from, each with an example."""
+    from robaudit.purifiers.sources import PURIFIER_SOURCES
+
     rows = [(f"{e.name}:", f"{e.description}; e.g. {e.meta['example']}") for e in PURIFIER_SOURCES]
     factory = "your own network code: purifiers: [{name: ddpm, network: {factory: pkg.module:function, kwargs: {...}, "
     rows.append(

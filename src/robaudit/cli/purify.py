@@ -12,11 +12,7 @@ from robaudit.cli.common import TrustCodeOption, handle_errors
 from robaudit.cli.flags import DATA_FLAGS, JOB_FLAGS, JobFlags, with_flags
 from robaudit.config import ComponentSpec
 from robaudit.errors import ConfigError
-from robaudit.models.fingerprint import model_fingerprint
-from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.progress import console
-from robaudit.purifiers.dataset import purify_dataset
-from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 
 app = typer.Typer()
 
@@ -43,6 +39,11 @@ def purify(
     job: JobFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Purify every image of a dataset and write the result (float32 shards) with provenance."""
+    from robaudit.models.fingerprint import model_fingerprint
+    from robaudit.models.spec import ModelSpec, obtain_classifier
+    from robaudit.purifiers.dataset import purify_dataset
+    from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
+
     if data_flags.get("class_map"):
         raise ConfigError("--class-map maps data classes to a model's; purify reads no model's classes, so drop it")
     params = {"checkpoint": purifier_checkpoint} if purifier_checkpoint else {}

@@ -7,15 +7,11 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from robaudit.audit.run import merge
 from robaudit.cli.common import handle_errors, report_gates
 from robaudit.cli.flags import GATE_FLAGS, GateFlags, with_flags
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_text
 from robaudit.progress import console
-from robaudit.reporting.compare import compare_summaries, comparison_markdown
-from robaudit.reporting.report import load_summary, rebuild_reports
-from robaudit.rundir import RunDir
 
 app = typer.Typer()
 
@@ -32,6 +28,10 @@ def report(
     gate_flags: GateFlags = None,  # type: ignore[assignment]  (filled by with_flags)
 ) -> None:
     """Rebuild a run's reports from its stored records and judge release gates on it; with two runs, compare them."""
+    from robaudit.audit.run import merge
+    from robaudit.reporting.compare import compare_summaries, comparison_markdown
+    from robaudit.reporting.report import load_summary, rebuild_reports
+
     if len(run_dirs) > 2:
         raise ConfigError("report takes one run directory, or two to compare (the last release first)")
     for run_dir in run_dirs:
@@ -59,4 +59,6 @@ def report(
 
 def configured_gates(run_dir: Path) -> list[str]:
     """The ``gates:`` saved in the run's config (a sharded run is gated when its report is merged)."""
+    from robaudit.rundir import RunDir
+
     return list(RunDir(run_dir).read_config().get("gates", []))

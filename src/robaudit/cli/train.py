@@ -10,11 +10,7 @@ from rich.markup import escape
 from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
 from robaudit.config import load_yaml
 from robaudit.errors import ConfigError
-from robaudit.manifest import resolve_device
-from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
 from robaudit.progress import console
-from robaudit.purifiers import PURIFIERS, epochs_key
-from robaudit.purifiers.resolve import train_purifier_file
 from robaudit.registry import unknown_name_message
 
 app = typer.Typer()
@@ -24,7 +20,7 @@ app = typer.Typer()
 @handle_errors
 def train(
     kind: str = typer.Argument(
-        "classifier", help=f"What to train: classifier, or a purifier ({', '.join(PURIFIERS.names())})."
+        "classifier", help="What to train: classifier, or a purifier (robaudit ls purifiers names them)."
     ),
     data: str = typer.Option("digits", "--data", help="Dataset name or path; its train split is used."),
     out: Path = typer.Option(None, "--out", help="Checkpoint path (.pt; .safetensors for classifiers)."),
@@ -39,6 +35,11 @@ def train(
     trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Train a classifier or a purifier on a dataset's train split and save a self-describing checkpoint."""
+    from robaudit.manifest import resolve_device
+    from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
+    from robaudit.purifiers import PURIFIERS, epochs_key
+    from robaudit.purifiers.resolve import train_purifier_file
+
     kinds = ["classifier", *PURIFIERS.names()]
     if kind not in kinds:
         raise ConfigError(unknown_name_message("trainable kind", kind, kinds))

@@ -9,6 +9,7 @@ from typing import Any
 
 from robaudit.config import ComponentSpec, parse_eps
 from robaudit.data.spec import DataSpec
+from robaudit.distill import DISTILL_KEYS
 from robaudit.distill.loop import DistillRecipe, compare_teacher_and_student, comparison_markdown, distill
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_json, atomic_write_text
@@ -18,8 +19,6 @@ from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys
-
-DISTILL_KEYS = ["teacher", "data", "purifier", "student", "recipe", "eval_limit", "eps", "steps", "seed", "out"]
 
 
 @dataclass
