@@ -43,14 +43,14 @@ import torchattacks
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.autoattack import escalate_autoattack
 from robaudit.attacks.precision import disagreements
-from robaudit.audit.config import EvaluateConfig
-from robaudit.audit.convergence import checked
-from robaudit.audit.evaluate import prepare_run
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.passes import PassCount, PassCounter
-from robaudit.audit.plan import Part, Shard
 from robaudit.check_bound import allowed_fallers, certified_fallers, subset_size
 from robaudit.data import load_dataset
+from robaudit.engine.config import EvaluateConfig
+from robaudit.engine.convergence import checked
+from robaudit.engine.evaluate import prepare_run
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.passes import PassCount, PassCounter
+from robaudit.engine.plan import Part, Shard
 from robaudit.headline_check import seeded_draw
 from robaudit.models.compiled import compile_classifier
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier

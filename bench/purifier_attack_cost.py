@@ -44,8 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from robaudit.audit.config import EvaluateConfig
-from robaudit.audit.evaluate import run_evaluation
+from robaudit.engine.config import EvaluateConfig
+from robaudit.engine.evaluate import run_evaluation
 from robaudit.rundir import PASS_KINDS, RunDir
 
 CHECK = {"mode": "check", "delta": 0.05}  # the headline check, certifying a fall of at most 5 points

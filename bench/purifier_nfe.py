@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from robaudit.audit.config import EvaluateConfig
-from robaudit.audit.evaluate import run_evaluation
+from robaudit.engine.config import EvaluateConfig
+from robaudit.engine.evaluate import run_evaluation
 
 SETTINGS = {
     "ddpm full chain (100 steps)": {"sampler": "ddpm"},

@@ -5,7 +5,7 @@
 
 For each case, an adaptive PGD audit with EOT 4 (``--steps`` steps, 10 selection draws, robaudit's engine pieces:
 the pipeline, ``build_attack``, ``run_attack``) runs on ``--n`` images (default 128, the CPU batch), and hooks count
-every network evaluation (forward, and backward where a gradient flows back through it; ``audit.passes``) and every
+every network evaluation (forward, and backward where a gradient flows back through it; ``engine.passes``) and every
 call of every network: its batch size and whether a gradient flowed back through it. Then each network runs *alone*,
 no audit around it, on the inputs the audit gave it: each batch size the audit called it at, forward or forward and
 backward as the audit did, the fastest of three timed runs. The networks alone would need
@@ -38,10 +38,10 @@ import torch
 from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
-from robaudit.audit.passes import PassCounter, purifier_network
-from robaudit.audit.pipeline import Pipeline
 from robaudit.data import load_dataset
 from robaudit.draw_layout import DrawLayout
+from robaudit.engine.passes import PassCounter, purifier_network
+from robaudit.engine.pipeline import Pipeline
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.purifiers import PURIFIERS, recipe_for

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from robaudit.audit.config import EvaluateConfig
 from robaudit.config import parse_eps
+from robaudit.engine.config import EvaluateConfig
 from robaudit.errors import ConfigError
 from robaudit.registry import Registry
 from robaudit.reporting.results import CLEAN, records_frame, summarize, wilson_interval
@@ -168,7 +168,7 @@ def test_a_missing_clean_record_counts_as_wrong():
 
 
 def test_resume_fingerprint_covers_purifier_checkpoints():
-    from robaudit.audit.evaluate import run_fingerprint
+    from robaudit.engine.evaluate import run_fingerprint
 
     same = run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
     assert same == run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})

@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from robaudit.audit.batching import CEILING, default_batch_size
 from robaudit.cli import app
+from robaudit.engine.batching import CEILING, default_batch_size
 from robaudit.models.classifiers import load_classifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run it on a GPU machine)")

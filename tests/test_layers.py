@@ -2,7 +2,7 @@
 each package imports only its own layer's lower neighbours, and the package graph has no cycle. The layers, lowest
 first, as ARCHITECTURE.md draws them:
 
-    ground (robaudit/*.py) < data < training < models < attacks, purifiers < reporting < audit < distill < cli
+    ground (robaudit/*.py) < data < training < models < attacks, purifiers < reporting < engine < distill < api < cli
 
 ``python tests/test_layers.py`` prints the arrows between packages."""
 
@@ -20,16 +20,21 @@ LAYERS = [
     ("models",),
     ("attacks", "purifiers"),
     ("reporting",),
-    ("audit",),
+    ("engine",),
     ("distill",),
+    ("api",),
     ("cli",),
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 ENTRY_POINTS = {"robaudit.__main__"}  # ``python -m robaudit`` runs the CLI: the top, outside the layers
+BOUNDARY = {"robaudit", "robaudit.api"}  # ``robaudit.audit()``: the library's entry point, a layer of its own
 
 
 def package_of(module: str) -> str:
-    """``robaudit.audit.plan`` -> ``audit``; a top-level module (``robaudit.config``) -> ``ground``."""
+    """``robaudit.engine.plan`` -> ``engine``; the entry point (``robaudit``, ``robaudit.api``) -> ``api``; another
+    top-level module (``robaudit.config``) -> ``ground``."""
+    if module in BOUNDARY:
+        return "api"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and (SRC / parts[1]).is_dir() else "ground"
 

@@ -110,9 +110,9 @@ def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: b
     inverting one under BPDA. Returns the part's output (records, timings)."""
     import torch
 
-    from robaudit.audit.execute import PartExecutor
-    from robaudit.audit.pipeline import Pipeline
-    from robaudit.audit.plan import AuditPlan, Defense, Part
+    from robaudit.engine.execute import PartExecutor
+    from robaudit.engine.pipeline import Pipeline
+    from robaudit.engine.plan import AuditPlan, Defense, Part
 
     images, labels, means = toy_data(n, seed=4)
     classifier = WithCard(NearestMean(means)).eval()
@@ -158,9 +158,9 @@ def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = 
     (noise inside it), a Gaussian-noise purifier with an ensemble of 2, and the tiny DDPM; ``layout`` for every
     pipeline, on ``device``. Returns (records, passes per condition)."""
     from robaudit.attacks import resolve_attack
-    from robaudit.audit.execute import PartExecutor
-    from robaudit.audit.pipeline import Pipeline
-    from robaudit.audit.plan import AuditPlan, Defense, Part
+    from robaudit.engine.execute import PartExecutor
+    from robaudit.engine.pipeline import Pipeline
+    from robaudit.engine.plan import AuditPlan, Defense, Part
 
     images, labels, means = toy_data(n, seed=5)
     classifier = WithCard(NearestMean(means, sigma=0.05)).eval()

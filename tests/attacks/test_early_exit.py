@@ -9,7 +9,7 @@ import torch
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.apgd import targets_by_linear_estimate
 from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, Verdict
-from robaudit.audit.passes import PassCount, PassCounter
+from robaudit.engine.passes import PassCount, PassCounter
 from toys import NearestMean, WithCard, streams, toy_data
 
 EPS = 0.12  # on these toy images: about half the samples fall

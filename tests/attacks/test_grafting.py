@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
-from robaudit.audit.passes import PassCounter, purifier_network
-from robaudit.audit.pipeline import Pipeline
+from robaudit.engine.passes import PassCounter, purifier_network
+from robaudit.engine.pipeline import Pipeline
 from robaudit.purifiers.base import Purifier, randn_like
 from toys import NearestMean, WithCard, streams, toy_data
 

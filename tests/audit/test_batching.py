@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from robaudit.audit.batching import CEILING, CPU_DEFAULT, batch_size_for_memory, default_batch_size
-from robaudit.audit.config import EvaluateConfig
+from robaudit.engine.batching import CEILING, CPU_DEFAULT, batch_size_for_memory, default_batch_size
+from robaudit.engine.config import EvaluateConfig
 from toys import NearestMean, toy_data
 
 GIB = 2**30
@@ -41,9 +41,9 @@ def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
 
 
 def test_a_randomized_pipeline_with_batched_draws_counts_its_eot_rows_per_sample():
-    from robaudit.audit.batching import gradient_rows
-    from robaudit.audit.pipeline import Pipeline
     from robaudit.draw_layout import DrawLayout
+    from robaudit.engine.batching import gradient_rows
+    from robaudit.engine.pipeline import Pipeline
     from toys import GaussianNoise, WithCard
 
     classifier = WithCard(NearestMean(toy_data(4)[2])).eval()

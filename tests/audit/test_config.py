@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from robaudit.audit.config import NOT_FINGERPRINTED, EvaluateConfig, ResolvedAudit, evaluate_keys
-from robaudit.audit.evaluate import run_evaluation
+from robaudit.engine.config import NOT_FINGERPRINTED, EvaluateConfig, ResolvedAudit, evaluate_keys
+from robaudit.engine.evaluate import run_evaluation
 from robaudit.errors import ConfigError
 
 MAPPING = {"model": "m.pt", "data": "digits", "attacks": ["fgsm", {"name": "pgd", "steps": 3}], "eps": "4/255,8/255"}

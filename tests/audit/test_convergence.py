@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from robaudit.attacks import resolve_attack
-from robaudit.audit.convergence import ConvergenceSpec, reattacked, rungs_for
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.pipeline import Pipeline
-from robaudit.audit.plan import AuditPlan, Defense, Part
+from robaudit.engine.convergence import ConvergenceSpec, reattacked, rungs_for
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.pipeline import Pipeline
+from robaudit.engine.plan import AuditPlan, Defense, Part
 from robaudit.errors import ConfigError
 from robaudit.reporting.convergence import convergence_checks, convergence_findings, ladder_verdict
 from robaudit.reporting.results import rate, records_frame, summarize

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
-from robaudit.audit.passes import PassCounter
-from robaudit.audit.pipeline import Pipeline, score, score_draws
 from robaudit.draw_layout import DrawLayout
+from robaudit.engine.passes import PassCounter
+from robaudit.engine.pipeline import Pipeline, score, score_draws
 from robaudit.sample_rng import SampleRNG
 from toys import GaussianNoise, NearestMean, WithCard, randomized_part, streams, toy_data
 

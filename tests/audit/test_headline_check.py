@@ -13,12 +13,12 @@ from scipy.stats import hypergeom
 
 from robaudit.attacks import build_attack, resolve_attack
 from robaudit.attacks.loss_trace import incomplete_optimization, rising_beyond_noise
-from robaudit.audit.check import run_check_phase
-from robaudit.audit.convergence import ConvergenceSpec, with_rungs
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.pipeline import Pipeline
-from robaudit.audit.plan import AuditPlan, Defense
 from robaudit.check_bound import allowed_fallers, certified_fallers, none_drawn, subset_size
+from robaudit.engine.check import run_check_phase
+from robaudit.engine.convergence import ConvergenceSpec, with_rungs
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.pipeline import Pipeline
+from robaudit.engine.plan import AuditPlan, Defense
 from robaudit.headline_check import plan_check
 from robaudit.reporting.convergence import convergence_checks
 from robaudit.reporting.results import records_frame, summarize

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks import resolve_attack
-from robaudit.audit.passes import PassCounter
+from robaudit.engine.passes import PassCounter
 from toys import toy_part_output
 
 

@@ -12,11 +12,11 @@ from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run
 from robaudit.attacks.autoattack import COMPONENTS, Settings
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
 from robaudit.attacks.selection import Cascade
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.pipeline import Pipeline, score
-from robaudit.audit.plan import AuditPlan, Defense, Part
-from robaudit.audit.preflight import preflight
 from robaudit.data import load_dataset
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.pipeline import Pipeline, score
+from robaudit.engine.plan import AuditPlan, Defense, Part
+from robaudit.engine.preflight import preflight
 from robaudit.models.classifiers import load_classifier
 from robaudit.reporting.results import mean_rate, rate, records_frame, summarize
 from robaudit.reporting.sanity import postrun

@@ -101,7 +101,7 @@ def test_ctrl_c_stops_after_the_current_batch_and_marks_the_run_incomplete(workd
 def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypatch):
     import torch
 
-    from robaudit.audit.execute import PartExecutor
+    from robaudit.engine.execute import PartExecutor
 
     evaluate_batch = PartExecutor.batch
 
@@ -125,8 +125,8 @@ def test_out_of_memory_splits_the_batch_and_the_report_says_so(workdir, monkeypa
 
 def test_clean_and_fgsm_records_do_not_depend_on_the_batch_size(workdir):
     """Where no random start or batch-level logic is involved, the batch size changes no record."""
-    from robaudit.audit.config import EvaluateConfig
-    from robaudit.audit.evaluate import run_evaluation
+    from robaudit.engine.config import EvaluateConfig
+    from robaudit.engine.evaluate import run_evaluation
     from robaudit.rundir import RunDir
 
     def records(batch_size: int) -> dict:

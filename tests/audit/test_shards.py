@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from conftest import audit_workdir
 from robaudit.attacks import ATTACKS, resolve_attack
-from robaudit.audit.plan import Shard, parts
 from robaudit.cli import app
+from robaudit.engine.plan import Shard, parts
 from robaudit.errors import ConfigError
 from robaudit.records import Condition
 from toys import toy_part_output

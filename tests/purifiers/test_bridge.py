@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
-from robaudit.audit.pipeline import Pipeline, score
 from robaudit.data import load_dataset
+from robaudit.engine.pipeline import Pipeline, score
 from robaudit.models.classifiers import load_classifier
 from robaudit.purifiers.base import PURIFIERS
 from robaudit.purifiers.bridge import ResolutionBridge, bridged

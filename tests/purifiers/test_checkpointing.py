@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_purifiers import tiny_purifier
 
-from robaudit.audit.passes import PassCounter, purifier_network
-from robaudit.audit.pipeline import Pipeline
+from robaudit.engine.passes import PassCounter, purifier_network
+from robaudit.engine.pipeline import Pipeline
 from robaudit.purifiers import checkpointing
 from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import generator
@@ -80,7 +80,7 @@ def test_the_probe_leaves_every_stream_alone():
 
 
 def test_the_batch_size_probe_forces_the_smallest_graph(monkeypatch):
-    """``audit.batching`` measures the checkpointed graph; a forced setting wins over the measured decision."""
+    """``engine.batching`` measures the checkpointed graph; a forced setting wins over the measured decision."""
     purifier = tiny_purifier("ddpm")
     images = torch.rand(2, 1, 16, 16, generator=generator(0))
     with checkpointing.forced_checkpointing(True), checkpointing.chain_checkpointing(purifier, images) as needed:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from robaudit.audit.pipeline import Pipeline
+from robaudit.engine.pipeline import Pipeline
 from robaudit.errors import ConfigError
 from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
 from robaudit.purifiers.ebm import adaptive_step_size
@@ -174,7 +174,7 @@ def test_diffusers_directory_with_pickled_weights_is_refused(tmp_path):
 @pytest.mark.parametrize("name", PURIFIERS.names())
 def test_purifier_network_evaluations_are_counted(name, images):
     """Every registered purifier's network evaluations reach the pass counter: N per call of its evaluated network."""
-    from robaudit.audit.passes import PassCounter, purifier_network
+    from robaudit.engine.passes import PassCounter, purifier_network
 
     purifier = tiny_purifier(name)
     network = purifier_network(purifier)
@@ -190,7 +190,7 @@ def test_purifier_network_evaluations_are_counted(name, images):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PURIFIERS.names())
 def test_compiled_purifier_network_gives_the_same_output_and_counts(name, images):
-    from robaudit.audit.passes import PassCounter, purifier_network
+    from robaudit.engine.passes import PassCounter, purifier_network
     from robaudit.models.compiled import compile_network
 
     purifier = tiny_purifier(name)

@@ -68,7 +68,7 @@ def test_the_sde_draws_each_samples_noise_from_its_own_stream(network):
 
 
 def test_the_sde_counts_one_network_evaluation_per_step_and_says_what_it_runs(network):
-    from robaudit.audit.passes import PassCounter, purifier_network
+    from robaudit.engine.passes import PassCounter, purifier_network
 
     purifier = DDPMPurifier(network, t_star=0.1, sampler="sde", steps=10, backward_steps=None, sde_dt=1e-3)
     assert purifier.sde_steps == 100 and "Euler-Maruyama, 100 steps" in purifier.process_description()

@@ -167,7 +167,7 @@ def test_delta_interval_and_comparison(tmp_path, monkeypatch, digits_model_path)
 
 def test_strict_reads_the_findings_and_an_older_summarys_flags(tmp_path):
     """Schema 5 calls them ``findings``; a schema-4 summary's ``flags`` still fail ``--strict``."""
-    from robaudit.reporting.gates import gate_run
+    from robaudit.reporting.gates import GateOptions, gate_run
 
     finding = {"check": "gradients", "severity": "error", "title": "zero gradients", "explanation": "", "evidence": {}}
     summary = {"defenses": [], "attacks": [], "clean_accuracy": _rate(0.9)}
@@ -175,6 +175,6 @@ def test_strict_reads_the_findings_and_an_older_summarys_flags(tmp_path):
         run = tmp_path / key
         run.mkdir()
         (run / "summary.json").write_text(json.dumps({**summary, key: [finding]}))
-        results = gate_run(run, gates=[], strict=True)
+        results = gate_run(run, gates=[], options=GateOptions(strict=True))
         strict = next(r for r in results if r.name == "sanity checks (--strict)")
         assert not strict.passed and strict.observed == 1, key

@@ -76,7 +76,7 @@ def test_normal_model_trips_no_flag(models, tmp_path):
 
 @pytest.mark.parametrize("accuracy, flagged", [(0.75, False), (0.56, False), (0.54, True), (0.5, True)])
 def test_near_chance_check_on_a_binary_task(accuracy, flagged):
-    from robaudit.audit.preflight import output_findings
+    from robaudit.engine.preflight import output_findings
 
     labels = torch.zeros(100, dtype=torch.long)
     logits = torch.zeros(100, 2)
@@ -87,7 +87,7 @@ def test_near_chance_check_on_a_binary_task(accuracy, flagged):
 
 
 def test_audited_samples_of_nearly_one_class_are_flagged():
-    from robaudit.audit.preflight import class_balance_findings
+    from robaudit.engine.preflight import class_balance_findings
 
     sorted_split = torch.tensor([1] * 200)  # the first 200 of a split sorted by label
     (flag,) = class_balance_findings(sorted_split, num_classes=2)

@@ -53,26 +53,27 @@ TrustCodeOption = typer.Option(
 )
 
 
-def report_gates(run_dir: Path, flags: Any, *, extra_gates: list[str] | None = None) -> None:
-    """Judge ``extra_gates`` and the gates of ``flags`` (a ``GateFlags``) on a finished run; write gates.md and
-    gates.json (and JUnit XML); exit 1 when one fails."""
+def report_gates(run_dir: Path, flags: Any, *, extra_gates: list[str]) -> None:
+    """Judge ``extra_gates`` and the gates of ``flags`` (a ``GateFlags``) on a finished run (``robaudit report``);
+    write gates.md and gates.json, and show them (``show_gates``)."""
+    from robaudit.reporting.gates import gate_run
+
+    gates = list(dict.fromkeys([*extra_gates, *(flags.gate or [])]))
+    if gates or flags.options().asked:
+        show_gates(gate_run(run_dir, gates=gates, options=flags.options()), flags)
+
+
+def show_gates(results: list[Any], flags: Any) -> None:
+    """Print judged gates (``reporting.gates.GateResult``), write them as JUnit XML or JSON where ``flags`` (a
+    ``GateFlags``) asks; exit 1 when one failed."""
     import json
 
     from robaudit.fileio import atomic_write_text
     from robaudit.progress import console
-    from robaudit.reporting.gates import as_json, gate_run, junit_xml
+    from robaudit.reporting.gates import as_json, junit_xml
 
-    gates = list(extra_gates or []) + list(flags.gate or [])
-    if not gates and flags.max_drop is None and not flags.strict:
+    if not results:
         return
-    results = gate_run(
-        run_dir,
-        gates=gates,
-        bound=flags.gate_bound,
-        baseline=flags.baseline,
-        max_drop=flags.max_drop,
-        strict=flags.strict,
-    )
     if flags.junit is not None:
         atomic_write_text(flags.junit, junit_xml(results))
     if flags.json_output:

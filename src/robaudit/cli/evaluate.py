@@ -9,19 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, report_gates
+from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, show_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
 from robaudit.config import load_yaml
-from robaudit.errors import ConfigError
 from robaudit.progress import console
 
 if TYPE_CHECKING:
-    from robaudit.audit.config import EvaluateConfig
+    pass
 
 app = typer.Typer()
-
-DEFAULT_ATTACKS = ["pgd"]
-
 
 SETTING_FLAGS = FlagGroup.overrides(
     "overrides",
@@ -139,9 +135,9 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
-    from robaudit.audit.config import with_overrides
-    from robaudit.audit.evaluate import run_evaluation
-    from robaudit.audit.plan import Shard
+    from robaudit.api import audit
+    from robaudit.engine.config import with_overrides
+    from robaudit.engine.plan import Shard
 
     threat, rb_threat = split_deprecated_threat(threat, rb_threat)
     mapping = with_overrides(
@@ -157,14 +153,20 @@ def evaluate(
         rb_threat=rb_threat,
         randomized=randomized,
     )
-    settings = settings_from(mapping, overrides, gate_flags, no_convergence=no_convergence)
+    mapping.update(overrides, **({"convergence": "off"} if no_convergence else {}))
     chosen = Shard.parse(shard) if shard is not None else None
-    run_dir = run_evaluation(
-        settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, trust_code=trust_code, shard=chosen
+    result = audit(
+        mapping,
+        gates=gate_flags.gate or [],
+        gate_options=gate_flags.options(),
+        overwrite=overwrite,
+        trust_checkpoint=trust_checkpoint,
+        trust_code=trust_code,
+        shard=chosen,
     )
-    if (chosen is None or chosen.count == 1) and Shard.from_environment().index == 0:  # else `robaudit report` does
-        print_summary(run_dir)
-        report_gates(run_dir, gate_flags, extra_gates=settings.gates)
+    if result.complete:  # a shard's gates are judged by `robaudit report` once the shards are merged
+        print_summary(result.run_dir)
+        show_gates(list(result.gates), gate_flags)
 
 
 def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[str | None, str | None]:
@@ -181,64 +183,6 @@ def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[
         )
     rest = ",".join(t for t in names if t not in ROBUSTBENCH_THREATS) or None
     return rest, rb_threat or (",".join(old) or None)
-
-
-def settings_from(
-    mapping: dict[str, Any], overrides: dict[str, Any], gate_flags: GateFlags, *, no_convergence: bool
-) -> EvaluateConfig:
-    """The run's config from the config file and flags (overrides win), with the defaults that depend on what was
-    given; a malformed gate fails here, before any work."""
-    from robaudit.audit.config import EvaluateConfig, parse_gates
-
-    mapping.update(overrides)
-    add_default_data(mapping)
-    add_default_attacks(mapping)
-    add_convergence_default(mapping, off=no_convergence, gated=bool(gate_flags.gate))
-    parse_gates(gate_flags.gate)
-    return EvaluateConfig.from_mapping(mapping)
-
-
-def add_convergence_default(mapping: dict[str, Any], *, off: bool, gated: bool) -> None:
-    """``--no-convergence`` turns the check off; a run gated with ``--gate`` escalates unless told otherwise."""
-    if off:
-        mapping["convergence"] = "off"
-    elif gated and mapping.get("convergence") is None:
-        mapping["convergence"] = "escalate"
-    elif gated and isinstance(mapping["convergence"], dict) and "mode" not in mapping["convergence"]:
-        mapping["convergence"] = {**mapping["convergence"], "mode": "escalate"}
-
-
-def add_default_data(mapping: dict[str, Any]) -> None:
-    """No data given: the test split of the data the model was trained on (recorded in robaudit checkpoints, or the
-    config's ``model: train: data:``), else a one-line error asking for ``--data``."""
-    from robaudit.models.classifiers import training_data_source
-
-    data = mapping.get("data")
-    data = {"name": data} if isinstance(data, str) else dict(data or {})
-    if data.get("name") or data.get("path"):
-        return
-    model = mapping.get("model")
-    model = {"path": model} if isinstance(model, str) else dict(model or {})
-    train = model.get("train") if isinstance(model.get("train"), dict) else {}
-    source = train.get("data") or (training_data_source(model["path"]) if model.get("path") else None)
-    if not source:
-        raise ConfigError(
-            "no data given, and the model does not record the data it was trained on: pass --data NAME|PATH "
-            "(a registered dataset such as digits, an .npz, an image folder or a robaudit dataset folder)"
-        )
-    console.print(f"no data given: auditing the test split of the model's training data, {escape(str(source))}")
-    mapping["data"] = {"split": "test", **data, "name": source}
-
-
-def add_default_attacks(mapping: dict[str, Any]) -> None:
-    """No attacks given: run the default ones, except on a stored adversarial dataset (scored as given)."""
-    from robaudit.data import detect_source
-
-    if not mapping.get("attacks") and "attacks" not in mapping and mapping.get("data") is not None:
-        source = mapping["data"].get("path") or mapping["data"].get("name")
-        if isinstance(source, str) and detect_source(source)[0] != "artifact":
-            console.print(f"no attacks given: running {', '.join(DEFAULT_ATTACKS)}")
-            mapping["attacks"] = list(DEFAULT_ATTACKS)
 
 
 def print_summary(run_dir: Path) -> None:

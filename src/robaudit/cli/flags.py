@@ -21,6 +21,7 @@ from robaudit.cli.common import DeviceOption, SeedOption, SkipBadOption, TrustOp
 if TYPE_CHECKING:
     from robaudit.data.job import DatasetJob
     from robaudit.data.transforms import EvalTransform
+    from robaudit.reporting.gates import GateOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +85,13 @@ class GateFlags:
     junit: Path | None = None
     json_output: bool = False
     strict: bool = False
+
+    def options(self) -> GateOptions:
+        """How the gates are judged (``reporting.gates.GateOptions``)."""
+        from robaudit.reporting.gates import GateOptions
+
+        baseline = None if self.baseline is None else str(self.baseline)
+        return GateOptions(bound=self.gate_bound, baseline=baseline, max_drop=self.max_drop, strict=self.strict)
 
 
 GATE_FLAGS = FlagGroup(

@@ -28,7 +28,7 @@ def report(
     gate_flags: GateFlags = None,  # type: ignore[assignment]  (filled by with_flags)
 ) -> None:
     """Rebuild a run's reports from its stored records and judge release gates on it; with two runs, compare them."""
-    from robaudit.audit.run import merge
+    from robaudit.engine.run import merge
     from robaudit.reporting.compare import compare_summaries, comparison_markdown
     from robaudit.reporting.report import load_summary, rebuild_reports
 

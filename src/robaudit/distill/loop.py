@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
-from robaudit.audit.pipeline import Pipeline, score
 from robaudit.data import ImageSet
+from robaudit.engine.pipeline import Pipeline, score
 from robaudit.models.classifiers import NormalizedClassifier, create_classifier
 from robaudit.models.training import ClassifierRecipe, make_card
 from robaudit.purifiers.base import Purifier

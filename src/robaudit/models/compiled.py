@@ -21,7 +21,7 @@ def compile_classifier(classifier: nn.Module) -> nn.Module:
 
 
 def compile_network(network: nn.Module) -> nn.Module:
-    """``torch.compile`` the forward of a purifier's evaluated network (``audit.passes.purifier_network``: a U-Net,
+    """``torch.compile`` the forward of a purifier's evaluated network (``engine.passes.purifier_network``: a U-Net,
     an autoencoder) in place. Hooks run around ``forward``, so pass counting stays outside the compiled graph, as
     does the purifier's Python-level sampling schedule. Parameters are frozen (input gradients only); convolutional
     networks go channels-last."""

@@ -52,7 +52,7 @@ def _set(var: ContextVar[bool], value: bool) -> Iterator[None]:
 
 def memory_budget(device: torch.device) -> int:
     """Bytes a chain's saved activations may take: half of ``device``'s free memory at the call on CUDA (the batch
-    is sized on the checkpointed graph, ``audit.batching``); on a CPU, half of the memory available now, at most a
+    is sized on the checkpointed graph, ``engine.batching``); on a CPU, half of the memory available now, at most a
     quarter of the machine's."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] // 2

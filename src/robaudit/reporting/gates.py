@@ -177,15 +177,24 @@ def as_json(results: list[GateResult]) -> dict[str, Any]:
     return {"passed": all(r.passed for r in results), "gates": [asdict(r) for r in results]}
 
 
-def gate_run(
-    run_dir,
-    *,
-    gates: list[str],
-    bound: str = "value",
-    baseline=None,
-    max_drop: float | None = None,
-    strict: bool = False,
-) -> list[GateResult]:
+@dataclass(frozen=True)
+class GateOptions:
+    """How gates are judged besides their expressions: each rate's ``bound`` (value or ci_low), a ``baseline``
+    run directory with the largest allowed drop of any rate (``max_drop``), and ``strict`` (a sanity warning or
+    error fails)."""
+
+    bound: str = "value"
+    baseline: str | None = None
+    max_drop: float | None = None
+    strict: bool = False
+
+    @property
+    def asked(self) -> bool:
+        """Whether these options judge anything without a gate expression."""
+        return self.max_drop is not None or self.strict
+
+
+def gate_run(run_dir, *, gates: list[str], options: GateOptions | None = None) -> list[GateResult]:
     """Judge a run directory's summary; write ``gates.md`` and ``gates.json`` beside it."""
     import json
     from pathlib import Path
@@ -193,6 +202,8 @@ def gate_run(
     from robaudit.fileio import atomic_write_json, atomic_write_text
     from robaudit.reporting.report import load_summary
 
+    options = options or GateOptions()
+    bound, baseline, max_drop = options.bound, options.baseline, options.max_drop
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)
     results = judge(gates, summary, bound=bound)
@@ -203,7 +214,7 @@ def gate_run(
         if not baseline_path.is_file():
             raise ConfigError(f"baseline {str(baseline)!r} has no summary.json; pass a run directory")
         results += judge_max_drop(summary, json.loads(baseline_path.read_text(encoding="utf-8")), max_drop=max_drop)
-    if strict:
+    if options.strict:
         serious = [f for f in summary.get("findings", []) if f["severity"] in ("warning", "error")]
         names = "; ".join(f"{f['severity']}: {f['title']}" for f in serious)
         results.append(

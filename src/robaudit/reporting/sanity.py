@@ -3,7 +3,7 @@ the per-sample records and the summary alone.
 
 Each check yields a ``Finding`` (severity, title, explanation, evidence) shown in every report; ``--strict`` turns
 warnings and errors into failed gates. The checks before a run, which build the pipelines, are the audit engine's
-(``audit.preflight``); their findings come here through the manifest.
+(``engine.preflight``); their findings come here through the manifest.
 """
 
 from __future__ import annotations

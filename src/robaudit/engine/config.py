@@ -8,9 +8,9 @@ from typing import Any
 
 from robaudit.attacks import ResolvedAttack, resolve_attack
 from robaudit.attacks.precision import check_precision
-from robaudit.audit.convergence import ConvergenceSpec, with_rungs
 from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data.spec import DataSpec
+from robaudit.engine.convergence import ConvergenceSpec, with_rungs
 from robaudit.errors import ConfigError
 from robaudit.models.spec import ModelSpec
 from robaudit.purifiers.resolve import ResolvedPurifier, resolve_purifier

@@ -21,12 +21,12 @@ from torch import nn
 
 from robaudit.attacks import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.attacks.precision import disagreements
-from robaudit.audit.batching import CPU_DEFAULT, default_batch_size
-from robaudit.audit.convergence import reattacked
-from robaudit.audit.passes import PassCounter, purifier_network
-from robaudit.audit.pipeline import Pipeline, score_draws
-from robaudit.audit.plan import AuditPlan, Defense, Part
 from robaudit.data import ImageSet
+from robaudit.engine.batching import CPU_DEFAULT, default_batch_size
+from robaudit.engine.convergence import reattacked
+from robaudit.engine.passes import PassCounter, purifier_network
+from robaudit.engine.pipeline import Pipeline, score_draws
+from robaudit.engine.plan import AuditPlan, Defense, Part
 from robaudit.errors import RobauditError
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.progress import console
@@ -193,7 +193,7 @@ class PartExecutor:
         self.batch_size = batch_size or CPU_DEFAULT
 
     def fit_batch_size(self, images: torch.Tensor) -> int:
-        """Set and return the default batch size for this device (``audit.batching``), measured on ``images``
+        """Set and return the default batch size for this device (``engine.batching``), measured on ``images``
         (N, C, H, W): 128 on a CPU, what free memory holds on CUDA."""
         models = [self.built.classifier] + [pipeline for pipeline, _ in self.built.pipelines.values()]
         eot = max([d.eot or self.plan.eot for d in self.plan.defenses] or [1])
@@ -367,7 +367,7 @@ class PartExecutor:
     ) -> None:
         """The convergence rungs of ``base``: each attacks again, at its escalated budget, the samples still standing
         (robust in every scoring draw) below it; every other sample keeps the verdict of the rung below. Only the
-        ladders of ``convergence: {scope: attack}``: the headline check runs after every part (``audit.check``)."""
+        ladders of ``convergence: {scope: attack}``: the headline check runs after every part (``engine.check``)."""
         for rung in self.plan.rungs_of(base.attack):
             if rung.check_scope != "attack":
                 return
@@ -386,7 +386,8 @@ class PartExecutor:
             advance(f"samples {batch.start}-{batch.start + len(batch.ids)} {condition.key()}")
 
     def sampled(self, condition: Condition, batch: Batch) -> torch.Tensor:
-        """(N,) bool: the samples a rung attacks again when only a fraction of survivors are (``audit.convergence``)."""
+        """(N,) bool: the samples a rung attacks again when only a fraction of survivors are
+        (``engine.convergence``)."""
         fraction = self.plan.convergence_fraction
         chosen = [reattacked(self.plan.seed, condition.key(), sample_id, fraction) for sample_id in batch.ids]
         return torch.tensor(chosen, dtype=torch.bool, device=self.device)

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from robaudit.audit.check import check_asked, missing_check_parts, run_check_phase
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.plan import Part, Shard, parts
 from robaudit.data import ImageSet
+from robaudit.engine.check import check_asked, missing_check_parts, run_check_phase
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.plan import Part, Shard, parts
 from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
 from robaudit.manifest import device_info, now
@@ -173,7 +173,7 @@ def run_shard(
 
 
 def run_check(executor: PartExecutor, dataset: ImageSet, *, run_dir: RunDir, shard: Shard) -> bool:
-    """The headline convergence check's stages (``audit.check``), once every base part of the run exists: claimed
+    """The headline convergence check's stages (``engine.check``), once every base part of the run exists: claimed
     part by part under torchrun (ranks wait for each other between stages), the shard's own parts in a job array.
     True when the check is complete (or not asked for); False when it waits for other shards."""
     if not check_asked(run_dir):

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from robaudit.audit.execute import Batch, PartExecutor, PartOutput, condition_records
-from robaudit.audit.plan import Part
 from robaudit.data import ImageSet
+from robaudit.engine.execute import Batch, PartExecutor, PartOutput, condition_records
+from robaudit.engine.plan import Part
 from robaudit.headline_check import CheckSettings, PairCheck, Stage, plan_check
 from robaudit.progress import console, progress_bar
 from robaudit.records import Condition

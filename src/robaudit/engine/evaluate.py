@@ -1,4 +1,5 @@
-"""`evaluate` as a library call: the run that writes a run directory, from an ``EvaluateConfig`` (``audit.config``)."""
+"""`evaluate` as a library call: the run that writes a run directory, from an ``EvaluateConfig``
+(``engine.config``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from robaudit.audit.config import EvaluateConfig, ResolvedAudit
-from robaudit.audit.execute import PartExecutor
-from robaudit.audit.pipeline import Pipeline
-from robaudit.audit.plan import AuditPlan, Defense, Shard
-from robaudit.audit.preflight import detect_randomized, preflight
-from robaudit.audit.run import (
+from robaudit.data import ImageSet
+from robaudit.data.job import data_fingerprint
+from robaudit.draw_layout import DrawLayout
+from robaudit.engine.config import EvaluateConfig, ResolvedAudit
+from robaudit.engine.execute import PartExecutor
+from robaudit.engine.pipeline import Pipeline
+from robaudit.engine.plan import AuditPlan, Defense, Shard
+from robaudit.engine.preflight import detect_randomized, preflight
+from robaudit.engine.run import (
     barrier,
     merge,
     process_group,
@@ -26,9 +30,6 @@ from robaudit.audit.run import (
     run_shard,
     torchrun_active,
 )
-from robaudit.data import ImageSet
-from robaudit.data.job import data_fingerprint
-from robaudit.draw_layout import DrawLayout
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_tree
 from robaudit.manifest import device_info, now, resolve_device, versions
@@ -203,7 +204,7 @@ class PreparedRun:
 
 
 def merge_and_report(path: Path) -> None:
-    """Merge the run's shards (``audit.run.merge``) and rebuild its reports from the records that exist."""
+    """Merge the run's shards (``engine.run.merge``) and rebuild its reports from the records that exist."""
     merge(path)
     rebuild_reports(path)
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.audit.pipeline import Pipeline
 from robaudit.data import ImageSet
+from robaudit.engine.pipeline import Pipeline
 from robaudit.findings import Finding
 from robaudit.seeding import isolated_global_rng
 
