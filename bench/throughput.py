@@ -149,7 +149,7 @@ def unet_cifar(device: torch.device) -> tuple[nn.Module, nn.Module]:
     from robaudit.models.architectures import architecture_for
     from robaudit.models.card import ModelCard
     from robaudit.models.classifiers import create_classifier
-    from robaudit.purifiers.ddpm import DDPMNetwork
+    from robaudit.purifiers.diffusion import DDPMNetwork
     from robaudit.purifiers.unet import LevelConditionedUNet
 
     torch.manual_seed(0)

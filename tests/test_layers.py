@@ -103,6 +103,65 @@ def test_the_package_graph_has_no_cycle():
             visit(node, [])
 
 
+def module_arrows() -> dict[str, set[str]]:
+    """module -> the modules of its own package it imports (``from robaudit.purifiers import X`` is the package's
+    ``__init__``), at any depth: imports inside functions make cycles too, only hidden."""
+    modules = {module_name(path): path for path in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        for imported, _ in imports_of(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]  # from a.b import name: the module a.b
+            if imported and imported != module and package_of(imported) == package_of(module):
+                graph[module].add(imported)
+    return graph
+
+
+def test_no_package_has_a_cycle_inside():
+    graph = module_arrows()
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", f"import cycle inside a package: {' -> '.join([*path, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def test_every_robaudit_name_the_benches_import_exists():
+    """``bench/`` runs outside the test suite's imports: a moved module or a renamed function must not strand it."""
+    for path in sorted((SRC.parents[1] / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("robaudit")):
+                continue
+            where = SRC.parent.joinpath(*node.module.split("."))
+            target = where / "__init__.py" if where.is_dir() else where.with_suffix(".py")
+            assert target.is_file(), f"{path.name}:{node.lineno} imports {node.module}, which does not exist"
+            known = defined_names(target) | {sub.stem for sub in where.glob("*.py")}
+            for alias in node.names:
+                assert alias.name in known, f"{path.name}:{node.lineno}: {node.module} has no {alias.name}"
+
+
+def defined_names(path: Path) -> set[str]:
+    """Names a module defines or imports at its top level."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
 if __name__ == "__main__":
     for (source, target), uses in sorted(arrows().items(), key=lambda item: (-RANK[item[0][0]], item[0][1])):
         print(f"{source:10s} -> {target:10s} ({len(uses)} imports)")

@@ -102,7 +102,7 @@ def test_untrained_purifier_is_trained_once_and_cached(capsys, tmp_path, monkeyp
 @pytest.mark.parametrize("kind", PURIFIERS.names())
 def test_epochs_flag_sets_the_recipe_field_each_purifier_names(kind, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("robaudit.cli.train.train_purifier_file", lambda _kind, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr("robaudit.purifiers.resolve.train_purifier_file", lambda _kind, **kwargs: seen.update(kwargs))
     invoke("train", kind, "--data", "digits", "--epochs", 3, "--out", tmp_path / "pur.pt")
     assert epochs_key(kind) in {f.name for f in fields(PURIFIERS.get(kind).meta["recipe"])}
     assert seen["recipe"] == {epochs_key(kind): 3}

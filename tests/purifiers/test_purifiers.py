@@ -210,7 +210,7 @@ def test_compiled_purifier_network_gives_the_same_output_and_counts(name, images
 def test_a_checkpoint_from_when_the_noise_predictor_was_eps_still_loads():
     """The DDPM network's noise predictor was the attribute ``eps`` (state-dict keys ``eps.*``); such checkpoints
     load into ``noise_predictor``, also inside ADP's network made from a diffusion model."""
-    from robaudit.purifiers.ddpm import DDPMNetwork
+    from robaudit.purifiers.diffusion import DDPMNetwork
     from robaudit.purifiers.ebm import DiffusionScoreNetwork
 
     recipe = recipe_for("ddpm", TINY_RECIPES["ddpm"])

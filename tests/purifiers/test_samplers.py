@@ -10,7 +10,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from robaudit.purifiers.ddpm import DDPMNetwork, DDPMPurifier
+from robaudit.purifiers.ddpm import DDPMPurifier
+from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.purifiers.ebm import DiffusionScoreNetwork
 from toys import streams
 

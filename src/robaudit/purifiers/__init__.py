@@ -7,7 +7,8 @@ group (``robaudit.plugins``).
 """
 
 from robaudit.plugins import discover, load_plugins
-from robaudit.purifiers.base import PURIFIERS, Purifier, epochs_key, load_purifier_network, recipe_for
+from robaudit.purifiers.base import PURIFIERS, Purifier, epochs_key, recipe_for
+from robaudit.purifiers.sources import load_purifier_network
 
 __all__ = ["PURIFIERS", "Purifier", "epochs_key", "load_purifier_network", "recipe_for"]
 

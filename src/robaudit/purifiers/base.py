@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from robaudit.data import ImageSet
-from robaudit.errors import CheckpointError
 from robaudit.fileio import atomic_write
 from robaudit.registry import Registry, check_keys
 from robaudit.sample_rng import SampleRNG
@@ -137,37 +136,6 @@ def save_purifier_network(
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_purifier_network(
-    path: str | Path, *, kind: str = "ddpm", trust_checkpoint: bool = False
-) -> tuple[str, nn.Module, dict[str, Any]]:
-    """(kind, network in eval mode, card) from a purifier checkpoint file, or from a diffusers folder run as purifier
-    ``kind``; no code in the file runs unless trusted."""
-    from robaudit.models.classifiers import load_checkpoint_payload
-
-    path = Path(path)
-    if path.is_dir():
-        from robaudit.purifiers.sources import pretrained_network
-
-        network, card = pretrained_network(f"local-dir:{path}", kind=kind, trust=trust_checkpoint)
-        return kind, network, card
-    if not path.is_file():
-        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
-    payload = load_checkpoint_payload(path, trust=trust_checkpoint)
-    if not isinstance(payload, dict) or payload.get("robaudit") != "purifier":
-        raise CheckpointError(f"{str(path)!r} is not a robaudit purifier checkpoint; train one with robaudit train")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"purifier checkpoint {str(path)!r} has an unsupported format version")
-    kind = payload["kind"]
-    recipe = recipe_for(kind, payload["recipe"])
-    network = PURIFIERS.get(kind).meta["build"](recipe, payload["input_size"])
-    try:
-        network.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not fit its recipe: {exc}") from None
-    card = {k: payload[k] for k in ("kind", "recipe", "input_size", "training")}
-    return kind, network.eval(), card
 
 
 def train_purifier_network(

@@ -29,7 +29,7 @@ from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.fileio import sha256_file
 from robaudit.models.fingerprint import weights_fingerprint
 from robaudit.purifiers.checkpointing import checkpointing_wanted
-from robaudit.purifiers.ddpm import DDPMNetwork
+from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.purifiers.sources import as_method_network
 from robaudit.registry import check_keys
 

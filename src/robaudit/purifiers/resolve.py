@@ -19,7 +19,6 @@ from robaudit.progress import console
 from robaudit.purifiers.base import (
     PURIFIERS,
     Purifier,
-    load_purifier_network,
     purifier_cache_path,
     recipe_for,
     save_purifier_network,
@@ -27,7 +26,7 @@ from robaudit.purifiers.base import (
 )
 from robaudit.purifiers.bridge import ResolutionBridge, bridged
 from robaudit.purifiers.factories import network_from_factory
-from robaudit.purifiers.sources import pretrained_network, split_purifier_source
+from robaudit.purifiers.sources import load_purifier_network, pretrained_network, split_purifier_source
 from robaudit.registry import check_keys
 
 

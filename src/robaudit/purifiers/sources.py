@@ -20,8 +20,8 @@ from torch import nn
 from robaudit.errors import CheckpointError, ConfigError
 from robaudit.hub import snapshot
 from robaudit.models.fingerprint import weights_fingerprint
-from robaudit.purifiers.base import PURIFIERS
-from robaudit.purifiers.ddpm import DDPMNetwork
+from robaudit.purifiers.base import FORMAT_VERSION, PURIFIERS, recipe_for
+from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.registry import Registry
 
 
@@ -105,3 +105,32 @@ def diffusion_card(diffusion: DDPMNetwork, *, kind: str, source: str, ref: str) 
         f"{float(betas[0]):.3g} .. {float(betas[-1]):.3g}",
         "sha256": weights_fingerprint(diffusion.state_dict()),
     }
+
+
+def load_purifier_network(
+    path: str | Path, *, kind: str = "ddpm", trust_checkpoint: bool = False
+) -> tuple[str, nn.Module, dict[str, Any]]:
+    """(kind, network in eval mode, card) from a purifier checkpoint file, or from a diffusers folder run as purifier
+    ``kind``; no code in the file runs unless trusted."""
+    from robaudit.models.classifiers import load_checkpoint_payload
+
+    path = Path(path)
+    if path.is_dir():
+        network, card = pretrained_network(f"local-dir:{path}", kind=kind, trust=trust_checkpoint)
+        return kind, network, card
+    if not path.is_file():
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not exist; pass an existing file")
+    payload = load_checkpoint_payload(path, trust=trust_checkpoint)
+    if not isinstance(payload, dict) or payload.get("robaudit") != "purifier":
+        raise CheckpointError(f"{str(path)!r} is not a robaudit purifier checkpoint; train one with robaudit train")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} has an unsupported format version")
+    kind = payload["kind"]
+    recipe = recipe_for(kind, payload["recipe"])
+    network = PURIFIERS.get(kind).meta["build"](recipe, payload["input_size"])
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"purifier checkpoint {str(path)!r} does not fit its recipe: {exc}") from None
+    card = {k: payload[k] for k in ("kind", "recipe", "input_size", "training")}
+    return kind, network.eval(), card
