@@ -91,7 +91,7 @@ def with_randomized(details: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_summary(run_dir: RunDir) -> dict[str, Any]:
-    """The versioned summary of a run, computed from its records (schema documented in README.md)."""
+    """The versioned summary of a run, computed from its records (schema documented in docs/run-directory.md)."""
     config = run_dir.read_config()
     manifest = run_dir.read_manifest()
     if manifest is None:
