@@ -178,8 +178,8 @@ def test_resume_fingerprint_covers_purifier_checkpoints():
 def test_gates_and_part_size_belong_to_the_library_config():
     base = {"model": "m.pt", "data": "digits"}
     config = EvaluateConfig.from_mapping({**base, "gates": ["worst_case >= 0.1"], "part_size": 64})
-    assert config.gates == ["worst_case >= 0.1"] and config.to_dict()["gates"] == ["worst_case >= 0.1"]
-    assert config.part_size == 64 and "batch_size" not in config.fingerprinted()
+    assert config.gates == ["worst_case >= 0.1"] and config.resolve().to_dict()["gates"] == ["worst_case >= 0.1"]
+    assert config.part_size == 64 and "batch_size" not in config.resolve().fingerprinted()
     with pytest.raises(ConfigError, match="unknown metric"):
         EvaluateConfig.from_mapping({**base, "gates": ["worst >= 0.1"]})
     with pytest.raises(ConfigError, match="part_size must be a positive integer"):

@@ -33,9 +33,9 @@ def test_a_cpu_batch_defaults_to_128_without_measuring():
 def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
     mapping = {"model": "m.pt", "data": "digits", "attacks": ["fgsm"]}
     config = EvaluateConfig.from_mapping(mapping)
-    assert config.batch_size is None and "batch_size" not in config.to_dict()
+    assert config.batch_size is None and "batch_size" not in config.resolve().to_dict()
     config = EvaluateConfig.from_mapping({**mapping, "batch_size": 16})
-    assert config.to_dict()["batch_size"] == 16
+    assert config.resolve().to_dict()["batch_size"] == 16
     with pytest.raises(Exception, match="batch_size must be a positive integer"):
         EvaluateConfig.from_mapping({**mapping, "batch_size": 0})
 

@@ -30,7 +30,8 @@ def test_resolve_gives_one_immutable_audit_that_the_saved_config_reads():
     assert labels == ["fgsm", "fgsm@0.01569", "pgd", "pgd+x2", "pgd@0.01569"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.attacks = ()
-    assert resolved.to_dict() == config.to_dict()
+    assert resolved.to_dict() == config.resolve().to_dict(), "resolving is deterministic"
+    assert not hasattr(config, "to_dict") and not hasattr(config, "fingerprinted"), "only the resolution is saved"
     assert not set(NOT_FINGERPRINTED) & set(resolved.fingerprinted())
 
 

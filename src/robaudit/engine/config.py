@@ -135,16 +135,8 @@ class EvaluateConfig:
 
     def resolve(self) -> ResolvedAudit:
         """The audit with every component resolved once: what the fingerprint, the saved config, the defenses, the
-        plan and the manifest all read."""
+        plan and the manifest all read (the config itself has no saved form: only its resolution does)."""
         return ResolvedAudit(self, tuple(self.resolved_attacks()), tuple(self.resolved_purifiers()))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config as saved in the run directory."""
-        return self.resolve().to_dict()
-
-    def fingerprinted(self) -> dict[str, Any]:
-        """The part of the config that decides the records."""
-        return self.resolve().fingerprinted()
 
 
 @dataclass(frozen=True)
