@@ -165,3 +165,14 @@ def defined_names(path: Path) -> set[str]:
 if __name__ == "__main__":
     for (source, target), uses in sorted(arrows().items(), key=lambda item: (-RANK[item[0][0]], item[0][1])):
         print(f"{source:10s} -> {target:10s} ({len(uses)} imports)")
+    inside = module_arrows()
+    for name, check in (
+        ("packages", test_the_package_graph_has_no_cycle),
+        ("inside", test_no_package_has_a_cycle_inside),
+    ):
+        try:
+            check()
+            verdict = "no cycle"
+        except AssertionError as error:
+            verdict = str(error).splitlines()[0]
+        print(f"{name}: {verdict}" + (f" ({sum(len(v) for v in inside.values())} arrows)" if name == "inside" else ""))
