@@ -84,23 +84,34 @@ def test_no_import_points_up_or_sideways():
     assert not wrong, f"imports against the layers: {wrong}"
 
 
+def first_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """The first cycle of ``graph`` (node -> nodes it points to) in a sorted depth-first walk, or None."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return [*path, node, nxt]
+            found = None if nxt in state else visit(nxt, [*path, node])
+            if found:
+                return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        found = None if node in state else visit(node, [])
+        if found:
+            return found
+    return None
+
+
 def test_the_package_graph_has_no_cycle():
     graph = defaultdict(set)
     for source, target in arrows():
         graph[source].add(target)
-    state: dict[str, str] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            assert state.get(nxt) != "open", f"import cycle: {' -> '.join([*path, node, nxt])}"
-            if nxt not in state:
-                visit(nxt, [*path, node])
-        state[node] = "done"
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [])
+    cycle = first_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
 def module_arrows() -> dict[str, set[str]]:
@@ -118,20 +129,8 @@ def module_arrows() -> dict[str, set[str]]:
 
 
 def test_no_package_has_a_cycle_inside():
-    graph = module_arrows()
-    state: dict[str, str] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            assert state.get(nxt) != "open", f"import cycle inside a package: {' -> '.join([*path, node, nxt])}"
-            if nxt not in state:
-                visit(nxt, [*path, node])
-        state[node] = "done"
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [])
+    cycle = first_cycle(module_arrows())
+    assert cycle is None, f"import cycle inside a package: {' -> '.join(cycle)}"
 
 
 def test_every_robaudit_name_the_benches_import_exists():
