@@ -57,3 +57,24 @@ def test_judge_is_float32_under_autocast():
         inside = judge(model, images, labels, draws=1, rng=streams(40))
         assert model(images).dtype == torch.bfloat16, "autocast must be on for the test to mean anything"
     assert torch.equal(inside.correct_fraction, outside.correct_fraction) and torch.equal(inside.loss, outside.loss)
+
+
+def test_bf16_covers_the_purifier_network_and_counts_a_randomized_pipelines_disagreements():
+    """Under ``--precision bf16`` a purifier's network runs in bfloat16 too; a randomized pipeline's final verdicts
+    are compared with float32 on one shared draw (the same streams), not skipped."""
+    from robaudit.attacks.precision import disagreements
+    from robaudit.engine.passes import purifier_network
+    from robaudit.engine.pipeline import Pipeline
+    from toys import DdpmOnToys, WithCard
+
+    images, labels, means = toy_data(12)
+    purifier = DdpmOnToys().eval()
+    pipeline = Pipeline(WithCard(NearestMean(means)), purifier).eval()
+    seen = []
+    purifier_network(purifier.ddpm).register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    with attack_precision("bf16", images.device):
+        pipeline(images, rng=streams(12))
+    assert torch.bfloat16 in seen, "the purifier's network ran under autocast"
+    disagreed, compared = disagreements(pipeline, images, labels, precision="bf16")
+    assert compared == 12 and 0 <= disagreed <= 12
+    assert disagreements(pipeline, images, labels, precision="fp32") == (0, 0)
