@@ -7,7 +7,9 @@ module that registers the component):
 - ``robaudit.attacks``: attacks (``ATTACKS.register``);
 - ``robaudit.purifiers``: purifiers (``PURIFIERS.register``);
 - ``robaudit.data_sources``: data sources (``DATASETS.register``);
-- ``robaudit.model_sources``: model sources (``MODEL_SOURCES.register``).
+- ``robaudit.model_sources``: model sources (``MODEL_SOURCES.register``);
+- ``robaudit.architectures``: classifier architectures (``ARCHITECTURES.register``);
+- ``robaudit.purifier_sources``: where a purifier's network comes from (``PURIFIER_SOURCES.register``).
 
 A plugin that fails to import is named in a one-line warning and left out; it never stops robaudit.
 """
@@ -19,7 +21,14 @@ import pkgutil
 import warnings
 from importlib.metadata import entry_points
 
-GROUPS = ("robaudit.attacks", "robaudit.purifiers", "robaudit.data_sources", "robaudit.model_sources")
+GROUPS = (
+    "robaudit.attacks",
+    "robaudit.purifiers",
+    "robaudit.data_sources",
+    "robaudit.model_sources",
+    "robaudit.architectures",
+    "robaudit.purifier_sources",
+)
 
 
 def discover(package: str, *, skip: tuple[str, ...] = ()) -> list[str]:

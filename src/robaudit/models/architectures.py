@@ -10,6 +10,7 @@ from torch import nn
 
 from robaudit.models import wide_resnet  # noqa: F401 - registers robaudit_wide_resnet with timm
 from robaudit.models.timm_cfgs import own_network_cfgs
+from robaudit.plugins import load_plugins
 from robaudit.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
@@ -97,3 +98,6 @@ def architecture_for(name: str, *, channels: int, image_size: int) -> tuple[str,
     if "vit" in name or "deit" in name:
         kwargs["img_size"] = image_size
     return name, kwargs
+
+
+load_plugins("robaudit.architectures")  # installed packages add architectures (robaudit.plugins)

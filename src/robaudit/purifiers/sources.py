@@ -20,6 +20,7 @@ from torch import nn
 from robaudit.errors import CheckpointError, ConfigError
 from robaudit.hub import snapshot
 from robaudit.models.fingerprint import weights_fingerprint
+from robaudit.plugins import load_plugins
 from robaudit.purifiers.base import FORMAT_VERSION, PURIFIERS, recipe_for
 from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.registry import Registry
@@ -134,3 +135,6 @@ def load_purifier_network(
         raise CheckpointError(f"purifier checkpoint {str(path)!r} does not fit its recipe: {exc}") from None
     card = {k: payload[k] for k in ("kind", "recipe", "input_size", "training")}
     return kind, network.eval(), card
+
+
+load_plugins("robaudit.purifier_sources")  # installed packages add purifier sources (robaudit.plugins)

@@ -1,1 +1,2 @@
-"""An example robaudit plugin: the ``random-signs`` attack and the ``smooth`` purifier (one module each)."""
+"""An example robaudit plugin: the ``random-signs`` attack, the ``smooth`` purifier, the ``narrow-vit``
+architecture and the ``mirror-dir:`` purifier source (one module each)."""
