@@ -44,6 +44,6 @@ def test_an_old_run_manifest_reads_in_the_current_schema():
 def test_the_model_key_is_rb_threat_and_the_earlier_threat_still_reads():
     from robaudit.models.spec import ModelSpec
 
-    assert ModelSpec.parse({"path": "robustbench:Standard", "rb_threat": "L2"}).rb_threat == "L2"
-    assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).rb_threat == "L2"
+    assert ModelSpec.parse({"path": "robustbench:Standard", "rb_threat": "L2"}).source_options == {"rb_threat": "L2"}
+    assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).source_options == {"rb_threat": "L2"}
     assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).to_dict()["rb_threat"] == "L2"

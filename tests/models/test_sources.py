@@ -183,12 +183,12 @@ def test_robustbench_loads_through_the_package_from_the_model_dir(tmp_path, monk
     monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: "1.1.1")
     monkeypatch.setitem(sys.modules, "robustbench", fake)
     monkeypatch.setitem(sys.modules, "robustbench.utils", fake.utils)
-    options = SourceOptions(model_dir=str(tmp_path), rb_threat="Linf")
+    options = {"model_dir": str(tmp_path), "rb_threat": "Linf"}
     with pytest.raises(CheckpointError, match="cifar10/Linf/Standard.pt' does not exist"):
-        load_from_source("robustbench:Standard", options)
+        load_from_source("robustbench:Standard", SourceOptions(), options)
     (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
     (tmp_path / "cifar10" / "Linf" / "Standard.pt").write_bytes(b"")
-    loaded = load_from_source("robustbench:Standard", options)
+    loaded = load_from_source("robustbench:Standard", SourceOptions(), options)
     assert calls == [
         {"model_name": "Standard", "model_dir": str(tmp_path), "dataset": "cifar10", "threat_model": "Linf"}
     ]
@@ -199,7 +199,9 @@ def test_robustbench_loads_through_the_package_from_the_model_dir(tmp_path, monk
     with pytest.raises(ConfigError, match="needs --model-dir"):
         load_from_source("robustbench:Standard", SourceOptions())
     with pytest.raises(ConfigError, match="no cifar10/Linfinity models"):
-        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path), rb_threat="Linfinity"))
+        load_from_source(
+            "robustbench:Standard", SourceOptions(), {"model_dir": str(tmp_path), "rb_threat": "Linfinity"}
+        )
 
 
 def test_ls_models_lists_every_source_with_an_example():
@@ -223,8 +225,37 @@ def test_robustbench_installed_but_not_importable_names_the_missing_module(tmp_p
     (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
     (tmp_path / "cifar10" / "Linf" / "Standard.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"installed but cannot be imported \(no module 'autoattack'\).*fra31"):
-        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))
+        load_from_source("robustbench:Standard", SourceOptions(), {"model_dir": str(tmp_path)})
     # only torchattacks' copy
     monkeypatch.setattr("robaudit.models.sources.robustbench.robustbench_version", lambda: None)
     with pytest.raises(ConfigError, match=r"need the robustbench package; pip install -e '\.\[robustbench\]'"):
-        load_from_source("robustbench:Standard", SourceOptions(model_dir=str(tmp_path)))
+        load_from_source("robustbench:Standard", SourceOptions(), {"model_dir": str(tmp_path)})
+
+
+def test_each_source_declares_its_own_options(monkeypatch):
+    """A source's options are its loader's keyword-only arguments: a new one needs no other edit, an option the
+    source does not take is an error naming those it does, and a plain checkpoint takes none."""
+    from robaudit.models.spec import ModelSpec, obtain_classifier
+    from robaudit.registry import Registry
+
+    seen = {}
+    registry = Registry("model source")
+    for entry in MODEL_SOURCES:
+        registry.register(entry.name, description=entry.description, **entry.meta)(entry.factory)
+
+    @registry.register("zoo", description="a test's source with an option of its own", example="zoo:tiny")
+    def zoo(ref: str, options: SourceOptions, *, zoo_root: str | None = None) -> torch.nn.Module:
+        seen.update(ref=ref, zoo_root=zoo_root, num_classes=options.num_classes)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+        net.card = types.SimpleNamespace(num_classes=3)
+        return net
+
+    monkeypatch.setattr("robaudit.models.sources.MODEL_SOURCES", registry)
+    spec = ModelSpec.parse({"path": "zoo:tiny", "zoo_root": "/models", "num_classes": 3})
+    assert spec.source_options == {"zoo_root": "/models"} and spec.to_dict()["zoo_root"] == "/models"
+    obtain_classifier(spec, device="cpu")
+    assert seen == {"ref": "tiny", "zoo_root": "/models", "num_classes": 3}
+    with pytest.raises(ConfigError, match=r"unknown key 'model_dir' in model \(source zoo\).*zoo_root"):
+        ModelSpec.parse({"path": "zoo:tiny", "model_dir": "x"})
+    with pytest.raises(ConfigError, match="unknown key 'model_dir' in model;"):
+        ModelSpec.parse({"path": "m.pt", "model_dir": "x"})

@@ -15,7 +15,7 @@ from torch import nn
 from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import load_classifier, save_classifier
-from robaudit.models.sources import SourceOptions, load_from_source, split_source
+from robaudit.models.sources import SourceOptions, load_from_source, source_option_names, split_source
 from robaudit.models.training import ClassifierRecipe, train_classifier
 from robaudit.progress import console
 from robaudit.registry import check_keys
@@ -50,41 +50,32 @@ class ModelSpec:
     train: TrainSpec | None = None
     randomized: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
     weights: str | None = None  # a pretrained source: fine-tuned state dict over the pretrained weights
-    model_dir: str | None = None  # robustbench: the folder holding DATASET/THREAT/NAME.pt
-    dataset: str | None = None  # robustbench: cifar10 (default), cifar100 or imagenet
-    rb_threat: str | None = None  # robustbench: Linf (default), L2 or corruptions (RobustBench's threat)
+    source_options: dict[str, Any] = field(default_factory=dict)  # the source's own (robustbench: model_dir, ...)
     arch_kwargs: dict[str, Any] | None = None  # a bare state dict: its timm architecture's arguments
     mean: list[float] | None = None  # a bare state dict: the normalization its network expects
     std: list[float] | None = None
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
 
-    SOURCE_KEYS = ("weights", "model_dir", "dataset", "rb_threat")
+    KEYS = ("path", "arch", "num_classes", "train", "randomized", "stochastic", "arch_kwargs", "mean", "std", "weights")
 
     @classmethod
     def parse(cls, value: object) -> ModelSpec:
         """Accept a path string or a mapping ``{path, arch, num_classes, train: {...}}``."""
         value = as_mapping(value, where="model", short_key="path", expected="a checkpoint path or a mapping")
-        keys = [
-            "path",
-            "arch",
-            "num_classes",
-            "train",
-            "randomized",
-            "stochastic",
-            "threat",
-            "arch_kwargs",
-            "mean",
-            "std",
-            *cls.SOURCE_KEYS,
-        ]
-        check_keys(value, keys, where="model")
         if "threat" in value:  # the earlier name of rb_threat
             value = {"rb_threat": value["threat"], **{k: v for k, v in value.items() if k != "threat"}}
+        path = value.get("path")
+        declared = source_option_names(path) if isinstance(path, str) else []
+        check_keys(
+            value, [*cls.KEYS, *declared], where="model" + (f" (source {path.partition(':')[0]})" * bool(declared))
+        )
         train = value.get("train")
-        spec = cls(path=value.get("path"), arch=value.get("arch"), num_classes=value.get("num_classes"))
-        for key in cls.SOURCE_KEYS:
-            if value.get(key) is not None:
-                setattr(spec, key, coerce(value[key], str, where=f"model.{key}"))
+        spec = cls(path=path, arch=value.get("arch"), num_classes=value.get("num_classes"))
+        if value.get("weights") is not None:
+            spec.weights = coerce(value["weights"], str, where="model.weights")
+        spec.source_options = {
+            k: coerce(value[k], str, where=f"model.{k}") for k in declared if value.get(k) is not None
+        }
         declared = value.get("randomized", value.get("stochastic", False))  # stochastic: the earlier name
         spec.randomized = coerce(declared, bool, where="model.randomized")
         if value.get("arch_kwargs") is not None:
@@ -103,7 +94,10 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "trust_checkpoint"}
+        out = {
+            k: v for k, v in asdict(self).items() if v is not None and k not in ("trust_checkpoint", "source_options")
+        }
+        out.update(self.source_options)
         if not self.randomized:
             out.pop("randomized")
         return out
@@ -164,11 +158,9 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
     made from the reference (no such file: the model is fingerprinted by its weights, ``model_fingerprint``)."""
     if spec.path is not None and split_source(spec.path):
         options = SourceOptions(
-            num_classes=spec.num_classes,
-            trust_checkpoint=spec.trust_checkpoint,
-            **{k: getattr(spec, k) for k in spec.SOURCE_KEYS},
+            num_classes=spec.num_classes, weights=spec.weights, trust_checkpoint=spec.trust_checkpoint
         )
-        return load_from_source(spec.path, options), Path(safe_name(spec.path))
+        return load_from_source(spec.path, options, spec.source_options), Path(safe_name(spec.path))
     if spec.path is not None and (Path(spec.path).exists() or spec.train is None):
         path = Path(spec.path)
     else:

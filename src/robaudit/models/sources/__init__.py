@@ -15,8 +15,9 @@ a new source is one new file; installed plugins add theirs through the ``robaudi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -26,19 +27,17 @@ from robaudit.registry import Registry
 
 @dataclass
 class SourceOptions:
-    """What a source may use besides its reference: a new head's class count, fine-tuned weights, RobustBench's
-    model folder, dataset and threat model, and the trust flag for pickled files."""
+    """What every source may use besides its reference: a new head's class count, fine-tuned weights and the trust
+    flag for pickled files. A source's own options (RobustBench's model folder, dataset and threat) are its
+    loader's keyword-only arguments, checked like an attack's (``source_option_names``)."""
 
     num_classes: int | None = None
     weights: str | None = None
-    model_dir: str | None = None
-    dataset: str | None = None
-    rb_threat: str | None = None
     trust_checkpoint: bool = False
 
 
 class SourceLoader(Protocol):
-    def __call__(self, ref: str, options: SourceOptions) -> nn.Module: ...
+    def __call__(self, ref: str, options: SourceOptions, **source_options: Any) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -74,14 +73,22 @@ def split_source(model: str) -> tuple[str, str] | None:
     return (source, ref) if sep and source in MODEL_SOURCES else None
 
 
-def load_from_source(model: str, options: SourceOptions) -> nn.Module:
-    """The classifier ``model`` (``source:reference``) names, in eval mode, with a filled card."""
+def source_option_names(model: str) -> list[str]:
+    """The options the source ``model`` (``source:reference``) names declares: its loader's keyword-only arguments
+    (empty for a plain path)."""
+    source = split_source(model)
+    return sorted(MODEL_SOURCES.get(source[0]).hyperparameters()) if source else []
+
+
+def load_from_source(model: str, options: SourceOptions, source_options: Mapping[str, Any] | None = None) -> nn.Module:
+    """The classifier ``model`` (``source:reference``) names, in eval mode, with a filled card; ``source_options``
+    are the source's own (an unknown one is an error naming the source's)."""
     source, ref = split_source(model) or (None, "")
     if source is None:
         raise ConfigError(f"{model!r} names no model source; use one of {', '.join(MODEL_SOURCES.names())}")
     if not ref:
         raise ConfigError(f"{model!r} has nothing after '{source}:'; e.g. {MODEL_SOURCES.get(source).meta['example']}")
-    return MODEL_SOURCES.get(source).factory(ref, options).eval()
+    return MODEL_SOURCES.build(source, source_options, ref, options).eval()
 
 
 from robaudit.plugins import discover, load_plugins  # noqa: E402  (after the names the sources import from here)

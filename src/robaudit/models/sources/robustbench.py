@@ -42,25 +42,32 @@ ROBUSTBENCH_DATA = {
     description="a RobustBench model from a local --model-dir (pip install -e '.[robustbench]')",
     example="robustbench:Standard --rb-threat Linf --model-dir models/robustbench",
 )
-def robustbench_source(ref: str, options: SourceOptions) -> nn.Module:
-    """``robustbench.utils.load_model`` from ``model_dir/DATASET/THREAT/NAME.pt`` (dataset default cifar10,
-    threat default Linf); RobustBench models take [0, 1] images and normalize themselves."""
-    dataset, threat = options.dataset or "cifar10", options.rb_threat or "Linf"
+def robustbench_source(
+    ref: str,
+    options: SourceOptions,
+    *,
+    model_dir: str | None = None,
+    dataset: str | None = None,
+    rb_threat: str | None = None,
+) -> nn.Module:
+    """``robustbench.utils.load_model`` from ``model_dir/DATASET/THREAT/NAME.pt`` (``dataset`` default cifar10,
+    ``rb_threat`` default Linf); RobustBench models take [0, 1] images and normalize themselves."""
+    dataset, threat = dataset or "cifar10", rb_threat or "Linf"
     if dataset not in ROBUSTBENCH_DATA or threat not in ROBUSTBENCH_THREATS:
         raise ConfigError(
             f"RobustBench has no {dataset}/{threat} models; datasets {', '.join(ROBUSTBENCH_DATA)}, "
             f"threats {', '.join(ROBUSTBENCH_THREATS)}"
         )
-    if not options.model_dir:
+    if not model_dir:
         raise ConfigError(f"robustbench:{ref} needs --model-dir, the folder holding {dataset}/{threat}/{ref}.pt")
-    file = Path(options.model_dir) / dataset / threat / f"{ref}.pt"
+    file = Path(model_dir) / dataset / threat / f"{ref}.pt"
     if not file.is_file():
         raise CheckpointError(
             f'{str(file)!r} does not exist; on a connected machine run `python -c "from robustbench.utils import '
-            f"load_model; load_model('{ref}', model_dir='{options.model_dir}', dataset='{dataset}', "
+            f"load_model; load_model('{ref}', model_dir='{model_dir}', dataset='{dataset}', "
             f"threat_model='{threat}')\"` and copy the folder here"
         )
-    net = _robustbench_load(ref, options.model_dir, dataset, threat, trust=options.trust_checkpoint)
+    net = _robustbench_load(ref, model_dir, dataset, threat, trust=options.trust_checkpoint)
     return NormalizedClassifier(net, card=_robustbench_card(net, ref, dataset, threat, file))
 
 
