@@ -41,7 +41,7 @@ import torch
 import torchattacks
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
-from robaudit.attacks.autoattack import escalate_autoattack
+from robaudit.attacks.methods.autoattack import escalate_autoattack
 from robaudit.attacks.precision import disagreements
 from robaudit.check_bound import allowed_fallers, certified_fallers, subset_size
 from robaudit.data import load_dataset

@@ -65,10 +65,10 @@ def test_a_new_attack_file_is_registered_and_covered_by_the_contract_tests(tmp_p
     folder.mkdir()
     (folder / "nudge.py").write_text(ADDED_ATTACK)
     code = (
-        "import sys, pytest, robaudit.attacks as attacks\n"
-        f"attacks.__path__.append({str(folder)!r})  # as if nudge.py sat in src/robaudit/attacks/\n"
+        "import sys, pytest, robaudit.attacks.methods as methods\n"
+        f"methods.__path__.append({str(folder)!r})  # as if nudge.py sat in src/robaudit/attacks/methods/\n"
         "from robaudit.plugins import discover\n"
-        "assert 'nudge' in discover('robaudit.attacks')\n"
+        "assert 'nudge' in discover('robaudit.attacks.methods')\n"
         "args = ['-q', '-p', 'no:cacheprovider', '-rA', '-k', 'nudge']\n"
         "sys.exit(pytest.main([*args, 'tests/attacks/test_attacks.py']))\n"
     )

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import classes_subset
 from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run_attack
-from robaudit.attacks.autoattack import plan_components
+from robaudit.attacks.methods.autoattack import plan_components
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import load_classifier

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
-from robaudit.attacks.apgd import targets_by_linear_estimate
+from robaudit.attacks.methods.apgd import targets_by_linear_estimate
 from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, Verdict
 from robaudit.engine.passes import PassCount, PassCounter
 from toys import NearestMean, WithCard, streams, toy_data
@@ -118,7 +118,7 @@ def test_linear_targeting_ranks_classes_by_their_exact_distance_on_a_linear_mode
 def test_apgd_early_exit_keeps_every_success_of_the_full_run(toy, run):
     """An APGD run, untargeted and targeted, where samples fall mid-run: the ones that fall without early exit fall
     with it (the targeted runs keep each sample's own target as the active set shrinks)."""
-    from robaudit.attacks.apgd import APGDRun
+    from robaudit.attacks.methods.apgd import APGDRun
 
     model, images, labels = toy
     kwargs = {"ce": {}, "targeted-logits": {"target_rank": 2}, "targeted-linear": {"target_rank": 2}}[run]
@@ -142,8 +142,8 @@ def test_apgd_early_exit_keeps_every_success_of_the_full_run(toy, run):
 def test_verdicts_taken_during_a_run_are_reused_on_a_deterministic_model(toy, name, monkeypatch):
     """The cascade keeps the verdicts a run's own float32 passes gave its candidates instead of judging them again:
     the same adversarial images, fewer forward passes."""
-    import robaudit.attacks.apgd as apgd_module
-    import robaudit.attacks.pgd as pgd_module
+    import robaudit.attacks.methods.apgd as apgd_module
+    import robaudit.attacks.methods.pgd as pgd_module
     import robaudit.attacks.selection as selection_module
 
     model, images, labels = toy

@@ -44,7 +44,7 @@ def test_square_matches_the_reference_square_within_one_sample(digits_model_path
     """robaudit's Linf Square (per-sample windows) against the reference's SquareAttack, same p schedule."""
     from pyautoattack.square import SquareAttack
 
-    from robaudit.attacks.square import SquareLinf
+    from robaudit.attacks.methods.square import SquareLinf
 
     model = load_classifier(digits_model_path).eval()
     data = load_dataset("digits", split="test", limit=40)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from robaudit.attacks import ATTACKS, build_attack, predict, resolve_attack, run_attack
-from robaudit.attacks.autoattack import COMPONENTS, Settings
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
+from robaudit.attacks.methods.autoattack import COMPONENTS, Settings
 from robaudit.attacks.selection import Cascade
 from robaudit.data import load_dataset
 from robaudit.engine.execute import PartExecutor

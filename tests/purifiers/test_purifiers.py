@@ -10,7 +10,7 @@ import torch
 from robaudit.engine.pipeline import Pipeline
 from robaudit.errors import ConfigError
 from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
-from robaudit.purifiers.ebm import adaptive_step_size
+from robaudit.purifiers.methods.ebm import adaptive_step_size
 from robaudit.seeding import generator
 from tiny import TINY_PARAMS, TINY_RECIPES
 
@@ -211,7 +211,7 @@ def test_a_checkpoint_from_when_the_noise_predictor_was_eps_still_loads():
     """The DDPM network's noise predictor was the attribute ``eps`` (state-dict keys ``eps.*``); such checkpoints
     load into ``noise_predictor``, also inside ADP's network made from a diffusion model."""
     from robaudit.purifiers.diffusion import DDPMNetwork
-    from robaudit.purifiers.ebm import DiffusionScoreNetwork
+    from robaudit.purifiers.methods.ebm import DiffusionScoreNetwork
 
     recipe = recipe_for("ddpm", TINY_RECIPES["ddpm"])
     saved, fresh = DDPMNetwork(recipe, [1, 16, 16]), DDPMNetwork(recipe, [1, 16, 16])

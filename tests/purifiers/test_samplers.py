@@ -10,9 +10,9 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from robaudit.purifiers.ddpm import DDPMPurifier
 from robaudit.purifiers.diffusion import DDPMNetwork
-from robaudit.purifiers.ebm import DiffusionScoreNetwork
+from robaudit.purifiers.methods.ddpm import DDPMPurifier
+from robaudit.purifiers.methods.ebm import DiffusionScoreNetwork
 from toys import streams
 
 MU, S = 0.1, 0.3  # the toy data distribution, in the diffusion's [-1, 1] space

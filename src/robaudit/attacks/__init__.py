@@ -1,6 +1,7 @@
 """Registered attacks and the contract they run under (selection rules in ``attacks.selection``).
 
-Every module of this package is imported here, so an attack in a new file registers itself with no other edit;
+The methods sit in ``attacks/methods/``, one file each, the machinery they share beside this file. Every module of
+``attacks/methods/`` is imported here, so an attack in a new file there registers itself with no other edit;
 installed plugins add theirs through the ``robaudit.attacks`` entry-point group (``robaudit.plugins``).
 """
 
@@ -34,5 +35,5 @@ __all__ = [
 
 from robaudit.plugins import discover, load_plugins  # noqa: E402  (after the names plugins import from here)
 
-discover(__name__)
+discover(f"{__name__}.methods")
 load_plugins("robaudit.attacks")

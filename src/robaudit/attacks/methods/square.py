@@ -86,7 +86,7 @@ def square_stage(
 ) -> Stage:
     """One Square run; its candidate is each sample's best-margin query.
 
-    Linf: robaudit's own (``attacks.square``: per-sample windows, the reference's p schedule). L2: torchattacks'
+    Linf: robaudit's own (``attacks.methods.square``: per-sample windows, the reference's p schedule). L2: torchattacks'
     single run, which draws its proposals from the global RNG for a whole batch, so it runs one sample at a time,
     each under a global RNG seeded from the sample's own stream.
     """

@@ -1,7 +1,7 @@
-"""AutoAttack (Croce & Hein 2020), run through robaudit's cascade (its Square stage: ``attacks.square``).
+"""AutoAttack (Croce & Hein 2020), run through robaudit's cascade (its Square stage: ``attacks.methods.square``).
 
-APGD (CE, DLR, targeted DLR) and Linf Square are robaudit's own (``attacks.apgd``, ``attacks.square``: per-sample
-random starts, step sizes and proposals); FAB-T and L2 Square are torchattacks' *single runs* (FAB's
+APGD (CE, DLR, targeted DLR) and Linf Square are robaudit's own (``attacks.methods.apgd``, ``attacks.methods.square``:
+per-sample random starts, step sizes and proposals); FAB-T and L2 Square are torchattacks' *single runs* (FAB's
 ``attack_single_run_targeted``, Square's ``attack_single_run``), and robaudit does the rest itself, because
 torchattacks' ``perturb`` loops return the clean image for every sample one forward pass did not fool and skip
 samples one forward pass got wrong. Here:
@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from torchattacks import FAB
 
-from robaudit.attacks.apgd import APGDRun
 from robaudit.attacks.base import ATTACKS, AttackFn
+from robaudit.attacks.methods.apgd import APGDRun
+from robaudit.attacks.methods.square import square_stage
 from robaudit.attacks.selection import Cascade, Stage, run_stage
-from robaudit.attacks.square import square_stage
 from robaudit.sample_rng import SampleRNG
 
 VERSIONS = ("auto", "standard", "rand", "fast", "restarts", "square")
@@ -91,7 +91,7 @@ class Settings:
     common: dict  # norm, eps, seed (torchattacks' FAB and Square take them as keywords)
     draws: int = 1
     early_exit: bool = True
-    targeting: str = "logits"  # how APGD-T ranks its target classes (``attacks.apgd.TARGETING``)
+    targeting: str = "logits"  # how APGD-T ranks its target classes (``attacks.methods.apgd.TARGETING``)
     eot_mode: str = "mean"  # how APGD averages its EOT draws (``attacks.gradient``)
     restarts: int = 1  # runs of each untargeted APGD, each from its own random start (``plus``: 5)
 
