@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from robaudit.cli import app
 from robaudit.config import ComponentSpec
 from robaudit.purifiers import PURIFIERS, epochs_key, recipe_for
-from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
+from robaudit.purifiers.resolve import PurifierContext, obtain_purifier, resolve_purifier
 from tiny import TINY_EPOCHS, TINY_PURIFICATION, TINY_RECIPES
 
 runner = CliRunner()
@@ -93,9 +93,9 @@ def test_untrained_purifier_is_trained_once_and_cached(capsys, tmp_path, monkeyp
     monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path))  # a cache of its own: other tests may train the same recipe
     spec = ComponentSpec("cold", {"recipe": {**TINY_RECIPES["cold"], "epochs": 1}})
     resolved = resolve_purifier(spec)
-    _, first = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")
+    _, first = obtain_purifier(resolved, PurifierContext(data_source="digits", seed=0, device="cpu"))
     assert "training one" in capsys.readouterr().err
-    _, second = obtain_purifier(resolved, data_source="digits", image_size=None, channels=None, seed=0, device="cpu")
+    _, second = obtain_purifier(resolved, PurifierContext(data_source="digits", seed=0, device="cpu"))
     assert first == second and "reusing cached" in capsys.readouterr().err
 
 

@@ -42,7 +42,7 @@ def purify(
     from robaudit.models.fingerprint import model_fingerprint
     from robaudit.models.spec import ModelSpec, obtain_classifier
     from robaudit.purifiers.dataset import purify_dataset
-    from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
+    from robaudit.purifiers.resolve import PurifierContext, obtain_purifier, resolve_purifier
 
     if data_flags.get("class_map"):
         raise ConfigError("--class-map maps data classes to a model's; purify reads no model's classes, so drop it")
@@ -55,19 +55,19 @@ def purify(
         spec = ModelSpec(path=model, trust_checkpoint=job.trust_checkpoint)
         classifier, model_path = obtain_classifier(spec, device=str(task.device))
         classifier_sha = model_fingerprint(classifier, model_path)
-    module, provenance = obtain_purifier(
-        resolved,
+    context = PurifierContext(
         data_source=train_data or task.dataset.provenance.get("source_spec", {}).get("source") or data,
-        image_size=task.dataset.shape[1],
-        channels=task.dataset.shape[0],
         seed=job.seed,
         device=str(task.device),
+        image_size=task.dataset.shape[1],
+        channels=task.dataset.shape[0],
         classifier=classifier,
         classifier_sha256=classifier_sha,
         trust_checkpoint=job.trust_checkpoint,
         trust_code=trust_code,
         input_shape=tuple(task.dataset.shape),
     )
+    module, provenance = obtain_purifier(resolved, context)
     purified = purify_dataset(module, task.dataset, seed=job.seed, batch_size=job.batch_size, device=task.device)
     purifier_record = {**resolved.to_dict(), **{k: v for k, v in provenance.items() if k != "kind"}}
     task.finish(purified, {"purifier": purifier_record, "source_provenance": task.dataset.provenance})

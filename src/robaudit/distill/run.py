@@ -17,7 +17,7 @@ from robaudit.manifest import resolve_device
 from robaudit.models.classifiers import save_classifier
 from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.spec import ModelSpec, obtain_classifier
-from robaudit.purifiers.resolve import obtain_purifier, resolve_purifier
+from robaudit.purifiers.resolve import PurifierContext, obtain_purifier, resolve_purifier
 from robaudit.registry import check_keys
 
 
@@ -72,18 +72,18 @@ def run_distillation(config: DistillConfig, *, device: str = "auto", trust_check
     teacher, teacher_path = obtain_classifier(teacher_spec, device=torch_device)
     purifier = None
     if config.purifier is not None:
-        purifier, _ = obtain_purifier(
-            resolve_purifier(config.purifier),
+        context = PurifierContext(
             data_source=config.data.source,
-            image_size=config.data.image_size,
-            channels=config.data.channels,
             seed=config.seed,
             device=torch_device,
+            image_size=config.data.image_size,
+            channels=config.data.channels,
             classifier=teacher,
             classifier_sha256=model_fingerprint(teacher, teacher_path),
             trust_checkpoint=trust_checkpoint,
             input_shape=tuple(teacher.card.input_size) or None,
         )
+        purifier, _ = obtain_purifier(resolve_purifier(config.purifier), context)
     train = replace(config.data, split="train", limit=None).load()
     student = distill(teacher, train, recipe=config.recipe, purifier=purifier, seed=config.seed, device=torch_device)
     out = config.student_path()

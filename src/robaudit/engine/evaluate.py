@@ -37,7 +37,7 @@ from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.model_data import data_for_model, model_transform
 from robaudit.models.spec import obtain_classifier
 from robaudit.progress import console
-from robaudit.purifiers.resolve import obtain_purifier
+from robaudit.purifiers.resolve import PurifierContext, obtain_purifier
 from robaudit.purifiers.surrogate import CALIBRATION_SAMPLES, calibrate_surrogate, surrogate_target
 from robaudit.reporting.report import rebuild_reports
 from robaudit.rundir import RunDir
@@ -72,21 +72,21 @@ def build_defenses(
     bare = Pipeline(model, randomized_classifier=randomized_classifier)
     defenses = [Defense(NONE, None, config.repeats if bare.randomized else 1, [NONE], bare)]
     details = {}
+    context = PurifierContext(
+        data_source=config.data.source,
+        seed=config.seed,
+        device=str(device),
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        classifier=model,
+        classifier_sha256=model_sha,
+        trust_checkpoint=trust_checkpoint,
+        trust_code=trust_code,
+        transform=model_transform(model),
+        input_shape=input_shape,
+    )
     for spec in resolved.purifiers:
-        purifier, provenance = obtain_purifier(
-            spec,
-            data_source=config.data.source,
-            image_size=config.data.image_size,
-            channels=config.data.channels,
-            transform=model_transform(model),
-            seed=config.seed,
-            device=str(device),
-            classifier=model,
-            classifier_sha256=model_sha,
-            trust_checkpoint=trust_checkpoint,
-            trust_code=trust_code,
-            input_shape=input_shape,
-        )
+        purifier, provenance = obtain_purifier(spec, context)
         surrogate = calibrate(purifier, model, calibration, seed=config.seed, device=device)
         scoring = Pipeline(model, purifier, randomized_classifier=randomized_classifier)
         repeats = config.repeats if scoring.randomized else 1

@@ -91,53 +91,48 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
 SPECIAL_KEYS = ("checkpoint", "network", "recipe", "eot", "graft")
 
 
-def obtain_purifier(
-    resolved: ResolvedPurifier,
-    *,
-    data_source: str,
-    image_size: int | None,
-    channels: int | None,
-    seed: int,
-    device: str,
-    classifier: nn.Module | None = None,
-    classifier_sha256: str = "",
-    trust_checkpoint: bool = False,
-    trust_code: bool = False,
-    transform: EvalTransform | None = None,
-    input_shape: tuple[int, ...] | None = None,
-) -> tuple[Purifier, dict[str, Any]]:
+@dataclass(frozen=True, eq=False)
+class PurifierContext:
+    """What obtaining a purifier needs besides its resolved spec, built once per run: the data a missing one trains
+    on (``data_source``'s train split at ``image_size`` and ``channels``, read through a pretrained classifier's
+    evaluation ``transform`` when given), the seed and device, the ``classifier`` it defends (``mae`` trains against
+    it; its ``classifier_sha256`` keys the cache), the trust flags, and the classifier's ``input_shape`` (C, H, W: a
+    purifier at another resolution runs inside a ``ResolutionBridge``)."""
+
+    data_source: str
+    seed: int
+    device: str
+    image_size: int | None = None
+    channels: int | None = None
+    classifier: nn.Module | None = None
+    classifier_sha256: str = ""
+    trust_checkpoint: bool = False
+    trust_code: bool = False
+    transform: EvalTransform | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+def obtain_purifier(resolved: ResolvedPurifier, context: PurifierContext) -> tuple[Purifier, dict[str, Any]]:
     """The purifier ``resolved`` describes, and its provenance (checkpoint, sha256, source and card): from the user's
-    factory, a pretrained diffusion model (``hf-hub:``, ``local-dir:``), a checkpoint file, or trained on
-    ``data_source``'s train split (read through a pretrained model's evaluation ``transform`` when given) and cached.
-    With ``input_shape`` (the classifier's input, C, H, W) a purifier at another resolution runs inside a
-    ``ResolutionBridge``.
-    """
+    factory, a pretrained diffusion model (``hf-hub:``, ``local-dir:``), a checkpoint file, or trained as
+    ``context`` says and cached; bridged to the classifier's input shape when the context gives one."""
+    trust = context.trust_checkpoint
     if resolved.network is not None:
-        network, card = network_from_factory(resolved.network, kind=resolved.name, trust_code=trust_code)
+        network, card = network_from_factory(resolved.network, kind=resolved.name, trust_code=context.trust_code)
         provenance = {"checkpoint": f"factory {resolved.network['factory']}", **card}
     elif resolved.checkpoint and split_purifier_source(resolved.checkpoint):
-        network, card = pretrained_network(resolved.checkpoint, kind=resolved.name, trust=trust_checkpoint)
+        network, card = pretrained_network(resolved.checkpoint, kind=resolved.name, trust=trust)
         provenance = {"checkpoint": resolved.checkpoint, **card}
     else:
-        path = resolved_checkpoint_path(
-            resolved,
-            data_source=data_source,
-            image_size=image_size,
-            channels=channels,
-            seed=seed,
-            device=device,
-            classifier=classifier,
-            classifier_sha256=classifier_sha256,
-            transform=transform,
-        )
-        kind, network, card = load_purifier_network(path, kind=resolved.name, trust_checkpoint=trust_checkpoint)
+        path = resolved_checkpoint_path(resolved, context)
+        kind, network, card = load_purifier_network(path, kind=resolved.name, trust_checkpoint=trust)
         if kind != resolved.name:
             raise ConfigError(f"checkpoint {str(path)!r} holds a {kind!r} purifier, not {resolved.name!r}")
         sha = sha256_file(path) if path.is_file() else card.get("sha256", "")
         provenance = {"source": "file", **card, "checkpoint": str(path), "sha256": sha}
     purifier = PURIFIERS.build(resolved.name, resolved.params, network)
-    if input_shape is not None:
-        purifier = bridged(purifier, purifier_shape=card["input_size"], input_shape=tuple(input_shape))
+    if context.input_shape is not None:
+        purifier = bridged(purifier, purifier_shape=card["input_size"], input_shape=tuple(context.input_shape))
     describe = getattr(purifier, "process_description", None)
     provenance["process"] = describe() if describe else ""
     if isinstance(purifier, ResolutionBridge):
@@ -145,29 +140,19 @@ def obtain_purifier(
     return purifier.eval(), provenance
 
 
-def resolved_checkpoint_path(
-    resolved: ResolvedPurifier,
-    *,
-    data_source: str,
-    image_size: int | None,
-    channels: int | None,
-    seed: int,
-    device: str,
-    classifier: nn.Module | None,
-    classifier_sha256: str,
-    transform: EvalTransform | None,
-) -> Path:
+def resolved_checkpoint_path(resolved: ResolvedPurifier, context: PurifierContext) -> Path:
     """The purifier's checkpoint: the one given, or the cached one trained now (keyed by kind, data, recipe, seed,
     size and transform); robaudit says when it trains or reuses one."""
     if resolved.checkpoint:
         return Path(resolved.checkpoint)
-    require_classifier(resolved.name, classifier)  # before any work, not after minutes of training
+    require_classifier(resolved.name, context.classifier)  # before any work, not after minutes of training
     recipe = recipe_for(resolved.name, resolved.recipe)
-    extra = classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
-    if transform is not None:
-        extra = f"{extra}/{transform.description()}"
+    extra = context.classifier_sha256 if PURIFIERS.get(resolved.name).meta.get("needs_classifier") else ""
+    if context.transform is not None:
+        extra = f"{extra}/{context.transform.description()}"
+    data_source, image_size, channels = context.data_source, context.image_size, context.channels
     path = purifier_cache_path(
-        resolved.name, data=data_source, recipe=recipe, seed=seed, extra=f"{image_size}/{channels}/{extra}"
+        resolved.name, data=data_source, recipe=recipe, seed=context.seed, extra=f"{image_size}/{channels}/{extra}"
     )
     if path.exists():
         console.print(f"reusing cached {escape(resolved.name)} purifier {escape(str(path))}")
@@ -178,12 +163,12 @@ def resolved_checkpoint_path(
         data=data_source,
         out=path,
         recipe=resolved.recipe,
-        seed=seed,
-        device=device,
+        seed=context.seed,
+        device=context.device,
         image_size=image_size,
         channels=channels,
-        classifier=classifier,
-        transform=transform,
+        classifier=context.classifier,
+        transform=context.transform,
     )
 
 
