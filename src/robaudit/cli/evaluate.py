@@ -135,9 +135,7 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
-    from robaudit.api import audit
     from robaudit.engine.config import with_overrides
-    from robaudit.engine.plan import Shard
 
     threat, rb_threat = split_deprecated_threat(threat, rb_threat)
     mapping = with_overrides(
@@ -154,16 +152,18 @@ def evaluate(
         randomized=randomized,
     )
     mapping.update(overrides, **({"convergence": "off"} if no_convergence else {}))
+    trust = {"trust_checkpoint": trust_checkpoint, "trust_code": trust_code}
+    audit_and_show(mapping, gate_flags, shard=shard, overwrite=overwrite, **trust)
+
+
+def audit_and_show(mapping: dict[str, Any], gate_flags: GateFlags, *, shard: str | None, **options: Any) -> None:
+    """``robaudit.audit`` on the flags' config ``mapping``; show the summary and the gates (exit 1 when one failed).
+    ``options``: overwrite and the trust flags."""
+    from robaudit.api import audit
+    from robaudit.engine.plan import Shard
+
     chosen = Shard.parse(shard) if shard is not None else None
-    result = audit(
-        mapping,
-        gates=gate_flags.gate or [],
-        gate_options=gate_flags.options(),
-        overwrite=overwrite,
-        trust_checkpoint=trust_checkpoint,
-        trust_code=trust_code,
-        shard=chosen,
-    )
+    result = audit(mapping, gates=gate_flags.gate or [], gate_options=gate_flags.options(), shard=chosen, **options)
     if result.complete:  # a shard's gates are judged by `robaudit report` once the shards are merged
         print_summary(result.run_dir)
         show_gates(list(result.gates), gate_flags)

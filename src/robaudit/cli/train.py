@@ -47,12 +47,8 @@ def train(
     if epochs is not None:
         recipe["epochs" if kind == "classifier" else epochs_key(kind)] = epochs
     torch_device = str(resolve_device(device))
-    out = (
-        out
-        or Path("runs")
-        / "models"
-        / f"{Path(data).stem}-{recipe.get('arch', 'vit') if kind == 'classifier' else kind}.pt"
-    )
+    made = recipe.get("arch", "vit") if kind == "classifier" else kind
+    out = out or Path("runs") / "models" / f"{Path(data).stem}-{made}.pt"
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a directory; pass a file path such as {kind}.pt")
     if kind == "classifier":
