@@ -47,3 +47,11 @@ def test_the_model_key_is_rb_threat_and_the_earlier_threat_still_reads():
     assert ModelSpec.parse({"path": "robustbench:Standard", "rb_threat": "L2"}).source_options == {"rb_threat": "L2"}
     assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).source_options == {"rb_threat": "L2"}
     assert ModelSpec.parse({"path": "robustbench:Standard", "threat": "L2"}).to_dict()["rb_threat"] == "L2"
+
+
+def test_a_model_given_by_its_training_recipe_alone_parses():
+    """No path: no source, so no source options (a bug once read the source of a missing path)."""
+    from robaudit.models.spec import ModelSpec
+
+    spec = ModelSpec.parse({"train": {"data": "digits"}})
+    assert spec.path is None and spec.source_options == {}

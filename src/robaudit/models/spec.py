@@ -65,17 +65,15 @@ class ModelSpec:
         if "threat" in value:  # the earlier name of rb_threat
             value = {"rb_threat": value["threat"], **{k: v for k, v in value.items() if k != "threat"}}
         path = value.get("path")
-        declared = source_option_names(path) if isinstance(path, str) else []
-        check_keys(
-            value, [*cls.KEYS, *declared], where="model" + (f" (source {path.partition(':')[0]})" * bool(declared))
-        )
+        own = source_option_names(path) if isinstance(path, str) else []  # the source's own options
+        where = f"model (source {path.partition(':')[0]})" if own else "model"
+        check_keys(value, [*cls.KEYS, *own], where=where)
         train = value.get("train")
         spec = cls(path=path, arch=value.get("arch"), num_classes=value.get("num_classes"))
         if value.get("weights") is not None:
             spec.weights = coerce(value["weights"], str, where="model.weights")
-        spec.source_options = {
-            k: coerce(value[k], str, where=f"model.{k}") for k in declared if value.get(k) is not None
-        }
+        given = [key for key in own if value.get(key) is not None]
+        spec.source_options = {key: coerce(value[key], str, where=f"model.{key}") for key in given}
         declared = value.get("randomized", value.get("stochastic", False))  # stochastic: the earlier name
         spec.randomized = coerce(declared, bool, where="model.randomized")
         if value.get("arch_kwargs") is not None:
