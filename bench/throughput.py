@@ -209,7 +209,14 @@ def audit_case(
     for name, module in networks.items():
         forwards, backwards = evaluations[name]
         module = attacked if name == "classifier" and args.compile else module
-        seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
+        try:
+            seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
+        except torch._dynamo.exc.BackendCompilerFailed as error:  # inductor fails on some shapes called alone
+            print(f"{name}: the compiled network failed alone ({str(error).splitlines()[-1]}); timed eager instead")
+            compiled = vars(module).pop("forward")  # compile_network compiles the instance's forward
+            seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
+            module.forward = compiled
+            row[f"{name} alone"] = "eager"
         alone += seconds
         row[f"{name} evals (fwd/bwd)"] = f"{forwards}/{backwards}"
         row[f"{name} calls"] = len(calls[name].sizes)
