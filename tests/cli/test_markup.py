@@ -31,3 +31,18 @@ def test_a_run_directory_with_brackets_is_printed_as_typed(tmp_path, digits_mode
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert f"report: {out / 'report.md'}" in result.output.replace("\n", "")
+
+
+def test_a_gate_is_printed_with_its_bracketed_key(capsys):
+    """A gate's key (``robust_accuracy[pgd]``) is text, not rich markup: the console shows it as written."""
+    import pytest
+
+    from robaudit.cli.common import show_gates
+    from robaudit.cli.flags import GateFlags
+    from robaudit.reporting.gates import GateResult
+
+    failed = GateResult("robust_accuracy[pgd] >= 0.99", 0.125, False, "robust_accuracy[pgd] >= 0.99: observed 0.1250")
+    with pytest.raises(Exception) as exit_info:
+        show_gates([failed], GateFlags())
+    assert getattr(exit_info.value, "exit_code", None) == 1
+    assert "FAIL robust_accuracy[pgd] >= 0.99: observed" in capsys.readouterr().err.replace("\n", " ")

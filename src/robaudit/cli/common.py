@@ -68,6 +68,8 @@ def show_gates(results: list[Any], flags: Any) -> None:
     ``GateFlags``) asks; exit 1 when one failed."""
     import json
 
+    from rich.markup import escape
+
     from robaudit.fileio import atomic_write_text
     from robaudit.progress import console
     from robaudit.reporting.gates import as_json, junit_xml
@@ -80,7 +82,7 @@ def show_gates(results: list[Any], flags: Any) -> None:
         typer.echo(json.dumps(as_json(results), indent=2))
     for result in results:
         mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
-        console.print(f"{mark} {result.message}", highlight=False)
+        console.print(f"{mark} {escape(result.message)}", highlight=False)  # gate keys hold [brackets]
     if not all(result.passed for result in results):
         failed = [r.name for r in results if not r.passed]
         typer.echo(f"gate failed: {'; '.join(failed)}", err=True)
