@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from robaudit.engine.config import NOT_FINGERPRINTED, EvaluateConfig, ResolvedAudit, evaluate_keys
+from robaudit.engine.config import NOT_FINGERPRINTED, EvaluateConfig, ResolvedAudit, evaluate_keys, scalar_settings
 from robaudit.engine.evaluate import run_evaluation
 from robaudit.errors import ConfigError
 
@@ -41,3 +41,19 @@ def test_a_run_changes_nothing_in_its_config(tmp_path, digits_model_path):
     before = copy.deepcopy(config)
     run_evaluation(config, trust_checkpoint=True)
     assert config == before and config.model.trust_checkpoint is False
+
+
+@pytest.mark.parametrize("key", [f.name for f in scalar_settings()])
+def test_every_scalar_key_is_one_field_with_its_rules_beside_it(key):
+    """A scalar key declared with ``setting`` is read (its type checked), checked and saved by its field's rules
+    alone: no other list names it."""
+    spec = next(f for f in scalar_settings() if f.name == key)
+    kind, default = spec.metadata["coerce"], spec.default
+    value = {int: 7, str: "cpu" if key == "device" else "bf16" if key == "precision" else "x", bool: not default}[kind]
+    config = EvaluateConfig.from_mapping({**MAPPING, key: value})
+    assert getattr(config, key) == value
+    saved = config.resolve().to_dict()
+    assert (key in saved) == (spec.metadata["saved"] != "never") and saved.get(key, value) == value
+    if spec.metadata["positive"]:
+        with pytest.raises(ConfigError, match=f"{key} must be a positive integer"):
+            EvaluateConfig.from_mapping({**MAPPING, key: 0})

@@ -21,6 +21,13 @@ from robaudit.threats import THREATS
 NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates", "batch_draws", "draw_chunk")  # speed or judging
 
 
+def setting(default: Any, coerce_to: type, *, positive: bool = False, saved: str = "always") -> Any:
+    """A scalar config key, declared where its field is: the ``default``, the type a YAML or flag value is coerced
+    to, whether it must be positive, and when the saved config writes it (``always``; ``when_set``: when it is not
+    the default; ``never``). A new scalar key is this one field."""
+    return field(default=default, metadata={"coerce": coerce_to, "positive": positive, "saved": saved})
+
+
 @dataclass
 class EvaluateConfig:
     """Everything an evaluation needs. ``eps`` is the Linf budget, ``eps_l2`` the L2 budget."""
@@ -30,22 +37,22 @@ class EvaluateConfig:
     attacks: list[ComponentSpec] = field(default_factory=list)
     purifiers: list[ComponentSpec] = field(default_factory=list)
     threats: list[str] = field(default_factory=lambda: list(THREATS))
-    eot: int = 4
-    repeats: int = 10
-    selection_draws: int = 10
+    eot: int = setting(4, int, positive=True)  # EOT draws per gradient on a randomized pipeline
+    repeats: int = setting(10, int, positive=True)  # scoring draws of a randomized pipeline (worst of N)
+    selection_draws: int = setting(10, int, positive=True)  # draws that judge an attack's candidates
     eps: float = 8 / 255
     eps_l2: float = 0.5
     eps_sweep: list[float] = field(default_factory=list)  # extra Linf budgets (robust accuracy vs eps)
     eps_l2_sweep: list[float] = field(default_factory=list)
-    seed: int = 0
-    out: str | None = None
-    batch_size: int | None = None  # None: 128 on a CPU, what free memory holds on CUDA (audit.batching)
-    part_size: int = 128  # samples per records part: the unit of resuming and sharding (not of batching)
-    device: str = "auto"
-    precision: str = "fp32"  # attack iterations under autocast ("bf16"); verdicts always float32
-    compile: bool = False  # torch.compile the classifier's network (changes speed, not records)
-    batch_draws: bool = True  # a sample's EOT, selection and scoring draws as rows of one batch (draw_layout)
-    draw_chunk: int | None = None  # rows (samples x draws) per call when batched; None: a batch's rows at once
+    seed: int = setting(0, int)
+    out: str | None = setting(None, str, saved="never")  # the run directory (its name is not part of the run)
+    part_size: int = setting(128, int, positive=True)  # samples per records part: the unit of resuming and sharding
+    batch_size: int | None = setting(None, int, positive=True, saved="when_set")  # None: engine.batching decides
+    device: str = setting("auto", str)
+    precision: str = setting("fp32", str, saved="when_set")  # attack iterations under autocast ("bf16")
+    compile: bool = setting(False, bool, saved="when_set")  # torch.compile the networks (speed, not records)
+    batch_draws: bool = setting(True, bool, saved="when_set")  # a sample's draws as rows of one batch
+    draw_chunk: int | None = setting(None, int, positive=True, saved="when_set")  # rows per call; None: all
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
@@ -88,27 +95,14 @@ class EvaluateConfig:
                 budgets = parse_budgets(mapping[key], name=key)
                 setattr(config, key, budgets[-1])
                 setattr(config, f"{key}_sweep", budgets[:-1])
-        for key, hint in (
-            ("seed", int),
-            ("batch_size", int),
-            ("part_size", int),
-            ("out", str),
-            ("device", str),
-            ("precision", str),
-            ("compile", bool),
-            ("batch_draws", bool),
-            ("draw_chunk", int),
-            ("eot", int),
-            ("repeats", int),
-            ("selection_draws", int),
-        ):
-            if mapping.get(key) is not None:
-                setattr(config, key, coerce(mapping[key], hint, where=key))
+        for key in scalar_settings():
+            if mapping.get(key.name) is not None:
+                setattr(config, key.name, coerce(mapping[key.name], key.metadata["coerce"], where=key.name))
         config.gates = parse_gates(mapping.get("gates"))
         default_mode = "escalate" if config.gates else "check"  # a run that gates a release escalates
         config.convergence = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
         check_precision(config.precision)
-        for key in ("batch_size", "part_size", "eot", "repeats", "selection_draws", "draw_chunk"):
+        for key in (key.name for key in scalar_settings() if key.metadata["positive"]):
             if getattr(config, key) is not None and getattr(config, key) <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
         return config
@@ -154,7 +148,7 @@ class ResolvedAudit:
         purifiers = {}
         if config.purifiers:
             purifiers = {"purifiers": [p.to_dict() for p in self.purifiers], "threats": config.threats}
-        randomized = {"eot": config.eot, "repeats": config.repeats, "selection_draws": config.selection_draws}
+        randomized = saved_settings(config, until="selection_draws")
         return {
             "model": config.model.to_dict(),
             "data": config.data.to_dict(),
@@ -165,14 +159,7 @@ class ResolvedAudit:
             "eps_l2": config.eps_l2,
             **({"eps_sweep": config.eps_sweep} if config.eps_sweep else {}),
             **({"eps_l2_sweep": config.eps_l2_sweep} if config.eps_l2_sweep else {}),
-            "seed": config.seed,
-            "part_size": config.part_size,
-            **({"batch_size": config.batch_size} if config.batch_size is not None else {}),
-            "device": config.device,
-            **({"precision": config.precision} if config.precision != "fp32" else {}),
-            **({"compile": True} if config.compile else {}),
-            **({"batch_draws": False} if not config.batch_draws else {}),
-            **({"draw_chunk": config.draw_chunk} if config.draw_chunk is not None else {}),
+            **saved_settings(config, after="selection_draws"),
             **({"gates": config.gates} if config.gates else {}),
             "convergence": config.convergence.to_dict(),
         }
@@ -180,6 +167,25 @@ class ResolvedAudit:
     def fingerprinted(self) -> dict[str, Any]:
         """The part of the config that decides the records: not the batch size, device, compile or gates."""
         return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
+
+
+def scalar_settings() -> list[Any]:
+    """The fields of ``EvaluateConfig`` declared with ``setting``, in order."""
+    return [f for f in fields(EvaluateConfig) if "coerce" in f.metadata]
+
+
+def saved_settings(config: EvaluateConfig, *, after: str | None = None, until: str | None = None) -> dict[str, Any]:
+    """The scalar settings the saved config writes (each field's ``saved`` rule), in field order, from the one after
+    ``after`` (default: the first) through ``until`` (default: the last)."""
+    names = [f.name for f in scalar_settings()]
+    start = names.index(after) + 1 if after else 0
+    stop = names.index(until) + 1 if until else len(names)
+    out = {}
+    for key in scalar_settings()[start:stop]:
+        value, rule = getattr(config, key.name), key.metadata["saved"]
+        if rule == "always" or (rule == "when_set" and value != key.default):
+            out[key.name] = value
+    return out
 
 
 def evaluate_keys() -> list[str]:
