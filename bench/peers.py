@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torchattacks
+from tables import markdown_table  # bench/tables.py
 
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.methods.autoattack import escalate_autoattack
@@ -308,15 +309,6 @@ def run_bench(bench: Bench, *, n: int, quick: bool, work: Path) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    """The rows as a markdown table."""
-    columns = list(dict.fromkeys(key for r in rows for key in r))
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one-epoch models, 8 images, short attacks (CI)")
@@ -331,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models.split(","):
         rows += run_bench(available[name], n=n, quick=args.quick, work=args.work)
-        print_table([r for r in rows if r["model"] == name])
+        print(markdown_table([r for r in rows if r["model"] == name]))
         print(flush=True)
-    print_table(rows)
+    print(markdown_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tables import markdown_table  # bench/tables.py
+
 from robaudit.engine.config import EvaluateConfig
 from robaudit.engine.evaluate import run_evaluation
 from robaudit.rundir import PASS_KINDS, RunDir
@@ -249,17 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             for recipe in recipes:
                 size = reference_n if recipe == "reference" else n
                 rows.append(audit(purifier, recipe, n=size, quick=args.quick, work=work, device=args.device))
-                print_table(rows)  # after every audit: a run cut short still leaves its finished rows
+                # after every audit: a run cut short still leaves its finished rows
+                print(markdown_table(rows, hidden=("worst_value", "robust_ids", "sample_ids")) + "\n", flush=True)
     print("\n" + "\n".join(targets(rows)), flush=True)
     return 0
-
-
-def print_table(rows: list[dict]) -> None:
-    """The table so far, as markdown."""
-    columns = [c for c in rows[0] if c not in ("worst_value", "robust_ids", "sample_ids")]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
-    print("\n".join(lines) + "\n", flush=True)
 
 
 if __name__ == "__main__":

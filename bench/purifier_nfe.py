@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tables import markdown_table  # bench/tables.py
+
 from robaudit.engine.config import EvaluateConfig
 from robaudit.engine.evaluate import run_evaluation
 
@@ -88,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows[1:]:
         for key in ("clean", *(f"pgd {t}" for t in THREATS)):
             row[f"{key} vs full (points)"] = round(100 * (row[key] - full[key]), 1)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    print(markdown_table(rows))
     return 0
 
 

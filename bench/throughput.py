@@ -31,10 +31,12 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tables import markdown_table  # bench/tables.py
 from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
@@ -76,12 +78,9 @@ class Calls:
         if self.args is None or args[0].shape[0] > self.args[0].shape[0]:
             self.args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
 
-    def shapes(self) -> dict[tuple[int, bool], int]:
+    def shapes(self) -> Counter[tuple[int, bool]]:
         """``{(batch size, with backward): calls}``."""
-        counts: dict[tuple[int, bool], int] = {}
-        for key in zip(self.sizes, self.backward, strict=True):
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return Counter(zip(self.sizes, self.backward, strict=True))
 
 
 def resized(args: tuple, size: int) -> tuple:
@@ -230,11 +229,13 @@ def alone_seconds(network: nn.Module, calls: Calls, *, precision: str) -> tuple[
     """The seconds ``network`` alone takes for the audit's calls (each distinct batch size timed forward, or
     forward and backward, on the audit's inputs, times its calls), and its forward+backward images per second at
     the largest call."""
-    total = 0.0
-    for (size, backward), times in calls.shapes().items():
-        total += times * seconds_per_call(network, resized(calls.args, size), backward=backward, precision=precision)
-    both = seconds_per_call(network, calls.args, backward=True, precision=precision)
-    return total, calls.args[0].shape[0] / both
+    largest = (calls.args[0].shape[0], True)
+    shapes = calls.shapes()
+    seconds = {
+        (size, backward): seconds_per_call(network, resized(calls.args, size), backward=backward, precision=precision)
+        for size, backward in [*shapes, *([largest] if largest not in shapes else [])]
+    }
+    return sum(times * seconds[shape] for shape, times in shapes.items()), largest[0] / seconds[largest]
 
 
 def cases(args, device: torch.device) -> dict[str, Callable[[], tuple[nn.Module, nn.Module | None, str]]]:
@@ -286,20 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"device": device_name(device), "precision": args.precision, "compile": args.compile}
         measured = audit_case(classifier, purifier, images, labels, args)
         rows.append({"case": name, **settings, "layout": args.layout, **measured})
-        print_table(rows)
+        print(markdown_table(rows) + "\n", flush=True)  # the rows so far
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
-
-
-def print_table(rows: list[dict]) -> None:
-    """The rows so far, as markdown."""
-    columns = list(dict.fromkeys(key for r in rows for key in r))
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |")
-    print(flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def bench(name: str):
-    """The module of ``bench/NAME.py``."""
+    """The module of ``bench/NAME.py``, importing its siblings as ``python bench/NAME.py`` does."""
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
