@@ -148,7 +148,8 @@ def test_every_robaudit_name_the_benches_import_exists():
 
 
 def defined_names(path: Path) -> set[str]:
-    """Names a module defines or imports at its top level."""
+    """Names a module defines or imports at its top level, and those it exports lazily (an ``EXPORTS`` mapping of
+    name -> module, read by the module's ``__getattr__``)."""
     names: set[str] = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
@@ -156,6 +157,8 @@ def defined_names(path: Path) -> set[str]:
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            if any(isinstance(t, ast.Name) and t.id == "EXPORTS" for t in targets):  # names loaded on first use
+                names |= set(ast.literal_eval(node.value))
         elif isinstance(node, ast.ImportFrom | ast.Import):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
     return names

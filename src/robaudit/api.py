@@ -61,21 +61,33 @@ def audit(
     factory import the user's code. Bad input raises ``robaudit.errors.ConfigError`` before any work."""
     from robaudit.engine.config import EvaluateConfig, parse_gates
     from robaudit.engine.defaults import with_defaults
-    from robaudit.engine.evaluate import run_evaluation
-    from robaudit.engine.plan import Shard
-    from robaudit.reporting.gates import gate_run
-    from robaudit.reporting.report import load_summary
 
     if isinstance(config, EvaluateConfig):  # built already: its defaults and convergence mode are settled
         settings = replace(config, gates=[*config.gates, *parse_gates(list(gates))])
     else:
         mapping = as_config_mapping(config)
-        mapping = with_defaults({**mapping, "gates": [*(mapping.get("gates") or []), *gates]})
-        settings = EvaluateConfig.from_mapping(mapping)
-    options = gate_options or GateOptions()
-    run_dir = run_evaluation(
-        settings, overwrite=overwrite, trust_checkpoint=trust_checkpoint, trust_code=trust_code, shard=shard
+        mapping = {**mapping, "gates": [*(mapping.get("gates") or []), *gates]}
+        EvaluateConfig.check(mapping)  # bad input fails here, at once (no torch import)
+        settings = EvaluateConfig.from_mapping(with_defaults(mapping))
+    return audited(
+        settings,
+        gate_options or GateOptions(),
+        shard=shard,
+        overwrite=overwrite,
+        trust_checkpoint=trust_checkpoint,
+        trust_code=trust_code,
     )
+
+
+def audited(settings: Any, options: GateOptions, *, shard: Any, **run_options: bool) -> AuditResult:
+    """Run the checked config ``settings`` (an ``EvaluateConfig``) and judge its gates with ``options``;
+    ``run_options``: overwrite and the trust flags."""
+    from robaudit.engine.evaluate import run_evaluation
+    from robaudit.engine.plan import Shard
+    from robaudit.reporting.gates import gate_run
+    from robaudit.reporting.report import load_summary
+
+    run_dir = run_evaluation(settings, shard=shard, **run_options)
     if (shard is not None and shard.count > 1) or Shard.from_environment().index != 0:
         return AuditResult(run_dir, MappingProxyType({}), (), complete=False)
     judged = gate_run(run_dir, gates=settings.gates, options=options) if settings.gates or options.asked else []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads where a generator is made: derive_seed is read by config checks that import none
+    import torch
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -17,6 +19,8 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
@@ -29,6 +33,8 @@ def isolated_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterat
     torchattacks draws from (and reseeds) the global RNG; this keeps its randomness seeded and recorded without
     changing anything outside the block.
     """
+    import torch
+
     device = torch.device(device)
     if device.type != "cpu":
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

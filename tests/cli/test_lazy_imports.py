@@ -1,5 +1,6 @@
-"""``robaudit --help`` and every command's ``--help`` answer without importing torch (measured by the modules
-loaded, not by time: a fresh interpreter runs the CLI and reports what it imported)."""
+"""``robaudit --help``, every command's ``--help``, every listing and the rejection of bad input answer without
+importing torch (measured by the modules loaded, not by time: a fresh interpreter runs the CLI and reports what it
+imported)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,31 @@ def loaded_by(*args: str) -> dict:
 def test_help_loads_no_heavy_module(args):
     result = loaded_by(*args)
     assert result == {"exit": 0, "heavy": []}, args
+
+
+@pytest.mark.parametrize("what", ["attacks", "datasets", "models", "architectures", "purifiers"])
+def test_listing_loads_no_heavy_module(what):
+    assert loaded_by("ls", what) == {"exit": 0, "heavy": []}
+
+
+BAD_INPUT = {
+    "a bad --eps": ["--model", "{model}", "--data", "digits", "--eps", "abc"],
+    "a bad --eps in a config": ["--config", "{config}", "--eps", "8/0"],
+    "a missing model file": ["--model", "{missing}"],
+    "a missing data path": ["--model", "{model}", "--data", "{missing}"],
+    "an unknown attack": ["--model", "{model}", "--data", "digits", "--attacks", "pgdd"],
+    "an unknown purifier": ["--model", "{model}", "--data", "digits", "--purifier", "ddmp"],
+    "an unknown precision": ["--model", "{model}", "--data", "digits", "--precision", "fp16"],
+    "an unknown threat model": ["--model", "{model}", "--data", "digits", "--purifier", "ddpm", "--threat", "bdpa"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_rejected_before_torch_loads(case, tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read: the input is rejected first")
+    config = tmp_path / "audit.yaml"
+    config.write_text(f"model: {model}\ndata: digits\n")
+    paths = {"model": str(model), "config": str(config), "missing": str(tmp_path / "missing.pt")}
+    args = [arg.format(**paths) for arg in BAD_INPUT[case]]
+    assert loaded_by("evaluate", *args) == {"exit": 2, "heavy": []}, case

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from robaudit.catalog import Catalog, CatalogEntry
 from robaudit.cli import app, ls
-from robaudit.registry import Registry
 
 runner = CliRunner()
 
 
 def test_ls_prints_names_and_descriptions_in_brackets_literally(monkeypatch):
-    registry = Registry("attack")
-    registry.register("[bold]x", description="needs pip install -e '.[extra]' and [red]nothing[/red] else")(print)
-    monkeypatch.setattr(ls, "registries", lambda: {"attacks": registry})
+    entry = CatalogEntry("[bold]x", "m:x", "needs pip install -e '.[extra]' and [red]nothing[/red] else")
+    monkeypatch.setattr(ls, "catalog", lambda kind: Catalog(kind, [entry] if kind == "attack" else []))
     result = runner.invoke(app, ["ls", "attacks"])
     assert result.exit_code == 0
     assert "[bold]x" in result.output and "pip install -e '.[extra]'" in result.output

@@ -235,6 +235,7 @@ def test_robustbench_installed_but_not_importable_names_the_missing_module(tmp_p
 def test_each_source_declares_its_own_options(monkeypatch):
     """A source's options are its loader's keyword-only arguments: a new one needs no other edit, an option the
     source does not take is an error naming those it does, and a plain checkpoint takes none."""
+    from robaudit.catalog import Catalog, as_catalog_entry
     from robaudit.models.spec import ModelSpec, obtain_classifier
     from robaudit.registry import Registry
 
@@ -251,6 +252,8 @@ def test_each_source_declares_its_own_options(monkeypatch):
         return net
 
     monkeypatch.setattr("robaudit.models.sources.MODEL_SOURCES", registry)
+    read = Catalog("model source", [as_catalog_entry(entry) for entry in registry])  # as if zoo were a plugin's
+    monkeypatch.setattr("robaudit.models.references.catalog", lambda kind: read)
     spec = ModelSpec.parse({"path": "zoo:tiny", "zoo_root": "/models", "num_classes": 3})
     assert spec.source_options == {"zoo_root": "/models"} and spec.to_dict()["zoo_root"] == "/models"
     obtain_classifier(spec, device="cpu")

@@ -172,16 +172,17 @@ def audit_and_show(mapping: dict[str, Any], gate_flags: GateFlags, *, shard: str
 def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[str | None, str | None]:
     """``--threat Linf`` (a RobustBench threat where threat models go): the old spelling of ``--rb-threat``, kept
     for one release with a warning. Returns (threat models, RobustBench threat)."""
-    from robaudit.models.sources.robustbench import ROBUSTBENCH_THREATS
+    from robaudit.catalog import catalog
 
+    robustbench_threats = catalog("model source").get("robustbench").meta["choices"]["rb_threat"]
     names = [t.strip() for t in (threat or "").split(",") if t.strip()]
-    old = [t for t in names if t in ROBUSTBENCH_THREATS]
+    old = [t for t in names if t in robustbench_threats]
     if old:
         console.print(
             f"[yellow]--threat {','.join(old)} names a RobustBench threat: use --rb-threat {old[0]} (--threat "
             "takes threat models only from the next release)[/yellow]"
         )
-    rest = ",".join(t for t in names if t not in ROBUSTBENCH_THREATS) or None
+    rest = ",".join(t for t in names if t not in robustbench_threats) or None
     return rest, rb_threat or (",".join(old) or None)
 
 

@@ -6,29 +6,23 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from robaudit.catalog import Catalog, catalog
 from robaudit.cli.common import handle_errors
 from robaudit.errors import ConfigError
 from robaudit.progress import console
-from robaudit.registry import Registry, unknown_name_message
+from robaudit.registry import unknown_name_message
 
 app = typer.Typer()
 
-
-def registries() -> dict[str, Registry]:
-    """The registries ``ls`` lists by name (imported here, when a listing is asked for)."""
-    from robaudit.attacks import ATTACKS
-    from robaudit.data import DATASETS
-    from robaudit.models.architectures import ARCHITECTURES
-
-    return {"attacks": ATTACKS, "datasets": DATASETS, "architectures": ARCHITECTURES}
+LISTED = {"attacks": "attack", "datasets": "dataset", "architectures": "architecture"}  # listing -> registry
 
 
 def model_rows() -> list[tuple[str, str, str]]:
     """(kind, description, example --model) of every model a --model can name: files and pretrained sources."""
-    from robaudit.models.sources import FILE_KINDS, MODEL_SOURCES
+    from robaudit.models.references import FILE_KINDS
 
     files = [(kind, text, f"--model {example}") for kind, text, example in FILE_KINDS]
-    sources = [(f"{e.name}:", e.description, f"--model {e.meta['example']}") for e in MODEL_SOURCES]
+    sources = [(f"{e.name}:", e.description, f"--model {e.meta['example']}") for e in catalog("model source")]
     return files + sources
 
 
@@ -36,10 +30,8 @@ def model_rows() -> list[tuple[str, str, str]]:
 @handle_errors
 def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architectures or purifiers")) -> None:
     """List registered components with one-line descriptions (models: every source with an example)."""
-    from robaudit.purifiers import PURIFIERS
-
-    listings = {name: registry_rows(registry) for name, registry in registries().items()}
-    listings.update(models=model_rows(), purifiers=registry_rows(PURIFIERS) + purifier_source_rows())
+    listings = {name: registry_rows(catalog(kind)) for name, kind in LISTED.items()}
+    listings.update(models=model_rows(), purifiers=registry_rows(catalog("purifier")) + purifier_source_rows())
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
     table = Table(show_header=True, box=None)
@@ -56,9 +48,7 @@ def ls(what: str = typer.Argument(..., help="attacks, datasets, models, architec
 
 def purifier_source_rows() -> list[tuple[str, str]]:
     """Where a purifier's network may come from, each with an example."""
-    from robaudit.purifiers.sources import PURIFIER_SOURCES
-
-    rows = [(f"{e.name}:", f"{e.description}; e.g. {e.meta['example']}") for e in PURIFIER_SOURCES]
+    rows = [(f"{e.name}:", f"{e.description}; e.g. {e.meta['example']}") for e in catalog("purifier source")]
     factory = "your own network code: purifiers: [{name: ddpm, network: {factory: pkg.module:function, kwargs: {...}, "
     rows.append(
         ("network:", factory + "weights: PATH}}] with --trust-code, or a robaudit.purifier_networks entry point")
@@ -66,6 +56,6 @@ def purifier_source_rows() -> list[tuple[str, str]]:
     return rows
 
 
-def registry_rows(registry: Registry) -> list[tuple[str, str]]:
+def registry_rows(entries: Catalog) -> list[tuple[str, str]]:
     """(name, description) of each entry."""
-    return [(entry.name, entry.description) for entry in registry]
+    return [(entry.name, entry.description) for entry in entries]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from robaudit.config import as_mapping, coerce
-from robaudit.data import ImageSet, load_dataset
-from robaudit.data.transforms import EvalTransform
-from robaudit.errors import ConfigError
+from robaudit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from robaudit.data.imageset import ImageSet
+    from robaudit.data.transforms import EvalTransform
 
 
 @dataclass
@@ -48,6 +51,8 @@ class DataSpec:
     def load(self, *, stream: bool = False, transform: EvalTransform | None = None) -> ImageSet:
         """Load the dataset this spec describes (``stream``: read images batch by batch where possible;
         ``transform``: a model's evaluation transform for images at another size)."""
+        from robaudit.data.loading import load_dataset
+
         return load_dataset(
             self.source,
             split=self.split,
@@ -60,6 +65,17 @@ class DataSpec:
             transform=transform,
             **self.params,
         )
+
+    def check_source(self) -> None:
+        """Fail now, before any work, when the source is neither a registered dataset nor an existing path (read
+        from the catalog: no torch import). Which kind of data a path holds is decided when it loads."""
+        from robaudit.catalog import catalog
+
+        if self.source not in catalog("dataset") and not Path(self.source).exists():
+            raise DataError(
+                f"data {self.source!r} is neither a registered dataset nor an existing path; pass a name "
+                "(robaudit ls datasets) or the path of a dataset file or folder"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form."""

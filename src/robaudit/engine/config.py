@@ -4,28 +4,34 @@ values over a config mapping, and the audit it resolves to once (``ResolvedAudit
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from robaudit.attacks import ResolvedAttack, resolve_attack
-from robaudit.attacks.precision import check_precision
+from robaudit.catalog import catalog
 from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.engine.convergence import ConvergenceSpec, with_rungs
 from robaudit.errors import ConfigError
 from robaudit.models.spec import ModelSpec
-from robaudit.purifiers.resolve import ResolvedPurifier, resolve_purifier
 from robaudit.registry import check_keys, did_you_mean
 from robaudit.reporting.gates import Gate
 from robaudit.threats import THREATS
 
+if TYPE_CHECKING:  # reading and checking a config imports no torch; resolving its components does
+    from robaudit.attacks import ResolvedAttack
+    from robaudit.purifiers.resolve import ResolvedPurifier
+
 NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates", "batch_draws", "draw_chunk")  # speed or judging
 
 
-def setting(default: Any, coerce_to: type, *, positive: bool = False, saved: str = "always") -> Any:
+def setting(
+    default: Any, coerce_to: type, *, positive: bool = False, choices: tuple[str, ...] = (), saved: str = "always"
+) -> Any:
     """A scalar config key, declared where its field is: the ``default``, the type a YAML or flag value is coerced
-    to, whether it must be positive, and when the saved config writes it (``always``; ``when_set``: when it is not
-    the default; ``never``). A new scalar key is this one field."""
-    return field(default=default, metadata={"coerce": coerce_to, "positive": positive, "saved": saved})
+    to, whether it must be positive, the values it may take (``choices``; empty: any), and when the saved config
+    writes it (``always``; ``when_set``: when it is not the default; ``never``). A new scalar key is this one
+    field."""
+    metadata = {"coerce": coerce_to, "positive": positive, "choices": choices, "saved": saved}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -49,7 +55,7 @@ class EvaluateConfig:
     part_size: int = setting(128, int, positive=True)  # samples per records part: the unit of resuming and sharding
     batch_size: int | None = setting(None, int, positive=True, saved="when_set")  # None: engine.batching decides
     device: str = setting("auto", str)
-    precision: str = setting("fp32", str, saved="when_set")  # attack iterations under autocast ("bf16")
+    precision: str = setting("fp32", str, choices=("fp32", "bf16"), saved="when_set")  # attacks under autocast
     compile: bool = setting(False, bool, saved="when_set")  # torch.compile the networks (speed, not records)
     batch_draws: bool = setting(True, bool, saved="when_set")  # a sample's draws as rows of one batch
     draw_chunk: int | None = setting(None, int, positive=True, saved="when_set")  # rows per call; None: all
@@ -60,56 +66,31 @@ class EvaluateConfig:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
-        """Validate a config mapping (YAML + overrides); unknown keys are errors naming the key."""
-        check_keys(mapping, evaluate_keys(), where="config")
-        if "model" not in mapping or mapping["model"] is None:
-            raise ConfigError("no model given; pass --model PATH or set 'model:' in the config")
-        if "data" not in mapping or mapping["data"] is None:
-            raise ConfigError("no data given; pass --data NAME|PATH or set 'data:' in the config")
-        attacks = mapping.get("attacks") or []
-        if isinstance(attacks, str):
-            attacks = [a for a in attacks.split(",") if a.strip()]
-        if not isinstance(attacks, list):
-            raise ConfigError("attacks: expected a list of names or {name: ..., ...} mappings")
-        purifiers = mapping.get("purifiers") or []
-        if isinstance(purifiers, str):
-            purifiers = [p for p in purifiers.split(",") if p.strip()]
-        threats = mapping.get("threats") or list(THREATS)
-        if isinstance(threats, str):
-            threats = [t.strip() for t in threats.split(",") if t.strip()]
-        for threat in threats:
-            if threat not in THREATS:
-                raise ConfigError(
-                    f"unknown threat model {threat!r}; valid: {', '.join(THREATS)}"
-                    + did_you_mean(threat, list(THREATS))
-                )
-        config = cls(
-            model=ModelSpec.parse(mapping["model"]),
-            data=DataSpec.parse(mapping["data"]),
-            attacks=[ComponentSpec.parse(a, where="attacks") for a in attacks],
-            purifiers=[ComponentSpec.parse(p, where="purifiers") for p in purifiers],
-            threats=list(threats),
-        )
-        for key in ("eps", "eps_l2"):
-            if key in mapping:
-                budgets = parse_budgets(mapping[key], name=key)
-                setattr(config, key, budgets[-1])
-                setattr(config, f"{key}_sweep", budgets[:-1])
-        for key in scalar_settings():
-            if mapping.get(key.name) is not None:
-                setattr(config, key.name, coerce(mapping[key.name], key.metadata["coerce"], where=key.name))
-        config.gates = parse_gates(mapping.get("gates"))
-        default_mode = "escalate" if config.gates else "check"  # a run that gates a release escalates
-        config.convergence = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
-        check_precision(config.precision)
-        for key in (key.name for key in scalar_settings() if key.metadata["positive"]):
-            if getattr(config, key) is not None and getattr(config, key) <= 0:
-                raise ConfigError(f"{key} must be a positive integer, got {getattr(config, key)}")
-        return config
+        """Validate a config mapping (YAML + overrides); unknown keys are errors naming the key. Imports no torch:
+        the components are resolved by ``resolve``."""
+        settings = checked_settings(mapping)
+        for key, flag in (("model", "--model PATH"), ("data", "--data NAME|PATH")):
+            if mapping.get(key) is None:
+                raise ConfigError(f"no {key} given; pass {flag} or set '{key}:' in the config")
+        return cls(**settings, model=ModelSpec.parse(mapping["model"]), data=DataSpec.parse(mapping["data"]))
+
+    @classmethod
+    def check(cls, mapping: dict[str, Any]) -> None:
+        """Where a config enters (``robaudit.audit``), before the defaults read a checkpoint: every check of
+        ``from_mapping`` that needs nothing the defaults fill in, and a missing model file or an unknown dataset.
+        Fails at once on bad input: it imports no torch."""
+        checked_settings(mapping)
+        if mapping.get("model") is not None:
+            ModelSpec.parse(mapping["model"]).check_file()
+        data = mapping.get("data")
+        if isinstance(data, str) or (isinstance(data, dict) and (data.get("name") or data.get("path"))):
+            DataSpec.parse(data).check_source()  # data without a source yet: the defaults name it
 
     def resolved_attacks(self) -> list[ResolvedAttack]:
         """Each attack with all parameters fixed and a unique label: its ``label:``, else its name (a repeated name
         gets ``#2``, ``#3``...)."""
+        from robaudit.attacks import resolve_attack
+
         resolved = []
         for label, spec in labelled(self.attacks, where="attacks"):
             attack = resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2)
@@ -125,6 +106,8 @@ class EvaluateConfig:
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
         """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""
+        from robaudit.purifiers.resolve import resolve_purifier
+
         return [resolve_purifier(spec, label=label) for label, spec in labelled(self.purifiers, where="purifiers")]
 
     def resolve(self) -> ResolvedAudit:
@@ -167,6 +150,62 @@ class ResolvedAudit:
     def fingerprinted(self) -> dict[str, Any]:
         """The part of the config that decides the records: not the batch size, device, compile or gates."""
         return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
+
+
+def checked_settings(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``EvaluateConfig`` a config mapping sets, besides its model and data, each coerced and checked:
+    keys, component names (from the catalog), threat models, budgets, scalar settings, gates and convergence."""
+    check_keys(mapping, evaluate_keys(), where="config")
+    settings: dict[str, Any] = {
+        "attacks": component_specs(mapping.get("attacks"), kind="attack"),
+        "purifiers": component_specs(mapping.get("purifiers"), kind="purifier"),
+        "threats": threat_models(mapping.get("threats")),
+    }
+    for key in ("eps", "eps_l2"):
+        if key in mapping:
+            budgets = parse_budgets(mapping[key], name=key)
+            settings[key], settings[f"{key}_sweep"] = budgets[-1], budgets[:-1]
+    for key in scalar_settings():
+        if mapping.get(key.name) is not None:
+            settings[key.name] = checked_scalar(key, mapping[key.name])
+    settings["gates"] = parse_gates(mapping.get("gates"))
+    default_mode = "escalate" if settings["gates"] else "check"  # a run that gates a release escalates
+    settings["convergence"] = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
+    return settings
+
+
+def component_specs(value: object, *, kind: str) -> list[ComponentSpec]:
+    """``attacks:`` or ``purifiers:`` (a list, or a comma string) as specs whose names are registered."""
+    items = [item for item in value.split(",") if item.strip()] if isinstance(value, str) else value or []
+    if not isinstance(items, list):
+        raise ConfigError(f"{kind}s: expected a list of names or {{name: ..., ...}} mappings")
+    specs = [ComponentSpec.parse(item, where=f"{kind}s") for item in items]
+    for spec in specs:
+        catalog(kind).get(spec.name)
+    return specs
+
+
+def threat_models(value: object) -> list[str]:
+    """``threats:`` (a list, or a comma string; default all) checked against ``threats.THREATS``."""
+    threats = value or list(THREATS)
+    if isinstance(threats, str):
+        threats = [t.strip() for t in threats.split(",") if t.strip()]
+    for threat in threats:
+        if threat not in THREATS:
+            raise ConfigError(
+                f"unknown threat model {threat!r}; valid: {', '.join(THREATS)}" + did_you_mean(threat, list(THREATS))
+            )
+    return list(threats)
+
+
+def checked_scalar(key: Any, value: object) -> Any:
+    """A scalar setting's ``value`` coerced to its declared type and checked against its declared rules."""
+    value = coerce(value, key.metadata["coerce"], where=key.name)
+    if key.metadata["positive"] and value is not None and value <= 0:
+        raise ConfigError(f"{key.name} must be a positive integer, got {value}")
+    if key.metadata["choices"] and value not in key.metadata["choices"]:
+        raise ConfigError(f"unknown {key.name} {value!r}; use one of {', '.join(key.metadata['choices'])}")
+    return value
 
 
 def scalar_settings() -> list[Any]:

@@ -29,6 +29,7 @@ from robaudit.errors import TRUST_HINT, CheckpointError, first_line
 from robaudit.fileio import atomic_write
 from robaudit.models import architectures  # noqa: F401 - registers robaudit's own timm models
 from robaudit.models.card import ModelCard
+from robaudit.models.references import missing_checkpoint
 
 __all__ = ["ModelCard", "NormalizedClassifier", "load_classifier", "save_classifier"]
 
@@ -143,7 +144,7 @@ def load_classifier(
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"model checkpoint {str(path)!r} does not exist; pass an existing file to --model")
+        raise missing_checkpoint(path)
     described = {"num_classes": num_classes, "class_names": class_names}
     if programs.is_torchscript(path):
         return programs.load_torchscript(path, **described, input_size=input_size)

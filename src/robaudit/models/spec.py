@@ -7,18 +7,18 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
-from torch import nn
 
 from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
-from robaudit.models.classifiers import load_classifier, save_classifier
-from robaudit.models.sources import SourceOptions, load_from_source, source_option_names, split_source
-from robaudit.models.training import ClassifierRecipe, train_classifier
+from robaudit.models.references import missing_checkpoint, source_option_names, split_source
 from robaudit.progress import console
 from robaudit.registry import check_keys
+
+if TYPE_CHECKING:  # reading a config imports no torch; loading and training a classifier do (inside the functions)
+    from torch import nn
 
 
 def cache_dir() -> Path:
@@ -84,11 +84,24 @@ class ModelSpec:
             spec.arch_kwargs = dict(value["arch_kwargs"])
         spec.mean, spec.std = (float_list(value.get(k), where=f"model.{k}") for k in ("mean", "std"))
         if train is not None:
+            from robaudit.models.training import ClassifierRecipe
+
             spec.train = build_dataclass(TrainSpec, train, where="model.train")
             ClassifierRecipe(**_checked_recipe(spec.train.recipe))
         if spec.path is None and spec.train is None:
             raise ConfigError("model: give a checkpoint 'path:' or a 'train:' recipe")
         return spec
+
+    def check_file(self) -> None:
+        """Fail now, before any work, when ``path`` names no registered source, no existing file and no ``train:``
+        recipe that would write it."""
+        if (
+            self.path is not None
+            and self.train is None
+            and not split_source(self.path)
+            and not Path(self.path).is_file()
+        ):
+            raise missing_checkpoint(self.path)
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
@@ -113,6 +126,8 @@ def float_list(value: object, *, where: str) -> list[float] | None:
 
 
 def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    from robaudit.models.training import ClassifierRecipe
+
     check_keys(recipe, list(ClassifierRecipe.__dataclass_fields__), where="model.train.recipe")
     return recipe
 
@@ -134,6 +149,8 @@ def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
     """Train the classifier ``train`` describes and save it to ``path``."""
     from robaudit.data import load_dataset
     from robaudit.errors import DataError
+    from robaudit.models.classifiers import save_classifier
+    from robaudit.models.training import ClassifierRecipe, train_classifier
 
     options = {"image_size": train.image_size, "channels": train.channels}
     train_set = load_dataset(train.data, split="train", **options)
@@ -154,6 +171,9 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
 
     Returns the model and the checkpoint it came from; for a pretrained source (``timm:``, ``hf-hub:``...) a name
     made from the reference (no such file: the model is fingerprinted by its weights, ``model_fingerprint``)."""
+    from robaudit.models.classifiers import load_classifier
+    from robaudit.models.sources import SourceOptions, load_from_source
+
     if spec.path is not None and split_source(spec.path):
         options = SourceOptions(
             num_classes=spec.num_classes, weights=spec.weights, trust_checkpoint=spec.trust_checkpoint

@@ -9,8 +9,6 @@ cascade: a restart attacks the samples not yet fooled in every selection draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -161,33 +159,12 @@ def pgd_cascade(
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
 
-def pgd_attack(norm: str, default_eps: float) -> Callable[..., AttackFn]:
-    """The registry entry of PGD in ``norm``: cross-entropy ascent, random start, ``restarts`` runs as a cascade."""
-
-    def attack(
-        model: nn.Module,
-        *,
-        eps: float = default_eps,
-        steps: int = 20,
-        alpha: float | None = None,
-        restarts: int = 1,
-        eot: int = 1,
-        draws: int = 1,
-        early_exit: bool = True,
-        random_start: bool = True,
-        eot_mode: str = "mean",
-    ) -> AttackFn:
-        settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
-        starts = {"early_exit": early_exit, "random_start": random_start}
-        return pgd_cascade(model, norm=norm, eps=eps, eot_mode=eot_mode, **starts, **settings)
-
-    attack.__doc__ = (
-        f"Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop "
-        "working on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: "
-        "start at the clean image (BIM), one run; ``eot_mode``: how EOT averages the draws' gradients on a randomized "
-        "pipeline, mean or selective (attacks.gradient)."
-    )
-    return attack
+PGD_DOC = (
+    "Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop working "
+    "on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: start at the "
+    "clean image (BIM), one run; ``eot_mode``: how EOT averages the draws' gradients on a randomized pipeline, mean "
+    "or selective (attacks.gradient)."
+)
 
 
 def escalate_pgd(params: dict, factor: int) -> dict:
@@ -198,14 +175,60 @@ def escalate_pgd(params: dict, factor: int) -> dict:
     return {**params, "steps": params["steps"] * factor, "random_start": True}
 
 
-for name, norm, default_eps in (("pgd", "Linf", 8 / 255), ("pgdl2", "L2", 0.5)):
-    description = f"PGD, {norm}, random start, restarts (Madry et al. 2018)"
-    ATTACKS.register(
-        name,
-        description=description,
-        norm=norm,
-        tier=2,
-        derive=default_step_size,
-        escalate=escalate_pgd,
-        smoke={"steps": 5},
-    )(pgd_attack(norm, default_eps))
+@ATTACKS.register(
+    "pgd",
+    description="PGD, Linf, random start, restarts (Madry et al. 2018)",
+    norm="Linf",
+    tier=2,
+    smoke={"steps": 5},
+    derive=default_step_size,
+    escalate=escalate_pgd,
+)
+def pgd(
+    model: nn.Module,
+    *,
+    eps: float = 8 / 255,
+    steps: int = 20,
+    alpha: float | None = None,
+    restarts: int = 1,
+    eot: int = 1,
+    draws: int = 1,
+    early_exit: bool = True,
+    random_start: bool = True,
+    eot_mode: str = "mean",
+) -> AttackFn:
+    settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
+    return pgd_cascade(
+        model, norm="Linf", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings
+    )
+
+
+@ATTACKS.register(
+    "pgdl2",
+    description="PGD, L2, random start, restarts (Madry et al. 2018)",
+    norm="L2",
+    tier=2,
+    smoke={"steps": 5},
+    derive=default_step_size,
+    escalate=escalate_pgd,
+)
+def pgdl2(
+    model: nn.Module,
+    *,
+    eps: float = 0.5,
+    steps: int = 20,
+    alpha: float | None = None,
+    restarts: int = 1,
+    eot: int = 1,
+    draws: int = 1,
+    early_exit: bool = True,
+    random_start: bool = True,
+    eot_mode: str = "mean",
+) -> AttackFn:
+    settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
+    return pgd_cascade(
+        model, norm="L2", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings
+    )
+
+
+pgd.__doc__, pgdl2.__doc__ = PGD_DOC.format(norm="Linf"), PGD_DOC.format(norm="L2")

@@ -16,12 +16,13 @@ a new source is one new file; installed plugins add theirs through the ``robaudi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from torch import nn
 
 from robaudit.errors import ConfigError
+from robaudit.models.references import split_source
 from robaudit.registry import Registry
 
 
@@ -29,7 +30,7 @@ from robaudit.registry import Registry
 class SourceOptions:
     """What every source may use besides its reference: a new head's class count, fine-tuned weights and the trust
     flag for pickled files. A source's own options (RobustBench's model folder, dataset and threat) are its
-    loader's keyword-only arguments, checked like an attack's (``source_option_names``)."""
+    loader's keyword-only arguments, checked like an attack's (``models.references.source_option_names``)."""
 
     num_classes: int | None = None
     weights: str | None = None
@@ -42,42 +43,15 @@ class SourceLoader(Protocol):
 
 @dataclass(frozen=True)
 class SourceMeta:
-    """A source's usage example (``robaudit ls models``)."""
+    """A source's usage example (``robaudit ls models``) and the values its own options may take (``choices``:
+    option -> values; an option left out takes any)."""
 
     example: str
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 MODEL_SOURCES: Registry[SourceLoader] = Registry("model source", metadata=SourceMeta)
 
-# Files a --model path may name (models.classifiers.load_classifier), listed beside the sources by `robaudit ls models`
-FILE_KINDS = [
-    ("checkpoint", "a robaudit checkpoint (.pt weights-only, or .safetensors with its card)", "runs/vit.pt"),
-    (
-        "state dict",
-        "a bare timm state dict with its architecture (config: arch_kwargs, mean, std)",
-        "weights.pt --arch resnet18",
-    ),
-    ("TorchScript", "a scripted or traced module taking [0, 1] images (class count probed)", "model.ts"),
-    (
-        "torch.export",
-        "a torch.export program (torch.export.save) taking [0, 1] images; loads weights-only, class count probed",
-        "model.pt2",
-    ),
-    ("pickled module", "a whole pickled nn.Module (runs code: --trust-checkpoint)", "model.pt --trust-checkpoint"),
-]
-
-
-def split_source(model: str) -> tuple[str, str] | None:
-    """(source, reference) of ``source:reference`` text naming a registered source; None for a plain path."""
-    source, sep, ref = model.partition(":")
-    return (source, ref) if sep and source in MODEL_SOURCES else None
-
-
-def source_option_names(model: str) -> list[str]:
-    """The options the source ``model`` (``source:reference``) names declares: its loader's keyword-only arguments
-    (empty for a plain path)."""
-    source = split_source(model)
-    return sorted(MODEL_SOURCES.get(source[0]).hyperparameters()) if source else []
 
 
 def load_from_source(model: str, options: SourceOptions, source_options: Mapping[str, Any] | None = None) -> nn.Module:

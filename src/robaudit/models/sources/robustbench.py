@@ -14,7 +14,6 @@ from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier
 from robaudit.models.sources import MODEL_SOURCES, SourceOptions
 
-ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -41,6 +40,7 @@ ROBUSTBENCH_DATA = {
     "robustbench",
     description="a RobustBench model from a local --model-dir (pip install -e '.[robustbench]')",
     example="robustbench:Standard --rb-threat Linf --model-dir models/robustbench",
+    choices={"rb_threat": ("Linf", "L2", "corruptions")},
 )
 def robustbench_source(
     ref: str,
@@ -69,6 +69,9 @@ def robustbench_source(
         )
     net = _robustbench_load(ref, model_dir, dataset, threat, trust=options.trust_checkpoint)
     return NormalizedClassifier(net, card=_robustbench_card(net, ref, dataset, threat, file))
+
+
+ROBUSTBENCH_THREATS = MODEL_SOURCES.get("robustbench").meta["choices"]["rb_threat"]
 
 
 def _robustbench_load(name: str, model_dir: str, dataset: str, threat: str, *, trust: bool) -> nn.Module:
