@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import yaml
 
 from robaudit.config import parse_eps
 from robaudit.engine.config import EvaluateConfig
@@ -178,9 +180,36 @@ def test_resume_fingerprint_covers_purifier_checkpoints():
 def test_gates_and_part_size_belong_to_the_library_config():
     base = {"model": "m.pt", "data": "digits"}
     config = EvaluateConfig.from_mapping({**base, "gates": ["worst_case >= 0.1"], "part_size": 64})
-    assert config.gates == ["worst_case >= 0.1"] and config.resolve().to_dict()["gates"] == ["worst_case >= 0.1"]
+    assert config.gates == ("worst_case >= 0.1",) and config.resolve().to_dict()["gates"] == ["worst_case >= 0.1"]
     assert config.part_size == 64 and "batch_size" not in config.resolve().fingerprinted()
     with pytest.raises(ConfigError, match="unknown metric"):
         EvaluateConfig.from_mapping({**base, "gates": ["worst >= 0.1"]})
     with pytest.raises(ConfigError, match="part_size must be a positive integer"):
         EvaluateConfig.from_mapping({**base, "part_size": 0})
+
+
+def test_the_resolved_audit_is_read_only_all_the_way_down():
+    """What the engine reads after ``resolve`` cannot change under it: frozen dataclasses, tuples, read-only
+    mappings; the saved form is plain again."""
+    import dataclasses
+
+    mapping = {
+        "model": "m.pt",
+        "data": "digits",
+        "attacks": [{"name": "pgd", "steps": 3}],
+        "purifiers": [{"name": "ddpm", "steps": 2}],
+        "eps": "4/255,8/255",
+        "gates": ["worst_case >= 0.1"],
+    }
+    resolved = EvaluateConfig.from_mapping(mapping).resolve()
+    attack, purifier = resolved.attacks[0], resolved.purifiers[0]
+    for frozen_object, field in ((resolved.config, "eps"), (attack, "label"), (purifier, "label")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(frozen_object, field, 0)
+    for mapping_field in (attack.params, purifier.params, purifier.recipe, resolved.config.attacks[0].params):
+        with pytest.raises(TypeError):
+            mapping_field["steps"] = 99
+    assert isinstance(resolved.config.attacks, tuple) and isinstance(resolved.config.eps_sweep, tuple)
+    saved = resolved.to_dict()
+    assert type(saved["attacks"][0]["params"]) is dict and saved["eps_sweep"] == [4 / 255]
+    assert yaml.safe_dump(saved) and json.dumps(saved)

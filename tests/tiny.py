@@ -1,5 +1,5 @@
 """Tiny settings shared by the tests, read from each purifier's own registration (``PurifierEntry.tiny``), so a new
-purifier file brings its tiny network and budgets with it: networks (``TINY_RECIPES``), training budgets other than
+purifier file brings its tiny network and settings with it: networks (``TINY_RECIPES``), training lengths other than
 one epoch (``TINY_EPOCHS``), a short purification for unit tests (``TINY_PARAMS``) and for audits
 (``TINY_PURIFICATION``)."""
 

@@ -170,7 +170,6 @@ def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = 
         scoring = Pipeline(classifier, purifier, randomized_classifier=True)
         defenses.append(Defense(label, purifier, 2, ["adaptive"], scoring))
     pgd = resolve_attack("pgd", {"steps": 2}, eps=0.1, eps_l2=0.5)
-    pgd.label = "pgd"
     plan = AuditPlan([pgd], defenses, seed=3, eot=4, draws=3, num_samples=n, part_size=n, layout=layout)
     for defense in defenses:
         defense.scoring.to(device)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from robaudit.errors import ConfigError
+from robaudit.frozen import frozen, thawed
 from robaudit.registry import check_keys
 
 _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
@@ -70,12 +71,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComponentSpec:
-    """A registered component chosen by ``name`` with its factory's keyword arguments."""
+    """A registered component chosen by ``name`` with its factory's keyword arguments (read-only)."""
 
     name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozen(self.params))
 
     @classmethod
     def parse(cls, value: object, *, where: str) -> ComponentSpec:
@@ -92,7 +96,7 @@ class ComponentSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form: ``{name: ..., **params}``."""
-        return {"name": self.name, **self.params}
+        return {"name": self.name, **thawed(self.params)}
 
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]*$")
@@ -107,7 +111,7 @@ def labelled(specs: list[ComponentSpec], *, where: str) -> list[tuple[str, Compo
     """
     out, seen, taken = [], {}, set()
     for spec in specs:
-        params = dict(spec.params)
+        params = thawed(spec.params)
         label = params.pop("label", None)
         if label is None:
             seen[spec.name] = seen.get(spec.name, 0) + 1

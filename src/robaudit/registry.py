@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from robaudit.errors import ConfigError
+from robaudit.frozen import thawed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,7 +78,7 @@ class Registry(Generic[F]):
         """
         entry = self.get(name)
         allowed = entry.hyperparameters()
-        params = dict(params or {})
+        params = thawed(params or {})
         check_keys(params, sorted(k for k in allowed if k not in context), where=f"{self.kind} {name!r}")
         kwargs = {k: v for k, v in context.items() if k in allowed}
         kwargs.update(params)

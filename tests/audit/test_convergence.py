@@ -32,7 +32,6 @@ def audit(params: dict, spec: ConvergenceSpec, *, n: int = 200, eps: float = EPS
     images, labels, means = toy_data(n, seed=3, spread=0.12)
     classifier = WithCard(NearestMean(means, scale=10.0)).eval()
     attack = resolve_attack("pgd", params, eps=eps, eps_l2=0.5)
-    attack.label = "pgd"
     attacks = [attack, *rungs_for(attack, spec)]
     defenses = [Defense("none", None, 1, ["none"], Pipeline(classifier))]
     plan = AuditPlan(
@@ -114,7 +113,6 @@ def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():
 
 def test_rungs_escalate_steps_eot_and_restarts_and_fgsm_has_none():
     pgd = resolve_attack("pgd", {"steps": 10}, eps=EPS, eps_l2=0.5)
-    pgd.label = "pgd"
     [x4, x16] = rungs_for(pgd, ConvergenceSpec(**LADDER, mode="escalate", rungs=2))
     assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 1, 4, "pgd+x4")
     assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 1, 16)

@@ -98,7 +98,6 @@ def run_audit(
     inner = NearestMean(means, scale=10.0)
     classifier = WithCard(GradientMasked(inner) if masked else inner).eval()
     attack = resolve_attack(name, params, eps=eps, eps_l2=0.5)
-    attack.label = name
     spec = spec or ConvergenceSpec(mode="off")
     attacks = with_rungs([attack], spec)
     plan = AuditPlan(attacks, [Defense("none", None, 1, ["none"], Pipeline(classifier))], 0, 1, 1, n, 40)

@@ -31,7 +31,6 @@ def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
 
 def _timings(batch_size: int, *, steps: int = 4, n: int = 12) -> dict[str, dict[str, float]]:
     attack = resolve_attack("pgd", {"steps": steps, "restarts": 2}, eps=0.05, eps_l2=0.5)
-    attack.label = "pgd"
     timings = toy_part_output([attack], batch_size, n=n).timings
     return {key: {k: v for k, v in entry.items() if k not in ("seconds", "samples")} for key, entry in timings.items()}
 

@@ -4,6 +4,8 @@ scored one; intervals are over samples."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -116,7 +118,6 @@ def _resolved(names, eps):
     out = []
     for name in names:
         attack = resolve_attack(name, FAST.get(name, {}), eps=eps, eps_l2=0.5)
-        attack.label = name
         out.append(attack)
     return out
 
@@ -209,7 +210,7 @@ def test_a_quantizing_purifier_trips_the_masking_flags_on_its_conditions():
         Defense("quantize", purifier, 1, ["adaptive"], Pipeline(classifier, purifier)),
     ]
     attacks = _resolved(["pgd", "square"], eps=0.15)
-    attacks[1].params["n_queries"] = 300
+    attacks[1] = dataclasses.replace(attacks[1], params={**attacks[1].params, "n_queries": 300})
     _, _, flags = _toy_audit(classifier, defenses, attacks, images, labels)
     found = {(f.check, "quantize" in f.title) for f in flags}
     assert ("black-box-beats-white-box", True) in found, flags

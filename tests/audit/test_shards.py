@@ -28,7 +28,6 @@ def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16) -> l
     attacks = []
     for name, params in FAST.items():
         attack = resolve_attack(name, params, eps=0.05, eps_l2=0.5)
-        attack.label = name
         attacks.append(attack)
     return toy_part_output(attacks, batch_size, n=n, extra_purifier=extra_purifier).records
 

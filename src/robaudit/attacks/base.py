@@ -14,6 +14,7 @@ from robaudit.attacks.precision import attack_precision
 from robaudit.attacks.selection import project
 from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
+from robaudit.frozen import frozen, thawed
 from robaudit.registry import Registry, check_keys
 from robaudit.sample_rng import SampleRNG, is_randomized
 from robaudit.seeding import isolated_global_rng
@@ -21,15 +22,16 @@ from robaudit.seeding import isolated_global_rng
 
 @dataclass(frozen=True)
 class AttackEntry:
-    """What an attack registers besides its factory, read by robaudit (never its name): its default ``norm``,
-    ``access`` ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks at
-    one budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a minimal-norm
+    """What an attack registers besides its factory, read by robaudit (never its name): its default ``norm``, ``access``
+    ("white-box": gradients; "black-box": queries only), ``tier`` (strength order of white-box attacks at one
+    budget: 1 single-step, 2 iterative, 3 an ensemble of iterative attacks; None: not ordered, e.g. a minimal-norm
     attack), ``derive`` (fills parameters that follow from others, e.g. PGD's step size), ``escalate`` ((params,
-    factor) -> the params of a ``factor`` times larger budget, for the convergence check; None: nothing to escalate,
-    e.g. one FGSM step), ``checked`` ((params) -> its params when the headline check follows it, e.g. fast
-    AutoAttack defers its Square to the check; None: unchanged), ``describe_rung`` ((params) -> how reports name a
-    rung of these params, or None for "a 2x rung of ...") and ``smoke`` (small parameters under which the contract
-    tests run it in seconds: a new attack brings its own, so the tests cover it with no other edit)."""
+    factor) -> the params of ``factor`` times the effort (steps, restarts, queries), for the convergence check;
+    None: nothing to escalate, e.g. one FGSM step), ``checked`` ((params) -> its params when the headline check
+    follows it, e.g. fast AutoAttack defers its Square to the check; None: unchanged), ``describe_rung`` ((params)
+    -> how reports name a rung of these params, or None for "a 2x rung of ...") and ``smoke`` (small parameters
+    under which the contract tests run it in seconds: a new attack brings its own, so the tests cover it with no
+    other edit)."""
 
     norm: str | None = None
     access: str = "white-box"
@@ -54,23 +56,26 @@ class AttackFn(Protocol):
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> torch.Tensor: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResolvedAttack:
     """An attack with every parameter fixed: the threat model (norm, eps) and the factory's arguments."""
 
     name: str
     norm: str
     eps: float
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)  # read-only
     label: str = ""  # unique display name within a run (e.g. "pgd", "pgd#2", or "pgd@0.01569" in an eps sweep)
     sweep: bool = False  # an extra budget of an eps sweep: reported, but not part of the headline worst case
     access: str = "white-box"  # from the registry (``AttackEntry``), saved with the run so reports need no registry
     tier: int | None = None
     convergence_of: str | None = None  # a convergence rung: the label of the attack it escalates
-    rung: int = 0  # 1, 2, ...: the rung's place on the budget ladder
+    rung: int = 0  # 1, 2, ...: the rung's place on the effort ladder
     eot_scale: int = 1  # EOT draws of a rung, as a multiple of the run's (randomized pipelines only)
     check_scope: str = "attack"  # a rung's check: "headline" (a phase after every attack) or "attack" (a ladder)
     rung_text: str = ""  # how reports name the rung when its registry says (``AttackEntry.describe_rung``)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozen(self.params))
 
     def budget(self) -> str:
         """E.g. ``"Linf, eps=8/255 (0.0314)"``."""
@@ -78,7 +83,8 @@ class ResolvedAttack:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for records, summaries and manifests."""
-        out = {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps, "params": self.params}
+        out = {"name": self.name, "label": self.label, "norm": self.norm, "eps": self.eps}
+        out["params"] = thawed(self.params)
         out.update(access=self.access, tier=self.tier)
         if self.sweep:
             out["sweep"] = True
@@ -102,7 +108,7 @@ def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: flo
     """Fill in an attack's defaults: its norm, and its eps from the run's budget for that norm unless given."""
     entry = ATTACKS.get(name)
     hyper = entry.hyperparameters()
-    params = dict(params)
+    params = thawed(params)
     check_keys(params, sorted(k for k in hyper if k not in CONTEXT_ARGS), where=f"attack {name!r}")
     default_norm = hyper["norm"].default if "norm" in hyper else entry.meta.get("norm")
     norm = params.get("norm", default_norm)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -12,35 +12,12 @@ from rich.table import Table
 from robaudit.cli.common import TrustCodeOption, TrustOption, handle_errors, show_gates
 from robaudit.cli.flags import DATA_FLAGS, GATE_FLAGS, FlagGroup, GateFlags, given, with_flags
 from robaudit.config import load_yaml
+from robaudit.engine.config import flag_table
 from robaudit.progress import console
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer()
 
-SETTING_FLAGS = FlagGroup.overrides(
-    "overrides",
-    {  # config keys a flag sets over the config's value
-        "eps": (str, "Linf budget, e.g. 8/255 (default 8/255); a comma list also sweeps the smaller budgets."),
-        "eps_l2": (str, "L2 budget for L2 attacks (default 0.5)."),
-        "eot": (int, "EOT draws per gradient on a randomized pipeline (default 4)."),
-        "repeats": (int, "Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."),
-        "selection_draws": (int, "Draws that judge an attack's candidates on a randomized pipeline (default 10)."),
-        "batch_size": (int, "Samples per batch (default: 128 on CPU, fit to free memory on CUDA; changes no result)."),
-        "part_size": (int, "Samples per records part, the unit of resuming and sharding (default 128)."),
-        "out": (str, "Run directory (default runs/<model>-<data>-<config hash>)."),
-        "seed": (int, "Seed of every random choice (default 0)."),
-        "device": (str, "cpu, cuda or auto (default auto)."),
-        "precision": (str, "fp32 or bf16: attack iterations under bf16 autocast; verdicts stay fp32 (default fp32)."),
-        "compile": (bool, "torch.compile the classifier's network (speed only; records unchanged)."),
-        "convergence": (
-            str,
-            "Convergence check: check (one escalated rung, the default), escalate (rungs up to the ceiling; the "
-            "default with --gate) or off.",
-        ),
-    },
-)
+SETTING_FLAGS = FlagGroup.overrides("overrides", flag_table())  # declared on the config's fields
 
 
 MODEL_FLAGS = FlagGroup(  # how --model is read: {key: value} of the ones given

@@ -23,7 +23,7 @@ from robaudit.registry import check_keys
 
 @dataclass
 class DistillConfig:
-    """Everything a distillation needs; ``eps`` and ``steps`` are the PGD budget of the comparison."""
+    """Everything a distillation needs; ``eps`` (the Linf budget) and ``steps`` set the PGD attack of the comparison."""
 
     teacher: ModelSpec
     data: DataSpec

@@ -3,7 +3,7 @@ values over a config mapping, and the audit it resolves to once (``ResolvedAudit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from robaudit.catalog import catalog
@@ -24,45 +24,94 @@ NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates", "batch_draws", 
 
 
 def setting(
-    default: Any, coerce_to: type, *, positive: bool = False, choices: tuple[str, ...] = (), saved: str = "always"
+    default: Any,
+    coerce_to: type,
+    *,
+    positive: bool = False,
+    choices: tuple[str, ...] = (),
+    saved: str = "always",
+    flag: str | None = None,
 ) -> Any:
     """A scalar config key, declared where its field is: the ``default``, the type a YAML or flag value is coerced
-    to, whether it must be positive, the values it may take (``choices``; empty: any), and when the saved config
-    writes it (``always``; ``when_set``: when it is not the default; ``never``). A new scalar key is this one
-    field."""
-    metadata = {"coerce": coerce_to, "positive": positive, "choices": choices, "saved": saved}
+    to, whether it must be positive, the values it may take (``choices``; empty: any), when the saved config writes
+    it (``always``; ``when_set``: when it is not the default; ``never``) and, when ``robaudit evaluate`` sets it from
+    a flag ``--KEY``, that flag's help (``flag``). A new scalar key is this one field."""
+    metadata = {"coerce": coerce_to, "positive": positive, "choices": choices, "saved": saved, "flag": flag}
     return field(default=default, metadata=metadata)
 
 
-@dataclass
+def flagged(default: Any, flag: str, *, given_as: type = str) -> Any:
+    """A config key that is not a scalar setting (a budget, the convergence mode) but that ``robaudit evaluate``
+    sets from a flag ``--KEY`` (typed ``given_as``; ``flag``: its help)."""
+    factory = default if callable(default) else None
+    return field(
+        **({"default_factory": factory} if factory else {"default": default}),
+        metadata={"flag": flag, "flag_type": given_as},
+    )
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
-    """Everything an evaluation needs. ``eps`` is the Linf budget, ``eps_l2`` the L2 budget."""
+    """Everything an evaluation needs, read-only (its lists are tuples). ``eps`` is the Linf budget, ``eps_l2`` the
+    L2 budget."""
 
     model: ModelSpec
     data: DataSpec
     attacks: list[ComponentSpec] = field(default_factory=list)
     purifiers: list[ComponentSpec] = field(default_factory=list)
     threats: list[str] = field(default_factory=lambda: list(THREATS))
-    eot: int = setting(4, int, positive=True)  # EOT draws per gradient on a randomized pipeline
-    repeats: int = setting(10, int, positive=True)  # scoring draws of a randomized pipeline (worst of N)
-    selection_draws: int = setting(10, int, positive=True)  # draws that judge an attack's candidates
-    eps: float = 8 / 255
-    eps_l2: float = 0.5
+    eot: int = setting(4, int, positive=True, flag="EOT draws per gradient on a randomized pipeline (default 4).")
+    repeats: int = setting(
+        10, int, positive=True, flag="Scoring draws of a randomized pipeline's prediction (default 10; worst of N)."
+    )
+    selection_draws: int = setting(
+        10, int, positive=True, flag="Draws that judge an attack's candidates on a randomized pipeline (default 10)."
+    )
+    eps: float = flagged(
+        8 / 255, "Linf budget, e.g. 8/255 (default 8/255); a comma list also sweeps the smaller budgets."
+    )
+    eps_l2: float = flagged(0.5, "L2 budget for L2 attacks (default 0.5).")
     eps_sweep: list[float] = field(default_factory=list)  # extra Linf budgets (robust accuracy vs eps)
     eps_l2_sweep: list[float] = field(default_factory=list)
-    seed: int = setting(0, int)
-    out: str | None = setting(None, str, saved="never")  # the run directory (its name is not part of the run)
-    part_size: int = setting(128, int, positive=True)  # samples per records part: the unit of resuming and sharding
-    batch_size: int | None = setting(None, int, positive=True, saved="when_set")  # None: engine.batching decides
-    device: str = setting("auto", str)
-    precision: str = setting("fp32", str, choices=("fp32", "bf16"), saved="when_set")  # attacks under autocast
-    compile: bool = setting(False, bool, saved="when_set")  # torch.compile the networks (speed, not records)
+    seed: int = setting(0, int, flag="Seed of every random choice (default 0).")
+    out: str | None = setting(  # the run directory (its name is not part of the run)
+        None, str, saved="never", flag="Run directory (default runs/<model>-<data>-<config hash>)."
+    )
+    part_size: int = setting(
+        128, int, positive=True, flag="Samples per records part, the unit of resuming and sharding (default 128)."
+    )
+    batch_size: int | None = setting(  # None: engine.batching decides
+        None,
+        int,
+        positive=True,
+        saved="when_set",
+        flag="Samples per batch (default: 128 on CPU, fit to free memory on CUDA; changes no result).",
+    )
+    device: str = setting("auto", str, flag="cpu, cuda or auto (default auto).")
+    precision: str = setting(
+        "fp32",
+        str,
+        choices=("fp32", "bf16"),
+        saved="when_set",
+        flag="fp32 or bf16: attack iterations under bf16 autocast; verdicts stay fp32 (default fp32).",
+    )
+    compile: bool = setting(
+        False, bool, saved="when_set", flag="torch.compile the classifier's network (speed only; records unchanged)."
+    )
     batch_draws: bool = setting(True, bool, saved="when_set")  # a sample's draws as rows of one batch
     draw_chunk: int | None = setting(None, int, positive=True, saved="when_set")  # rows per call; None: all
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more
-    convergence: ConvergenceSpec = field(default_factory=ConvergenceSpec)  # audit.convergence
+    convergence: ConvergenceSpec = flagged(
+        ConvergenceSpec,
+        "Convergence check: check (one escalated rung, the default), escalate (rungs up to the ceiling; the default "
+        "with --gate) or off.",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("attacks", "purifiers", "threats", "eps_sweep", "eps_l2_sweep", "gates"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
@@ -93,15 +142,13 @@ class EvaluateConfig:
 
         resolved = []
         for label, spec in labelled(self.attacks, where="attacks"):
-            attack = resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2)
-            attack.label = label
+            attack = replace(resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2), label=label)
             resolved.append(attack)
             if "eps" in spec.params:
                 continue  # an explicit budget: no sweep
             for budget in self.eps_sweep if attack.norm == "Linf" else self.eps_l2_sweep:
                 extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
-                extra.label, extra.sweep = f"{attack.label}@{budget:.4g}", True
-                resolved.append(extra)
+                resolved.append(replace(extra, label=f"{attack.label}@{budget:.4g}", sweep=True))
         return with_rungs(resolved, self.convergence)
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
@@ -130,7 +177,7 @@ class ResolvedAudit:
         config = self.config
         purifiers = {}
         if config.purifiers:
-            purifiers = {"purifiers": [p.to_dict() for p in self.purifiers], "threats": config.threats}
+            purifiers = {"purifiers": [p.to_dict() for p in self.purifiers], "threats": list(config.threats)}
         randomized = saved_settings(config, until="selection_draws")
         return {
             "model": config.model.to_dict(),
@@ -140,10 +187,10 @@ class ResolvedAudit:
             **randomized,
             "eps": config.eps,
             "eps_l2": config.eps_l2,
-            **({"eps_sweep": config.eps_sweep} if config.eps_sweep else {}),
-            **({"eps_l2_sweep": config.eps_l2_sweep} if config.eps_l2_sweep else {}),
+            **({"eps_sweep": list(config.eps_sweep)} if config.eps_sweep else {}),
+            **({"eps_l2_sweep": list(config.eps_l2_sweep)} if config.eps_l2_sweep else {}),
             **saved_settings(config, after="selection_draws"),
-            **({"gates": config.gates} if config.gates else {}),
+            **({"gates": list(config.gates)} if config.gates else {}),
             "convergence": config.convergence.to_dict(),
         }
 
@@ -206,6 +253,16 @@ def checked_scalar(key: Any, value: object) -> Any:
     if key.metadata["choices"] and value not in key.metadata["choices"]:
         raise ConfigError(f"unknown {key.name} {value!r}; use one of {', '.join(key.metadata['choices'])}")
     return value
+
+
+def flag_table() -> dict[str, tuple[type, str]]:
+    """``{key: (type, help)}`` of the config keys ``robaudit evaluate`` sets from a flag ``--KEY``, declared on
+    their fields (``setting(..., flag=)``, ``flagged``): the CLI builds its flags from this."""
+    return {
+        f.name: (f.metadata.get("flag_type") or f.metadata["coerce"], f.metadata["flag"])
+        for f in fields(EvaluateConfig)
+        if f.metadata.get("flag")
+    }
 
 
 def scalar_settings() -> list[Any]:

@@ -9,12 +9,12 @@ the rest sized so that, if none falls, the headline falls by at most ``delta`` a
 (``robaudit.headline_check``, ``robaudit.check_bound``). If any falls, the rung runs on every standing sample and
 ``mode: escalate`` may climb one more (``rungs`` at most).
 
-``scope: attack`` keeps the research ladders: every attack's own survivors attacked again at ``factor`` times the
-budget, rung after rung, each judged on ``tolerance`` (samples a rung may break) or the lower edge of the interval
-below; ``fraction`` < 1 re-attacks a seeded subsample (a sample's membership depends only on the run seed, the
-condition and its id). A rung is a condition of its own (label ``pgd+x2``) whose records keep, for every sample not
-attacked again, the verdict of the rung below, so that the headline -- the per-sample worst case over everything
-run -- reads the strongest.
+``scope: attack`` keeps the research ladders: every attack's own survivors attacked again at ``factor`` times the effort
+(steps, restarts, queries), rung after rung, each judged on ``tolerance`` (samples a rung may break) or the lower edge
+of the interval below; ``fraction`` < 1 re-attacks a seeded subsample (a sample's membership depends only on the run
+seed, the condition and its id). A rung is a condition of its own (label ``pgd+x2``) whose records keep, for every
+sample not attacked again, the verdict of the rung below, so that the headline -- the per-sample worst case over
+everything run -- reads the strongest.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from robaudit.config import coerce
 from robaudit.errors import ConfigError
+from robaudit.frozen import thawed
 from robaudit.registry import check_keys
 from robaudit.seeding import derive_seed
 
@@ -34,7 +35,7 @@ SCOPES = ("headline", "attack")
 @dataclass(frozen=True)
 class ConvergenceSpec:
     """How the convergence check runs: ``mode`` (check, escalate or off), ``scope`` (headline: certify the worst
-    case; attack: a ladder per attack), the budget ``factor`` per rung, the ``rungs`` of an escalation (its ceiling:
+    case; attack: a ladder per attack), the effort ``factor`` per rung, the ``rungs`` of an escalation (its ceiling:
     factor^rungs); for the headline, ``delta`` (the fall of the headline certified, a fraction) at ``confidence``;
     for attack ladders, the ``fraction`` of survivors re-attacked and the ``tolerance``."""
 
@@ -130,7 +131,7 @@ def checked(attack: Any) -> Any:
     from robaudit.attacks.base import ATTACKS
 
     hook = ATTACKS.get(attack.name).meta.get("checked") if attack.name in ATTACKS else None
-    return attack if hook is None else replace(attack, params=hook(dict(attack.params)))
+    return attack if hook is None else replace(attack, params=hook(thawed(attack.params)))
 
 
 def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
@@ -145,7 +146,7 @@ def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
     rungs = []
     for rung in range(1, spec.rung_count + 1):
         scale = spec.factor**rung
-        params = escalate(dict(attack.params), scale)
+        params = escalate(thawed(attack.params), scale)
         label = f"{attack.label}+x{scale}"
         rungs.append(
             replace(

@@ -365,7 +365,7 @@ class PartExecutor:
     def climb(
         self, base: Condition, defense: Defense, batch: Batch, verdict: Verdict, out: PartOutput, advance: Advance
     ) -> None:
-        """The convergence rungs of ``base``: each attacks again, at its escalated budget, the samples still standing
+        """The convergence rungs of ``base``: each attacks again, at its escalated effort, the samples still standing
         (robust in every scoring draw) below it; every other sample keeps the verdict of the rung below. Only the
         ladders of ``convergence: {scope: attack}``: the headline check runs after every part (``engine.check``)."""
         for rung in self.plan.rungs_of(base.attack):

@@ -40,7 +40,7 @@ class PurifierEntry:
     (``needs_classifier``) and, for methods that can run on a pretrained diffusion model (from the hub, a folder or
     the user's own code: ``purifiers.sources``), ``from_diffusion`` (a ``DDPMNetwork`` -> this method's network) and
     ``tiny`` (the settings under which tests run it in seconds: ``recipe``, a tiny network; ``epochs``, training
-    budgets other than ``epochs: 1``; ``params``, a short purification for unit tests; ``purification``, the same
+    lengths other than ``epochs: 1``; ``params``, a short purification for unit tests; ``purification``, the same
     for end-to-end audits -- a new purifier brings its own, so the contract tests cover it with no other edit)."""
 
     recipe: type

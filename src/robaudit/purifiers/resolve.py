@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from robaudit.data import load_dataset
 from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
 from robaudit.fileio import sha256_file
+from robaudit.frozen import frozen, thawed
 from robaudit.progress import console
 from robaudit.purifiers.base import (
     PURIFIERS,
@@ -30,28 +32,32 @@ from robaudit.purifiers.sources import load_purifier_network, pretrained_network
 from robaudit.registry import check_keys
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResolvedPurifier:
     """A purifier with every hyperparameter fixed, and where its network comes from."""
 
     name: str
     label: str
-    params: dict[str, Any]
+    params: Mapping[str, Any]  # read-only, as recipe and network
     checkpoint: str | None = None
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
     eot: int | None = None  # EOT draws per gradient for this defense (None: the run's eot)
-    network: dict[str, Any] | None = None  # the user's own network: {factory, kwargs, weights}
+    network: Mapping[str, Any] | None = None  # the user's own network: {factory, kwargs, weights}
     graft: int = 0  # > 0: adaptive EOT gradients grafted through this many purifier draws (attacks.gradient)
+
+    def __post_init__(self) -> None:
+        for name in ("params", "recipe", "network"):
+            object.__setattr__(self, name, frozen(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for configs and manifests."""
-        out = {"name": self.name, "label": self.label, "params": self.params, "recipe": self.recipe}
+        out = {"name": self.name, "label": self.label, "params": thawed(self.params), "recipe": thawed(self.recipe)}
         if self.checkpoint:
             out["checkpoint"] = self.checkpoint
         if self.eot is not None:
             out["eot"] = self.eot
         if self.network is not None:
-            out["network"] = self.network
+            out["network"] = thawed(self.network)
         if self.graft:
             out["graft"] = self.graft
         return out
@@ -66,7 +72,7 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
     for a purifier whose prediction ensemble already averages many draws inside every forward pass).
     """
     entry = PURIFIERS.get(spec.name)
-    params = dict(spec.params)
+    params = thawed(spec.params)
     checkpoint = params.pop("checkpoint", None)
     network = params.pop("network", None)
     recipe = params.pop("recipe", None) or {}

@@ -1,5 +1,5 @@
 """Judging the convergence check from a run's results: for each attack under each defense and threat model, the
-budget ladder (the attack, then its escalated rungs), the robust accuracy and cost at each rung, and whether the
+effort ladder (the attack, then its escalated rungs), the robust accuracy and cost at each rung, and whether the
 check passed: a rung that breaks at most ``tolerance`` more samples than the rung below it, or keeps the robust
 accuracy within the lower edge of the interval below it, shows the attack had converged there. A rung that
 re-attacked a seeded fraction of the survivors is judged on its count divided by that fraction.
@@ -15,7 +15,7 @@ from typing import Any
 from robaudit.findings import Finding
 from robaudit.records import Condition
 
-BUDGET_KEYS = ("steps", "n_queries", "restarts", "eot_iter")
+EFFORT_KEYS = ("steps", "n_queries", "restarts", "eot_iter")
 
 
 def passes_per_sample(passes: dict[str, Any], key: str) -> float | None:
@@ -27,15 +27,15 @@ def passes_per_sample(passes: dict[str, Any], key: str) -> float | None:
 
 
 def rung_row(result: dict[str, Any], key: str, passes: dict[str, Any], eot: int | None) -> dict[str, Any]:
-    """One rung of a ladder: its label, budget, robust accuracy (worst of N and mean) and cost."""
+    """One rung of a ladder: its label, effort, robust accuracy (worst of N and mean) and cost."""
     scale = result.get("eot_scale", 1)
-    budget = {k: result["params"][k] for k in BUDGET_KEYS if result["params"].get(k) is not None}
+    effort = {k: result["params"][k] for k in EFFORT_KEYS if result["params"].get(k) is not None}
     if eot and result.get("repeats", 1) > 1:
-        budget["eot"] = eot * scale
+        effort["eot"] = eot * scale
     return {
         "label": result["label"],
         "rung": result.get("rung", 0),
-        "budget": budget,
+        "effort": effort,
         "robust_accuracy_worst_of_n": result["robust_accuracy_worst_of_n"],
         "robust_accuracy": result["robust_accuracy"]["value"],
         "passes_per_sample": passes_per_sample(passes, key),
@@ -234,7 +234,7 @@ def rungs_of(results: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[s
 
 
 def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
-    """A warning per ladder whose check failed: how many samples the stronger budgets broke, and the robust accuracy
+    """A warning per ladder whose check failed: how many samples the stronger rungs broke, and the robust accuracy
     they left."""
     flags = []
     for check in checks:
@@ -252,7 +252,7 @@ def convergence_findings(checks: list[dict[str, Any]]) -> list[Finding]:
                 check="convergence",
                 severity="warning",
                 title=f"{where} did not converge" + (f" up to the ceiling {ceiling}" if escalate else ""),
-                explanation=f"the stronger budget(s) broke {broken_phrase(check)}: robust accuracy "
+                explanation=f"the stronger rung(s) broke {broken_phrase(check)}: robust accuracy "
                 f"{pct(before['value'])} -> {pct(after['value'])} (worst of N); the "
                 "headline uses the strongest, and it is still only an upper bound"
                 + ("" if escalate else "; run with convergence: escalate for more rungs"),

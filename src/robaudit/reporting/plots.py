@@ -65,7 +65,7 @@ def convergence_ladders(summary: dict[str, Any]) -> bytes | None:
     axis.set_ylim(0, 1)
     axis.set_xlabel("model passes per sample, cumulative along the ladder (log)")
     axis.set_ylabel("robust accuracy, worst of N")
-    axis.set_title("Convergence: robust accuracy as the budget escalates (dashed: not converged)")
+    axis.set_title("Convergence: robust accuracy as the attack effort escalates (dashed: not converged)")
     axis.legend(fontsize=7)
     return _png(figure)
 

@@ -43,8 +43,8 @@ WANTED = {
     "restarts": ["apgd-ce", "apgd-dlr"],  # the convergence check's rung: the APGD restarts ``plus`` adds
     "square": ["square"],  # the headline check's rung of ``fast``: the Square it deferred to the check
 }
-BUDGETS = {"fast": {"n_target_classes": 3, "n_queries": 1000, "steps": 50}}
-STANDARD_BUDGET = {"n_target_classes": 9, "n_queries": 5000, "steps": 100}  # AutoAttack's
+EFFORTS = {"fast": {"n_target_classes": 3, "n_queries": 1000, "steps": 50}}
+STANDARD_EFFORT = {"n_target_classes": 9, "n_queries": 5000, "steps": 100}  # AutoAttack's
 
 
 def plan_components(*, version: str, num_classes: int, n_target_classes: int = 9) -> tuple[list[str], list[str]]:
@@ -147,17 +147,17 @@ COMPONENTS = {
 }
 
 
-def version_budget(version: str | None, given: dict) -> dict:
+def version_effort(version: str | None, given: dict) -> dict:
     """``n_target_classes``, ``n_queries`` and ``steps`` of ``given`` (a mapping of params), the unset ones (None or
-    absent) from ``version``'s budget (fast: 3, 1000 and 50; else AutoAttack's 9, 5000 and 100)."""
-    budget = BUDGETS.get(version, STANDARD_BUDGET)
-    return {key: budget[key] if given.get(key) is None else given[key] for key in budget}
+    absent) from ``version``'s effort (fast: 3, 1000 and 50; else AutoAttack's 9, 5000 and 100)."""
+    effort = EFFORTS.get(version, STANDARD_EFFORT)
+    return {key: effort[key] if given.get(key) is None else given[key] for key in effort}
 
 
-def fill_budget(params: dict) -> dict:
+def fill_effort(params: dict) -> dict:
     """Fill ``n_target_classes``, ``n_queries`` and ``steps`` from the version when unset, so reports state the
-    values used (``version_budget``)."""
-    return {**params, **version_budget(params.get("version"), params)}
+    values used (``version_effort``)."""
+    return {**params, **version_effort(params.get("version"), params)}
 
 
 PLUS_RESTARTS = 5  # AutoAttack's ``plus``: 5 restarts of APGD-CE (and APGD-DLR), iterations and queries unchanged
@@ -201,7 +201,7 @@ def escalate_autoattack(params: dict, factor: int) -> dict:
     "autoattack",
     description="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square), rand (APGD+EOT), fast, restarts; auto picks",
     tier=3,
-    derive=fill_budget,
+    derive=fill_effort,
     escalate=escalate_autoattack,
     checked=defer_square,
     describe_rung=describe_rung,
@@ -240,16 +240,16 @@ def autoattack(
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
     run = ("rand" if randomized else "standard") if version == "auto" else version
-    budget = version_budget(run, {"n_target_classes": n_target_classes, "n_queries": n_queries, "steps": steps})
-    kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=budget["n_target_classes"])
+    effort = version_effort(run, {"n_target_classes": n_target_classes, "n_queries": n_queries, "steps": steps})
+    kept, dropped = plan_components(version=run, num_classes=num_classes, n_target_classes=effort["n_target_classes"])
     deferred = ["square"] if square_in_check and run == "fast" else []
     kept = [name for name in kept if name not in deferred]
     settings = Settings(
         model,
-        targets=min(budget["n_target_classes"], num_classes - 1),
-        steps=budget["steps"],
+        targets=min(effort["n_target_classes"], num_classes - 1),
+        steps=effort["steps"],
         eot=eot_iter if run == "rand" or (run in ("fast", "restarts") and randomized) else 1,
-        n_queries=budget["n_queries"],
+        n_queries=effort["n_queries"],
         common={"norm": norm, "eps": eps, "seed": seed},
         draws=draws,
         early_exit=early_exit,

@@ -53,7 +53,6 @@ class SourceMeta:
 MODEL_SOURCES: Registry[SourceLoader] = Registry("model source", metadata=SourceMeta)
 
 
-
 def load_from_source(model: str, options: SourceOptions, source_options: Mapping[str, Any] | None = None) -> nn.Module:
     """The classifier ``model`` (``source:reference``) names, in eval mode, with a filled card; ``source_options``
     are the source's own (an unknown one is an error naming the source's)."""
