@@ -2,7 +2,8 @@
 each package imports only its own layer's lower neighbours, and the package graph has no cycle. The layers, lowest
 first, as ARCHITECTURE.md draws them:
 
-    ground (robaudit/*.py) < data < training < models < attacks, purifiers < reporting < engine < distill < api < cli
+    ground (robaudit/*.py) < data < training < models < attacks, purifiers, certify < reporting < engine < distill
+    < api < cli
 
 ``python tests/test_layers.py`` prints the arrows between packages."""
 
@@ -18,7 +19,7 @@ LAYERS = [
     ("data",),
     ("training",),
     ("models",),
-    ("attacks", "purifiers"),
+    ("attacks", "purifiers", "certify"),
     ("reporting",),
     ("engine",),
     ("distill",),

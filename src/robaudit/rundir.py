@@ -7,6 +7,7 @@ Layout::
     records/part-000000-000128.jsonl   one JSON record per (sample, condition), one file per part (sample range)
     timings/part-000000-000128.json    wall-clock seconds per condition of that part (kept out of the records)
     shards/shard-000-of-002.json       each shard's manifest: host, device, times, parts done, out-of-memory splits
+    certified/part-000000-000128.jsonl  certification records (``certify:``), one per (sample, defense, sigma)
     gallery.safetensors                the first samples' clean, adversarial and purified images
     summary.json  timings.json  results.csv  report.md  report.html  plots/
 
@@ -64,7 +65,7 @@ def add_disagreements(timings: dict[str, dict[str, float]], condition: str, disa
 class RunDir:
     """A run directory on disk."""
 
-    OWN_ENTRIES = ("records", "timings", "shards", "config.yaml", "manifest.json")
+    OWN_ENTRIES = ("records", "timings", "shards", "certified", "config.yaml", "manifest.json")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -235,6 +236,36 @@ class RunDir:
         with safe_open(str(path), framework="pt") as handle:
             ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
             return {k: handle.get_tensor(k) for k in handle.keys()}, ids  # noqa: SIM118 (not a mapping)
+
+    def write_certified(self, name: str, records: list[dict[str, Any]], seconds: dict[str, Any]) -> None:
+        """Atomically write the certification records of part ``name`` (``certified/part-*.jsonl``), after their
+        wall-clock seconds (``certified/seconds-*.json``, kept out of the records)."""
+        folder = self.path / "certified"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / f"seconds-{name.removesuffix('.jsonl')}.json", seconds)
+        atomic_write_text(folder / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+    def read_certified_seconds(self) -> dict[str, dict[str, float]]:
+        """``{smoothed classifier: {seconds, samples}}`` summed over the certified parts."""
+        total: dict[str, dict[str, float]] = {}
+        for path in sorted((self.path / "certified").glob("seconds-*.json")):
+            for key, spent in json.loads(path.read_text(encoding="utf-8")).items():
+                row = total.setdefault(key, {"seconds": 0.0, "samples": 0})
+                row["seconds"] += spent["seconds"]
+                row["samples"] += spent["samples"]
+        return total
+
+    def has_certified(self, name: str) -> bool:
+        """Whether part ``name`` has its certification records."""
+        return (self.path / "certified" / name).is_file()
+
+    def read_certified(self) -> list[dict[str, Any]]:
+        """Every certification record of the run, in part order (none when the run certified nothing)."""
+        folder = self.path / "certified"
+        records: list[dict[str, Any]] = []
+        for part in sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else ():
+            records.extend(json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line)
+        return records
 
     def read_records(self) -> list[dict[str, Any]]:
         """All records of all parts, in part order."""

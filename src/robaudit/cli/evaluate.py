@@ -204,6 +204,12 @@ def print_summary(run_dir: Path) -> None:
         rungs = " -> ".join(f"{escape(r['label'])} {with_ci(r['robust_accuracy_worst_of_n'])}" for r in check["ladder"])
         where = f"{escape(check['attack'])} / {escape(check['defense'])} / {check['threat']}"
         console.print(f"convergence {where}: {rungs}: {verdict}")
+    for result in (summary.get("certified") or {}).get("results", []):
+        console.print(
+            f"certified {escape(result['smoothed'])} at L2 {summary['certified']['eps_l2']:g}: "
+            f"{with_ci(result['certified_accuracy'])} (lower bound); abstained on {result['abstained']} of "
+            f"{result['n_samples']}"
+        )
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"report: {escape(str(run_dir / 'report.md'))}")

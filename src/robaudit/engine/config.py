@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from robaudit.catalog import catalog
+from robaudit.certify.spec import CertifySpec
 from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.engine.convergence import ConvergenceSpec, with_rungs
@@ -109,6 +110,13 @@ class EvaluateConfig:
         "with --gate) or off.",
     )
 
+    certify: CertifySpec | None = flagged(
+        None,
+        "Certify every sample by randomized smoothing (sigma 0.25 and 0.5, n0 100, n 10000, alpha 0.001): through a "
+        "ddpm purifier's one-shot denoiser, or noise alone without one; config certify: {sigma, n0, n, alpha}.",
+        given_as=bool,
+    )
+
     def __post_init__(self) -> None:
         for name in ("attacks", "purifiers", "threats", "eps_sweep", "eps_l2_sweep", "gates"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -192,6 +200,7 @@ class ResolvedAudit:
             **saved_settings(config, after="selection_draws"),
             **({"gates": list(config.gates)} if config.gates else {}),
             "convergence": config.convergence.to_dict(),
+            **({"certify": config.certify.to_dict()} if config.certify else {}),
         }
 
     def fingerprinted(self) -> dict[str, Any]:
@@ -218,7 +227,21 @@ def checked_settings(mapping: dict[str, Any]) -> dict[str, Any]:
     settings["gates"] = parse_gates(mapping.get("gates"))
     default_mode = "escalate" if settings["gates"] else "check"  # a run that gates a release escalates
     settings["convergence"] = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
+    settings["certify"] = CertifySpec.parse(mapping.get("certify"))
+    if settings["certify"] is not None:
+        check_certifiable(settings["purifiers"])
     return settings
+
+
+def check_certifiable(purifiers: list[ComponentSpec]) -> None:
+    """A ConfigError naming the first purifier randomized smoothing cannot certify through (its registration's
+    ``certifies``, read from the catalog)."""
+    for spec in purifiers:
+        if not catalog("purifier").get(spec.name).meta.get("certifies"):
+            raise ConfigError(
+                f"certify: purifier {spec.name!r} cannot certify; certification needs a diffusion model's one-shot "
+                "denoiser (ddpm, also from hf-hub: or local-dir:) or no purifier; drop --certify or the purifier"
+            )
 
 
 def component_specs(value: object, *, kind: str) -> list[ComponentSpec]:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
 from robaudit.draw_layout import DrawLayout
+from robaudit.engine.certification import run_certification
 from robaudit.engine.config import EvaluateConfig, ResolvedAudit
 from robaudit.engine.execute import PartExecutor
 from robaudit.engine.pipeline import Pipeline
@@ -253,6 +254,18 @@ def run_evaluation(
             raise
         barrier()
         checked = run_check(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard)
+        if config.certify is not None:
+            run_certification(
+                prepared.model,
+                prepared.plan.defenses,
+                prepared.dataset,
+                prepared.plan.parts(),
+                spec=config.certify,
+                seed=config.seed,
+                run_dir=prepared.run_dir,
+                shard=shard,
+            )
+            barrier()
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
             merge_and_report(prepared.run_dir.path)
         elif not torchrun_active():

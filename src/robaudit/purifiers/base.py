@@ -41,7 +41,8 @@ class PurifierEntry:
     the user's own code: ``purifiers.sources``), ``from_diffusion`` (a ``DDPMNetwork`` -> this method's network) and
     ``tiny`` (the settings under which tests run it in seconds: ``recipe``, a tiny network; ``epochs``, training
     lengths other than ``epochs: 1``; ``params``, a short purification for unit tests; ``purification``, the same
-    for end-to-end audits -- a new purifier brings its own, so the contract tests cover it with no other edit)."""
+    for end-to-end audits -- a new purifier brings its own, so the contract tests cover it with no other edit) and
+    whether randomized smoothing can certify through it (``certifies``: a diffusion network's one-shot denoiser)."""
 
     recipe: type
     build: Callable[..., nn.Module]
@@ -49,6 +50,7 @@ class PurifierEntry:
     needs_classifier: bool = False
     from_diffusion: Callable[..., nn.Module] | None = None
     tiny: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    certifies: bool = False  # its network is a diffusion model: certification denoises through it in one shot
 
 
 PURIFIERS: Registry = Registry("purifier", metadata=PurifierEntry)

@@ -7,7 +7,9 @@ Metrics (a rate's value, or its 95% interval's lower end with ``bound="ci_low"``
 - ``robust_accuracy[ATTACK]`` (undefended), ``robust_accuracy[ATTACK/PURIFIER]`` (the worst threat model that ran)
   or ``robust_accuracy[ATTACK/PURIFIER/THREAT]``;
 - ``worst_case`` (undefended) or ``worst_case[PURIFIER]``;
-- ``attack_success_rate[ATTACK]`` or ``attack_success_rate[ATTACK/PURIFIER/THREAT]``.
+- ``attack_success_rate[ATTACK]`` or ``attack_success_rate[ATTACK/PURIFIER/THREAT]``;
+- ``certified_accuracy[DEFENSE@SIGMA]`` (``certify:``): the share certified correct at the run's L2 budget, e.g.
+  ``certified_accuracy[ddpm@0.5]`` or ``certified_accuracy[none@0.25]``.
 
 On a randomized pipeline a gate reads the worst of N repeats; append ``:mean`` to the key to read the mean instead
 (``robust_accuracy[pgd/ddpm/adaptive:mean]``). The worst-case metric is always per sample over everything run.
@@ -26,6 +28,7 @@ from robaudit.errors import ConfigError
 _EXPRESSION = re.compile(r"^\s*([a-z_]+)(?:\[([^\]]+)\])?\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
 _OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 BOUNDS = ("value", "ci_low")
+METRICS = ("clean_accuracy", "robust_accuracy", "worst_case", "attack_success_rate", "certified_accuracy")
 
 
 @dataclass
@@ -55,12 +58,9 @@ class Gate:
         if not match:
             raise ConfigError(f'gate {text!r} does not parse; write e.g. "robust_accuracy[pgd] >= 0.40"')
         metric, key, op, threshold = match.groups()
-        if metric not in ("clean_accuracy", "robust_accuracy", "worst_case", "attack_success_rate"):
-            raise ConfigError(
-                f"gate {text!r}: unknown metric {metric!r}; valid: clean_accuracy, robust_accuracy, worst_case, "
-                "attack_success_rate"
-            )
-        if metric in ("robust_accuracy", "attack_success_rate") and not key:
+        if metric not in METRICS:
+            raise ConfigError(f"gate {text!r}: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+        if metric in ("robust_accuracy", "attack_success_rate", "certified_accuracy") and not key:
             raise ConfigError(f"gate {text!r}: {metric} needs an attack, e.g. {metric}[pgd]")
         return cls(metric, key, op, float(threshold), text.strip())
 
@@ -75,6 +75,8 @@ class Gate:
         if statistic not in ("", "mean"):
             raise ConfigError(f"gate {self.text!r}: ':{statistic}' is not a statistic; use ':mean' or nothing")
         mean = statistic == "mean"
+        if self.metric == "certified_accuracy":
+            return self.certified_rate(summary, key)
         defenses = {d["label"]: d for d in summary.get("defenses", [])}
         if self.metric in ("clean_accuracy", "worst_case"):
             defense = defenses.get(key or "none")
@@ -99,6 +101,14 @@ class Gate:
             raise ConfigError(f"gate {self.text!r}: the run has no condition {key!r} (attack/purifier/threat)")
         worst = max if self.metric == "attack_success_rate" else min
         return worst(found, key=lambda r: -1.0 if r[bound] is None else r[bound])
+
+    def certified_rate(self, summary: dict[str, Any], key: str) -> dict[str, Any]:
+        """The certified accuracy a ``certified_accuracy[DEFENSE@SIGMA]`` gate reads."""
+        results = {r["smoothed"]: r for r in (summary.get("certified") or {}).get("results", [])}
+        if key not in results:
+            known = ", ".join(results) or "none: run evaluate with --certify"
+            raise ConfigError(f"gate {self.text!r}: the run certified no {key!r} (certified: {known})")
+        return results[key]["certified_accuracy"]
 
 
 def judge(gates: list[str], summary: dict[str, Any], *, bound: str = "value") -> list[GateResult]:

@@ -127,6 +127,30 @@ def robust_vs_eps(summary: dict[str, Any]) -> bytes | None:
     return _png(figure)
 
 
+def certified_vs_radius(summary: dict[str, Any]) -> bytes | None:
+    """Certified accuracy against the L2 radius, one curve per smoothed classifier (defense@sigma), the run's L2
+    budget marked, with the attacked point (empirical robust accuracy of the same smoothed classifier) where it ran;
+    None without certification."""
+    certified = summary.get("certified")
+    if not certified:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for result in certified["results"]:
+        curve = result["curve"]
+        line = axis.step([p["radius"] for p in curve], [p["certified_accuracy"] for p in curve], where="post")
+        empirical = result.get("empirical_accuracy")
+        if empirical and empirical.get("value") is not None:
+            axis.plot([certified["eps_l2"]], [empirical["value"]], marker="x", color=line[0].get_color())
+        line[0].set_label(result["smoothed"])
+    axis.axvline(certified["eps_l2"], linestyle=":", color="grey", label=f"L2 budget {certified['eps_l2']:g}")
+    axis.set_xlabel("L2 radius")
+    axis.set_ylabel("certified accuracy")
+    axis.set_ylim(0, 1)
+    axis.set_title("Certified accuracy vs radius (x: attacked, the upper bound)")
+    axis.legend(fontsize=7)
+    return _png(figure)
+
+
 def gallery(
     images: dict[str, Any],
     ids: list[str],

@@ -19,6 +19,7 @@ from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
 from robaudit.headline_check import plan_check
 from robaudit.records import Condition
+from robaudit.reporting.certified import certified_section
 from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import (
     CLEAN,
@@ -145,6 +146,12 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     }
     outcomes = headline_outcomes(run_dir, config, records)
     add_checks(summary, frame, manifest, config, run_dir.read_passes(), run_dir.read_rung_samples(), outcomes)
+    certified = run_dir.read_certified()
+    if certified and config.get("certify"):
+        seconds = run_dir.read_certified_seconds()
+        summary["certified"] = certified_section(
+            certified, eps_l2=config["eps_l2"], config=config["certify"], seconds=seconds
+        )
     return summary
 
 
@@ -300,6 +307,7 @@ def rebuild_reports(path: str | Path, *, template: str | Path | None = None) -> 
 def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str, bytes]:
     """The report's plots as PNG bytes, keyed by name (also written to RUN/plots/)."""
     from robaudit.reporting.plots import (
+        certified_vs_radius,
         convergence_ladders,
         gallery,
         per_class_bars,
@@ -316,6 +324,9 @@ def figures(summary: dict[str, Any], run_dir: RunDir | None = None) -> dict[str,
     ladders = convergence_ladders(summary)
     if ladders is not None:
         pngs["5-convergence"] = ladders
+    certified = certified_vs_radius(summary)
+    if certified is not None:
+        pngs["6-certified"] = certified
     stored = run_dir.read_gallery() if run_dir is not None else None
     if stored is not None and any(k.startswith("adversarial|") for k in stored[0]):
         images, ids = stored

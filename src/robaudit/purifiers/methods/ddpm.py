@@ -123,6 +123,7 @@ SAMPLERS = ("ddpm", "ddim", "sde")
     build=DDPMNetwork,
     from_diffusion=lambda network: network,
     tiny={"recipe": {"widths": [8, 16]}, "params": {"steps": 3}, "purification": {"steps": 2}},
+    certifies=True,
 )
 def ddpm(
     network: DDPMNetwork,

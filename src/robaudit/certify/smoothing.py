@@ -1,0 +1,111 @@
+"""A smoothed classifier g(x): the class a base classifier returns most often on ``x + sigma * noise``, after a
+diffusion model's one-shot denoising at the matched step when there is one (Carlini et al. 2023), or on the noisy
+image itself (Cohen et al. 2019: only a classifier trained on noise certifies anything this way).
+
+Draws run in the batch dimension: each call classifies rows of (sample, draw) pairs. Every sample's noise comes in
+fixed blocks of ``DRAW_BLOCK`` draws, each block from a generator seeded by (the sample's stream, the block), so the
+counts are the same whatever the batch size or the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts
+from robaudit.certify.timestep import diffused, matched_timestep
+from robaudit.seeding import derive_seed, generator
+
+DRAW_BLOCK = 50  # draws per noise block: the unit of seeding (never of batching)
+
+
+@dataclass(frozen=True)
+class OneShotDenoiser:
+    """A diffusion network's one-shot x0 estimate at the step matched to ``sigma``: (N, C, H, W) noisy images in
+    the model's range -> [0, 1] images. ``network`` follows ``purifiers.diffusion.DDPMNetwork`` (``alphas_cumprod``,
+    ``noise_predictor``, ``predict_x0``), whose value range is [-1, 1]."""
+
+    network: nn.Module
+    timestep: int
+
+    @classmethod
+    def matched(cls, network: nn.Module, *, sigma: float) -> OneShotDenoiser:
+        """The denoiser at the step whose noise level matches ``sigma`` on [0, 1] images (doubled in [-1, 1])."""
+        return cls(network, matched_timestep(network.alphas_cumprod, sigma, value_range="[-1, 1]"))
+
+    @property
+    def abar(self) -> float:
+        """The schedule's cumulative alpha at the matched step."""
+        return float(self.network.alphas_cumprod[self.timestep])
+
+    def __call__(self, images: torch.Tensor, noise: torch.Tensor, *, sigma: float) -> torch.Tensor:
+        """[0, 1] ``images`` (R, C, H, W) plus ``sigma * noise``, diffused to the matched step and denoised."""
+        x_t = diffused(images, noise, sigma=sigma, abar=self.abar, value_range="[-1, 1]")
+        steps = torch.full((len(x_t),), self.timestep, device=x_t.device, dtype=torch.long)
+        predicted = self.network.noise_predictor(x_t, steps)
+        return (self.network.predict_x0(x_t, self.timestep, predicted) + 1) / 2
+
+
+@dataclass
+class SmoothedClassifier:
+    """g(x) = argmax_c P(f(denoise(x + sigma * noise)) = c) of a classifier ``f`` ((R, C, H, W) in [0, 1] ->
+    logits (R, K)), estimated by Monte Carlo draws; ``denoiser`` None: f sees the noisy image itself, outside [0, 1]
+    where the noise takes it (as Cohen et al. certify)."""
+
+    classifier: nn.Module
+    sigma: float
+    num_classes: int
+    denoiser: OneShotDenoiser | None = None
+    batch_size: int = 256  # rows (sample, draw) per call: changes no count
+
+    @torch.no_grad()
+    def predictions(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(R,) classes of the base classifier on ``images`` (R, C, H, W) under ``noise`` (R, C, H, W)."""
+        if self.denoiser is not None:
+            seen = self.denoiser(images, noise, sigma=self.sigma)
+        else:
+            seen = images + self.sigma * noise  # not clipped: Cohen et al.'s smoothing, f sees the noisy image
+        return self.classifier(seen).argmax(1)
+
+    def counts(self, images: torch.Tensor, seeds: Sequence[int], *, draws: int) -> torch.Tensor:
+        """(N, K) votes of ``draws`` noise draws per sample; sample i's noise from its stream ``seeds[i]``."""
+        votes = torch.zeros(len(images), self.num_classes, dtype=torch.long)
+        jobs = [(i, block) for i in range(len(images)) for block in range(-(-draws // DRAW_BLOCK))]
+        per_call = max(1, self.batch_size // DRAW_BLOCK)
+        for start in range(0, len(jobs), per_call):
+            chunk = jobs[start : start + per_call]
+            noise = [block_noise(seeds[i], block, images.shape[1:], draws=draws) for i, block in chunk]
+            owners = torch.cat([torch.full((len(z),), i) for (i, _), z in zip(chunk, noise, strict=True)])
+            classes = self.predictions(images[owners.to(images.device)], torch.cat(noise).to(images.device)).cpu()
+            votes.index_put_((owners, classes), torch.ones_like(classes), accumulate=True)
+        return votes
+
+    def certify(
+        self, images: torch.Tensor, seeds: Sequence[int], *, n0: int, n: int, alpha: float
+    ) -> list[Certificate]:
+        """Cohen et al.'s CERTIFY per sample: ``n0`` selection draws, ``n`` estimation draws from streams apart."""
+        selection = self.counts(images, [derive_seed(s, "selection") for s in seeds], draws=n0)
+        estimation = self.counts(images, [derive_seed(s, "estimation") for s in seeds], draws=n)
+        return [
+            certify_from_counts(sel.tolist(), est.tolist(), sigma=self.sigma, alpha=alpha)
+            for sel, est in zip(selection, estimation, strict=True)
+        ]
+
+    def predict(self, images: torch.Tensor, seeds: Sequence[int], *, n: int, alpha: float) -> list[int]:
+        """Cohen et al.'s PREDICT per sample over ``n`` draws: a class, or ``bounds.ABSTAIN``."""
+        votes = self.counts(images, [derive_seed(s, "predict") for s in seeds], draws=n)
+        return [predict_from_counts(row.tolist(), alpha=alpha) for row in votes]
+
+
+def block_noise_rows(block: int, draws: int) -> range:
+    """The draws of block ``block`` among ``draws`` (the last block may be short)."""
+    return range(block * DRAW_BLOCK, min(draws, (block + 1) * DRAW_BLOCK))
+
+
+def block_noise(seed: int, block: int, shape: torch.Size, *, draws: int) -> torch.Tensor:
+    """(B, *shape) standard normal noise of one block of a sample's draws, from its own seeded generator."""
+    rows = len(block_noise_rows(block, draws))
+    return torch.randn((rows, *shape), generator=generator(derive_seed(seed, "block", block)))

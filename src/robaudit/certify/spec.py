@@ -1,0 +1,61 @@
+"""``certify:`` in an evaluate config (``--certify``: the defaults): the smoothing noise levels and Cohen et al.'s
+draw counts and confidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from robaudit.config import coerce
+from robaudit.errors import ConfigError
+from robaudit.registry import check_keys
+
+FIELDS = ("sigma", "n0", "n", "alpha", "batch")
+
+
+@dataclass(frozen=True)
+class CertifySpec:
+    """Certify every sample at each ``sigma`` (the smoothing noise on [0, 1] images) with ``n0`` selection draws,
+    ``n`` estimation draws and confidence ``1 - alpha``; ``batch``: rows (sample, draw) per network call (changes no
+    result)."""
+
+    sigma: tuple[float, ...] = (0.25, 0.5)
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    batch: int = 256
+
+    @classmethod
+    def parse(cls, value: object) -> CertifySpec | None:
+        """``certify:`` as ``true`` (the defaults), ``false``/absent (None: no certification) or a mapping."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, dict):
+            raise ConfigError(f"certify: expected true or a mapping of {', '.join(FIELDS)}, got {value!r}")
+        check_keys(value, list(FIELDS), where="certify")
+        given = dict(value)
+        if "sigma" in given:
+            sigmas = given["sigma"] if isinstance(given["sigma"], list) else str(given["sigma"]).split(",")
+            given["sigma"] = tuple(sorted({coerce(s, float, where="certify.sigma") for s in sigmas}))
+        hints = {"n0": int, "n": int, "alpha": float, "batch": int}
+        values = {k: coerce(v, hints[k], where=f"certify.{k}") if k in hints else v for k, v in given.items()}
+        spec = cls(**values)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """One-line errors for values that certify nothing."""
+        if not self.sigma or min(self.sigma) <= 0:
+            raise ConfigError(f"certify.sigma must be positive noise levels, e.g. [0.25, 0.5]; got {list(self.sigma)}")
+        if self.n0 < 1 or self.n < 1 or self.n0 > self.n:
+            raise ConfigError(f"certify needs 1 <= n0 <= n (e.g. n0: 100, n: 10000); got n0 {self.n0}, n {self.n}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"certify.alpha must lie in (0, 1), e.g. 0.001; got {self.alpha}")
+        if self.batch < 1:
+            raise ConfigError(f"certify.batch must be a positive integer, got {self.batch}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form for the saved config (batch left out: it changes no result)."""
+        return {"sigma": list(self.sigma), "n0": self.n0, "n": self.n, "alpha": self.alpha}
