@@ -85,10 +85,13 @@ def test_throughput_quick_prints_each_cpu_case_with_its_efficiency(tmp_path, mon
 
     monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "rows.json"
-    assert bench("throughput").main(["--quick", "--json", str(out)]) == 0
+    assert bench("throughput").main(["--quick", "--certify", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
+    certify = rows.pop()
     assert [r["case"] for r in rows] == ["vit", "vit+ddpm", "vit+ebm"]
     for r in rows:
         assert r["device"].startswith("cpu") and r["efficiency"] > 0 and r["audit s"] > 0
     assert all("purifier evals (fwd/bwd)" in r for r in rows[1:]), "the purifier's evaluations are counted"
+    assert certify["case"].startswith("certify") and certify["efficiency"] > 0
+    assert certify["seconds_per_certified_sample"] > 0
     assert "| vit+ddpm |" in capsys.readouterr().out

@@ -82,6 +82,8 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
     if mapping["purifiers"]:  # tiny budgets through purifiers: the convergence rung still runs, at factor 2
         mapping.update(eot=1, repeats=2, selection_draws=2, convergence={"mode": "check", "factor": 2})
         mapping["attacks"] = [tiny_attack(a) for a in mapping["attacks"]]
+    if mapping.get("certify"):  # tiny draws: the section's structure is what is tested
+        mapping["certify"] = {**mapping["certify"], "n0": 10, "n": 50, "steps": 2, "eot": 2}
     tiny_config = tmp_path / config.name
     tiny_config.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "run"
@@ -98,3 +100,6 @@ def test_example_config_runs_tiny(config, tmp_path, monkeypatch, digits_model_pa
     rungs = [a for a in summary["attacks"] if a.get("convergence_of") is not None]
     assert all(r["convergence_of"] in {b["label"] for b in base} and r["label"] != r["convergence_of"] for r in rungs)
     assert Path(out / "report.md").read_text().count("worst case") >= 1
+    if mapping.get("certify"):
+        smoothed = [r["smoothed"] for r in summary["certified"]["results"]]
+        assert smoothed == [f"{p['name']}@{s:g}" for p in mapping["purifiers"] for s in mapping["certify"]["sigma"]]

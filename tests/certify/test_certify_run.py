@@ -16,7 +16,7 @@ from robaudit.cli import app
 from tiny import TINY_RECIPES
 
 runner = CliRunner()
-TINY_CERTIFY = {"sigma": [0.25, 0.5], "n0": 10, "n": 120, "alpha": 0.01, "batch": 64}
+TINY_CERTIFY = {"sigma": [0.25, 0.5], "n0": 10, "n": 120, "alpha": 0.01, "batch": 64, "steps": 3, "eot": 2}
 
 
 @pytest.mark.parametrize(
@@ -55,6 +55,14 @@ def certified_run(model: Path, out: Path, *extra: str, certify: dict | None = No
     return json.loads((out / "summary.json").read_text())
 
 
+def assert_bracketed(result: dict, *, alpha: float) -> None:
+    """Certified accuracy does not exceed the empirical robust accuracy of the same smoothed classifier beyond the
+    samples whose certificate the attack broke (at most about an alpha share of the certified ones)."""
+    certified, empirical = result["certified_accuracy"]["successes"], result["empirical_accuracy"]["successes"]
+    assert certified <= empirical + len(result["inconsistent"])
+    assert len(result["inconsistent"]) <= max(1, round(10 * alpha * result["certified_samples"]))
+
+
 def records_of(out: Path) -> list[str]:
     """The certification records of a run, one JSON line each, in part order."""
     return [line for part in sorted((out / "certified").glob("part-*.jsonl")) for line in part.read_text().splitlines()]
@@ -65,8 +73,10 @@ def test_a_run_without_purifier_certifies_the_noisy_classifier(tmp_path, digits_
     certified = summary["certified"]
     assert [r["smoothed"] for r in certified["results"]] == ["none@0.25", "none@0.5"]
     for result in certified["results"]:
-        assert result["n_samples"] == 6 and result["passes_per_sample"] == {"forward": 130, "purifier": 0}
+        passes = {"forward": 10 + 120 + 3 * 2 + 120, "backward": 6, "purifier": 0, "purifier_backward": 0}
+        assert result["n_samples"] == 6 and result["passes_per_sample"] == passes
         assert result["certified_accuracy"]["value"] <= result["smoothed_clean_accuracy"]["value"]
+        assert_bracketed(result, alpha=TINY_CERTIFY["alpha"])
         assert result["curve"][0]["radius"] == 0.0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Certified robustness (randomized smoothing)" in report and "none@0.5" in report
@@ -100,5 +110,8 @@ def test_a_ddpm_purifier_certifies_through_its_one_shot_denoiser(tmp_path, digit
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "run" / "summary.json").read_text())["certified"]["results"]
     assert [r["smoothed"] for r in results] == ["ddpm@0.25", "ddpm@0.5"]  # through the purifier, not noise alone
-    assert all(r["passes_per_sample"] == {"forward": 130, "purifier": 130} for r in results)
+    passes = {"forward": 256, "backward": 6, "purifier": 256, "purifier_backward": 6}
+    assert all(r["passes_per_sample"] == passes for r in results)
+    for smoothed in results:
+        assert_bracketed(smoothed, alpha=TINY_CERTIFY["alpha"])
     assert "certified ddpm@0.5 at L2 0.5" in result.output.replace("\n", " ")

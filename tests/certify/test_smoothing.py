@@ -132,3 +132,36 @@ def test_one_shot_denoising_returns_images_in_range(tiny_ddpm_network):
     )
     assert out.shape == (6, *tiny_ddpm_network.input_size) and float(out.min()) >= 0 and float(out.max()) <= 1
     assert math.isfinite(float(out.sum()))
+
+
+def test_smooth_adv_stays_in_the_l2_ball_and_in_range_and_moves_a_linear_classifier():
+    """The attack's own output respects eps and [0, 1]; on a linear classifier it crosses the boundary exactly where
+    the true radius is below eps, and PREDICT sees it."""
+    from robaudit.certify.attack import smooth_adv
+
+    w, b, sigma = torch.tensor([1.0, -1.0, 0.5, 0.5]), 0.0, 0.25
+    images = torch.tensor([[0.55, 0.45, 0.5, 0.5], [0.9, 0.1, 0.8, 0.8], [0.2, 0.8, 0.1, 0.1]]).view(3, 1, 2, 2)
+    margins = images.flatten(1) @ w + b
+    labels = (margins > 0).long()
+    true_radius = margins.abs() / w.norm()
+    smoothed = SmoothedClassifier(Linear(w, b), sigma=sigma, num_classes=2, batch_size=16)
+    eps = 0.3
+    adversarial = smooth_adv(smoothed, images, labels, [1, 2, 3], eps=eps, steps=10, eot=4)
+    assert ((adversarial - images).flatten(1).norm(dim=1) <= eps + 1e-5).all()
+    assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1
+    judged = smoothed.predict(adversarial, [4, 5, 6], n=4000, alpha=0.001)
+    for radius, label, verdict in zip(true_radius.tolist(), labels.tolist(), judged, strict=True):
+        if radius < eps - 0.05:
+            assert verdict == 1 - label, (radius, verdict)
+        elif radius > eps + 0.05:
+            assert verdict == label, (radius, verdict)
+    again = smooth_adv(
+        SmoothedClassifier(Linear(w, b), sigma=sigma, num_classes=2, batch_size=4),
+        images,
+        labels,
+        [1, 2, 3],
+        eps=eps,
+        steps=10,
+        eot=4,
+    )
+    assert torch.allclose(adversarial, again, atol=1e-6), "the batch size changes no adversarial image"

@@ -61,14 +61,19 @@ class SmoothedClassifier:
     denoiser: OneShotDenoiser | None = None
     batch_size: int = 256  # rows (sample, draw) per call: changes no count
 
-    @torch.no_grad()
-    def predictions(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """(R,) classes of the base classifier on ``images`` (R, C, H, W) under ``noise`` (R, C, H, W)."""
+    def logits(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(R, K) logits of the base classifier on ``images`` (R, C, H, W) under ``noise`` (R, C, H, W), denoised
+        when there is a denoiser (differentiable: SmoothAdv's gradients go through it)."""
         if self.denoiser is not None:
             seen = self.denoiser(images, noise, sigma=self.sigma)
         else:
             seen = images + self.sigma * noise  # not clipped: Cohen et al.'s smoothing, f sees the noisy image
-        return self.classifier(seen).argmax(1)
+        return self.classifier(seen)
+
+    @torch.no_grad()
+    def predictions(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(R,) classes of the base classifier on ``images`` (R, C, H, W) under ``noise`` (R, C, H, W)."""
+        return self.logits(images, noise).argmax(1)
 
     def counts(self, images: torch.Tensor, seeds: Sequence[int], *, draws: int) -> torch.Tensor:
         """(N, K) votes of ``draws`` noise draws per sample; sample i's noise from its stream ``seeds[i]``."""

@@ -10,20 +10,23 @@ from robaudit.config import coerce
 from robaudit.errors import ConfigError
 from robaudit.registry import check_keys
 
-FIELDS = ("sigma", "n0", "n", "alpha", "batch")
+FIELDS = ("sigma", "n0", "n", "alpha", "batch", "steps", "eot")
 
 
 @dataclass(frozen=True)
 class CertifySpec:
     """Certify every sample at each ``sigma`` (the smoothing noise on [0, 1] images) with ``n0`` selection draws,
-    ``n`` estimation draws and confidence ``1 - alpha``; ``batch``: rows (sample, draw) per network call (changes no
-    result)."""
+    ``n`` estimation draws and confidence ``1 - alpha``, and attack the same smoothed classifier with SmoothAdv
+    (``steps`` L2 PGD steps, ``eot`` noise draws each; 0 steps: no attack) judged by PREDICT over ``n`` draws;
+    ``batch``: rows (sample, draw) per network call (changes no result)."""
 
     sigma: tuple[float, ...] = (0.25, 0.5)
     n0: int = 100
     n: int = 10_000
     alpha: float = 0.001
     batch: int = 256
+    steps: int = 20
+    eot: int = 8
 
     @classmethod
     def parse(cls, value: object) -> CertifySpec | None:
@@ -39,7 +42,7 @@ class CertifySpec:
         if "sigma" in given:
             sigmas = given["sigma"] if isinstance(given["sigma"], list) else str(given["sigma"]).split(",")
             given["sigma"] = tuple(sorted({coerce(s, float, where="certify.sigma") for s in sigmas}))
-        hints = {"n0": int, "n": int, "alpha": float, "batch": int}
+        hints = {"n0": int, "n": int, "alpha": float, "batch": int, "steps": int, "eot": int}
         values = {k: coerce(v, hints[k], where=f"certify.{k}") if k in hints else v for k, v in given.items()}
         spec = cls(**values)
         spec.validate()
@@ -53,9 +56,19 @@ class CertifySpec:
             raise ConfigError(f"certify needs 1 <= n0 <= n (e.g. n0: 100, n: 10000); got n0 {self.n0}, n {self.n}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"certify.alpha must lie in (0, 1), e.g. 0.001; got {self.alpha}")
-        if self.batch < 1:
-            raise ConfigError(f"certify.batch must be a positive integer, got {self.batch}")
+        if self.batch < 1 or self.eot < 1 or self.steps < 0:
+            raise ConfigError(
+                f"certify needs batch >= 1, eot >= 1 and steps >= 0 (0: no attack); got batch {self.batch}, eot "
+                f"{self.eot}, steps {self.steps}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for the saved config (batch left out: it changes no result)."""
-        return {"sigma": list(self.sigma), "n0": self.n0, "n": self.n, "alpha": self.alpha}
+        return {
+            "sigma": list(self.sigma),
+            "n0": self.n0,
+            "n": self.n,
+            "alpha": self.alpha,
+            "steps": self.steps,
+            "eot": self.eot,
+        }

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robaudit.certify.attack import smooth_adv
 from robaudit.certify.smoothing import OneShotDenoiser, SmoothedClassifier
 from robaudit.certify.spec import CertifySpec
 from robaudit.data import ImageSet
@@ -59,10 +60,17 @@ def smoothed_classifiers(
 
 
 def certify_part(
-    smoothed: dict[str, SmoothedClassifier], dataset: ImageSet, part: Part, *, spec: CertifySpec, seed: int, device
+    smoothed: dict[str, SmoothedClassifier],
+    dataset: ImageSet,
+    part: Part,
+    *,
+    spec: CertifySpec,
+    seed: int,
+    eps: float,
+    device: torch.device,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The certification records of one part's samples, and the seconds each smoothed classifier took (kept out of
-    the records: ``{key: {seconds, samples}}``)."""
+    the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within."""
     images = dataset.images[part.start : part.stop].float().to(device)
     labels = dataset.labels[part.start : part.stop].tolist()
     ids = dataset.ids[part.start : part.stop]
@@ -71,8 +79,9 @@ def certify_part(
         seeds = [derive_seed(seed, "certify", key, sample) for sample in ids]
         started = time.perf_counter()
         certificates = classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
+        attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
         seconds[key] = {"seconds": time.perf_counter() - started, "samples": len(ids)}
-        for sample, label, certificate in zip(ids, labels, certificates, strict=True):
+        for sample, label, certificate, broken in zip(ids, labels, certificates, attacked, strict=True):
             records.append(
                 {
                     "sample_id": sample,
@@ -84,9 +93,30 @@ def certify_part(
                     "p_lower": certificate.p_lower,
                     "votes": certificate.votes,
                     "draws": spec.n0 + spec.n,
+                    **({"attacked_prediction": broken} if broken is not None else {}),
                 }
             )
     return records, seconds
+
+
+def attacked_predictions(
+    smoothed: SmoothedClassifier,
+    images: torch.Tensor,
+    labels: list[int],
+    seeds: list[int],
+    *,
+    spec: CertifySpec,
+    eps: float,
+) -> list[int | None]:
+    """PREDICT's answer (a class or ``bounds.ABSTAIN``) on each sample's SmoothAdv image at L2 ``eps``; None for every
+    sample when the spec runs no attack."""
+    if spec.steps == 0:
+        return [None] * len(images)
+    target = torch.tensor(labels, device=images.device)
+    attack_seeds = [derive_seed(s, "attack") for s in seeds]
+    with torch.enable_grad():
+        adversarial = smooth_adv(smoothed, images, target, attack_seeds, eps=eps, steps=spec.steps, eot=spec.eot)
+    return smoothed.predict(adversarial, [derive_seed(s, "judge") for s in seeds], n=spec.n, alpha=spec.alpha)
 
 
 def run_certification(
@@ -97,10 +127,11 @@ def run_certification(
     *,
     spec: CertifySpec,
     seed: int,
+    eps: float,
     run_dir: RunDir,
     shard: Shard,
 ) -> None:
-    """Certify this shard's parts that have no certification records yet."""
+    """Certify (and attack, at the L2 budget ``eps``) this shard's parts that have no certification records yet."""
     device = next(model.parameters()).device
     smoothed = smoothed_classifiers(model, defenses, spec, input_shape=tuple(dataset.shape))
     todo = [part for part in parts if shard.owns(part) and not run_dir.has_certified(part.name)]
@@ -110,6 +141,6 @@ def run_certification(
     with progress_bar() as bar, torch.no_grad():
         task = bar.add_task(f"certify {shard}", total=len(todo), status="")
         for part in todo:
-            records, seconds = certify_part(smoothed, dataset, part, spec=spec, seed=seed, device=device)
+            records, seconds = certify_part(smoothed, dataset, part, spec=spec, seed=seed, eps=eps, device=device)
             run_dir.write_certified(part.name, records, seconds)
             bar.update(task, advance=1)

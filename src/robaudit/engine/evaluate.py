@@ -262,6 +262,7 @@ def run_evaluation(
                 prepared.plan.parts(),
                 spec=config.certify,
                 seed=config.seed,
+                eps=config.eps_l2,
                 run_dir=prepared.run_dir,
                 shard=shard,
             )

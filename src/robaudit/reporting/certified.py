@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from scipy.stats import binom
+
+from robaudit.findings import Finding
 from robaudit.reporting.results import rate
+
+ABSTAIN = -1  # a smoothed classifier's abstention (certify.bounds.ABSTAIN), as records store it
 
 CURVE_POINTS = 21  # radii from 0 to the largest certified radius
 
@@ -31,14 +36,13 @@ def certified_section(
     results = [smoothed_result(key, rows, eps_l2=eps_l2, radii=radii) for key, rows in by_key.items()]
     for result in results:
         spent = (seconds or {}).get(result["smoothed"])
-        draws = by_key[result["smoothed"]][0]["draws"]
-        result["passes_per_sample"] = {"forward": draws, "purifier": draws if result["defense"] != "none" else 0}
+        result["passes_per_sample"] = certification_passes(config, purified=result["defense"] != "none")
         if spent and spent["samples"]:
             result["seconds_per_sample"] = spent["seconds"] / spent["samples"]
     alpha = config.get("alpha")
     return {
         "eps_l2": eps_l2,
-        **{k: config[k] for k in ("n0", "n", "alpha") if k in config},
+        **{k: config[k] for k in ("n0", "n", "alpha", "steps", "eot") if k in config},
         "statement": (
             f"Certified accuracy is the share of samples the smoothed classifier classifies correctly with an L2 "
             f"radius of at least {eps_l2:g}, each certificate holding with probability at least {1 - alpha:g} over "
@@ -50,11 +54,20 @@ def certified_section(
     }
 
 
+def certification_passes(config: dict[str, Any], *, purified: bool) -> dict[str, int]:
+    """Model passes per sample of one smoothed classifier (exact): n0 + n certification draws, and with an attack
+    its steps x eot forward and backward passes plus n PREDICT draws; the denoiser runs once per classifier pass."""
+    attack = config.get("steps", 0) * config.get("eot", 0)
+    forward = config["n0"] + config["n"] + attack + (config["n"] if attack else 0)
+    passes = {"forward": forward, "backward": attack}
+    return {**passes, "purifier": forward if purified else 0, "purifier_backward": attack if purified else 0}
+
+
 def smoothed_result(key: str, rows: list[dict[str, Any]], *, eps_l2: float, radii: list[float]) -> dict[str, Any]:
     """One smoothed classifier's numbers from its records."""
     correct = [r for r in rows if r["prediction"] == r["label"]]
     defense, _, sigma = key.rpartition("@")
-    return {
+    out = {
         "smoothed": key,
         "defense": defense,
         "sigma": rows[0]["sigma"] if rows else float(sigma),
@@ -66,6 +79,50 @@ def smoothed_result(key: str, rows: list[dict[str, Any]], *, eps_l2: float, radi
             {"radius": radius, "certified_accuracy": certified_share(correct, len(rows), radius)} for radius in radii
         ],
     }
+    if rows and all("attacked_prediction" in r for r in rows):
+        out.update(attacked_result(rows, eps_l2=eps_l2))
+    return out
+
+
+def attacked_result(rows: list[dict[str, Any]], *, eps_l2: float) -> dict[str, Any]:
+    """The upper side of one smoothed classifier's bracket: PREDICT on its SmoothAdv images (the empirical robust
+    accuracy, abstentions apart) and the certified samples the attack moved to another class (``inconsistent``)."""
+    certified = [r for r in rows if r["prediction"] == r["label"] and r["radius"] >= eps_l2]
+    return {
+        "empirical_accuracy": rate(sum(r["attacked_prediction"] == r["label"] for r in rows), len(rows)),
+        "attacked_abstained": sum(r["attacked_prediction"] < 0 for r in rows),
+        "certified_samples": len(certified),
+        "inconsistent": [r["sample_id"] for r in certified if r["attacked_prediction"] not in (r["label"], ABSTAIN)],
+    }
+
+
+def consistency_findings(section: dict[str, Any]) -> list[Finding]:
+    """A finding per smoothed classifier whose attack moved certified samples to another class: expected for about
+    an ``alpha`` share of them (a certificate is wrong with probability at most alpha); more than the 99.9% quantile
+    of that share means a bug in the certification or in the attack's judgement."""
+    findings = []
+    for result in section["results"]:
+        broken = result.get("inconsistent") or []
+        if not broken:
+            continue
+        allowed = int(binom.ppf(0.999, result["certified_samples"], section["alpha"]))
+        beyond = len(broken) > allowed
+        findings.append(
+            Finding(
+                "certified-consistency",
+                "error" if beyond else "info",
+                f"{result['smoothed']}: the attack moved {len(broken)} certified sample(s) to another class",
+                (
+                    f"A certificate at radius >= {section['eps_l2']:g} is wrong with probability at most "
+                    f"{section['alpha']:g}; {len(broken)} of {result['certified_samples']} is "
+                    + ("more than that allows (at most " if beyond else "within that (at most ")
+                    + f"{allowed} at 99.9%)"
+                    + (": one of certification and attack is wrong." if beyond else ".")
+                ),
+                ", ".join(broken[:20]) + (" ..." if len(broken) > 20 else ""),
+            )
+        )
+    return findings
 
 
 def certified_share(correct: list[dict[str, Any]], total: int, radius: float) -> float:

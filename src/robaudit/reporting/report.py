@@ -19,7 +19,7 @@ from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
 from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
 from robaudit.headline_check import plan_check
 from robaudit.records import Condition
-from robaudit.reporting.certified import certified_section
+from robaudit.reporting.certified import certified_section, consistency_findings
 from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import (
     CLEAN,
@@ -152,6 +152,7 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
         summary["certified"] = certified_section(
             certified, eps_l2=config["eps_l2"], config=config["certify"], seconds=seconds
         )
+        summary["findings"] += [f.to_dict() for f in consistency_findings(summary["certified"])]
     return summary
 
 
