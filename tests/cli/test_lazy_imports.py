@@ -50,6 +50,7 @@ BAD_INPUT = {
     "an unknown purifier": ["--model", "{model}", "--data", "digits", "--purifier", "ddmp"],
     "an unknown precision": ["--model", "{model}", "--data", "digits", "--precision", "fp16"],
     "an unknown threat model": ["--model", "{model}", "--data", "digits", "--purifier", "ddpm", "--threat", "bdpa"],
+    "a purifier that cannot certify": ["--model", "{model}", "--data", "digits", "--purifier", "cold", "--certify"],
 }
 
 

@@ -35,9 +35,7 @@ def smooth_adv(
     chunks = [
         attack_chunk(
             smoothed,
-            images[i : i + per_call],
-            labels[i : i + per_call],
-            seeds[i : i + per_call],
+            (images[i : i + per_call], labels[i : i + per_call], seeds[i : i + per_call]),
             eps=eps,
             steps=steps,
             eot=eot,
@@ -49,15 +47,14 @@ def smooth_adv(
 
 def attack_chunk(
     smoothed: SmoothedClassifier,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    seeds: Sequence[int],
+    chunk: tuple[torch.Tensor, torch.Tensor, Sequence[int]],
     *,
     eps: float,
     steps: int,
     eot: int,
 ) -> torch.Tensor:
-    """SmoothAdv on one chunk of samples (all its rows in one call per step)."""
+    """SmoothAdv on one ``chunk`` of samples (images, labels, seeds), all its rows in one call per step."""
+    images, labels, seeds = chunk
     shape = images.shape[1:]
     delta = torch.zeros_like(images)
     step_size = 2.5 * eps / max(1, steps)

@@ -255,18 +255,7 @@ def run_evaluation(
         barrier()
         checked = run_check(executor, prepared.dataset, run_dir=prepared.run_dir, shard=shard)
         if config.certify is not None:
-            run_certification(
-                prepared.model,
-                prepared.plan.defenses,
-                prepared.dataset,
-                prepared.plan.parts(),
-                spec=config.certify,
-                seed=config.seed,
-                eps=config.eps_l2,
-                run_dir=prepared.run_dir,
-                shard=shard,
-            )
-            barrier()
+            certify_shard(prepared, config, shard)
         if shard.index == 0 and (shard.count == 1 or torchrun_active()):
             merge_and_report(prepared.run_dir.path)
         elif not torchrun_active():
@@ -274,6 +263,22 @@ def run_evaluation(
             then = "" if checked else "run the same command without --shard (the convergence check), then "
             console.print(f"shard {shard} done; when every shard is done: {then}robaudit report {path}")
     return prepared.run_dir.path
+
+
+def certify_shard(prepared: PreparedRun, config: EvaluateConfig, shard: Shard) -> None:
+    """The certification phase of this shard's parts (``certify:``), then wait for the other ranks."""
+    run_certification(
+        prepared.model,
+        prepared.plan.defenses,
+        prepared.dataset,
+        prepared.plan.parts(),
+        spec=config.certify,
+        seed=config.seed,
+        eps=config.eps_l2,
+        run_dir=prepared.run_dir,
+        shard=shard,
+    )
+    barrier()
 
 
 def note_attack_details(prepared: PreparedRun, key: str, attack: Any) -> None:

@@ -146,6 +146,13 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
     }
     outcomes = headline_outcomes(run_dir, config, records)
     add_checks(summary, frame, manifest, config, run_dir.read_passes(), run_dir.read_rung_samples(), outcomes)
+    add_certified(summary, run_dir, config)
+    return summary
+
+
+def add_certified(summary: dict[str, Any], run_dir: RunDir, config: dict[str, Any]) -> None:
+    """The certified side of the bracket (``certify:`` runs): the ``certified`` section and its consistency
+    findings."""
     certified = run_dir.read_certified()
     if certified and config.get("certify"):
         seconds = run_dir.read_certified_seconds()
@@ -153,7 +160,6 @@ def build_summary(run_dir: RunDir) -> dict[str, Any]:
             certified, eps_l2=config["eps_l2"], config=config["certify"], seconds=seconds
         )
         summary["findings"] += [f.to_dict() for f in consistency_findings(summary["certified"])]
-    return summary
 
 
 def headline_outcomes(run_dir: RunDir, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Any]:
