@@ -7,6 +7,7 @@ so neither the batch size nor the shard changes a record."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,9 +69,11 @@ def certify_part(
     seed: int,
     eps: float,
     device: torch.device,
+    on_done: Callable[[str], None] = lambda key: None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The certification records of one part's samples, and the seconds each smoothed classifier took (kept out of
-    the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within."""
+    the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within; ``on_done``
+    is called with each smoothed classifier's key once its samples are certified and attacked."""
     images = dataset.images[part.start : part.stop].float().to(device)
     labels = dataset.labels[part.start : part.stop].tolist()
     ids = dataset.ids[part.start : part.stop]
@@ -81,6 +84,7 @@ def certify_part(
         certificates = classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
         attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
         seconds[key] = {"seconds": time.perf_counter() - started, "samples": len(ids)}
+        on_done(key)
         for sample, label, certificate, broken in zip(ids, labels, certificates, attacked, strict=True):
             records.append(
                 {
@@ -130,17 +134,23 @@ def run_certification(
     eps: float,
     run_dir: RunDir,
     shard: Shard,
+    device: torch.device,
 ) -> None:
-    """Certify (and attack, at the L2 budget ``eps``) this shard's parts that have no certification records yet."""
-    device = next(model.parameters()).device
+    """Certify (and attack, at the L2 budget ``eps``) this shard's parts that have no certification records yet, on
+    ``device`` (where the model and the purifiers are)."""
     smoothed = smoothed_classifiers(model, defenses, spec, input_shape=tuple(dataset.shape))
     todo = [part for part in parts if shard.owns(part) and not run_dir.has_certified(part.name)]
     if not todo:
         return
     console.print(f"certifying {len(smoothed)} smoothed classifier(s): {', '.join(smoothed)}")
     with progress_bar() as bar, torch.no_grad():
-        task = bar.add_task(f"certify {shard}", total=len(todo), status="")
+        task = bar.add_task(f"certify {shard}", total=len(todo) * len(smoothed), status="")
+
+        def done(key: str) -> None:
+            bar.update(task, advance=1, status=key)
+
         for part in todo:
-            records, seconds = certify_part(smoothed, dataset, part, spec=spec, seed=seed, eps=eps, device=device)
+            records, seconds = certify_part(
+                smoothed, dataset, part, spec=spec, seed=seed, eps=eps, device=device, on_done=done
+            )
             run_dir.write_certified(part.name, records, seconds)
-            bar.update(task, advance=1)

@@ -277,6 +277,7 @@ def certify_shard(prepared: PreparedRun, config: EvaluateConfig, shard: Shard) -
         eps=config.eps_l2,
         run_dir=prepared.run_dir,
         shard=shard,
+        device=prepared.device,
     )
     barrier()
 
