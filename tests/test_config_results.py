@@ -203,7 +203,13 @@ def test_the_resolved_audit_is_read_only_all_the_way_down():
     }
     resolved = EvaluateConfig.from_mapping(mapping).resolve()
     attack, purifier = resolved.attacks[0], resolved.purifiers[0]
-    for frozen_object, field in ((resolved.config, "eps"), (attack, "label"), (purifier, "label")):
+    read_only = [(resolved.config, "eps"), (attack, "label"), (purifier, "label")]
+    read_only += [
+        (resolved.config.model, "path"),
+        (resolved.config.data, "source"),
+        (resolved.config.convergence, "mode"),
+    ]
+    for frozen_object, field in read_only:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(frozen_object, field, 0)
     for mapping_field in (attack.params, purifier.params, purifier.recipe, resolved.config.attacks[0].params):

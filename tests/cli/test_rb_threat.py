@@ -4,7 +4,7 @@ use for RobustBench threats still works for one release, with a warning."""
 from __future__ import annotations
 
 from robaudit.cli.evaluate import MODEL_FLAGS, split_deprecated_threat
-from robaudit.engine.config import with_overrides
+from robaudit.cli.overrides import with_overrides
 
 
 def overrides(**given):

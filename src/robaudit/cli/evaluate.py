@@ -112,7 +112,7 @@ def evaluate(
     gate_flags: GateFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Evaluate a classifier's clean and robust accuracy; write records, summary, results.csv and report.md."""
-    from robaudit.engine.config import with_overrides
+    from robaudit.cli.overrides import with_overrides
 
     threat, rb_threat = split_deprecated_threat(threat, rb_threat)
     mapping = with_overrides(

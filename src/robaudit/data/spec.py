@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robaudit.config import as_mapping, coerce
 from robaudit.errors import ConfigError, DataError
+from robaudit.frozen import frozen, thawed
 
 if TYPE_CHECKING:
     from robaudit.data.imageset import ImageSet
     from robaudit.data.transforms import EvalTransform
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSpec:
-    """A data source (registered name or path) with the common options and source-specific parameters."""
+    """A data source (registered name or path) with the common options and source-specific parameters (read-only)."""
 
     source: str
     split: str = "test"
@@ -26,7 +28,10 @@ class DataSpec:
     subset_seed: int | None = None
     skip_bad: bool = False
     class_map: str | None = None  # YAML/JSON {data class: model class}: see data.classmap
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozen(self.params))
 
     @classmethod
     def parse(cls, value: object) -> DataSpec:
@@ -35,18 +40,17 @@ class DataSpec:
         source = value.pop("path", None) or value.pop("name", None)
         if not isinstance(source, str):
             raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")
-        spec = cls(source=source)
+        fields: dict[str, Any] = {"source": source}
         for key in ("split", "limit", "image_size", "channels", "subset_seed"):
             if key in value:
                 hint = str if key == "split" else int
-                setattr(spec, key, coerce(value.pop(key), hint, where=f"data.{key}"))
+                fields[key] = coerce(value.pop(key), hint, where=f"data.{key}")
         if "skip_bad" in value:
-            spec.skip_bad = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
+            fields["skip_bad"] = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
         if value.get("class_map") is not None:
-            spec.class_map = coerce(value.pop("class_map"), str, where="data.class_map")
+            fields["class_map"] = coerce(value.pop("class_map"), str, where="data.class_map")
         value.pop("class_map", None)
-        spec.params = value
-        return spec
+        return cls(**fields, params=value)
 
     def load(self, *, stream: bool = False, transform: EvalTransform | None = None) -> ImageSet:
         """Load the dataset this spec describes (``stream``: read images batch by batch where possible;
@@ -63,7 +67,7 @@ class DataSpec:
             stream=stream,
             skip_bad=self.skip_bad,
             transform=transform,
-            **self.params,
+            **thawed(self.params),
         )
 
     def check_source(self) -> None:
@@ -87,4 +91,4 @@ class DataSpec:
             out["skip_bad"] = True
         if self.class_map:
             out["class_map"] = self.class_map
-        return {**out, **self.params}
+        return {**out, **thawed(self.params)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from rich.markup import escape
 
 from robaudit.config import as_mapping, build_dataclass, coerce
 from robaudit.errors import ConfigError
+from robaudit.frozen import frozen, thawed
 from robaudit.models.references import missing_checkpoint, source_option_names, split_source
 from robaudit.progress import console
 from robaudit.registry import check_keys
@@ -29,20 +31,24 @@ def cache_dir() -> Path:
     return Path(base) / "robaudit"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSpec:
-    """Train a classifier on ``data`` (its ``train`` split; validation on ``val`` when present)."""
+    """Train a classifier on ``data`` (its ``train`` split; validation on ``val`` when present). Read-only."""
 
     data: str = "digits"
     image_size: int | None = None
     channels: int | None = None
     seed: int = 0
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipe", frozen(self.recipe))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
-    """A classifier: ``path`` to a checkpoint, and/or ``train`` to train (and cache) one when it is missing."""
+    """A classifier: ``path`` to a checkpoint, and/or ``train`` to train (and cache) one when it is missing.
+    Read-only: its mappings are read-only and its lists tuples."""
 
     path: str | None = None
     arch: str | None = None
@@ -50,11 +56,15 @@ class ModelSpec:
     train: TrainSpec | None = None
     randomized: bool = False  # declared randomized (noise inside): evaluated with EOT and repeats
     weights: str | None = None  # a pretrained source: fine-tuned state dict over the pretrained weights
-    source_options: dict[str, Any] = field(default_factory=dict)  # the source's own (robustbench: model_dir, ...)
-    arch_kwargs: dict[str, Any] | None = None  # a bare state dict: its timm architecture's arguments
-    mean: list[float] | None = None  # a bare state dict: the normalization its network expects
-    std: list[float] | None = None
+    source_options: Mapping[str, Any] = field(default_factory=dict)  # the source's own (robustbench: model_dir, ...)
+    arch_kwargs: Mapping[str, Any] | None = None  # a bare state dict: its timm architecture's arguments
+    mean: tuple[float, ...] | None = None  # a bare state dict: the normalization its network expects
+    std: tuple[float, ...] | None = None
     trust_checkpoint: bool = False  # set by the --trust-checkpoint flag only, never by a config file
+
+    def __post_init__(self) -> None:
+        for name in ("source_options", "arch_kwargs", "mean", "std"):
+            object.__setattr__(self, name, frozen(getattr(self, name)))
 
     KEYS = ("path", "arch", "num_classes", "train", "randomized", "stochastic", "arch_kwargs", "mean", "std", "weights")
 
@@ -68,29 +78,28 @@ class ModelSpec:
         own = source_option_names(path) if isinstance(path, str) else []  # the source's own options
         where = f"model (source {path.partition(':')[0]})" if own else "model"
         check_keys(value, [*cls.KEYS, *own], where=where)
-        train = value.get("train")
-        spec = cls(path=path, arch=value.get("arch"), num_classes=value.get("num_classes"))
+        fields: dict[str, Any] = {"path": path, "arch": value.get("arch"), "num_classes": value.get("num_classes")}
         if value.get("weights") is not None:
-            spec.weights = coerce(value["weights"], str, where="model.weights")
+            fields["weights"] = coerce(value["weights"], str, where="model.weights")
         given = [key for key in own if value.get(key) is not None]
-        spec.source_options = {key: coerce(value[key], str, where=f"model.{key}") for key in given}
+        fields["source_options"] = {key: coerce(value[key], str, where=f"model.{key}") for key in given}
         declared = value.get("randomized", value.get("stochastic", False))  # stochastic: the earlier name
-        spec.randomized = coerce(declared, bool, where="model.randomized")
+        fields["randomized"] = coerce(declared, bool, where="model.randomized")
         if value.get("arch_kwargs") is not None:
             if not isinstance(value["arch_kwargs"], dict):
                 raise ConfigError(
                     f"model.arch_kwargs must be a mapping such as {{depth: 4}}; got {value['arch_kwargs']!r}"
                 )
-            spec.arch_kwargs = dict(value["arch_kwargs"])
-        spec.mean, spec.std = (float_list(value.get(k), where=f"model.{k}") for k in ("mean", "std"))
-        if train is not None:
+            fields["arch_kwargs"] = dict(value["arch_kwargs"])
+        fields["mean"], fields["std"] = (float_list(value.get(k), where=f"model.{k}") for k in ("mean", "std"))
+        if value.get("train") is not None:
             from robaudit.models.training import ClassifierRecipe
 
-            spec.train = build_dataclass(TrainSpec, train, where="model.train")
-            ClassifierRecipe(**_checked_recipe(spec.train.recipe))
-        if spec.path is None and spec.train is None:
+            fields["train"] = build_dataclass(TrainSpec, value["train"], where="model.train")
+            ClassifierRecipe(**_checked_recipe(thawed(fields["train"].recipe)))
+        if fields["path"] is None and fields.get("train") is None:
             raise ConfigError("model: give a checkpoint 'path:' or a 'train:' recipe")
-        return spec
+        return cls(**fields)
 
     def check_file(self) -> None:
         """Fail now, before any work, when ``path`` names no registered source, no existing file and no ``train:``
@@ -106,9 +115,11 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """YAML form for the resolved config."""
         out = {
-            k: v for k, v in asdict(self).items() if v is not None and k not in ("trust_checkpoint", "source_options")
+            k: thawed(v)
+            for k, v in asdict(self).items()
+            if v is not None and k not in ("trust_checkpoint", "source_options")
         }
-        out.update(self.source_options)
+        out.update(thawed(self.source_options))
         if not self.randomized:
             out.pop("randomized")
         return out
@@ -134,7 +145,7 @@ def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def trained_checkpoint_path(train: TrainSpec) -> Path:
     """The cache path for the classifier ``train`` describes (keyed by data, sizes, seed and recipe)."""
-    key = json.dumps(asdict(train), sort_keys=True)
+    key = json.dumps(thawed(asdict(train)), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "classifiers" / f"{Path(train.data).stem}-{digest}.pt"
 
@@ -159,7 +170,7 @@ def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
     except DataError:
         val_set = None
     model, _ = train_classifier(
-        train_set, val_set, recipe=ClassifierRecipe(**train.recipe), seed=train.seed, device=device
+        train_set, val_set, recipe=ClassifierRecipe(**thawed(train.recipe)), seed=train.seed, device=device
     )
     model.card.training["data_source"] = data_location(train.data)
     save_classifier(model, path)
@@ -178,7 +189,7 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
         options = SourceOptions(
             num_classes=spec.num_classes, weights=spec.weights, trust_checkpoint=spec.trust_checkpoint
         )
-        return load_from_source(spec.path, options, spec.source_options), Path(safe_name(spec.path))
+        return load_from_source(spec.path, options, thawed(spec.source_options)), Path(safe_name(spec.path))
     if spec.path is not None and (Path(spec.path).exists() or spec.train is None):
         path = Path(spec.path)
     else:
@@ -193,10 +204,10 @@ def obtain_classifier(spec: ModelSpec, *, device: str) -> tuple[nn.Module, Path]
     model = load_classifier(
         path,
         arch=spec.arch,
-        arch_kwargs=spec.arch_kwargs,
+        arch_kwargs=thawed(spec.arch_kwargs),
         num_classes=spec.num_classes,
-        mean=spec.mean,
-        std=spec.std,
+        mean=thawed(spec.mean),
+        std=thawed(spec.std),
         trust_checkpoint=spec.trust_checkpoint,
     )
     return model, path
