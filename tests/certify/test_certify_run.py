@@ -81,6 +81,8 @@ def test_a_run_without_purifier_certifies_the_noisy_classifier(tmp_path, digits_
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Certified robustness (randomized smoothing)" in report and "none@0.5" in report
     assert (tmp_path / "run" / "plots" / "6-certified.png").is_file()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Certified robustness (randomized smoothing)" in html and 'alt="6-certified"' in html
     gate = runner.invoke(app, ["report", str(tmp_path / "run"), "--gate", "certified_accuracy[none@0.5] >= 0"])
     assert gate.exit_code == 0, gate.output
     missing = runner.invoke(app, ["report", str(tmp_path / "run"), "--gate", "certified_accuracy[ddpm@0.5] >= 0"])
