@@ -205,9 +205,11 @@ def print_summary(run_dir: Path) -> None:
         where = f"{escape(check['attack'])} / {escape(check['defense'])} / {check['threat']}"
         console.print(f"convergence {where}: {rungs}: {verdict}")
     for result in (summary.get("certified") or {}).get("results", []):
+        attacked = result.get("empirical_accuracy")
+        upper = f" <= {with_ci(attacked)} attacked (upper bound)" if attacked else ""
         console.print(
             f"certified {escape(result['smoothed'])} at L2 {summary['certified']['eps_l2']:g}: "
-            f"{with_ci(result['certified_accuracy'])} (lower bound); abstained on {result['abstained']} of "
+            f"{with_ci(result['certified_accuracy'])} (lower bound){upper}; abstained on {result['abstained']} of "
             f"{result['n_samples']}"
         )
     for warning in summary.get("warnings", []):
