@@ -245,14 +245,17 @@ class RunDir:
         atomic_write_json(folder / f"seconds-{name.removesuffix('.jsonl')}.json", seconds)
         atomic_write_text(folder / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
-    def read_certified_seconds(self) -> dict[str, dict[str, float]]:
-        """``{smoothed classifier: {seconds, samples}}`` summed over the certified parts."""
-        total: dict[str, dict[str, float]] = {}
+    def read_certified_seconds(self) -> dict[str, dict[str, Any]]:
+        """``{smoothed classifier: {seconds, samples, passes: {forward, backward, purifier, purifier_backward}}}``
+        summed over the certified parts."""
+        total: dict[str, dict[str, Any]] = {}
         for path in sorted((self.path / "certified").glob("seconds-*.json")):
             for key, spent in json.loads(path.read_text(encoding="utf-8")).items():
-                row = total.setdefault(key, {"seconds": 0.0, "samples": 0})
+                row = total.setdefault(key, {"seconds": 0.0, "samples": 0, "passes": {}})
                 row["seconds"] += spent["seconds"]
                 row["samples"] += spent["samples"]
+                for kind, count in spent.get("passes", {}).items():
+                    row["passes"][kind] = row["passes"].get(kind, 0) + count
         return total
 
     def has_certified(self, name: str) -> bool:

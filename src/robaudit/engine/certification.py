@@ -6,6 +6,7 @@ so neither the batch size nor the shard changes a record."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from robaudit.certify.attack import smooth_adv
 from robaudit.certify.smoothing import OneShotDenoiser, SmoothedClassifier
 from robaudit.certify.spec import CertifySpec
 from robaudit.data import ImageSet
+from robaudit.engine.passes import PassCounter, purifier_network
 from robaudit.engine.plan import Defense, Part, Shard
 from robaudit.errors import ConfigError
 from robaudit.progress import console, progress_bar
@@ -70,10 +72,12 @@ def certify_part(
     eps: float,
     device: torch.device,
     on_done: Callable[[str], None] = lambda key: None,
+    counter: PassCounter | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The certification records of one part's samples, and the seconds each smoothed classifier took (kept out of
     the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within; ``on_done``
-    is called with each smoothed classifier's key once its samples are certified and attacked."""
+    is called with each smoothed classifier's key once its samples are certified and attacked; ``counter`` counts
+    their model passes (``engine.passes``), kept beside the seconds."""
     images = dataset.images[part.start : part.stop].float().to(device)
     labels = dataset.labels[part.start : part.stop].tolist()
     ids = dataset.ids[part.start : part.stop]
@@ -81,9 +85,12 @@ def certify_part(
     for key, classifier in smoothed.items():
         seeds = [derive_seed(seed, "certify", key, sample) for sample in ids]
         started = time.perf_counter()
-        certificates = classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
-        attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
+        with counter.charge(key) if counter is not None else contextlib.nullcontext():
+            certificates = classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
+            attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
         seconds[key] = {"seconds": time.perf_counter() - started, "samples": len(ids)}
+        if counter is not None:
+            seconds[key]["passes"] = counter.take(key).to_dict()
         on_done(key)
         for sample, label, certificate, broken in zip(ids, labels, certificates, attacked, strict=True):
             records.append(
@@ -139,6 +146,8 @@ def run_certification(
     """Certify (and attack, at the L2 budget ``eps``) this shard's parts that have no certification records yet, on
     ``device`` (where the model and the purifiers are)."""
     smoothed = smoothed_classifiers(model, defenses, spec, input_shape=tuple(dataset.shape))
+    networks = [purifier_network(d.purifier) for d in defenses if d.purifier is not None]
+    counter = PassCounter(model, networks)  # after the attacks: the hooks now count for certification
     todo = [part for part in parts if shard.owns(part) and not run_dir.has_certified(part.name)]
     if not todo:
         return
@@ -151,6 +160,6 @@ def run_certification(
 
         for part in todo:
             records, seconds = certify_part(
-                smoothed, dataset, part, spec=spec, seed=seed, eps=eps, device=device, on_done=done
+                smoothed, dataset, part, spec=spec, seed=seed, eps=eps, device=device, on_done=done, counter=counter
             )
             run_dir.write_certified(part.name, records, seconds)

@@ -39,6 +39,8 @@ def certified_section(
         result["passes_per_sample"] = certification_passes(config, purified=result["defense"] != "none")
         if spent and spent["samples"]:
             result["seconds_per_sample"] = spent["seconds"] / spent["samples"]
+            if spent.get("passes"):  # counted by the hooks; the expected above follows from the draw counts
+                result["counted_passes_per_sample"] = {k: v / spent["samples"] for k, v in spent["passes"].items()}
     alpha = config.get("alpha")
     return {
         "eps_l2": eps_l2,
