@@ -15,6 +15,7 @@ point names. A plugin whose registrations are not literal is imported, and its l
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ def plugin_entries(module: str, variable: str, *, kind: str) -> list[CatalogEntr
 def live_entries(kind: str, module: str) -> list[CatalogEntry]:
     """The entries of the live registry ``kind`` that ``module`` registered (imports both; a plugin that fails to
     import is left out, as ``robaudit.plugins`` leaves it out)."""
-    import importlib
-
     registry = live_registry(kind)
     try:
         importlib.import_module(module)
@@ -149,8 +148,6 @@ def live_entries(kind: str, module: str) -> list[CatalogEntry]:
 
 def live_registry(kind: str) -> Any:
     """The live registry of ``kind`` (imports its package and every component in it)."""
-    import importlib
-
     module, _, variable = PLACES[kind].live.partition(":")
     return getattr(importlib.import_module(module), variable)
 

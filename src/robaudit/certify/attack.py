@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from robaudit.attacks.selection import project
 from robaudit.certify.smoothing import SmoothedClassifier
 from robaudit.seeding import derive_seed, generator
 
@@ -68,13 +69,5 @@ def attack_chunk(
         loss = -torch.log(averaged.gather(1, labels.view(-1, 1)).clamp_min(1e-12)).sum()
         (gradient,) = torch.autograd.grad(loss, x)
         norms = gradient.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * len(shape)))
-        delta = delta + step_size * gradient / norms
-        delta = project_l2(delta, eps)
-        delta = (images + delta).clamp(0, 1) - images
+        delta = project(images + delta + step_size * gradient / norms, images, norm="L2", eps=eps) - images
     return (images + delta).detach()
-
-
-def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """``delta`` (N, ...) with every row scaled into the L2 ball of radius ``eps``."""
-    norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.dim() - 1)))
-    return delta * torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)

@@ -8,10 +8,9 @@ from typing import Any
 
 from scipy.stats import binom
 
+from robaudit.certify.bounds import ABSTAIN
 from robaudit.findings import Finding
 from robaudit.reporting.results import rate
-
-ABSTAIN = -1  # a smoothed classifier's abstention (certify.bounds.ABSTAIN), as records store it
 
 CURVE_POINTS = 21  # radii from 0 to the largest certified radius
 
