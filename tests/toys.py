@@ -104,10 +104,10 @@ def streams(n: int, seed: int = 0) -> SampleRNG:
     return SampleRNG.for_samples(seed, [str(i) for i in range(n)])
 
 
-def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: bool = False):
+def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: bool = False, rng: str = "generator"):
     """Evaluate ``attacks`` (resolved, labelled) on ``n`` toy samples as one part: the undefended nearest-mean
     classifier, a Gaussian-noise purifier (3 repeats; non-adaptive and adaptive) and, with ``extra_purifier``, an
-    inverting one under BPDA. Returns the part's output (records, timings)."""
+    inverting one under BPDA; streams from engine ``rng``. Returns the part's output (records, timings)."""
     import torch
 
     from robaudit.engine.execute import PartExecutor
@@ -123,7 +123,7 @@ def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: b
     ]
     if extra_purifier:
         defenses.append(Defense("invert", Invert(), 1, ["bpda"], Pipeline(classifier, Invert())))
-    plan = AuditPlan(attacks, defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n)
+    plan = AuditPlan(attacks, defenses, seed=11, eot=2, draws=2, num_samples=n, part_size=n, rng=rng)
     executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=batch_size)
     return executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)
 
@@ -153,10 +153,10 @@ class DdpmOnToys(GaussianNoise):
         return torch.nn.functional.avg_pool2d(purified, 8).expand(-1, 3, -1, -1).contiguous()
 
 
-def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = "cpu"):
+def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = "cpu", rng: str = "generator"):
     """PGD-2 with EOT 4, 3 selection draws and 2 scoring repeats on ``n`` toy samples through a noisy classifier
     (noise inside it), a Gaussian-noise purifier with an ensemble of 2, and the tiny DDPM; ``layout`` for every
-    pipeline, on ``device``. Returns (records, passes per condition)."""
+    pipeline, on ``device``, the streams from engine ``rng``. Returns (records, passes per condition)."""
     from robaudit.attacks import resolve_attack
     from robaudit.engine.execute import PartExecutor
     from robaudit.engine.pipeline import Pipeline
@@ -170,7 +170,7 @@ def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = 
         scoring = Pipeline(classifier, purifier, randomized_classifier=True)
         defenses.append(Defense(label, purifier, 2, ["adaptive"], scoring))
     pgd = resolve_attack("pgd", {"steps": 2}, eps=0.1, eps_l2=0.5)
-    plan = AuditPlan([pgd], defenses, seed=3, eot=4, draws=3, num_samples=n, part_size=n, layout=layout)
+    plan = AuditPlan([pgd], defenses, seed=3, eot=4, draws=3, num_samples=n, part_size=n, layout=layout, rng=rng)
     for defense in defenses:
         defense.scoring.to(device)
     executor = PartExecutor(plan, classifier.to(device), device=torch.device(device), batch_size=batch_size)

@@ -5,65 +5,93 @@ classifier's noise, the draws that select and score candidates -- is drawn from 
 from (run seed, condition, sample id). Row ``i`` of every draw comes from sample ``i``'s generator, so a sample's
 records do not change with the batch size, the other conditions, or the number of shards.
 
-Indexing a ``SampleRNG`` selects samples and shares their generators: a stage of an attack that works on a subset
+Indexing a ``SampleRNG`` selects samples and shares their streams: a stage of an attack that works on a subset
 advances exactly those samples' streams.
+
+Two engines make the streams (the run setting ``rng``; their draws differ, each the same in every layout):
+
+- ``generator`` (the default): one ``torch.Generator`` per row; a draw calls each row's generator once. The faster
+  on a CPU (``bench/throughput.py --rng``).
+- ``philox``: counter-based (``robaudit.philox``): a row is a 64-bit key and a call counter, and a draw of all rows
+  is one set of tensor operations -- the same number of kernel launches whatever the number of rows, the same bits
+  on a CPU and a GPU, traceable by ``torch.compile`` and CUDA graphs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
+from robaudit.philox import Words, normal, philox4x32, split_words, uniform
 from robaudit.seeding import derive_seed, isolated_global_rng
 
 
 class SampleRNG:
-    """One ``torch.Generator`` per sample, on ``device``; draws are (N, ...) with row i from generator i."""
+    """Per-sample random streams; draws are (N, ...) with row i from stream i. Make them with ``for_samples`` or
+    ``from_seeds``; the engines (``ENGINES``) implement ``_from_seeds``, ``__getitem__``, ``_draw``, ``seeds``,
+    ``split`` and ``_interleave``."""
 
-    def __init__(self, generators: Sequence[torch.Generator], device: torch.device | str = "cpu") -> None:
-        self.generators = list(generators)
-        self.device = torch.device(device)
+    engine = ""
+    device: torch.device
 
-    @classmethod
-    def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> SampleRNG:
-        """Generators seeded with ``seeds`` (one per sample) on ``device``."""
-        device = torch.device(device)
-        return cls([torch.Generator(device=device).manual_seed(int(s)) for s in seeds], device)
+    @staticmethod
+    def from_seeds(seeds: Sequence[int], device: torch.device | str = "cpu", *, engine: str = "generator") -> SampleRNG:
+        """Streams seeded with ``seeds`` (one per sample, up to 63 bits) on ``device``, made by ``engine``."""
+        return ENGINES[engine]._from_seeds(seeds, torch.device(device))
 
-    @classmethod
+    @staticmethod
     def for_samples(
-        cls, seed: int, ids: Sequence[str], *parts: object, device: torch.device | str = "cpu"
+        seed: int, ids: Sequence[str], *parts: object, device: torch.device | str = "cpu", engine: str = "generator"
     ) -> SampleRNG:
         """Streams seeded from (``seed``, ``parts``, sample id): the same sample, condition and run, the same draws."""
-        return cls.from_seeds([derive_seed(seed, *parts, sample_id) for sample_id in ids], device)
+        return SampleRNG.from_seeds([derive_seed(seed, *parts, sample_id) for sample_id in ids], device, engine=engine)
+
+    @classmethod
+    def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> SampleRNG:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return len(self.generators)
+        raise NotImplementedError
 
     def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> SampleRNG:
         """The streams of the selected samples (shared: drawing from the subset advances them)."""
-        if isinstance(index, slice):
-            return SampleRNG(self.generators[index], self.device)
-        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
-            index = index.nonzero().flatten()
-        positions = index.tolist() if isinstance(index, torch.Tensor) else list(index)
-        return SampleRNG([self.generators[i] for i in positions], self.device)
+        raise NotImplementedError
 
-    def _draw(self, fn, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-        rows = [fn((1, *shape), generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        out = torch.cat(rows) if rows else torch.empty((0, *shape), dtype=dtype, device=self.device)
-        return out.to(device or self.device)
+    def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def seeds(self) -> list[int]:
+        """One fresh 62-bit seed per sample, drawn from its stream (for code that reads the global RNG)."""
+        raise NotImplementedError
+
+    def split(self, draws: int) -> SampleRNG:
+        """``draws`` streams per sample, sample-major (row ``i * draws + d``: sample i's draw d), each derived from
+        one call of its sample's stream and ``d``: the same streams whether the draws then run in one batch, one draw
+        at a time or in chunks of any size."""
+        raise NotImplementedError
+
+    @classmethod
+    def _interleave(cls, streams: Sequence[SampleRNG]) -> SampleRNG:
+        raise NotImplementedError
+
+    @staticmethod
+    def interleave(streams: Sequence[SampleRNG]) -> SampleRNG:
+        """The streams of D ``SampleRNG`` (one engine) over the same N samples as N * D rows, sample-major (row
+        ``i * D + d``: sample i's stream in ``streams[d]``). Draw from the result only, not from ``streams`` after."""
+        return type(streams[0])._interleave(streams)
 
     def randn(
         self, *shape: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None
     ) -> torch.Tensor:
         """Standard normal draws (N, *shape)."""
-        return self._draw(torch.randn, shape, dtype, device)
+        return self._draw("normal", shape, dtype, device)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
         """Uniform [0, 1) draws (N, *shape)."""
-        return self._draw(torch.rand, shape, dtype, device)
+        return self._draw("uniform", shape, dtype, device)
 
     def randn_like(self, images: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``images`` (N, ...), on their device and dtype."""
@@ -73,23 +101,130 @@ class SampleRNG:
         """Uniform [0, 1) noise shaped like ``images`` (N, ...)."""
         return self.rand(*images.shape[1:], dtype=images.dtype, device=images.device)
 
-    def split(self, draws: int) -> SampleRNG:
-        """``draws`` streams per sample, sample-major (row ``i * draws + d``: sample i's draw d), each seeded from one
-        value drawn from its sample's stream and ``d``: the same streams whether the draws then run in one batch,
-        one draw at a time or in chunks of any size."""
-        seeds = self.seeds()
-        return SampleRNG.from_seeds([derive_seed(s, "draw", d) for s in seeds for d in range(draws)], self.device)
+
+class GeneratorRNG(SampleRNG):
+    """One ``torch.Generator`` per row, on ``device``: a draw calls each row's generator once."""
+
+    engine = "generator"
+    draw_functions = {"normal": torch.randn, "uniform": torch.rand}
+
+    def __init__(self, generators: Sequence[torch.Generator], device: torch.device | str = "cpu") -> None:
+        self.generators = list(generators)
+        self.device = torch.device(device)
 
     @classmethod
-    def interleave(cls, streams: Sequence[SampleRNG]) -> SampleRNG:
-        """The streams of D ``SampleRNG`` over the same N samples as N * D rows, sample-major (row ``i * D + d``:
-        sample i's stream in ``streams[d]``)."""
+    def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> GeneratorRNG:
+        return cls([torch.Generator(device=device).manual_seed(int(s)) for s in seeds], device)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> GeneratorRNG:
+        """The streams of the selected samples (shared: drawing from the subset advances them)."""
+        if isinstance(index, slice):
+            return GeneratorRNG(self.generators[index], self.device)
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        positions = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        return GeneratorRNG([self.generators[i] for i in positions], self.device)
+
+    def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+        fn = self.draw_functions[kind]
+        rows = [fn((1, *shape), generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        out = torch.cat(rows) if rows else torch.empty((0, *shape), dtype=dtype, device=self.device)
+        return out.to(device or self.device)
+
+    def split(self, draws: int) -> GeneratorRNG:
+        seeds = self.seeds()
+        return GeneratorRNG._from_seeds([derive_seed(s, "draw", d) for s in seeds for d in range(draws)], self.device)
+
+    @classmethod
+    def _interleave(cls, streams: Sequence[SampleRNG]) -> GeneratorRNG:
         rows = [rng.generators[i] for i in range(len(streams[0])) for rng in streams]
-        return SampleRNG(rows, streams[0].device)
+        return GeneratorRNG(rows, streams[0].device)
 
     def seeds(self) -> list[int]:
-        """One fresh 63-bit seed per sample, drawn from its stream (for code that reads the global RNG)."""
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=self.device)) for g in self.generators]
+
+
+@dataclass
+class PhiloxState:
+    """The streams behind ``PhiloxRNG`` views: per stream its key words (S,) and its call counter (S,), int64."""
+
+    key_low: torch.Tensor
+    key_high: torch.Tensor
+    counters: torch.Tensor
+
+
+class PhiloxRNG(SampleRNG):
+    """Counter-based streams (``robaudit.philox``): row r's k-th call draws Philox4x32-10 blocks at counter
+    (block, 0, k) under the row's key, so every row of a draw comes from one set of tensor operations."""
+
+    engine = "philox"
+
+    def __init__(self, state: PhiloxState, rows: torch.Tensor) -> None:
+        self.state, self.rows = state, rows
+        self.device = state.counters.device
+
+    @classmethod
+    def _from_keys(cls, key_low: torch.Tensor, key_high: torch.Tensor) -> PhiloxRNG:
+        state = PhiloxState(key_low, key_high, torch.zeros_like(key_low))
+        return cls(state, torch.arange(len(key_low), device=key_low.device))
+
+    @classmethod
+    def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> PhiloxRNG:
+        return cls._from_keys(*split_words(torch.tensor([int(s) for s in seeds], dtype=torch.int64, device=device)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> PhiloxRNG:
+        """The streams of the selected samples (shared: drawing from the subset advances them)."""
+        if isinstance(index, slice):
+            return PhiloxRNG(self.state, self.rows[index])
+        if not isinstance(index, torch.Tensor):
+            index = torch.as_tensor(list(index), dtype=torch.long)
+        return PhiloxRNG(self.state, self.rows[index.to(self.rows.device)])
+
+    def _call(self, blocks: torch.Tensor) -> Words:
+        """One call of every row: the Philox words (R, B) of blocks ``blocks`` (B,) at each row's next counter (a
+        stream listed twice takes two calls, in order, as a generator drawn twice would); counters advance."""
+        rows = self.rows
+        order = torch.argsort(rows, stable=True)
+        ordered = rows[order]
+        repeat = torch.empty_like(rows)
+        repeat[order] = torch.arange(len(rows), device=rows.device) - torch.searchsorted(ordered, ordered)
+        counter_low, counter_high = split_words(self.state.counters[rows] + repeat)
+        self.state.counters.index_add_(0, rows, torch.ones_like(rows))
+        blocks = blocks.view(1, -1)
+        counter = (blocks, torch.zeros_like(blocks), counter_low[:, None], counter_high[:, None])
+        return philox4x32(counter, (self.state.key_low[rows, None], self.state.key_high[rows, None]))
+
+    def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+        count = math.prod(shape)
+        words = self._call(torch.arange(-(-count // 4), device=self.device))
+        values = normal(words) if kind == "normal" else torch.stack([uniform(w) for w in words], -1)
+        values = values.reshape(len(self.rows), -1)[:, :count].reshape(len(self.rows), *shape)
+        return values.to(device=device or self.device, dtype=dtype)
+
+    def split(self, draws: int) -> PhiloxRNG:
+        words = self._call(torch.arange(draws, device=self.device))
+        return PhiloxRNG._from_keys(words[0].reshape(-1), words[1].reshape(-1))
+
+    @classmethod
+    def _interleave(cls, streams: Sequence[SampleRNG]) -> PhiloxRNG:
+        def rows_of(field: str) -> torch.Tensor:
+            return torch.stack([getattr(rng.state, field)[rng.rows] for rng in streams], 1).reshape(-1)
+
+        state = PhiloxState(rows_of("key_low"), rows_of("key_high"), rows_of("counters"))
+        return cls(state, torch.arange(len(state.counters), device=state.counters.device))
+
+    def seeds(self) -> list[int]:
+        low, high = self._call(torch.zeros(1, dtype=torch.long, device=self.device))[:2]
+        return (low[:, 0] | ((high[:, 0] & 0x3FFFFFFF) << 32)).tolist()
+
+
+ENGINES: dict[str, type[SampleRNG]] = {"generator": GeneratorRNG, "philox": PhiloxRNG}
 
 
 def per_sample(fn, images: torch.Tensor, rng: SampleRNG, *rest: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from robaudit.attacks.gradient import cross_entropy, eot_gradient
 from robaudit.draw_layout import DrawLayout
 from robaudit.engine.passes import PassCounter
 from robaudit.engine.pipeline import Pipeline, score, score_draws
-from robaudit.sample_rng import SampleRNG
+from robaudit.sample_rng import ENGINES, SampleRNG
 from toys import GaussianNoise, NearestMean, WithCard, randomized_part, streams, toy_data
 
 LAYOUTS = {
@@ -22,22 +22,30 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def looped():
-    return randomized_part(LAYOUTS["looped"])
+@pytest.fixture(scope="module", params=list(ENGINES))
+def looped(request):
+    """(engine, the looped layout's records and passes) for each random-stream engine."""
+    return request.param, randomized_part(LAYOUTS["looped"], rng=request.param)
 
 
 @pytest.mark.parametrize("name", [name for name in LAYOUTS if name != "looped"])
 def test_batched_and_chunked_draws_give_the_looped_records_verdicts_and_pass_counts(looped, name):
-    records, passes = randomized_part(LAYOUTS[name])
-    assert records == looped[0]
-    assert passes == looped[1]
+    engine, (expected, expected_passes) = looped
+    records, passes = randomized_part(LAYOUTS[name], rng=engine)
+    assert records == expected
+    assert passes == expected_passes
     assert {r["condition"] for r in records} >= {"pgd|none|none", "pgd|noise|adaptive", "pgd|ddpm|adaptive"}
     assert any(not r["correct"] for r in records) and any(r["correct"] for r in records), "verdicts to compare"
 
 
 def test_the_batch_size_changes_no_record_with_draws_batched(looped):
-    assert randomized_part(DrawLayout(chunk=5), batch_size=5)[0] == looped[0]
+    engine, (expected, _) = looped
+    assert randomized_part(DrawLayout(chunk=5), batch_size=5, rng=engine)[0] == expected
+
+
+def test_the_engines_give_their_own_records():
+    records = {engine: randomized_part(DrawLayout(), rng=engine)[0] for engine in ENGINES}
+    assert records["generator"] != records["philox"]
 
 
 def test_the_pass_counters_count_n_by_d_evaluations_as_n_by_d():

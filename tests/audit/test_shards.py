@@ -18,28 +18,30 @@ from robaudit.cli import app
 from robaudit.engine.plan import Shard, parts
 from robaudit.errors import ConfigError
 from robaudit.records import Condition
+from robaudit.sample_rng import ENGINES
 from toys import toy_part_output
 
 FAST = {name: dict(ATTACKS.get(name).meta["smoke"]) for name in ("fgsm", "pgd", "autoattack", "square")}
 FAST["pgd"]["restarts"] = 2
 
 
-def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16) -> list[dict]:
+def _records(batch_size: int, *, extra_purifier: bool = False, n: int = 16, rng: str = "generator") -> list[dict]:
     attacks = []
     for name, params in FAST.items():
         attack = resolve_attack(name, params, eps=0.05, eps_l2=0.5)
         attacks.append(attack)
-    return toy_part_output(attacks, batch_size, n=n, extra_purifier=extra_purifier).records
+    return toy_part_output(attacks, batch_size, n=n, extra_purifier=extra_purifier, rng=rng).records
 
 
-def test_records_do_not_depend_on_the_batch_size_or_the_other_conditions():
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_records_do_not_depend_on_the_batch_size_or_the_other_conditions(engine):
     """FGSM, PGD with restarts, AutoAttack (rand on the noisy pipeline, standard on the bare one), Square and a
     randomized purifier scored over repeats: the same records for batches of 4 and 16, with or without another
-    purifier configured."""
-    small, large = _records(4), _records(16)
+    purifier configured, with either random-stream engine."""
+    small, large = _records(4, rng=engine), _records(16, rng=engine)
     assert small == large
     assert any(r["attacked"] for r in small) and {r["attack"] for r in small} >= set(FAST)
-    with_invert = [r for r in _records(16, extra_purifier=True) if r["purifier"] != "invert"]
+    with_invert = [r for r in _records(16, extra_purifier=True, rng=engine) if r["purifier"] != "invert"]
     assert with_invert == large
 
 

@@ -101,6 +101,14 @@ class EvaluateConfig:
     )
     batch_draws: bool = setting(True, bool, saved="when_set")  # a sample's draws as rows of one batch
     draw_chunk: int | None = setting(None, int, positive=True, saved="when_set")  # rows per call; None: all
+    rng: str = setting(
+        "generator",
+        str,
+        choices=("generator", "philox"),
+        saved="when_set",
+        flag="Random streams: generator (a torch.Generator per sample, the default) or philox (counter-based: every "
+        "row of a draw at once, the same draws on CPU and GPU). Changes the draws, so the records.",
+    )
     gates: list[str] = field(
         default_factory=list
     )  # checked after the run (robaudit.reporting.gates); CLI --gate adds more

@@ -342,6 +342,7 @@ def prepare_run(
         part_size=config.part_size,
         convergence_fraction=config.convergence.fraction,
         layout=DrawLayout(batched=config.batch_draws, chunk=config.draw_chunk),
+        rng=config.rng,
     )
     return PreparedRun(plan, model, dataset, run_dir, manifest, device)
 

@@ -209,7 +209,7 @@ class PartExecutor:
 
     def streams(self, batch: Batch, *parts: object) -> SampleRNG:
         """The streams of ``batch``'s samples for the purpose named by ``parts``."""
-        return SampleRNG.for_samples(self.plan.seed, batch.ids, *parts, device=self.device)
+        return SampleRNG.for_samples(self.plan.seed, batch.ids, *parts, device=self.device, engine=self.plan.rng)
 
     def __call__(self, dataset: ImageSet, part: Part, advance: Advance) -> PartOutput:
         """Records of ``part``, in batches of ``batch_size``; on out-of-memory a batch is run again in halves."""

@@ -102,6 +102,7 @@ class AuditPlan:
     part_size: int
     convergence_fraction: float = 1.0  # the share of survivors a convergence rung attacks again
     layout: Any = None  # how pipelines run a sample's many draws (``draw_layout.DrawLayout``; None: batched, all rows)
+    rng: str = "generator"  # the engine of the samples' random streams (``sample_rng.ENGINES``)
 
     def base_attacks(self) -> list[Any]:
         """The configured attacks (and eps-sweep budgets), without convergence rungs."""
