@@ -1,7 +1,8 @@
 """How close an audit runs to its networks' own throughput, measured side by side in one run.
 
     python bench/throughput.py [--device cpu|cuda] [--n 128] [--steps 10] [--precision fp32|bf16] [--compile]
-                               [--layout batched|looped] [--cases vit,vit+ddpm,vit+ebm,unet-cifar] [--json FILE]
+                               [--layout batched|looped] [--rng generator|philox]
+                               [--cases vit,vit+ddpm,vit+ddpm-ancestral,vit+ebm,unet-cifar] [--json FILE]
 
 For each case, an adaptive PGD audit with EOT 4 (``--steps`` steps, 10 selection draws, robaudit's engine pieces:
 the pipeline, ``build_attack``, ``run_attack``) runs on ``--n`` images (default 128, the CPU batch), and hooks count
@@ -15,9 +16,13 @@ backward as the audit did, the fastest of three timed runs. The networks alone w
 for the calls the audit made; the audit took T_audit. **efficiency = T_alone / T_audit**: 1.0 is an audit
 that spends all its time in its networks, and the target is at least 0.7, on the CPU and on a GPU.
 
+``streams s`` is the share of the audit's seconds spent inside the random streams' draws (host time: their compute
+on a CPU, their kernel launches on CUDA), the cost ``--rng`` (``generator`` or ``philox``) decides.
+
 Cases: the quickstart ViT alone (trained by robaudit and cached, as ``bench/peers.py``); the ViT behind ``ddpm``
-(DDIM, 10 steps, t* = 0.1) and behind ``ebm`` (ADP, ensemble 1), both at their default network size with random
-weights (throughput does not depend on training); on CUDA, also ``unet-cifar``: a UNet2DModel in the layout of
+(DDIM, 10 steps, t* = 0.1; and ``ddpm-ancestral``: 10 ancestral steps at t* = 0.01, fresh noise at each, where the
+random streams' engine, ``--rng``, shows) and behind ``ebm`` (ADP, ensemble 1), at their default network size with
+random weights (throughput does not depend on training); on CUDA, also ``unet-cifar``: a UNet2DModel in the layout of
 google/ddpm-cifar10-32 (35.7M parameters, random weights, diffusers) with DiffPure's ancestral chain at t* = 0.1
 (100 network evaluations per purification) in front of a random small ResNet on 32 px images. The table prints the
 device (the CUDA device's name), the precision, the compile setting and the draw layout; ``--json FILE`` writes the
@@ -33,11 +38,12 @@ the same size, and the seconds one certified sample takes at Cohen et al.'s n0 +
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +59,18 @@ from robaudit.engine.pipeline import Pipeline
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.purifiers import PURIFIERS, recipe_for
-from robaudit.sample_rng import SampleRNG
+from robaudit.sample_rng import ENGINES, SampleRNG
 
 EOT = 4
 SELECTION_DRAWS = 10
 TIMING_REPEATS = 3  # a network alone: the fastest of three timed runs (after a warm-up)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PURIFIER_SETTINGS = {"ddpm": {"t_star": 0.1, "sampler": "ddim", "steps": 10}, "ebm": {"ensemble": 1}}
+PURIFIER_SETTINGS = {
+    "ddpm": {"t_star": 0.1, "sampler": "ddim", "steps": 10},
+    "ddpm-ancestral": {"t_star": 0.01, "sampler": "ddpm"},  # 10 ancestral steps: fresh noise at each
+    "ebm": {"ensemble": 1},
+}
+QUICK_SETTINGS = {"ddpm": {"steps": 2}, "ddpm-ancestral": {"t_star": 0.002}, "ebm": {"max_steps": 2}}
 
 
 class Calls:
@@ -137,12 +148,13 @@ def quickstart_vit(quick: bool, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def random_purifier(name: str, shape: list[int], device: torch.device, quick: bool) -> nn.Module:
-    """``name`` at its default network size, random weights (seeded), with the bench's purification settings."""
+def random_purifier(case: str, shape: list[int], device: torch.device, quick: bool) -> nn.Module:
+    """The purifier of ``case`` (a purifier's name, or name-variant) at its default network size, random weights
+    (seeded), with the bench's purification settings for the case."""
+    name = case.split("-")[0]
     torch.manual_seed(0)
     network = PURIFIERS.get(name).meta["build"](recipe_for(name, {}), shape).eval()
-    settings = {**PURIFIER_SETTINGS[name], **({"steps": 2} if quick and name == "ddpm" else {})}
-    settings = {**settings, **({"max_steps": 2} if quick and name == "ebm" else {})}
+    settings = {**PURIFIER_SETTINGS[case], **(QUICK_SETTINGS[case] if quick else {})}
     return PURIFIERS.build(name, settings, network).to(device).eval()
 
 
@@ -175,6 +187,32 @@ def unet_cifar(device: torch.device) -> tuple[nn.Module, nn.Module]:
     return create_classifier(card).to(device).eval(), purifier
 
 
+@contextlib.contextmanager
+def timed_streams(engine: type[SampleRNG]) -> Iterator[list[float]]:
+    """The host seconds spent inside the random streams' draws (``engine``'s draws, splits and seeds) while the
+    block runs: on a CPU their compute, on CUDA their launch overhead (no synchronization added)."""
+    spent = [0.0]
+    originals = {name: getattr(engine, name) for name in ("_draw", "split", "seeds")}
+
+    def timed(method: Callable) -> Callable:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            tic = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - tic
+
+        return run
+
+    for name, method in originals.items():
+        setattr(engine, name, timed(method))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(engine, name, method)
+
+
 def audit_case(
     classifier: nn.Module, purifier: nn.Module | None, images: torch.Tensor, labels: torch.Tensor, args
 ) -> dict:
@@ -192,14 +230,14 @@ def audit_case(
     resolved = resolve_attack("pgd", {"steps": args.steps}, eps=8 / 255, eps_l2=0.5)
     context = {"num_classes": classifier.card.num_classes, "seed": 0, "eot": EOT, "draws": SELECTION_DRAWS}
     attack = build_attack(resolved, pipeline, **context)
-    rng = SampleRNG.from_seeds(range(len(labels)), device)
+    rng = SampleRNG.from_seeds(range(len(labels)), device, engine=args.rng)
     run = lambda: run_attack(attack, resolved, images, labels, rng=rng, seed=0, precision=args.precision)  # noqa: E731
     if args.compile:
         run()  # compiles (not timed)
     calls = {name: Calls(module) for name, module in networks.items()}
     synchronize(device)
     tic = time.perf_counter()
-    with counter.charge("audit"):
+    with counter.charge("audit"), timed_streams(type(rng)) as streams_seconds:
         run()
     synchronize(device)
     audit_seconds = time.perf_counter() - tic
@@ -227,7 +265,9 @@ def audit_case(
         row[f"{name} calls"] = len(calls[name].sizes)
         row[f"{name} largest call"] = calls[name].args[0].shape[0]
         row[f"{name} alone there, img/s fwd+bwd"] = round(largest, 1)
-    row.update({"audit s": round(audit_seconds, 2), "alone s": round(alone, 2)})
+    row.update(
+        {"audit s": round(audit_seconds, 2), "streams s": round(streams_seconds[0], 2), "alone s": round(alone, 2)}
+    )
     return {**row, "efficiency": round(alone / audit_seconds, 3)}
 
 
@@ -250,6 +290,11 @@ def cases(args, device: torch.device) -> dict[str, Callable[[], tuple[nn.Module,
     out = {
         "vit": lambda: (vit(), None, "digits"),
         "vit+ddpm": lambda: (vit(), random_purifier("ddpm", [1, 32, 32], device, args.quick), "digits"),
+        "vit+ddpm-ancestral": lambda: (
+            vit(),
+            random_purifier("ddpm-ancestral", [1, 32, 32], device, args.quick),
+            "digits",
+        ),
         "vit+ebm": lambda: (vit(), random_purifier("ebm", [1, 32, 32], device, args.quick), "digits"),
     }
     if device.type == "cuda":
@@ -273,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--layout", default="batched", choices=["batched", "looped"], help="how draws run")
+    parser.add_argument("--rng", default="generator", choices=list(ENGINES), help="the random streams' engine")
     parser.add_argument("--cases", default=None, help="comma list (default: every case of the device)")
     parser.add_argument("--quick", action="store_true", help="4 images, 2 steps, short chains (CI)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -293,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         images, labels = dataset.images.float().to(device), dataset.labels.to(device)
         settings = {"device": device_name(device), "precision": args.precision, "compile": args.compile}
         measured = audit_case(classifier, purifier, images, labels, args)
-        rows.append({"case": name, **settings, "layout": args.layout, **measured})
+        rows.append({"case": name, **settings, "layout": args.layout, "rng": args.rng, **measured})
         print(markdown_table(rows) + "\n", flush=True)  # the rows so far
     if args.certify:
         rows.append(certification_row(args, device))

@@ -88,9 +88,10 @@ def test_throughput_quick_prints_each_cpu_case_with_its_efficiency(tmp_path, mon
     assert bench("throughput").main(["--quick", "--certify", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     certify = rows.pop()
-    assert [r["case"] for r in rows] == ["vit", "vit+ddpm", "vit+ebm"]
+    assert [r["case"] for r in rows] == ["vit", "vit+ddpm", "vit+ddpm-ancestral", "vit+ebm"]
     for r in rows:
         assert r["device"].startswith("cpu") and r["efficiency"] > 0 and r["audit s"] > 0
+        assert r["rng"] == "generator" and 0 <= r["streams s"] <= r["audit s"]
     assert all("purifier evals (fwd/bwd)" in r for r in rows[1:]), "the purifier's evaluations are counted"
     assert certify["case"].startswith("certify") and certify["efficiency"] > 0
     assert certify["seconds_per_certified_sample"] > 0

@@ -73,10 +73,26 @@ def test_the_default_batch_size_is_measured_on_cuda(digits_model_path):
     assert 1 <= size <= CEILING and size & (size - 1) == 0, size
 
 
+def test_philox_streams_draw_the_cpus_numbers_on_cuda():
+    """Counter-based streams compute the same bits on both devices: uniforms equal, normals within float rounding
+    (log, sin and cos kernels), after subsets, splits and a stream drawn twice."""
+    from robaudit.sample_rng import SampleRNG
+
+    draws = {}
+    for device in ("cpu", "cuda"):
+        rng = SampleRNG.for_samples(0, [str(i) for i in range(300)], "x", device=device, engine="philox")
+        uniform = rng[[5, 5, 7]].rand(3, 8, 8)
+        normal = rng.split(4)[torch.arange(1200, device=device)].randn(3, 32, 32)
+        draws[device] = (uniform.cpu(), normal.cpu(), rng.seeds())
+    assert torch.equal(draws["cpu"][0], draws["cuda"][0]) and draws["cpu"][2] == draws["cuda"][2]
+    torch.testing.assert_close(draws["cuda"][1], draws["cpu"][1], rtol=1e-5, atol=1e-5)
+
+
 def test_batched_draws_on_cuda_give_the_cpu_verdicts_within_one_sample():
     """A randomized pipeline's draws in the batch dimension on CUDA (noise inside the classifier, a Gaussian-noise
-    ensemble, the tiny DDPM): per condition, the samples robust in every scoring draw are the CPU's within one, and
-    the looped layout on CUDA gives the batched one's verdicts within one."""
+    ensemble, the tiny DDPM), with philox streams (the CPU's draws): per condition, the samples robust in every
+    scoring draw are the CPU's within one, and the looped layout on CUDA gives the batched one's verdicts within one
+    (under either engine)."""
     from robaudit.draw_layout import DrawLayout
     from toys import randomized_part
 
@@ -88,11 +104,13 @@ def test_batched_draws_on_cuda_give_the_cpu_verdicts_within_one_sample():
         conditions = {condition for condition, _ in standing}
         return {c: sum(v for (k, _), v in standing.items() if k == c) for c in conditions}
 
-    cpu = robust(randomized_part(DrawLayout(), n=24)[0])
-    gpu = robust(randomized_part(DrawLayout(), n=24, device="cuda")[0])
-    looped = robust(randomized_part(DrawLayout(batched=False), n=24, device="cuda")[0])
-    assert cpu.keys() == gpu.keys() == looped.keys()
-    assert all(abs(cpu[c] - gpu[c]) <= 1 and abs(looped[c] - gpu[c]) <= 1 for c in cpu), (cpu, gpu, looped)
+    cpu = robust(randomized_part(DrawLayout(), n=24, rng="philox")[0])
+    gpu = robust(randomized_part(DrawLayout(), n=24, device="cuda", rng="philox")[0])
+    assert cpu.keys() == gpu.keys() and all(abs(cpu[c] - gpu[c]) <= 1 for c in cpu), (cpu, gpu)
+    for engine in ("generator", "philox"):
+        batched = robust(randomized_part(DrawLayout(), n=24, device="cuda", rng=engine)[0])
+        looped = robust(randomized_part(DrawLayout(batched=False), n=24, device="cuda", rng=engine)[0])
+        assert looped.keys() == batched.keys() and all(abs(looped[c] - batched[c]) <= 1 for c in looped), engine
 
 
 def test_a_compiled_purifier_chain_gives_the_eager_records_on_cuda(digits_model_path, tmp_path):

@@ -70,6 +70,8 @@ def test_a_rows_draws_do_not_depend_on_the_batch(engine):
     ]
     assert torch.equal(whole, torch.cat([p.randn(3, 5) for p in parts]))
     assert not torch.equal(whole[0], whole[1])
+    empty = SampleRNG.for_samples(0, IDS, engine=engine)[torch.zeros(6, dtype=torch.bool)]
+    assert empty.randn(3, 5).shape == (0, 3, 5) and empty.split(2).rand(1).shape == (0, 1)
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))

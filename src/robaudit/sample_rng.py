@@ -204,7 +204,7 @@ class PhiloxRNG(SampleRNG):
         count = math.prod(shape)
         words = self._call(torch.arange(-(-count // 4), device=self.device))
         values = normal(words) if kind == "normal" else torch.stack([uniform(w) for w in words], -1)
-        values = values.reshape(len(self.rows), -1)[:, :count].reshape(len(self.rows), *shape)
+        values = values.flatten(1)[:, :count].reshape(len(self.rows), *shape)
         return values.to(device=device or self.device, dtype=dtype)
 
     def split(self, draws: int) -> PhiloxRNG:

@@ -49,6 +49,7 @@ BAD_INPUT = {
     "an unknown attack": ["--model", "{model}", "--data", "digits", "--attacks", "pgdd"],
     "an unknown purifier": ["--model", "{model}", "--data", "digits", "--purifier", "ddmp"],
     "an unknown precision": ["--model", "{model}", "--data", "digits", "--precision", "fp16"],
+    "an unknown random-stream engine": ["--model", "{model}", "--data", "digits", "--rng", "mt19937"],
     "an unknown threat model": ["--model", "{model}", "--data", "digits", "--purifier", "ddpm", "--threat", "bdpa"],
     "a purifier that cannot certify": ["--model", "{model}", "--data", "digits", "--purifier", "cold", "--certify"],
 }
