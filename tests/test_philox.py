@@ -152,3 +152,19 @@ class _Counting(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+def test_philox_draws_trace_into_one_graph_and_advance_their_counters():
+    """``torch.compile(fullgraph=True)`` traces a philox draw without a graph break (what compiling a purifier's
+    chain and CUDA graphs need); the compiled calls draw what eager calls draw, counters advancing between them."""
+
+    def noisy(images, rng):
+        return images + 0.1 * rng.randn_like(images)
+
+    images = torch.rand(6, 1, 8, 8)
+    eager = SampleRNG.from_seeds(range(6), engine="philox")
+    expected = [noisy(images, eager) for _ in range(3)]
+    streams = SampleRNG.from_seeds(range(6), engine="philox")
+    compiled = torch.compile(noisy, backend="aot_eager", fullgraph=True)
+    assert all(torch.equal(compiled(images, streams), e) for e in expected)
+    assert streams.state.counters.tolist() == [3] * 6

@@ -99,9 +99,9 @@ class Quantize(Purifier):
         return torch.round(images * 4) / 4
 
 
-def streams(n: int, seed: int = 0) -> SampleRNG:
-    """Per-sample random streams for ``n`` samples (sample i seeded from (seed, i))."""
-    return SampleRNG.for_samples(seed, [str(i) for i in range(n)])
+def streams(n: int, seed: int = 0, engine: str = "generator") -> SampleRNG:
+    """Per-sample random streams for ``n`` samples (sample i seeded from (seed, i)), made by ``engine``."""
+    return SampleRNG.for_samples(seed, [str(i) for i in range(n)], engine=engine)
 
 
 def toy_part_output(attacks: list, batch_size: int, *, n: int, extra_purifier: bool = False, rng: str = "generator"):

@@ -12,6 +12,7 @@ from robaudit.attacks.methods.autoattack import plan_components
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import load_classifier
+from robaudit.sample_rng import ENGINES
 from robaudit.seeding import isolated_global_rng
 from toys import streams
 
@@ -21,10 +22,11 @@ EPS, EPS_L2 = 8 / 255, 0.5
 FAST = {entry.name: dict(entry.meta["smoke"]) for entry in ATTACKS}
 
 
-def _run(name, model, images, labels, *, seed=0, params=None):
+def _run(name, model, images, labels, *, seed=0, params=None, engine="generator"):
     resolved = resolve_attack(name, {**FAST.get(name, {}), **(params or {})}, eps=EPS, eps_l2=EPS_L2)
     attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
-    return resolved, run_attack(attack, resolved, images, labels, rng=streams(len(labels), seed), seed=seed)
+    rng = streams(len(labels), seed, engine)
+    return resolved, run_attack(attack, resolved, images, labels, rng=rng, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +39,19 @@ def batch(digits_test):
     return digits_test.images[:16], digits_test.labels[:16]
 
 
-def _raw(name, model, images, labels, *, seed=0):
+def _raw(name, model, images, labels, *, seed=0, engine="generator"):
     """The attack's own output, without run_attack's final projection."""
     resolved = resolve_attack(name, FAST.get(name, {}), eps=EPS, eps_l2=EPS_L2)
     attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=seed)
     with isolated_global_rng(seed):
-        return resolved, attack(images, labels, streams(len(labels), seed))
+        return resolved, attack(images, labels, streams(len(labels), seed, engine))
 
 
+@pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("name", ATTACKS.names())
-def test_attack_contract(name, model, batch):
+def test_attack_contract(name, engine, model, batch):
     images, labels = batch
-    resolved, adversarial = _raw(name, model, images, labels)
+    resolved, adversarial = _raw(name, model, images, labels, engine=engine)
     assert adversarial.shape == images.shape and adversarial.dtype == torch.float32
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     delta = (adversarial - images).flatten(1)
@@ -58,16 +61,17 @@ def test_attack_contract(name, model, batch):
         assert delta.norm(dim=1).max() <= resolved.eps + 1e-5
     moved = delta.abs().amax(dim=1) > 0
     assert moved.all(), f"{int((~moved).sum())} attacked samples came back as their clean image"
-    _, again = _raw(name, model, images, labels)
+    _, again = _raw(name, model, images, labels, engine=engine)
     assert torch.equal(adversarial, again), "same seed must give the same adversarial examples"
-    _, projected = _run(name, model, images, labels)
+    _, projected = _run(name, model, images, labels, engine=engine)
     assert torch.allclose(projected, adversarial, atol=1e-6), "run_attack's projection must not change a valid result"
 
 
+@pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("name", ATTACKS.names())
-def test_attack_leaves_global_rng_untouched(name, model, batch):
+def test_attack_leaves_global_rng_untouched(name, engine, model, batch):
     state = torch.random.get_rng_state()
-    _run(name, model, *batch)
+    _run(name, model, *batch, engine=engine)
     assert torch.equal(state, torch.random.get_rng_state())
 
 
