@@ -74,8 +74,9 @@ def test_a_new_attack_file_is_registered_and_covered_by_the_contract_tests(tmp_p
     )
     result = run_python(code, cwd=REPO, path=[REPO / "src", REPO / "tests"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "PASSED tests/attacks/test_attacks.py::test_attack_contract[nudge]" in result.stdout
-    assert "2 passed" in result.stdout
+    for engine in ("generator", "philox"):  # the contract runs under every random-stream engine
+        assert f"PASSED tests/attacks/test_attacks.py::test_attack_contract[nudge-{engine}]" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_an_installed_plugin_adds_an_attack_and_a_purifier_that_evaluate_runs(tmp_path, digits_model_path):

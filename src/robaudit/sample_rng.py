@@ -19,6 +19,7 @@ Two engines make the streams (the run setting ``rng``; their draws differ, each 
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from robaudit.philox import Words, normal, philox4x32, split_words, uniform
 from robaudit.seeding import derive_seed, isolated_global_rng
 
 
-class SampleRNG:
+class SampleRNG(abc.ABC):
     """Per-sample random streams; draws are (N, ...) with row i from stream i. Make them with ``for_samples`` or
     ``from_seeds``; the engines (``ENGINES``) implement ``_from_seeds``, ``__getitem__``, ``_draw``, ``seeds``,
     ``split`` and ``_interleave``."""
@@ -50,32 +51,36 @@ class SampleRNG:
         return SampleRNG.from_seeds([derive_seed(seed, *parts, sample_id) for sample_id in ids], device, engine=engine)
 
     @classmethod
+    @abc.abstractmethod
     def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> SampleRNG:
-        raise NotImplementedError
+        """This engine's streams, one per seed, on ``device``."""
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """The number of streams (rows)."""
 
+    @abc.abstractmethod
     def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> SampleRNG:
         """The streams of the selected samples (shared: drawing from the subset advances them)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-        raise NotImplementedError
+        """One call of every stream: (N, *shape) draws of ``kind`` ("normal" or "uniform"), row i from stream i."""
 
+    @abc.abstractmethod
     def seeds(self) -> list[int]:
         """One fresh 62-bit seed per sample, drawn from its stream (for code that reads the global RNG)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def split(self, draws: int) -> SampleRNG:
         """``draws`` streams per sample, sample-major (row ``i * draws + d``: sample i's draw d), each derived from
         one call of its sample's stream and ``d``: the same streams whether the draws then run in one batch, one draw
         at a time or in chunks of any size."""
-        raise NotImplementedError
 
     @classmethod
+    @abc.abstractmethod
     def _interleave(cls, streams: Sequence[SampleRNG]) -> SampleRNG:
-        raise NotImplementedError
+        """``interleave`` for streams of this engine."""
 
     @staticmethod
     def interleave(streams: Sequence[SampleRNG]) -> SampleRNG:

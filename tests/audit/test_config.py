@@ -49,7 +49,8 @@ def test_every_scalar_key_is_one_field_with_its_rules_beside_it(key):
     alone: no other list names it."""
     spec = next(f for f in scalar_settings() if f.name == key)
     kind, default = spec.metadata["coerce"], spec.default
-    value = {int: 7, str: "cpu" if key == "device" else "bf16" if key == "precision" else "x", bool: not default}[kind]
+    choices = [c for c in spec.metadata["choices"] or () if c != default]  # a declared value other than the default
+    value = {int: 7, str: choices[0] if choices else "cpu" if key == "device" else "x", bool: not default}[kind]
     config = EvaluateConfig.from_mapping({**MAPPING, key: value})
     assert getattr(config, key) == value
     saved = config.resolve().to_dict()
