@@ -65,10 +65,10 @@ EOT = 4
 SELECTION_DRAWS = 10
 TIMING_REPEATS = 3  # a network alone: the fastest of three timed runs (after a warm-up)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PURIFIER_SETTINGS = {
-    "ddpm": {"t_star": 0.1, "sampler": "ddim", "steps": 10},
-    "ddpm-ancestral": {"t_star": 0.01, "sampler": "ddpm"},  # 10 ancestral steps: fresh noise at each
-    "ebm": {"ensemble": 1},
+PURIFIER_CASES = {  # case -> (registered purifier, the bench's purification settings)
+    "ddpm": ("ddpm", {"t_star": 0.1, "sampler": "ddim", "steps": 10}),
+    "ddpm-ancestral": ("ddpm", {"t_star": 0.01, "sampler": "ddpm"}),  # 10 ancestral steps: fresh noise at each
+    "ebm": ("ebm", {"ensemble": 1}),
 }
 QUICK_SETTINGS = {"ddpm": {"steps": 2}, "ddpm-ancestral": {"t_star": 0.002}, "ebm": {"max_steps": 2}}
 
@@ -149,12 +149,12 @@ def quickstart_vit(quick: bool, device: torch.device) -> nn.Module:
 
 
 def random_purifier(case: str, shape: list[int], device: torch.device, quick: bool) -> nn.Module:
-    """The purifier of ``case`` (a purifier's name, or name-variant) at its default network size, random weights
-    (seeded), with the bench's purification settings for the case."""
-    name = case.split("-")[0]
+    """The purifier of ``case`` (``PURIFIER_CASES``) at its default network size, random weights (seeded), with the
+    bench's purification settings for the case."""
+    name, settings = PURIFIER_CASES[case]
     torch.manual_seed(0)
     network = PURIFIERS.get(name).meta["build"](recipe_for(name, {}), shape).eval()
-    settings = {**PURIFIER_SETTINGS[case], **(QUICK_SETTINGS[case] if quick else {})}
+    settings = {**settings, **(QUICK_SETTINGS[case] if quick else {})}
     return PURIFIERS.build(name, settings, network).to(device).eval()
 
 

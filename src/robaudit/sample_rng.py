@@ -1,8 +1,8 @@
 """Per-sample random streams: a sample's random draws never depend on which other samples share its batch.
 
 Every random choice that touches a verdict -- an attack's random start, a randomized purifier's noise, a randomized
-classifier's noise, the draws that select and score candidates -- is drawn from the sample's own generator, seeded
-from (run seed, condition, sample id). Row ``i`` of every draw comes from sample ``i``'s generator, so a sample's
+classifier's noise, the draws that select and score candidates -- is drawn from the sample's own stream, seeded
+from (run seed, condition, sample id). Row ``i`` of every draw comes from sample ``i``'s stream, so a sample's
 records do not change with the batch size, the other conditions, or the number of shards.
 
 Indexing a ``SampleRNG`` selects samples and shares their streams: a stage of an attack that works on a subset
@@ -35,7 +35,6 @@ class SampleRNG(abc.ABC):
     ``from_seeds``; the engines (``ENGINES``) implement ``_from_seeds``, ``__getitem__``, ``_draw``, ``seeds``,
     ``split`` and ``_interleave``."""
 
-    engine = ""
     device: torch.device
 
     @staticmethod
@@ -110,7 +109,6 @@ class SampleRNG(abc.ABC):
 class GeneratorRNG(SampleRNG):
     """One ``torch.Generator`` per row, on ``device``: a draw calls each row's generator once."""
 
-    engine = "generator"
     draw_functions = {"normal": torch.randn, "uniform": torch.rand}
 
     def __init__(self, generators: Sequence[torch.Generator], device: torch.device | str = "cpu") -> None:
@@ -164,8 +162,6 @@ class PhiloxState:
 class PhiloxRNG(SampleRNG):
     """Counter-based streams (``robaudit.philox``): row r's k-th call draws Philox4x32-10 blocks at counter
     (block, 0, k) under the row's key, so every row of a draw comes from one set of tensor operations."""
-
-    engine = "philox"
 
     def __init__(self, state: PhiloxState, rows: torch.Tensor) -> None:
         self.state, self.rows = state, rows
