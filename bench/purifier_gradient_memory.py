@@ -19,13 +19,14 @@ def measure(checkpointing: bool, steps: int, batch: int) -> float:
     """Peak RSS growth (MiB) of one backward pass through a ``steps``-step DDIM chain."""
     import torch
 
+    from robaudit.engine.passes import purifier_network
     from robaudit.purifiers import PURIFIERS, recipe_for
 
     torch.manual_seed(0)
     recipe = recipe_for("ddpm", {})
     network = PURIFIERS.get("ddpm").meta["build"](recipe, [1, 32, 32]).eval()
-    network.eps.gradient_checkpointing = checkpointing
     purifier = PURIFIERS.build("ddpm", {"sampler": "ddim", "steps": steps, "t_star": 0.5}, network)
+    purifier_network(purifier).gradient_checkpointing = checkpointing  # forced on or off
     images = torch.rand(batch, 1, 32, 32, requires_grad=True)
     purifier(images[:2].detach(), generator=torch.Generator().manual_seed(0))  # warm up allocators
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -34,15 +35,15 @@ def measure(checkpointing: bool, steps: int, batch: int) -> float:
     return (after - before) / 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--child", choices=["plain", "checkpointed"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child == "checkpointed", args.steps, args.batch)))
-        return
+        return 0
     results = {}
     for mode in ("plain", "checkpointed"):
         out = subprocess.run(
@@ -56,7 +57,8 @@ def main() -> None:
     print(f"  peak RSS growth without checkpointing (baseline): {results['plain']:8.1f} MiB")
     print(f"  peak RSS growth with checkpointing:               {results['checkpointed']:8.1f} MiB")
     print(f"  ratio checkpointed / baseline: {results['checkpointed'] / max(results['plain'], 1e-9):.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

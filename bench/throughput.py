@@ -1,15 +1,17 @@
 """How close an audit runs to its networks' own throughput, measured side by side in one run.
 
     python bench/throughput.py [--device cpu|cuda] [--n 128] [--steps 10] [--precision fp32|bf16] [--compile]
+                               [--compile-mode reduce-overhead|max-autotune]
                                [--layout batched|looped] [--rng generator|philox]
                                [--cases vit,vit+ddpm,vit+ddpm-ancestral,vit+ebm,unet-cifar] [--json FILE]
 
 For each case, an adaptive PGD audit with EOT 4 (``--steps`` steps, 10 selection draws, robaudit's engine pieces:
 the pipeline, ``build_attack``, ``run_attack``) runs on ``--n`` images (default 128, the CPU batch), and hooks count
 every network evaluation (forward, and backward where a gradient flows back through it; ``engine.passes``) and every
-call of every network: its batch size and whether a gradient flowed back through it. Then each network runs *alone*,
-no audit around it, on the inputs the audit gave it: each batch size the audit called it at, forward or forward and
-backward as the audit did, the fastest of three timed runs. The networks alone would need
+call of every network: its batch size, whether a gradient flowed back through it and its precision. Then each
+network runs *alone*, no audit around it, on the inputs the audit gave it: each batch size the audit called it at,
+forward or forward and backward and in the precision as the audit did, never gradient-checkpointed (its own
+throughput), the fastest of three timed runs. The networks alone would need
 
     T_alone = sum over networks and their calls of t(batch size, forward or forward+backward)
 
@@ -24,10 +26,12 @@ Cases: the quickstart ViT alone (trained by robaudit and cached, as ``bench/peer
 random streams' engine, ``--rng``, shows) and behind ``ebm`` (ADP, ensemble 1), at their default network size with
 random weights (throughput does not depend on training); on CUDA, also ``unet-cifar``: a UNet2DModel in the layout of
 google/ddpm-cifar10-32 (35.7M parameters, random weights, diffusers) with DiffPure's ancestral chain at t* = 0.1
-(100 network evaluations per purification) in front of a random small ResNet on 32 px images. The table prints the
-device (the CUDA device's name), the precision, the compile setting and the draw layout; ``--json FILE`` writes the
-same rows, each with its ``device``, ``case`` and ``efficiency``. ``--quick`` (the test suite) runs 4 images, 2
-steps, one epoch of training: it checks the bench runs, not its numbers.
+(100 network evaluations per purification) in front of a random small ResNet on 32 px images. ``--compile-mode
+reduce-overhead`` compiles each network evaluation with CUDA graphs (for the GPU measurement; robaudit's
+``--compile`` uses torch.compile's default mode). The table prints the device (the CUDA device's name), the
+precision, the compile setting and the draw layout; ``--json FILE`` writes the same rows, each with its ``device``,
+``case`` and ``efficiency``. ``--quick`` (the test suite) runs 4 images, 2 steps, one epoch of training: it checks
+the bench runs, not its numbers.
 
 Certification (``--certify``, randomized smoothing through the ViT behind ``ddpm``'s network at its default size,
 one-shot denoising at sigma 0.5) is measured the same way: the smoothed classifier's draws per second (rows of
@@ -59,6 +63,7 @@ from robaudit.engine.pipeline import Pipeline
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.purifiers import PURIFIERS, recipe_for
+from robaudit.purifiers.checkpointing import chain_checkpointing, forced_checkpointing
 from robaudit.sample_rng import ENGINES, SampleRNG
 
 EOT = 4
@@ -74,13 +79,15 @@ QUICK_SETTINGS = {"ddpm": {"steps": 2}, "ddpm-ancestral": {"t_star": 0.002}, "eb
 
 
 class Calls:
-    """A forward hook that records every call of a module during the audit: its batch size and whether a gradient
-    flowed back through it, and keeps the arguments of its largest call (to time the network alone on)."""
+    """A forward hook that records every call of a module during the audit: its batch size, whether a gradient
+    flowed back through it and its precision (bf16 under autocast, or float32: a bf16 audit judges its verdicts in
+    float32), and keeps the arguments of its largest call (to time the network alone on)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.args: tuple | None = None
         self.sizes: list[int] = []
         self.backward: list[bool] = []
+        self.precisions: list[str] = []
         self.handle = module.register_forward_hook(self.record)
 
     def record(self, module: nn.Module, args: tuple, output: object) -> None:
@@ -89,15 +96,16 @@ class Calls:
         call = len(self.sizes)
         self.sizes.append(args[0].shape[0])
         self.backward.append(False)
+        self.precisions.append("bf16" if torch.is_autocast_enabled(args[0].device.type) else "fp32")
         output = getattr(output, "sample", output)
         if isinstance(output, torch.Tensor) and output.requires_grad:
             output.register_hook(lambda grad: self.backward.__setitem__(call, True))
         if self.args is None or args[0].shape[0] > self.args[0].shape[0]:
             self.args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
 
-    def shapes(self) -> Counter[tuple[int, bool]]:
-        """``{(batch size, with backward): calls}``."""
-        return Counter(zip(self.sizes, self.backward, strict=True))
+    def shapes(self) -> Counter[tuple[int, bool, str]]:
+        """``{(batch size, with backward, precision): calls}``."""
+        return Counter(zip(self.sizes, self.backward, self.precisions, strict=True))
 
 
 def resized(args: tuple, size: int) -> tuple:
@@ -115,12 +123,13 @@ def synchronize(device: torch.device) -> None:
 
 def seconds_per_call(network: nn.Module, args: tuple, *, backward: bool, precision: str) -> float:
     """The fastest of ``TIMING_REPEATS`` runs of ``network(*args)`` alone (after a warm-up): a forward pass, or a
-    forward and a backward pass to its first input (as an attack's gradient)."""
+    forward and a backward pass to its first input (as an attack's gradient), never checkpointed (the network's own
+    throughput: an audit whose chain had to checkpoint pays the recomputation in its own seconds)."""
     device = args[0].device
 
     def once() -> None:
         x = args[0].detach().requires_grad_(backward)
-        with torch.set_grad_enabled(backward), autocast(device, precision):
+        with unchecked(network, x), torch.set_grad_enabled(backward), autocast(device, precision):
             out = network(x, *args[1:])
             out = out.sample if hasattr(out, "sample") else out
         if backward:
@@ -135,6 +144,14 @@ def seconds_per_call(network: nn.Module, args: tuple, *, backward: bool, precisi
         synchronize(device)
         times.append(time.perf_counter() - tic)
     return min(times)
+
+
+@contextlib.contextmanager
+def unchecked(network: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """``network``'s evaluations of ``x`` inside are not checkpointed (a checkpointing network checkpoints outside
+    any audit's chain by default)."""
+    with forced_checkpointing(False), chain_checkpointing(network, x):
+        yield
 
 
 def autocast(device: torch.device, precision: str):
@@ -220,10 +237,10 @@ def audit_case(
     then each network alone on the audit's own calls, and the efficiency."""
     device = images.device
     layout = DrawLayout(batched=args.layout == "batched")
-    attacked = compile_classifier(classifier) if args.compile else classifier
+    attacked = compile_classifier(classifier, mode=args.compile_mode) if args.compile else classifier
     networks = {"classifier": classifier} | ({"purifier": purifier_network(purifier)} if purifier else {})
     if args.compile and purifier is not None:
-        compile_network(networks["purifier"])
+        compile_network(networks["purifier"], mode=args.compile_mode)
     pipeline = Pipeline(attacked, purifier, threat="adaptive", layout=layout).eval()
     pipeline.card = classifier.card
     counter = PassCounter(classifier, [networks["purifier"]] if purifier else [])
@@ -252,14 +269,7 @@ def audit_case(
     for name, module in networks.items():
         forwards, backwards = evaluations[name]
         module = attacked if name == "classifier" and args.compile else module
-        try:
-            seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
-        except torch._dynamo.exc.BackendCompilerFailed as error:  # inductor fails on some shapes called alone
-            print(f"{name}: the compiled network failed alone ({str(error).splitlines()[-1]}); timed eager instead")
-            compiled = vars(module).pop("forward")  # compile_network compiles the instance's forward
-            seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
-            module.forward = compiled
-            row[f"{name} alone"] = "eager"
+        seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
         alone += seconds
         row[f"{name} evals (fwd/bwd)"] = f"{forwards}/{backwards}"
         row[f"{name} calls"] = len(calls[name].sizes)
@@ -273,13 +283,15 @@ def audit_case(
 
 def alone_seconds(network: nn.Module, calls: Calls, *, precision: str) -> tuple[float, float]:
     """The seconds ``network`` alone takes for the audit's calls (each distinct batch size timed forward, or
-    forward and backward, on the audit's inputs, times its calls), and its forward+backward images per second at
-    the largest call."""
-    largest = (calls.args[0].shape[0], True)
+    forward and backward, in the precision the audit called it in, on the audit's inputs, times its calls), and its
+    forward+backward images per second at the largest call in ``precision``."""
+    largest = (calls.args[0].shape[0], True, precision)
     shapes = calls.shapes()
     seconds = {
-        (size, backward): seconds_per_call(network, resized(calls.args, size), backward=backward, precision=precision)
-        for size, backward in [*shapes, *([largest] if largest not in shapes else [])]
+        (size, backward, called): seconds_per_call(
+            network, resized(calls.args, size), backward=backward, precision=called
+        )
+        for size, backward, called in [*shapes, *([largest] if largest not in shapes else [])]
     }
     return sum(times * seconds[shape] for shape, times in shapes.items()), largest[0] / seconds[largest]
 
@@ -317,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="PGD steps (default 10; 2 with --quick)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    parser.add_argument(
+        "--compile-mode",
+        choices=["reduce-overhead", "max-autotune"],
+        help="torch.compile's mode (implies --compile; reduce-overhead: CUDA graphs of each network evaluation)",
+    )
     parser.add_argument("--layout", default="batched", choices=["batched", "looped"], help="how draws run")
     parser.add_argument("--rng", default="generator", choices=list(ENGINES), help="the random streams' engine")
     parser.add_argument("--cases", default=None, help="comma list (default: every case of the device)")
@@ -324,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--certify", action="store_true", help="also measure certification's draws per second")
     args = parser.parse_args(argv)
+    args.compile = args.compile or args.compile_mode is not None
     args.n = args.n or (4 if args.quick else 128)
     args.steps = args.steps or (2 if args.quick else 10)
     device = torch.device(args.device)
@@ -337,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         classifier, purifier, data = available[name]()
         dataset = load_dataset(data, split="test", limit=args.n, subset_seed=0)
         images, labels = dataset.images.float().to(device), dataset.labels.to(device)
-        settings = {"device": device_name(device), "precision": args.precision, "compile": args.compile}
+        compiled = (args.compile_mode or "default") if args.compile else False
+        settings = {"device": device_name(device), "precision": args.precision, "compile": compiled}
         measured = audit_case(classifier, purifier, images, labels, args)
         rows.append({"case": name, **settings, "layout": args.layout, "rng": args.rng, **measured})
         print(markdown_table(rows) + "\n", flush=True)  # the rows so far

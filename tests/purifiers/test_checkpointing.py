@@ -25,7 +25,7 @@ def recorded_checkpoints(monkeypatch) -> list[int]:
         calls.append(args[0].shape[0])
         return original(function, *args, **kwargs)
 
-    monkeypatch.setattr("robaudit.purifiers.unet.checkpoint", counting)
+    monkeypatch.setattr("robaudit.purifiers.checkpointing.checkpoint", counting)
     return calls
 
 

@@ -12,11 +12,14 @@ Checkpointing changes memory and speed, never values: the recomputed evaluation 
 input.
 
 A network reads the decision with ``checkpointing_wanted()``; its own ``gradient_checkpointing`` attribute, when set
-to True or False, overrides it (``bench/purifier_gradient_memory.py`` measures both).
+to True or False, overrides it (``bench/purifier_gradient_memory.py`` measures both). ``CheckpointedEvaluation`` is
+such a network: its ``evaluate`` is the computation a checkpoint keeps the input of, and what ``--compile`` compiles
+(inductor cannot partition a checkpoint compiled together with its body, so the checkpoint stays outside).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from contextvars import ContextVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 _WANTED: ContextVar[bool] = ContextVar("robaudit_checkpointing", default=True)
 _PROBING: ContextVar[bool] = ContextVar("robaudit_chain_probe", default=False)
@@ -120,3 +124,28 @@ def forced_checkpointing(on: bool) -> Iterator[None]:
     the chain fits."""
     with _set(_FORCED, on):
         yield
+
+
+class CheckpointedEvaluation(nn.Module, abc.ABC):
+    """A purifier's network evaluation ``net(x, level)``: (N, C, H, W), (N,) long -> (N, C, H, W), checkpointed when
+    an attack differentiates it and ``checkpointing_wanted`` says so (``gradient_checkpointing`` True or False forces
+    it; None: as the enclosing ``chain_checkpointing`` decides). Subclasses implement ``evaluate``."""
+
+    gradient_checkpointing: bool | None = None
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W), level: (N,) long -> (N, C, H, W)."""
+        wanted = checkpointing_wanted(self.gradient_checkpointing)
+        if wanted and torch.is_grad_enabled() and x.requires_grad and not self.training:
+            return checkpoint(self.evaluate, x, level, use_reentrant=False)
+        return self.evaluate(x, level)
+
+    @abc.abstractmethod
+    def evaluate(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The evaluation itself, (N, C, H, W), (N,) -> (N, C, H, W): what a checkpoint recomputes."""
+
+    def compile_evaluation(self, **options: object) -> None:
+        """``torch.compile`` ``evaluate`` in place (``options``: torch.compile's), leaving the checkpoint around it
+        eager: inductor fails to partition a checkpoint traced with its body ("Node ... was invalid, but is
+        output"), and the batch-size measurement on CUDA differentiates every chain checkpointed."""
+        self.evaluate = torch.compile(self.evaluate, **options)

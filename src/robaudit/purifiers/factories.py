@@ -23,12 +23,11 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.fileio import sha256_file
 from robaudit.models.fingerprint import weights_fingerprint
-from robaudit.purifiers.checkpointing import checkpointing_wanted
+from robaudit.purifiers.checkpointing import CheckpointedEvaluation
 from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.purifiers.sources import as_method_network
 from robaudit.registry import check_keys
@@ -48,7 +47,7 @@ class DiffusionNetwork:
     input_size: list[int]
 
 
-class FactoryNoisePredictor(nn.Module):
+class FactoryNoisePredictor(CheckpointedEvaluation):
     """``eps(x, t)`` from a user's model, checkpointed when an attack differentiates through it and
     ``purifiers.checkpointing`` says the chain would not fit."""
 
@@ -57,13 +56,8 @@ class FactoryNoisePredictor(nn.Module):
         self.model = model
         self.channels = channels
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, H, W), t: (N,) long -> predicted noise (N, C, H, W)."""
-        if checkpointing_wanted() and torch.is_grad_enabled() and x.requires_grad and not self.training:
-            return checkpoint(self._run, x, t, use_reentrant=False)
-        return self._run(x, t)
-
-    def _run(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) in [-1, 1], t: (N,) long -> the predicted noise (N, C, H, W)."""
         out = self.model(x, t)
         out = getattr(out, "sample", out)
         out = out[0] if isinstance(out, tuple | list) else out

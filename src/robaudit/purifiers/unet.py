@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from robaudit.purifiers.checkpointing import checkpointing_wanted
+from robaudit.purifiers.checkpointing import CheckpointedEvaluation
 
 
 def small_unet(
@@ -38,7 +36,7 @@ def small_unet(
     return LevelConditionedUNet(unet, unshuffle=unshuffle)
 
 
-class LevelConditionedUNet(nn.Module):
+class LevelConditionedUNet(CheckpointedEvaluation):
     """``net(x, level)``: (N, C, H, W), (N,) int -> (N, C, H, W); checkpointed when an attack differentiates it and
     ``purifiers.checkpointing`` says the chain would not fit (``gradient_checkpointing`` True or False forces it)."""
 
@@ -48,14 +46,8 @@ class LevelConditionedUNet(nn.Module):
         self.unshuffle = unshuffle
         self.gradient_checkpointing: bool | None = None  # None: as purifiers.checkpointing decides
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, H, W), level: (N,) long -> (N, C, H, W)."""
-        wanted = checkpointing_wanted(self.gradient_checkpointing)
-        if wanted and torch.is_grad_enabled() and x.requires_grad and not self.training:
-            return checkpoint(self._run, x, level, use_reentrant=False)
-        return self._run(x, level)
-
-    def _run(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The U-Net on x (N, C, H, W) (its space-to-depth view when ``unshuffle`` > 1) at ``level`` (N,)."""
         if self.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.unshuffle)
         out = self.unet(x, level).sample
