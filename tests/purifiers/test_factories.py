@@ -84,3 +84,36 @@ def test_an_installed_entry_point_provides_a_factory_without_the_flag(tmp_path, 
     assert card["input_size"] == [1, 8, 8] and abs(float(network.sigmas[network.level_for(0.25)]) - 0.25) < 0.01
     with pytest.raises(ConfigError, match=r"no purifier network 'absent' among .*tiny"):
         resolve_factory("absent", trust_code=False)
+
+
+@pytest.mark.slow
+def test_a_factory_network_compiles_inside_its_checkpoint():
+    """A user's noise predictor (guided-diffusion's learned-sigma output) under ``--compile`` and forced gradient
+    checkpointing: the checkpoint stays outside the compiled evaluation, and the purified images and the input
+    gradient equal the eager ones."""
+    import torch
+
+    from robaudit.engine.passes import purifier_network
+    from robaudit.models.compiled import compile_network
+    from robaudit.purifiers import PURIFIERS
+    from robaudit.purifiers.checkpointing import CheckpointedEvaluation, forced_checkpointing
+    from robaudit.seeding import generator
+
+    spec = {"factory": "tiny_factory:tiny_noise_predictor", "kwargs": {"image_size": 16, "learned_sigma": True}}
+    network, _ = network_from_factory(spec, kind="ddpm", trust_code=True)
+    purifier = PURIFIERS.build("ddpm", {"t_star": 0.02, "sampler": "ddim", "steps": 3}, network).eval()
+    evaluated = purifier_network(purifier)
+    assert isinstance(evaluated, CheckpointedEvaluation)
+    images = torch.rand(3, 1, 16, 16, generator=generator(0))
+
+    def purified_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.clone().requires_grad_(True)
+        with forced_checkpointing(True):
+            out = purifier(x, generator=generator(1))
+            (gradient,) = torch.autograd.grad(out.square().sum(), x)
+        return out.detach(), gradient
+
+    eager = purified_and_gradient()
+    compile_network(evaluated)
+    assert "evaluate" in vars(evaluated), "the evaluation inside the checkpoint is the compiled one"
+    torch.testing.assert_close(purified_and_gradient(), eager, atol=1e-4, rtol=1e-3)
