@@ -248,6 +248,7 @@ def audit_case(
     context = {"num_classes": classifier.card.num_classes, "seed": 0, "eot": EOT, "draws": SELECTION_DRAWS}
     attack = build_attack(resolved, pipeline, **context)
     rng = SampleRNG.from_seeds(range(len(labels)), device, engine=args.rng)
+    rng = rng.compiled() if args.compile else rng
     run = lambda: run_attack(attack, resolved, images, labels, rng=rng, seed=0, precision=args.precision)  # noqa: E731
     if args.compile:
         run()  # compiles (not timed)

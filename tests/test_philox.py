@@ -168,3 +168,34 @@ def test_philox_draws_trace_into_one_graph_and_advance_their_counters():
     compiled = torch.compile(noisy, backend="aot_eager", fullgraph=True)
     assert all(torch.equal(compiled(images, streams), e) for e in expected)
     assert streams.state.counters.tolist() == [3] * 6
+
+
+@pytest.mark.slow
+def test_compiled_philox_draws_the_eager_words_and_advances_the_same_counters():
+    """``--compile`` streams (``SampleRNG.compiled``): philox's draws run through inductor with dynamic shapes. Its
+    uniforms are the eager ones bit for bit, its normals within 1e-6 (fused log and cos), through subsets, ``split``
+    and ``interleave``, at any row count and shape, and every draw advances the counters as the eager draw does;
+    ``generator`` streams have no compiled form and come back unchanged."""
+    eager = SampleRNG.for_samples(0, IDS, "compiled", engine="philox")
+    compiled = SampleRNG.for_samples(0, IDS, "compiled", engine="philox").compiled()
+
+    def both(draw):
+        return draw(eager), draw(compiled)
+
+    for shape in [(3, 5, 5), (7,), (1, 16, 16)]:
+        torch.testing.assert_close(*both(lambda rng, shape=shape: rng.randn(*shape)), atol=1e-6, rtol=0)
+        assert torch.equal(*both(lambda rng, shape=shape: rng.rand(*shape)))
+    subset = [4, 1, 1]
+    torch.testing.assert_close(*both(lambda rng: rng[subset].randn(2, 9)), atol=1e-6, rtol=0)
+    split_eager, split_compiled = both(lambda rng: rng.split(3))
+    assert split_compiled.state.compiled and len(split_compiled) == 3 * len(IDS)
+    torch.testing.assert_close(split_eager[2:11].randn(4, 4), split_compiled[2:11].randn(4, 4), atol=1e-6, rtol=0)
+    mixed = SampleRNG.interleave([split_compiled[:6], split_compiled[6:12]])
+    assert mixed.state.compiled
+    torch.testing.assert_close(
+        SampleRNG.interleave([split_eager[:6], split_eager[6:12]]).randn(5), mixed.randn(5), atol=1e-6, rtol=0
+    )
+    assert torch.equal(eager.state.counters, compiled.state.counters)
+    assert torch.equal(split_eager.state.counters, split_compiled.state.counters)
+    generator = SampleRNG.for_samples(0, IDS, "compiled")
+    assert generator.compiled() is generator

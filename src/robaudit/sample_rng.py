@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robaudit.philox import Words, normal, philox4x32, split_words, uniform
+from robaudit.philox import Words, compiled_row_values, row_blocks, row_values, split_words
 from robaudit.seeding import derive_seed, isolated_global_rng
 
 
@@ -97,6 +97,11 @@ class SampleRNG(abc.ABC):
         """Uniform [0, 1) draws (N, *shape)."""
         return self._draw("uniform", shape, dtype, device)
 
+    def compiled(self) -> SampleRNG:
+        """These streams with their draws compiled (``--compile``) where the engine has a compiled form: ``philox``
+        (its rounds fuse into one kernel; the same words, normals within about 1e-6). ``generator``: unchanged."""
+        return self
+
     def randn_like(self, images: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``images`` (N, ...), on their device and dtype."""
         return self.randn(*images.shape[1:], dtype=images.dtype, device=images.device)
@@ -152,11 +157,13 @@ class GeneratorRNG(SampleRNG):
 
 @dataclass
 class PhiloxState:
-    """The streams behind ``PhiloxRNG`` views: per stream its key words (S,) and its call counter (S,), int64."""
+    """The streams behind ``PhiloxRNG`` views: per stream its key words (S,) and its call counter (S,), int64; and
+    whether their draws run compiled (``philox.compiled_row_values``)."""
 
     key_low: torch.Tensor
     key_high: torch.Tensor
     counters: torch.Tensor
+    compiled: bool = False
 
 
 class PhiloxRNG(SampleRNG):
@@ -168,8 +175,8 @@ class PhiloxRNG(SampleRNG):
         self.device = state.counters.device
 
     @classmethod
-    def _from_keys(cls, key_low: torch.Tensor, key_high: torch.Tensor) -> PhiloxRNG:
-        state = PhiloxState(key_low, key_high, torch.zeros_like(key_low))
+    def _from_keys(cls, key_low: torch.Tensor, key_high: torch.Tensor, *, compiled: bool = False) -> PhiloxRNG:
+        state = PhiloxState(key_low, key_high, torch.zeros_like(key_low), compiled)
         return cls(state, torch.arange(len(key_low), device=key_low.device))
 
     @classmethod
@@ -187,37 +194,43 @@ class PhiloxRNG(SampleRNG):
             index = torch.as_tensor(list(index), dtype=torch.long)
         return PhiloxRNG(self.state, self.rows[index.to(self.rows.device)])
 
-    def _call(self, blocks: torch.Tensor) -> Words:
-        """One call of every row: the Philox words (R, B) of blocks ``blocks`` (B,) at each row's next counter (a
+    def _advance(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """One call of every row: (counter words, key words), each a pair of (R,), at each row's next counter (a
         stream listed twice takes two calls, in order, as a generator drawn twice would); counters advance."""
         rows = self.rows
         order = torch.argsort(rows, stable=True)
         ordered = rows[order]
         repeat = torch.empty_like(rows)
         repeat[order] = torch.arange(len(rows), device=rows.device) - torch.searchsorted(ordered, ordered)
-        counter_low, counter_high = split_words(self.state.counters[rows] + repeat)
+        counter = split_words(self.state.counters[rows] + repeat)
         self.state.counters.index_add_(0, rows, torch.ones_like(rows))
-        blocks = blocks.view(1, -1)
-        counter = (blocks, torch.zeros_like(blocks), counter_low[:, None], counter_high[:, None])
-        return philox4x32(counter, (self.state.key_low[rows, None], self.state.key_high[rows, None]))
+        return counter, (self.state.key_low[rows], self.state.key_high[rows])
+
+    def _call(self, blocks: torch.Tensor) -> Words:
+        """One call of every row: the Philox words (R, B) of blocks ``blocks`` (B,) (``_advance``)."""
+        return row_blocks(blocks, *self._advance())
 
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-        count = math.prod(shape)
-        words = self._call(torch.arange(-(-count // 4), device=self.device))
-        values = normal(words) if kind == "normal" else torch.stack([uniform(w) for w in words], -1)
-        values = values.flatten(1)[:, :count].reshape(len(self.rows), *shape)
+        values_of = compiled_row_values() if self.state.compiled else row_values
+        values = values_of(kind, math.prod(shape), *self._advance()).reshape(len(self.rows), *shape)
         return values.to(device=device or self.device, dtype=dtype)
+
+    def compiled(self) -> PhiloxRNG:
+        """These streams, their draws compiled from now on (shared with this view and every other)."""
+        self.state.compiled = True
+        return self
 
     def split(self, draws: int) -> PhiloxRNG:
         words = self._call(torch.arange(draws, device=self.device))
-        return PhiloxRNG._from_keys(words[0].reshape(-1), words[1].reshape(-1))
+        return PhiloxRNG._from_keys(words[0].reshape(-1), words[1].reshape(-1), compiled=self.state.compiled)
 
     @classmethod
     def _interleave(cls, streams: Sequence[SampleRNG]) -> PhiloxRNG:
         def rows_of(field: str) -> torch.Tensor:
             return torch.stack([getattr(rng.state, field)[rng.rows] for rng in streams], 1).reshape(-1)
 
-        state = PhiloxState(rows_of("key_low"), rows_of("key_high"), rows_of("counters"))
+        compiled = all(rng.state.compiled for rng in streams)
+        state = PhiloxState(rows_of("key_low"), rows_of("key_high"), rows_of("counters"), compiled)
         return cls(state, torch.arange(len(state.counters), device=state.counters.device))
 
     def seeds(self) -> list[int]:

@@ -43,6 +43,33 @@ def test_the_batch_size_changes_no_record_with_draws_batched(looped):
     assert randomized_part(DrawLayout(chunk=5), batch_size=5, rng=engine)[0] == expected
 
 
+@pytest.mark.slow
+def test_compiled_philox_streams_keep_the_eager_verdicts(monkeypatch):
+    """Under ``--compile`` the executor's philox streams draw compiled (``SampleRNG.compiled``): the records of a
+    randomized part with the streams compiled (the networks eager, to see the streams alone) have the eager records'
+    conditions and samples and verdicts that differ in at most one record (compiled normals round within 1e-6 of the
+    eager ones, which can move only a sample on a decision boundary)."""
+    from types import SimpleNamespace
+
+    from robaudit.engine.execute import PartExecutor
+
+    expected, expected_passes = randomized_part(DrawLayout(), rng="philox")
+    eager_streams = PartExecutor.streams
+    monkeypatch.setattr(PartExecutor, "streams", lambda self, *args: eager_streams(self, *args).compiled())
+    records, passes = randomized_part(DrawLayout(), rng="philox")
+    assert [(r["condition"], r["sample_id"]) for r in records] == [(r["condition"], r["sample_id"]) for r in expected]
+    assert sum(a["correct"] != b["correct"] for a, b in zip(records, expected, strict=True)) <= 1
+    assert passes.keys() == expected_passes.keys()
+    monkeypatch.setattr(PartExecutor, "streams", eager_streams)
+    plan = SimpleNamespace(seed=0, rng="philox", defenses=[], layout=None, attacks=[], conditions=lambda: [])
+    batch = SimpleNamespace(ids=["a", "b"])
+    compiling = PartExecutor.__new__(PartExecutor)
+    compiling.plan, compiling.device, compiling.compile = plan, torch.device("cpu"), True
+    assert compiling.streams(batch, "pgd").state.compiled, "--compile compiles the philox draws"
+    compiling.compile = False
+    assert not compiling.streams(batch, "pgd").state.compiled
+
+
 def test_the_engines_give_their_own_records():
     records = {engine: randomized_part(DrawLayout(), rng=engine)[0] for engine in ENGINES}
     assert records["generator"] != records["philox"]

@@ -97,7 +97,10 @@ class EvaluateConfig:
         flag="fp32 or bf16: attack iterations under bf16 autocast; verdicts stay fp32 (default fp32).",
     )
     compile: bool = setting(
-        False, bool, saved="when_set", flag="torch.compile the classifier's network (speed only; records unchanged)."
+        False,
+        bool,
+        saved="when_set",
+        flag="torch.compile the networks and philox draws (speed; last bits may round differently).",
     )
     batch_draws: bool = setting(True, bool, saved="when_set")  # a sample's draws as rows of one batch
     draw_chunk: int | None = setting(None, int, positive=True, saved="when_set")  # rows per call; None: all

@@ -180,7 +180,7 @@ class PartExecutor:
         prepare_model(classifier)
         if compile:
             compile_classifier(classifier)
-        self.plan, self.device, self.precision = plan, device, precision
+        self.plan, self.device, self.precision, self.compile = plan, device, precision, compile
         for defense in plan.defenses:  # the scoring pipelines run their draws as the attacked ones do
             if plan.layout is not None and isinstance(defense.scoring, Pipeline):
                 defense.scoring.layout = plan.layout
@@ -208,8 +208,10 @@ class PartExecutor:
         return len(conditions) * -(-(part.stop - part.start) // self.batch_size)
 
     def streams(self, batch: Batch, *parts: object) -> SampleRNG:
-        """The streams of ``batch``'s samples for the purpose named by ``parts``."""
-        return SampleRNG.for_samples(self.plan.seed, batch.ids, *parts, device=self.device, engine=self.plan.rng)
+        """The streams of ``batch``'s samples for the purpose named by ``parts`` (their draws compiled under
+        ``--compile``, where the engine has a compiled form)."""
+        streams = SampleRNG.for_samples(self.plan.seed, batch.ids, *parts, device=self.device, engine=self.plan.rng)
+        return streams.compiled() if self.compile else streams
 
     def __call__(self, dataset: ImageSet, part: Part, advance: Advance) -> PartOutput:
         """Records of ``part``, in batches of ``batch_size``; on out-of-memory a batch is run again in halves."""
