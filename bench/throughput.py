@@ -237,11 +237,12 @@ def audit_case(
     then each network alone on the audit's own calls, and the efficiency."""
     device = images.device
     layout = DrawLayout(batched=args.layout == "batched")
-    attacked = compile_classifier(classifier, mode=args.compile_mode) if args.compile else classifier
+    if args.compile:
+        compile_classifier(classifier, mode=args.compile_mode)  # in place
     networks = {"classifier": classifier} | ({"purifier": purifier_network(purifier)} if purifier else {})
     if args.compile and purifier is not None:
         compile_network(networks["purifier"], mode=args.compile_mode)
-    pipeline = Pipeline(attacked, purifier, threat="adaptive", layout=layout).eval()
+    pipeline = Pipeline(classifier, purifier, threat="adaptive", layout=layout).eval()
     pipeline.card = classifier.card
     counter = PassCounter(classifier, [networks["purifier"]] if purifier else [])
     resolved = resolve_attack("pgd", {"steps": args.steps}, eps=8 / 255, eps_l2=0.5)
@@ -269,7 +270,6 @@ def audit_case(
     alone, row = 0.0, {}
     for name, module in networks.items():
         forwards, backwards = evaluations[name]
-        module = attacked if name == "classifier" and args.compile else module
         seconds, largest = alone_seconds(module, calls[name], precision=args.precision)
         alone += seconds
         row[f"{name} evals (fwd/bwd)"] = f"{forwards}/{backwards}"

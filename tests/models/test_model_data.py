@@ -162,3 +162,18 @@ def test_a_purifier_for_a_pretrained_model_trains_on_data_through_its_transform(
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     checkpoint = torch.load(manifest["purifier_details"]["cold"]["checkpoint"], weights_only=True)
     assert list(checkpoint["input_size"]) == [3, 32, 32]
+
+
+def test_compile_runs_a_torchscript_model_as_scripted_and_says_so(tmp_path):
+    """``--compile`` with a TorchScript classifier (torch.compile cannot trace it; ScriptModules refuse
+    ``requires_grad_``): the run completes with the eager records and one line says the model ran as scripted."""
+    torch.manual_seed(0)
+    torch.jit.script(GrayNet()).save(str(tmp_path / "model.ts"))
+    args = ["evaluate", "--model", str(tmp_path / "model.ts"), "--data", "digits", "--limit", "8", "--attacks", "fgsm"]
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        result = runner.invoke(app, [*args, *extra, "--out", str(tmp_path / name)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        runs[name] = [p.read_text() for p in sorted((tmp_path / name / "records").glob("part-*.jsonl"))]
+        assert ("TorchScript" in result.output) == (name == "compiled"), result.output
+    assert runs["compiled"] == runs["eager"] and runs["eager"]

@@ -178,8 +178,8 @@ class PartExecutor:
         on_built: Callable[[str, Any], None] | None = None,
     ) -> None:
         prepare_model(classifier)
-        if compile:
-            compile_classifier(classifier)
+        if compile and not compile_classifier(classifier):
+            console.print("--compile: the classifier is TorchScript; torch.compile cannot trace it: it runs scripted")
         self.plan, self.device, self.precision, self.compile = plan, device, precision, compile
         for defense in plan.defenses:  # the scoring pipelines run their draws as the attacked ones do
             if plan.layout is not None and isinstance(defense.scoring, Pipeline):

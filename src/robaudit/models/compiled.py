@@ -7,18 +7,21 @@ import torch
 from torch import nn
 
 
-def compile_classifier(classifier: nn.Module, *, mode: str | None = None) -> nn.Module:
+def compile_classifier(classifier: nn.Module, *, mode: str | None = None) -> bool:
     """``torch.compile`` the network inside ``classifier`` in place (its ``net``; the classifier itself when it has
     none), so hooks on the classifier -- pass counting -- stay outside the compiled graph. Compiled once, cached
     across batches (shapes that recur reuse their graph). A convolutional network is also put in channels-last
     memory layout, which the CPU and GPU convolution kernels run faster. ``mode``: torch.compile's (None: its
-    default; ``reduce-overhead`` adds CUDA graphs, measured by ``bench/throughput.py --compile-mode``)."""
+    default; ``reduce-overhead`` adds CUDA graphs, measured by ``bench/throughput.py --compile-mode``). A TorchScript
+    network is left as it is (torch.compile cannot trace TorchScript): returns whether the network was compiled."""
     inner = getattr(classifier, "net", None)
     target = inner if isinstance(inner, nn.Module) else classifier
+    if isinstance(target, torch.jit.ScriptModule):
+        return False
     target.requires_grad_(False)
     to_channels_last(target)
     target.compile(mode=mode)
-    return classifier
+    return True
 
 
 def compile_network(network: nn.Module, *, mode: str | None = None) -> nn.Module:
