@@ -300,16 +300,11 @@ def alone_seconds(network: nn.Module, calls: Calls, *, precision: str) -> tuple[
 def cases(args, device: torch.device) -> dict[str, Callable[[], tuple[nn.Module, nn.Module | None, str]]]:
     """The cases this device runs: name -> (classifier, purifier or None, data)."""
     vit = lambda: quickstart_vit(args.quick, device)  # noqa: E731
-    out = {
-        "vit": lambda: (vit(), None, "digits"),
-        "vit+ddpm": lambda: (vit(), random_purifier("ddpm", [1, 32, 32], device, args.quick), "digits"),
-        "vit+ddpm-ancestral": lambda: (
-            vit(),
-            random_purifier("ddpm-ancestral", [1, 32, 32], device, args.quick),
-            "digits",
-        ),
-        "vit+ebm": lambda: (vit(), random_purifier("ebm", [1, 32, 32], device, args.quick), "digits"),
-    }
+
+    def behind(case: str) -> Callable[[], tuple[nn.Module, nn.Module | None, str]]:
+        return lambda: (vit(), random_purifier(case, [1, 32, 32], device, args.quick), "digits")
+
+    out = {"vit": lambda: (vit(), None, "digits"), **{f"vit+{case}": behind(case) for case in PURIFIER_CASES}}
     if device.type == "cuda":
         out["unet-cifar"] = lambda: (*unet_cifar(device), str(DATA / "cifar10_head.npz"))
     return out
