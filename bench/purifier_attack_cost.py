@@ -1,12 +1,12 @@
 """What an adaptive attack through a purifier costs, and what the cheaper recipes give up: one audit per recipe on the
 same samples, measured in one run.
 
-    python bench/purifier_attack_cost.py [--quick] [--n 8] [--reference-n 16] [--purifiers ddpm,ebm] [--work DIR]
+    python bench/purifier_attack_cost.py [--quick] [--n 8] [--reference-n 32] [--purifiers ddpm,ebm] [--work DIR]
 
 It is slow on purpose: the reference pays 1,600 gradients through the whole purification per restart, and ddpm's
 chain is 100 network evaluations long. ``--n 8`` is the default so that a CPU finishes it (one purifier per process,
 ``--purifiers ebm``, runs the two side by side). With a larger ``--n`` (128 for the convergence check's target) the
-reference audits a seeded subset of ``--reference-n`` (16) of those digits, and the verdicts are compared there.
+reference audits a seeded subset of ``--reference-n`` (32) of those digits, and the verdicts are compared there.
 ``--work DIR`` keeps the run directories (two processes' rows can then be compared sample by sample).
 
 The quickstart ViT on digits behind two randomized purifiers trained here (cached, outside the timings): ``ddpm``
@@ -19,9 +19,9 @@ adaptive PGD audit at Linf 8/255 on a seeded random subset of the test digits, i
 - default: PGD-20 with EOT 4 (robaudit's defaults), without the convergence check; followed by its twin (unless
   ``--no-twins``), the same audit with its EOT, selection and scoring draws looped one draw at a time
   (``batch_draws: false``) instead of in the batch dimension: the speed-up, and counts and verdicts compared;
-- default + check: the same with the headline convergence check certifying a fall of at most 5 points (its rung:
-  PGD-40 with EOT 8 from new random starts, on the standing samples the loss trace flags and a seeded draw of the
-  rest; on all of them if one falls);
+- default + check: the same with the headline convergence check certifying a fall of at most 5 points (its rung on
+  these randomized pipelines: PGD-20 with EOT 8 from new random starts, on the standing samples the loss trace flags
+  and a seeded draw of the rest; on all of them if one falls);
 - grafting: the default with ``graft: 1``;
 - surrogate (ddpm only): the default with ``backward_steps: 5``, a 5-step DDIM backward pass;
 - both: grafting and the surrogate (ddpm only);
@@ -229,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         "--reference-n",
         type=int,
         default=None,
-        help="digits the reference audits: a seeded subset of the n (default: n, at most 16)",
+        help="digits the reference audits: a seeded subset of the n (default: n, at most 32)",
     )
     parser.add_argument("--work", type=Path, default=None, help="keep the run directories here (default: removed)")
     parser.add_argument("--no-twins", action="store_true", help="skip the default's looped-draws twin")
     args = parser.parse_args(argv)
     n = args.n or (6 if args.quick else 8)
-    reference_n = min(n, args.reference_n or 16)
+    reference_n = min(n, args.reference_n or 32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

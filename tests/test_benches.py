@@ -105,3 +105,19 @@ def test_purifier_gradient_memory_measures_less_with_checkpointing(capsys):
     out = capsys.readouterr().out
     ratio = float(out.split("ratio checkpointed / baseline:")[1].split()[0])
     assert 0 < ratio < 1, out
+
+
+def test_randomized_peers_quick_prints_every_run_for_every_model(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "rows.json"
+    assert bench("randomized_peers").main(["--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    runs = ["reference autoattack-rand", "robaudit autoattack", "robaudit autoattack + check", "robaudit pgd + check"]
+    assert [(r["model"], r["run"]) for r in rows] == [(m, run) for m in ("noise", "resize", "sap") for run in runs]
+    for r in rows:
+        assert set(r) >= {"model", "run", "passes", "seconds", "robust_single_draw", "robust_worst_of_n"}
+        assert r["passes"] == r["eot"] + r["selection"] + r["scoring"] + r["rung"] > 0
+        assert 0 <= r["robust_worst_of_n"] <= r["robust_single_draw"] <= 1, "the worst of 10 includes the first draw"
+    assert all(r["rung"] == 0 for r in rows if "check" not in r["run"]), "the rung's passes only where a check ran"
+    assert capsys.readouterr().out.count("| robaudit autoattack + check |") == 6  # each model's table, then the whole

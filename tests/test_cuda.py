@@ -88,6 +88,29 @@ def test_philox_streams_draw_the_cpus_numbers_on_cuda():
     torch.testing.assert_close(draws["cuda"][1], draws["cpu"][1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_randomized_classifier_with_row_draws_on_cuda_gives_the_cpu_verdicts_within_one_sample():
+    """A classifier with noise inside, batched with its draws given to rows (``row_draws``) on CUDA with philox
+    streams: per condition, the samples robust in every scoring draw are the CPU's within one; and the batch size
+    changes no record on CUDA."""
+    from robaudit.draw_layout import DrawLayout
+    from toys import randomized_part
+
+    def standing(records: list[dict]) -> dict[str, int]:
+        robust: dict[tuple[str, str], bool] = {}
+        for r in records:
+            robust[(r["condition"], r["sample_id"])] = (
+                robust.get((r["condition"], r["sample_id"]), True) and r["correct"]
+            )
+        return {c: sum(v for (k, _), v in robust.items() if k == c) for c in {k for k, _ in robust}}
+
+    cpu = standing(randomized_part(DrawLayout(), n=24, rng="philox", row_draws=True)[0])
+    gpu_records = randomized_part(DrawLayout(), n=24, device="cuda", rng="philox", row_draws=True)[0]
+    gpu = standing(gpu_records)
+    assert cpu.keys() == gpu.keys() and all(abs(cpu[c] - gpu[c]) <= 1 for c in cpu), (cpu, gpu)
+    small = randomized_part(DrawLayout(), n=24, batch_size=5, device="cuda", rng="philox", row_draws=True)[0]
+    assert small == gpu_records
+
+
 def test_batched_draws_on_cuda_give_the_cpu_verdicts_within_one_sample():
     """A randomized pipeline's draws in the batch dimension on CUDA (noise inside the classifier, a Gaussian-noise
     ensemble, the tiny DDPM), with philox streams (the CPU's draws): per condition, the samples robust in every

@@ -153,10 +153,13 @@ class DdpmOnToys(GaussianNoise):
         return torch.nn.functional.avg_pool2d(purified, 8).expand(-1, 3, -1, -1).contiguous()
 
 
-def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = "cpu", rng: str = "generator"):
+def randomized_part(
+    layout, *, batch_size: int = 16, n: int = 10, device: str = "cpu", rng: str = "generator", row_draws: bool = False
+):
     """PGD-2 with EOT 4, 3 selection draws and 2 scoring repeats on ``n`` toy samples through a noisy classifier
-    (noise inside it), a Gaussian-noise purifier with an ensemble of 2, and the tiny DDPM; ``layout`` for every
-    pipeline, on ``device``, the streams from engine ``rng``. Returns (records, passes per condition)."""
+    (noise inside it; batched with its draws given to rows with ``row_draws``, else one row per call), a
+    Gaussian-noise purifier with an ensemble of 2, and the tiny DDPM; ``layout`` for every pipeline, on ``device``,
+    the streams from engine ``rng``. Returns (records, passes per condition)."""
     from robaudit.attacks import resolve_attack
     from robaudit.engine.execute import PartExecutor
     from robaudit.engine.pipeline import Pipeline
@@ -165,9 +168,10 @@ def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = 
     images, labels, means = toy_data(n, seed=5)
     classifier = WithCard(NearestMean(means, sigma=0.05)).eval()
     purifiers = {"noise": GaussianNoise(0.2, ensemble=2), "ddpm": DdpmOnToys()}
-    defenses = [Defense("none", None, 2, ["none"], Pipeline(classifier, randomized_classifier=True))]
+    randomness = {"randomized_classifier": True, "row_draws": row_draws}
+    defenses = [Defense("none", None, 2, ["none"], Pipeline(classifier, **randomness))]
     for label, purifier in purifiers.items():
-        scoring = Pipeline(classifier, purifier, randomized_classifier=True)
+        scoring = Pipeline(classifier, purifier, **randomness)
         defenses.append(Defense(label, purifier, 2, ["adaptive"], scoring))
     pgd = resolve_attack("pgd", {"steps": 2}, eps=0.1, eps_l2=0.5)
     plan = AuditPlan([pgd], defenses, seed=3, eot=4, draws=3, num_samples=n, part_size=n, layout=layout, rng=rng)
@@ -178,3 +182,31 @@ def randomized_part(layout, *, batch_size: int = 16, n: int = 10, device: str = 
     kinds = ("forward", "backward", "purifier")
     passes = {key: {k: v for k, v in t.items() if k in kinds} for key, t in out.timings.items()}
     return out.records, passes
+
+
+def randomized_toy_audit(seed: int, attacks: list, *, n: int = 24, sigma: float = 0.25, row_draws: bool = True):
+    """``attacks`` (resolved) against a nearest-mean classifier with noise inside (``sigma``), audited as the engine
+    audits a user's randomized model: EOT 4, 10 selection draws, 10 scoring repeats, its draws given to rows
+    (``row_draws``). Toy data and streams seeded from ``seed``. Returns (records, the classifier passes spent)."""
+    from robaudit.engine.execute import PartExecutor
+    from robaudit.engine.pipeline import Pipeline
+    from robaudit.engine.plan import AuditPlan, Defense, Part
+
+    images, labels, means = toy_data(n, seed=seed, spread=0.12)
+    classifier = WithCard(NearestMean(means, sigma=sigma)).eval()
+    bare = Pipeline(classifier, randomized_classifier=True, row_draws=row_draws)
+    plan = AuditPlan(
+        attacks, [Defense("none", None, 10, ["none"], bare)], seed=seed, eot=4, draws=10, num_samples=n, part_size=n
+    )
+    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=n)
+    out = executor(toy_imageset(images, labels), Part(0, 0, n), lambda status: None)
+    return out.records, sum(t.get("forward", 0) + t.get("backward", 0) for t in out.timings.values())
+
+
+def worst_of_n_standing(records: list) -> int:
+    """Samples robust in every scoring draw of every attack condition (the headline's worst of N)."""
+    robust: dict[str, bool] = {}
+    for record in records:
+        if not record["condition"].startswith("none|"):
+            robust[record["sample_id"]] = robust.get(record["sample_id"], True) and record["correct"]
+    return sum(robust.values())

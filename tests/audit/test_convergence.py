@@ -196,3 +196,37 @@ def test_a_run_directory_sums_each_rungs_standing_and_reattacked_counts_over_its
         entry = {"seconds": 0.1, "samples": chosen, "standing": standing, "reattacked": chosen}
         (tmp_path / "timings" / f"{part}.json").write_text(json.dumps({"pgd+x4|none|none": entry}))
     assert run.read_rung_samples() == {"pgd+x4|none|none": {"standing": 5, "reattacked": 1}}
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("pgd", {"steps": 6, "early_exit": False}), ("autoattack", {"steps": 6, "eot_iter": 2, "early_exit": False})],
+)
+def test_a_rung_on_a_randomized_pipeline_costs_at_most_3x_the_attack_per_reattacked_sample(name, params):
+    """The headline check's first rung, built as the engine builds it (its params, its EOT scale), against the
+    attack below on the same samples of a randomized pipeline (noise inside the classifier), every sample worked to
+    the end (early exit off, so the counts are the whole budget): at most 3x the model passes (measured 2x: one new
+    run at twice the EOT). On a deterministic pipeline the rung keeps its escalation (PGD: 2x steps; AutoAttack:
+    ``plus``'s 5 restarts)."""
+    from robaudit.attacks import build_attack, run_attack
+    from robaudit.engine.convergence import checked
+    from robaudit.engine.passes import PassCounter
+    from toys import streams
+
+    images, labels, means = toy_data(12, seed=2, spread=0.12)
+    classifier = WithCard(NearestMean(means, sigma=0.3)).eval()
+    pipeline = Pipeline(classifier, randomized_classifier=True, row_draws=True)
+    base = checked(resolve_attack(name, params, eps=0.3, eps_l2=0.5))
+    (rung,) = rungs_for(base, ConvergenceSpec(mode="check"))
+    spent = {}
+    for attack in (base, rung):
+        built = build_attack(attack, pipeline, num_classes=10, seed=0, eot=4 * attack.eot_scale, draws=4)
+        counter = PassCounter(classifier, [])
+        with counter.charge("attack"):
+            run_attack(built, attack, images, labels, rng=streams(12), seed=0)
+        count = counter.take("attack")
+        spent[attack.label] = count.forward + count.backward
+    ratio = spent[rung.label] / spent[base.label]
+    assert 1.5 <= ratio <= 3.0, f"{name}: the rung costs {ratio:.2f}x the attack below"
+    deterministic = {"pgd": ("steps", 12), "autoattack": ("restarts", 5)}[name]
+    assert rung.params[deterministic[0]] == deterministic[1], "the deterministic escalation is unchanged"

@@ -22,16 +22,18 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(ENGINES))
+@pytest.fixture(scope="module", params=[(e, rows) for e in ENGINES for rows in (False, True)], ids=str)
 def looped(request):
-    """(engine, the looped layout's records and passes) for each random-stream engine."""
-    return request.param, randomized_part(LAYOUTS["looped"], rng=request.param)
+    """((engine, row_draws), the looped layout's records and passes) for each random-stream engine, the noisy
+    classifier one row per call or batched with its draws given to rows (``row_draws``)."""
+    engine, rows = request.param
+    return request.param, randomized_part(LAYOUTS["looped"], rng=engine, row_draws=rows)
 
 
 @pytest.mark.parametrize("name", [name for name in LAYOUTS if name != "looped"])
 def test_batched_and_chunked_draws_give_the_looped_records_verdicts_and_pass_counts(looped, name):
-    engine, (expected, expected_passes) = looped
-    records, passes = randomized_part(LAYOUTS[name], rng=engine)
+    (engine, rows), (expected, expected_passes) = looped
+    records, passes = randomized_part(LAYOUTS[name], rng=engine, row_draws=rows)
     assert records == expected
     assert passes == expected_passes
     assert {r["condition"] for r in records} >= {"pgd|none|none", "pgd|noise|adaptive", "pgd|ddpm|adaptive"}
@@ -39,8 +41,8 @@ def test_batched_and_chunked_draws_give_the_looped_records_verdicts_and_pass_cou
 
 
 def test_the_batch_size_changes_no_record_with_draws_batched(looped):
-    engine, (expected, _) = looped
-    assert randomized_part(DrawLayout(chunk=5), batch_size=5, rng=engine)[0] == expected
+    (engine, rows), (expected, _) = looped
+    assert randomized_part(DrawLayout(chunk=5), batch_size=5, rng=engine, row_draws=rows)[0] == expected
 
 
 @pytest.mark.slow

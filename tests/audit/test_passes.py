@@ -50,3 +50,37 @@ def test_passes_are_exact_counts_that_do_not_depend_on_the_batch_size():
 
 def test_more_steps_cost_more_passes():
     assert _timings(12, steps=8)["pgd|none|none"]["backward"] > _timings(12, steps=4)["pgd|none|none"]["backward"]
+
+
+def test_scoring_draws_only_the_attacked_samples():
+    """A sample wrong in every clean draw is not attacked and keeps its clean predictions: no scoring draw is spent
+    on it (scoring the others draws the same values: every sample has its own stream). Through a noise purifier
+    (3 repeats), each condition's scoring draws are 3 per attacked sample."""
+    from robaudit.engine.execute import PartExecutor
+    from robaudit.engine.pipeline import Pipeline
+    from robaudit.engine.plan import AuditPlan, Defense, Part
+    from toys import GaussianNoise, NearestMean, WithCard, toy_data, toy_imageset
+
+    images, labels, means = toy_data(12, seed=4)
+    labels[:3] = (labels[:3] + 1) % 10  # three samples the classifier gets wrong whatever the noise
+    classifier = WithCard(NearestMean(means)).eval()
+    noise = GaussianNoise(0.05)
+    defenses = [Defense("noise", noise, 3, ["adaptive"], Pipeline(classifier, noise))]
+    defenses.insert(0, Defense("none", None, 1, ["none"], Pipeline(classifier)))
+    attacks = [resolve_attack("pgd", {"steps": 3}, eps=0.1, eps_l2=0.5)]
+    plan = AuditPlan(attacks, defenses, seed=1, eot=2, draws=2, num_samples=12, part_size=12)
+    executor = PartExecutor(plan, classifier, device=torch.device("cpu"), batch_size=12)
+    spent = {}
+    original = executor.score_repeats
+
+    def counting(defense, scored, batch, key, index=None):
+        spent[key] = spent.get(key, 0) + len(scored) * defense.repeats
+        return original(defense, scored, batch, key, index)
+
+    executor.score_repeats = counting
+    records = executor(toy_imageset(images, labels), Part(0, 0, 12), lambda status: None).records
+    for key, repeats in (("pgd|none|none", 1), ("pgd|noise|adaptive", 3)):
+        attacked = {r["sample_id"] for r in records if r["condition"] == key and r["attacked"]}
+        assert len(attacked) == 9, "the three mislabelled samples are not attacked"
+        assert spent[key] == repeats * len(attacked), key
+        assert all(r["pred"] == r["clean_pred"] for r in records if r["condition"] == key and not r["attacked"])

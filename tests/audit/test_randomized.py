@@ -257,7 +257,8 @@ def test_a_torchscript_classifier_with_noise_inside_is_audited_as_randomized(tmp
     assert "| 16 |" in (tmp_path / "run" / "report.md").read_text() and "INCOMPLETE" not in result.output
     strict = CliRunner().invoke(app, ["report", "run", "--gate", "worst_case >= 0.999"])
     assert strict.exit_code == 1 and "INCOMPLETE" not in strict.output, "fails on its value, not on completeness"
-    assert summary["model"]["randomized"] == {"declared": False, "detected": True, "randomized": True}
+    expected = {"declared": False, "detected": True, "randomized": True, "row_draws": True}
+    assert summary["model"]["randomized"] == expected, "its noise has a row per sample: it runs batched"
     assert any(f["check"] == "randomized-model" for f in summary["findings"])
     undefended = summary["defenses"][0]
     assert undefended["worst_case"]["repeats"] == 3

@@ -12,8 +12,10 @@ Rules every attack follows through this module:
 - the clean image is never a candidate: a sample's result is the best candidate an attack stage produced (a sample
   keeps its clean image only when no stage could move it, e.g. a zero gradient for FGSM);
 - candidates are projected onto the eps-ball and [0, 1] *before* they are judged;
-- in a cascade (restarts, AutoAttack's components), a sample leaves only when it is fooled in every selection draw;
-  otherwise every later stage attacks it again and the better candidate is kept.
+- in a cascade (restarts, AutoAttack's components), a sample leaves once its candidate passes the leave rule
+  (``attacks.stopping``): fooled, on a deterministic pipeline; on a randomized one, correct in so few of its fresh
+  selection draws that it would survive all N scoring draws with probability at most 1%, whatever its true
+  chance; otherwise every later stage attacks it again and the better candidate is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaudit.attacks.stopping import leaves
 from robaudit.draw_layout import by_draw, draw_streams, layout_of, over_rows, rows_of
 from robaudit.sample_rng import SampleRNG, is_randomized
 
@@ -55,6 +58,20 @@ class Verdict:
         fewer = self.correct_fraction < other.correct_fraction
         tie = (self.correct_fraction == other.correct_fraction) & (self.loss > other.loss)
         return fewer | tie
+
+
+def scoring_draws(model: nn.Module) -> int:
+    """N, the scoring draws that will judge the attacked ``model``'s verdicts (the engine sets it on a
+    ``Pipeline``: its defense's repeats); 1 for a model that does not say."""
+    return int(getattr(model, "scoring_draws", 1) or 1)
+
+
+def may_leave(model: nn.Module, verdict: Verdict, draws: int) -> torch.Tensor:
+    """(N,) bool: the samples whose ``verdict`` (on ``draws`` fresh draws of ``model``) lets them leave the attack
+    (``attacks.stopping.leaves``: on a deterministic model, fooled)."""
+    if not is_randomized(model):
+        return leaves(verdict.correct_fraction, 1, 1)
+    return leaves(verdict.correct_fraction, draws, scoring_draws(model))
 
 
 def project(adversarial: torch.Tensor, images: torch.Tensor, *, norm: str, eps: float) -> torch.Tensor:
@@ -127,13 +144,25 @@ class EarlyExit:
     """Which samples of an iterative run are settled, so the run stops working on them (``enabled``).
 
     On a deterministic model a sample is settled by the first iterate that fools it (kept by ``BestSoFar``): its
-    verdict cannot change. On a randomized one (``is_randomized(model)``) an iterate fooled in every draw of its step
-    is judged again on ``draws`` fresh selection draws, and the sample is settled only when it is fooled in all of
-    them too -- the rule the cascade uses to let a sample leave. A settled sample stays settled.
+    verdict cannot change. On a randomized one (``is_randomized(model)``) an iterate that passes the leave rule
+    (``attacks.stopping``) on the ``step_draws`` draws of its step is judged again on ``draws`` fresh selection draws,
+    and the sample is settled only when it passes the rule on them too -- the rule the cascade uses to let a sample
+    leave (the fresh draws make its error rate hold: the step's draws chose the iterate). A settled sample stays
+    settled.
     """
 
-    def __init__(self, model: nn.Module, labels: torch.Tensor, rng: SampleRNG, *, draws: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        labels: torch.Tensor,
+        rng: SampleRNG,
+        *,
+        draws: int,
+        enabled: bool,
+        step_draws: int = 1,
+    ) -> None:
         self.model, self.labels, self.rng, self.draws, self.enabled = model, labels, rng, draws, enabled
+        self.step_draws = step_draws
         self.confirm = is_randomized(model) or torch.is_autocast_enabled(labels.device.type)
         self.settled = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
         self.checked = torch.zeros_like(self.settled)  # the current candidate was judged again and not confirmed
@@ -143,12 +172,12 @@ class EarlyExit:
         if not self.enabled:
             return index
         self.checked[index[kept]] = False
-        fooled = best.found & (best.verdict.correct_fraction == 0) & ~self.settled & ~self.checked
+        fooled = best.found & may_leave(self.model, best.verdict, self.step_draws) & ~self.settled & ~self.checked
         candidates = fooled[index].nonzero().flatten()
         if candidates.numel() and self.confirm:
             chosen = index[candidates]
             again = judge(self.model, best.best[chosen], self.labels[chosen], draws=self.draws, rng=self.rng[chosen])
-            confirmed = again.correct_fraction == 0
+            confirmed = may_leave(self.model, again, self.draws)
             self.checked[chosen[~confirmed]] = True
             candidates = candidates[confirmed]
         self.settled[index[candidates]] = True
@@ -207,6 +236,11 @@ class CandidatePool(BestSoFar):
         kept = self.update(index, projected, verdict)
         for i in index[kept].tolist():
             self.chosen_by[i] = stage
+
+    def unsettled(self) -> torch.Tensor:
+        """(N,) bool: samples without a candidate, or whose candidate does not pass the leave rule on its selection
+        draws (``may_leave``: on a deterministic model, still correct)."""
+        return ~self.found | ~may_leave(self.model, self.verdict, self.draws)
 
 
 def run_cascade(pool: CandidatePool, stages: Sequence[tuple[str, Stage]]) -> CandidatePool:

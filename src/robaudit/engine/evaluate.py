@@ -41,6 +41,7 @@ from robaudit.progress import console
 from robaudit.purifiers.resolve import PurifierContext, obtain_purifier
 from robaudit.purifiers.surrogate import CALIBRATION_SAMPLES, calibrate_surrogate, surrogate_target
 from robaudit.reporting.report import rebuild_reports
+from robaudit.row_draws import attributable
 from robaudit.rundir import RunDir
 from robaudit.threats import NONE
 
@@ -59,6 +60,7 @@ def build_defenses(
     randomized_classifier: bool,
     device: torch.device,
     trust_checkpoint: bool,
+    row_draws: bool = False,
     trust_code: bool = False,
     input_shape: tuple[int, ...] | None = None,
     calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -70,7 +72,8 @@ def build_defenses(
     DDIM surrogate set to ``auto`` is measured on ``calibration`` (images (N, C, H, W), labels (N,)).
     """
     config = resolved.config
-    bare = Pipeline(model, randomized_classifier=randomized_classifier)
+    randomness = {"randomized_classifier": randomized_classifier, "row_draws": row_draws}
+    bare = Pipeline(model, **randomness)
     defenses = [Defense(NONE, None, config.repeats if bare.randomized else 1, [NONE], bare)]
     details = {}
     context = PurifierContext(
@@ -89,7 +92,7 @@ def build_defenses(
     for spec in resolved.purifiers:
         purifier, provenance = obtain_purifier(spec, context)
         surrogate = calibrate(purifier, model, calibration, seed=config.seed, device=device)
-        scoring = Pipeline(model, purifier, randomized_classifier=randomized_classifier)
+        scoring = Pipeline(model, purifier, **randomness)
         repeats = config.repeats if scoring.randomized else 1
         defenses.append(Defense(spec.label, purifier, repeats, list(config.threats), scoring, spec.eot, spec.graft))
         details[spec.label] = {
@@ -303,12 +306,15 @@ def prepare_run(
     detected = detect_randomized(model.cpu(), dataset)
     randomized = {"declared": bool(config.model.randomized), "detected": detected}
     randomized["randomized"] = randomized["declared"] or detected
+    if randomized["randomized"]:
+        randomized["row_draws"] = attributable(model.cpu(), dataset.images[:1].float())
     with rank_zero_first():  # rank 0 trains missing purifiers and prepares the directory; the others then join
         defenses, purifier_details = build_defenses(
             resolved,
             model,
             model_sha=model_sha,
             randomized_classifier=randomized["randomized"],
+            row_draws=bool(randomized.get("row_draws")),
             device=device,
             trust_checkpoint=trust_checkpoint,
             trust_code=trust_code,

@@ -130,6 +130,7 @@ class BuiltAttacks:
 
     def __init__(self, plan: AuditPlan, classifier: nn.Module, *, on_built: Callable[[str, Any], None] | None) -> None:
         bare = plan.defenses[0].scoring  # the undefended pipeline: the classifier alone
+        bare.scoring_draws = plan.defenses[0].repeats  # the leave rule's N (attacks.stopping)
         context = {"num_classes": classifier.card.num_classes, "draws": plan.draws}
         self.classifier = classifier
         self.shared: dict[str, Any] = {}
@@ -149,10 +150,12 @@ class BuiltAttacks:
                 defense.purifier,
                 threat=condition.threat,
                 randomized_classifier=bare.randomized,
+                row_draws=getattr(bare, "row_draws", False),
                 graft_draws=graft,
                 layout=plan.layout,  # None: Pipeline's default, batched
             )
             prepare_model(pipeline)
+            pipeline.scoring_draws = defense.repeats
             seed = derive_seed(plan.seed, "build", condition.key())
             eot = (defense.eot or plan.eot) * attack.eot_scale
             built = build_attack(attack, pipeline, seed=seed, eot=eot, **context)
@@ -349,19 +352,40 @@ class PartExecutor:
         out: PartOutput,
         incomplete: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Records of one condition: ``repeats`` scoring draws of its adversarial images; gallery rows. Returns the
-        predictions of each draw (N,) (the clean ones for samples not attacked)."""
+        """Records of one condition: ``repeats`` scoring draws of its adversarial images, drawn for the attacked
+        samples only (a sample not attacked keeps its clean predictions: no draw could change its verdict); gallery
+        rows. Returns the predictions of each draw (N,)."""
         clean_preds, want = clean
         if not attack.sweep:
             self.keep_for_gallery(condition, defense, batch, adversarial, out)
-        preds = []
-        for repeat, pred in enumerate(self.score_repeats(defense, adversarial, batch, condition.key())):
-            pred = torch.where(want, pred, clean_preds[repeat])
-            preds.append(pred)
+        preds = self.score_chosen(defense, adversarial, batch, condition.key(), want, clean_preds)
+        for repeat, pred in enumerate(preds):
             out.records += condition_records(
                 batch, condition, attack, repeat, (clean_preds[repeat], pred), want, adversarial, incomplete
             )
         add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))
+        return preds
+
+    def score_chosen(
+        self,
+        defense: Defense,
+        images: torch.Tensor,
+        batch: Batch,
+        key: str,
+        chosen: torch.Tensor,
+        others: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """Per repeat, predictions (N,): fresh scoring draws of ``images`` (N, C, H, W) for the ``chosen`` samples
+        (N,) bool, each from its own stream (so scoring fewer samples changes none of their draws), and
+        ``others[repeat]`` for the rest."""
+        index = chosen.nonzero().flatten()
+        fresh = self.score_repeats(defense, images[index], batch, key, index) if len(index) else []
+        preds = []
+        for repeat in range(defense.repeats):
+            pred = others[repeat].clone()
+            if len(index):
+                pred[index] = fresh[repeat]
+            preds.append(pred)
         return preds
 
     def climb(
@@ -423,16 +447,8 @@ class PartExecutor:
     ) -> list[torch.Tensor]:
         """A rung's records: fresh scoring draws for the ``chosen`` samples, the rung below's predictions for the
         others. Returns the predictions of each draw."""
-        index = chosen.nonzero().flatten()
-        fresh = []
-        if len(index):
-            fresh = self.score_repeats(defense, verdict.adversarial[index], batch, condition.key(), index)
-        preds = []
-        for repeat in range(defense.repeats):
-            pred = verdict.preds[repeat].clone()
-            if len(index):
-                pred[index] = fresh[repeat]
-            preds.append(pred)
+        preds = self.score_chosen(defense, verdict.adversarial, batch, condition.key(), chosen, verdict.preds)
+        for repeat, pred in enumerate(preds):
             pair = (verdict.clean[repeat], pred)
             out.records += condition_records(batch, condition, rung, repeat, pair, verdict.want, verdict.adversarial)
         add_passes(out.timings, condition.key(), self.passes.take(condition.key()).to_dict(), len(batch.labels))

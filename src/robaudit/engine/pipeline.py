@@ -9,13 +9,16 @@ The threat model is a property of how gradients flow through it:
 One call of a pipeline is one draw of its randomness. Given the rows' own streams (``rng``, a ``SampleRNG``), a
 randomized purifier draws each row's noise from its stream: a sample's draws never depend on its batch. A randomized
 classifier draws its own noise from the global RNG, so it runs one row at a time under a global RNG seeded from the
-row's stream: its records too are the same whatever the batch. Without ``rng`` (callers that do not know which
-samples they hold), the purifier draws from the pipeline's own generator and the classifier from the global RNG,
-which robaudit seeds around every attack. A purifier with an ensemble (ADP: K = 10) is part of the pipeline: one call
-averages the softmax of K purified draws, run as K rows per sample in one batch, each from its own stream, and returns
-its log, exactly what a prediction takes the argmax of. EOT -- the mean over draws of the gradient of the per-draw
-loss -- is the attacks' job (``attacks.gradient``), never averaged logits. ``layout`` (``draw_layout.DrawLayout``)
-says how the attacks and scoring run a sample's many draws through the pipeline: in the batch dimension by default.
+row's stream: its records too are the same whatever the batch. One whose every random draw can be given to rows
+(``row_draws``: ``row_draws.attributable``, found before the run) runs batched instead, each random operation inside
+it answered row by row from the rows' own streams (``row_draws.RowDraws``): the same independence, one call. Without
+``rng`` (callers that do not know which samples they hold), the purifier draws from the pipeline's own generator and
+the classifier from the global RNG, which robaudit seeds around every attack. A purifier with an ensemble (ADP: K =
+10) is part of the pipeline: one call averages the softmax of K purified draws, run as K rows per sample in one batch,
+each from its own stream, and returns its log, exactly what a prediction takes the argmax of. EOT -- the mean over
+draws of the gradient of the per-draw loss -- is the attacks' job (``attacks.gradient``), never averaged logits.
+``layout`` (``draw_layout.DrawLayout``) says how the attacks and scoring run a sample's many draws through the
+pipeline: in the batch dimension by default.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from robaudit.draw_layout import DrawLayout, by_draw, layout_of, over_rows, rows
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
 from robaudit.purifiers.checkpointing import chain_checkpointing
+from robaudit.row_draws import with_row_draws
 from robaudit.sample_rng import SampleRNG, is_randomized, per_sample
 from robaudit.threats import PIPELINE_THREATS, threat_model
 
@@ -38,7 +42,8 @@ class Pipeline(nn.Module):
 
     The scores are the classifier's logits, or with a purifier ensemble of K > 1 the log of the softmax averaged
     over K purified draws. ``threat`` ("bpda" or "adaptive") sets the purifier's backward pass. ``randomized`` is
-    true when the purifier is randomized or the classifier is declared or detected randomized. ``graft_draws`` > 0
+    true when the purifier is randomized or the classifier is declared or detected randomized; ``row_draws``: such a
+    classifier runs batched, its draws given to rows (``row_draws``), else one row per call. ``graft_draws`` > 0
     makes attacks graft their EOT gradients through that many purifier draws (``attacks.gradient``).
     """
 
@@ -54,6 +59,7 @@ class Pipeline(nn.Module):
         seed: int = 0,
         graft_draws: int = 0,
         layout: DrawLayout | None = None,
+        row_draws: bool = False,
     ) -> None:
         super().__init__()
         if threat not in PIPELINE_THREATS:
@@ -62,6 +68,7 @@ class Pipeline(nn.Module):
         self.classifier = classifier
         self.threat = threat
         self.randomized_classifier = randomized_classifier
+        self.row_draws = randomized_classifier and row_draws
         self.randomized = randomized_classifier or (purifier is not None and is_randomized(purifier))
         self.ensemble = purifier.ensemble if purifier is not None else 1
         if graft_draws and (purifier is None or self.ensemble != 1 or threat != "adaptive"):
@@ -69,6 +76,7 @@ class Pipeline(nn.Module):
                 "gradient grafting needs a purifier without a prediction ensemble, under the adaptive threat"
             )
         self.graft_draws = graft_draws  # > 0: EOT gradients are grafted (attacks.gradient.grafted_gradient)
+        self.scoring_draws = 1  # N, the repeats that score its verdicts (the engine sets it; attacks.stopping)
         self.card = classifier.card
         self.layout = layout or DrawLayout()
         self._seed = seed
@@ -101,7 +109,8 @@ class Pipeline(nn.Module):
     def classify(self, images: torch.Tensor, rng: SampleRNG | None) -> torch.Tensor:
         """The classifier's logits (N, K); a randomized one under a global RNG seeded from the streams when given."""
         if rng is not None and self.randomized_classifier:
-            return per_sample(self.classifier, images, rng)
+            run = with_row_draws if self.row_draws else per_sample
+            return run(self.classifier, images, rng)
         return self.classifier(images)
 
     def forward(self, images: torch.Tensor, rng: SampleRNG | None = None) -> torch.Tensor:

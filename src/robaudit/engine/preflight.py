@@ -32,6 +32,14 @@ def randomness_findings(randomized: dict[str, bool] | None) -> list[Finding]:
     how = "declared (--randomized)" if randomized.get("declared") else ""
     if randomized.get("detected"):
         how = (how + " and " if how else "") + "detected: two forward passes on the same images differ"
+    if "row_draws" in randomized:
+        how += (
+            "; every random draw inside it has one row per sample, so it runs batched, each row's draws from the "
+            "sample's own stream"
+            if randomized["row_draws"]
+            else "; it draws randomness that has no row per sample (e.g. one draw for the whole batch), so it runs "
+            "one sample per call"
+        )
     return [
         Finding(
             "randomized-model",

@@ -158,7 +158,7 @@ class APGDRun:
         active = torch.arange(images.shape[0], device=images.device)
         grad, verdict, value = self.gradient(x, labels, loss_of(active), rng)
         best = BestSoFar(images)
-        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
+        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit, step_draws=self.eot)
         active = done.active(best, active, best.update(active, x, verdict))
         state = _State(x, grad, value, step=torch.full((len(labels), 1, 1, 1), 2 * self.eps, device=images.device))
         checkpoints = iter(checkpoint_intervals(self.steps))

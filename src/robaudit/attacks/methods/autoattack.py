@@ -163,11 +163,19 @@ def fill_effort(params: dict) -> dict:
 PLUS_RESTARTS = 5  # AutoAttack's ``plus``: 5 restarts of APGD-CE (and APGD-DLR), iterations and queries unchanged
 
 
-def defer_square(params: dict) -> dict:
-    """The params of ``params``'s AutoAttack when the headline check follows it: ``fast`` defers its Square (the
+def defer_to_check(params: dict) -> dict:
+    """The params of ``params``'s AutoAttack when the headline check follows it. ``fast`` defers its Square (the
     black-box component, whose role is the sanity check against gradient masking) to the check, which runs it on
-    the flagged and a sized seeded draw of the standing samples, and on all of them if any falls."""
-    return {**params, "square_in_check": True} if params.get("version") == "fast" else params
+    the flagged and a sized seeded draw of the standing samples, and on all of them if any falls. ``rand`` (and
+    ``auto``, which runs it on a randomized pipeline) runs at half its EOT iterations (``eot_iter``; 10 of 20): the
+    check's rung doubles them, so the samples the audit leans on -- those left standing -- meet AutoAttack-rand's own
+    20 EOT iterations from a new random start, and the others left at half the cost (docs/numbers.md). On a
+    deterministic pipeline ``auto`` draws no EOT, and nothing changes."""
+    if params.get("version") == "fast":
+        return {**params, "square_in_check": True}
+    if params.get("version") in ("auto", "rand") and params.get("eot_iter"):
+        return {**params, "eot_iter": max(1, int(params["eot_iter"]) // 2)}
+    return params
 
 
 def describe_rung(params: dict) -> str | None:
@@ -179,19 +187,24 @@ def describe_rung(params: dict) -> str | None:
 
 def escalate_autoattack(params: dict, factor: int) -> dict:
     """The escalation AutoAttack's authors use, ``plus``: its extra restarts at the same iterations -- 5 runs each of
-    APGD-CE and APGD-DLR from new random starts (``factor`` / 2 times that beyond a 2x rung), ``factor`` times the EOT
-    iterations on a randomized pipeline. The rung runs those restarts alone (version ``restarts``): the components
-    ``plus`` runs once, as ``standard`` does (APGD-T, FAB-T, Square at the same queries, whose patch schedule is
-    keyed to them), already ran below it, so the per-sample worst case over both is ``plus``'s. FAB's 5 untargeted
-    restarts are left out: torchattacks' FAB draws its random start for a whole batch from the global RNG, which
-    would tie a sample's verdict to its batch. A ``fast`` whose Square was deferred to the headline check
-    (``defer_square``) escalates first to that Square (version ``square``, below a 4x rung), then as above."""
+    APGD-CE and APGD-DLR from new random starts (``factor`` / 2 times that beyond a 2x rung). The rung runs those
+    restarts alone (version ``restarts``): the components ``plus`` runs once, as ``standard`` does (APGD-T, FAB-T,
+    Square at the same queries, whose patch schedule is keyed to them), already ran below it, so the per-sample worst
+    case over both is ``plus``'s. FAB's 5 untargeted restarts are left out: torchattacks' FAB draws its random start
+    for a whole batch from the global RNG, which would tie a sample's verdict to its batch. A ``fast`` whose Square
+    was deferred to the headline check (``defer_to_check``) escalates first to that Square (version ``square``, below
+    a 4x rung), then as above.
+
+    On a randomized pipeline the rung is one new run of each (``randomized_restarts``: 1) at ``factor`` times the
+    EOT iterations: ``factor`` times the base attack's cost per re-attacked sample, not 5 x ``factor``. There the
+    failure the rung looks for is a noisy gradient (Athalye et al. 2018), which more EOT draws answer, and the
+    new random start makes the worst case over the two a second restart (docs/numbers.md)."""
     if params.get("square_in_check"):
         if factor < 4:
             return {**params, "version": "square", "square_in_check": False}
         return escalate_autoattack({**params, "square_in_check": False}, factor // 2)
     restarts = max(int(params.get("restarts") or 1), PLUS_RESTARTS * max(1, factor // 2))
-    escalated = {**params, "version": "restarts", "restarts": restarts}
+    escalated = {**params, "version": "restarts", "restarts": restarts, "randomized_restarts": 1}
     if params.get("eot_iter") is not None:
         escalated["eot_iter"] = params["eot_iter"] * factor
     return escalated
@@ -203,7 +216,7 @@ def escalate_autoattack(params: dict, factor: int) -> dict:
     tier=3,
     derive=fill_effort,
     escalate=escalate_autoattack,
-    checked=defer_square,
+    checked=defer_to_check,
     describe_rung=describe_rung,
     smoke={"steps": 5, "n_queries": 30, "eot_iter": 2},
 )
@@ -224,6 +237,7 @@ def autoattack(
     early_exit: bool = True,
     eot_mode: str = "mean",
     restarts: int = 1,
+    randomized_restarts: int | None = None,
     square_in_check: bool = False,
 ) -> AttackFn:
     """Class-count-aware AutoAttack. With C classes it targets min(n_target_classes, C - 1) classes.
@@ -232,10 +246,11 @@ def autoattack(
     black-box (Square) components -- for far fewer passes: APGD-CE and APGD-T at ``steps`` (50), APGD-T toward the
     ``n_target_classes`` (3) classes a linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with
     ``n_queries`` (1000) on the samples still standing -- or, with ``square_in_check`` (set when the headline check
-    follows, ``defer_square``), on the check's sized draw of them. ``version: square``: that Square alone.
+    follows, ``defer_to_check``), on the check's sized draw of them. ``version: square``: that Square alone.
     ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
     averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``). ``restarts``: runs
-    of the untargeted APGD, each from a new random start (``plus`` uses 5; the convergence check's rung does).
+    of the untargeted APGD, each from a new random start (``plus`` uses 5; the convergence check's rung does);
+    ``randomized_restarts``: those runs on a randomized pipeline (None: ``restarts``; the rung's: 1, at more EOT).
     """
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
@@ -255,7 +270,7 @@ def autoattack(
         early_exit=early_exit,
         targeting="linear" if run == "fast" else "logits",
         eot_mode=eot_mode,
-        restarts=restarts,
+        restarts=randomized_restarts if randomized and randomized_restarts else restarts,
     )
     stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
     cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)

@@ -79,7 +79,7 @@ class PGDRun:
         """
         x = random_start(images, rng, norm=self.norm, eps=self.eps) if self.random_start else images.clone()
         best = BestSoFar(images)
-        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit)
+        done = EarlyExit(self.model, labels, rng, draws=self.draws, enabled=self.early_exit, step_draws=self.eot)
         active = torch.arange(images.shape[0], device=images.device)
         trace = LossTrace(images.shape[0], images.device, noisy=self.eot > 1)
         self.incomplete = lambda: trace.incomplete() & ~done.settled  # the samples still progressing at the end
@@ -163,7 +163,8 @@ PGD_DOC = (
     "Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop working "
     "on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: start at the "
     "clean image (BIM), one run; ``eot_mode``: how EOT averages the draws' gradients on a randomized pipeline, mean "
-    "or selective (attacks.gradient)."
+    "or selective (attacks.gradient); ``randomized_steps``: the steps on a randomized pipeline (None: ``steps``; a "
+    "convergence rung's: the steps below it, its effort in EOT draws)."
 )
 
 
@@ -171,8 +172,14 @@ def escalate_pgd(params: dict, factor: int) -> dict:
     """``factor`` times the steps (the step size kept), from new random starts: the rung's restarts are as many as the
     attack's, each drawn afresh (its own seed), so the per-sample worst case over the ladder has twice the restarts
     of the attack below -- one more at least, as the convergence check asks -- at half the cost of adding a restart
-    to the rung itself (a rung on a randomized pipeline already pays factor x steps times factor x EOT draws)."""
-    return {**params, "steps": params["steps"] * factor, "random_start": True}
+    to the rung itself. On a randomized pipeline the rung pays ``factor`` x EOT draws instead of ``factor`` x steps
+    (``randomized_steps``: the steps below), so it costs ``factor`` times the attack below, not its square."""
+    return {
+        **params,
+        "steps": params["steps"] * factor,
+        "random_start": True,
+        "randomized_steps": params.get("randomized_steps") or params["steps"],
+    }
 
 
 @ATTACKS.register(
@@ -196,7 +203,10 @@ def pgd(
     early_exit: bool = True,
     random_start: bool = True,
     eot_mode: str = "mean",
+    randomized: bool = False,
+    randomized_steps: int | None = None,
 ) -> AttackFn:
+    steps = randomized_steps if randomized and randomized_steps else steps
     settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
     return pgd_cascade(
         model, norm="Linf", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings
@@ -224,7 +234,10 @@ def pgdl2(
     early_exit: bool = True,
     random_start: bool = True,
     eot_mode: str = "mean",
+    randomized: bool = False,
+    randomized_steps: int | None = None,
 ) -> AttackFn:
+    steps = randomized_steps if randomized and randomized_steps else steps
     settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
     return pgd_cascade(
         model, norm="L2", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings

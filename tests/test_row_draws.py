@@ -1,0 +1,112 @@
+"""Row-attributed draws (robaudit.row_draws): each random operation of a model answered row by row from the rows'
+own streams, with the operation's distribution; what cannot be attributed is refused, and such a model runs one row
+per call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robaudit.row_draws import Unattributable, attributable, with_row_draws
+from robaudit.sample_rng import ENGINES, SampleRNG
+
+ROWS = 4000
+
+
+def rows(n: int, engine: str = "generator", first: int = 0) -> SampleRNG:
+    return SampleRNG.from_seeds(range(first, first + n), engine=engine)
+
+
+OPS = {
+    "randn_like": lambda x: torch.randn_like(x),
+    "rand_like": lambda x: torch.rand_like(x),
+    "randn": lambda x: torch.randn(x.shape[0], 3),
+    "rand": lambda x: torch.rand(x.shape[0], 3),
+    "normal_": lambda x: torch.empty(x.shape[0], 3).normal_(2.0, 0.5),
+    "uniform_": lambda x: torch.empty(x.shape[0], 3).uniform_(-1.0, 3.0),
+    "bernoulli": lambda x: torch.bernoulli(torch.full((x.shape[0], 3), 0.3)),
+    "bernoulli_": lambda x: torch.empty(x.shape[0], 3).bernoulli_(0.7),
+    "dropout": lambda x: F.dropout(torch.ones(x.shape[0], 3), 0.25, True),
+    "randint": lambda x: torch.randint(2, 7, (x.shape[0], 3)).float(),
+    "normal(mean, std)": lambda x: torch.normal(torch.full((x.shape[0], 3), 1.0), 2.0),
+}
+MOMENTS = {  # (mean, variance) of each operation's draws
+    "randn_like": (0.0, 1.0),
+    "rand_like": (0.5, 1 / 12),
+    "randn": (0.0, 1.0),
+    "rand": (0.5, 1 / 12),
+    "normal_": (2.0, 0.25),
+    "uniform_": (1.0, 16 / 12),
+    "bernoulli": (0.3, 0.21),
+    "bernoulli_": (0.7, 0.21),
+    "dropout": (1.0, 1 / 3),  # kept with 0.75, scaled by 4/3
+    "randint": (4.0, 2.0),  # uniform on 2..6
+    "normal(mean, std)": (1.0, 4.0),
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("op", list(OPS))
+def test_each_operation_keeps_its_distribution_and_gives_row_i_its_own_stream(op, engine):
+    x = torch.zeros(ROWS, 1)
+    values = with_row_draws(OPS[op], x, rows(ROWS, engine))
+    mean, variance = MOMENTS[op]
+    assert values.shape[0] == ROWS
+    assert float(values.mean()) == pytest.approx(mean, abs=5 * (variance / values.numel()) ** 0.5)
+    assert float(values.var()) == pytest.approx(variance, rel=0.08)
+    alone = with_row_draws(OPS[op], x[7:9], rows(2, engine, first=7))
+    assert torch.equal(alone, values[7:9]), "rows 7 and 8 drew the same values alone as among 4,000"
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_multinomial_draws_categories_at_their_weights(replacement):
+    weights = torch.tensor([0.0, 1.0, 2.0, 5.0]).repeat(ROWS, 1)
+    picked = with_row_draws(lambda w: torch.multinomial(w, 2, replacement=replacement), weights, rows(ROWS))
+    assert picked.shape == (ROWS, 2) and not bool((picked == 0).any()), "a weight of zero is never drawn"
+    if replacement:
+        counts = torch.bincount(picked.flatten(), minlength=4).float() / picked.numel()
+        assert counts.tolist() == pytest.approx([0.0, 1 / 8, 2 / 8, 5 / 8], abs=0.015)
+    else:
+        assert bool((picked[:, 0] != picked[:, 1]).all()), "without replacement, two different categories"
+        first = torch.bincount(picked[:, 0], minlength=4).float() / ROWS
+        assert first.tolist() == pytest.approx([0.0, 1 / 8, 2 / 8, 5 / 8], abs=0.025)
+
+
+class BatchSize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :3] * torch.rand(1)  # one draw for the whole batch
+
+
+class Permuted(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, torch.randperm(3)]
+
+
+def test_draws_without_a_row_per_sample_are_refused_and_such_a_model_runs_one_row_per_call():
+    images = torch.rand(3, 1, 6, 6)
+    for model in (BatchSize(), Permuted()):
+        with pytest.raises(Unattributable):
+            with_row_draws(model, images, rows(3))
+        assert not attributable(model, images)
+
+
+def test_a_scripted_model_with_noise_inside_is_attributable_and_differentiable():
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x + 0.1 * torch.randn_like(x)).flatten(1)
+
+    scripted = torch.jit.script(Noisy().eval())
+    images = torch.rand(5, 1, 6, 6)
+    assert attributable(scripted, images)
+    x = images.clone().requires_grad_(True)
+    out = with_row_draws(scripted, x, rows(5))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    again = with_row_draws(scripted, images[2:], rows(3, first=2))
+    assert torch.allclose(again, out[2:].detach(), atol=1e-6), "a sample's draws do not depend on its batch"
