@@ -247,11 +247,10 @@ def autoattack(
     ``n_target_classes`` (3) classes a linear estimate puts nearest (MALT's targeting), no FAB-T, and Square with
     ``n_queries`` (1000) on the samples still standing -- or, with ``square_in_check`` (set when the headline check
     follows, ``defer_to_check``), on the check's sized draw of them. ``version: square``: that Square alone.
-    ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD
-    averages its EOT draws on a randomized pipeline, mean or selective (``attacks.gradient``). ``restarts``: runs
-    of the untargeted APGD, each from a new random start (``plus`` uses 5; the convergence check's rung does);
-    ``randomized_restarts``: those runs on a randomized pipeline (None: ``restarts``; the rung's: 1, at more EOT).
-    """
+    ``early_exit`` stops APGD on a sample once its verdict is settled. ``eot_mode``: how APGD averages its EOT draws
+    on a randomized pipeline, mean or selective (``attacks.gradient``). ``restarts``: runs of the untargeted APGD,
+    each from a new random start (``plus`` uses 5; the check's rung does); ``randomized_restarts``: those runs on a
+    randomized pipeline (None: ``restarts``; the rung's: 1, at more EOT)."""
     if version not in VERSIONS:
         raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
     run = ("rand" if randomized else "standard") if version == "auto" else version
