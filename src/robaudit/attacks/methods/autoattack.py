@@ -273,11 +273,16 @@ def autoattack(
     )
     stages = [stage for name in kept for stage in COMPONENTS[name](settings)]
     cascade = Cascade(model, stages, norm=norm, eps=eps, draws=draws)
-    cascade.details = {
+    cascade.details = details(run, kept, dropped, deferred, forced=randomized and version == "standard")
+    return cascade
+
+
+def details(run: str, kept: list[str], dropped: list[str], deferred: list[str], *, forced: bool) -> dict:
+    """What a built AutoAttack reports about itself (the run's manifest and report read it)."""
+    return {
         "version": run,
         "components": kept,
         "dropped": dropped,
         "deferred_to_check": deferred,
-        "forced_standard_on_randomized": randomized and version == "standard",
+        "forced_standard_on_randomized": forced,
     }
-    return cascade
