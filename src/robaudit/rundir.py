@@ -94,7 +94,7 @@ class RunDir:
             manifest = self.read_manifest()
             if manifest is None and {p.name for p in self.path.iterdir()} <= set(self.OWN_ENTRIES):
                 self.records_dir.mkdir(parents=True, exist_ok=True)
-                return {p.name for p in self.records_dir.glob("part-*.jsonl")}
+                return self.part_names()
             if manifest is None:
                 raise RobauditError(
                     f"output directory {str(self.path)!r} exists and is not a robaudit run; pass another --out"
@@ -106,7 +106,7 @@ class RunDir:
                 )
             for stale in self.path.rglob(".*.tmp") if alone else ():  # left by a process killed mid-write
                 stale.unlink(missing_ok=True)
-            return {p.name for p in self.records_dir.glob("part-*.jsonl")}
+            return self.part_names()
         self.records_dir.mkdir(parents=True, exist_ok=True)
         return set()
 
@@ -143,6 +143,22 @@ class RunDir:
         """Atomically write the records part ``name`` (e.g. ``part-000000-000128.jsonl``)."""
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.records_dir / name, lines)
+
+    def part_names(self) -> set[str]:
+        """The names of the records parts written so far."""
+        return {p.name for p in self.records_dir.glob("part-*.jsonl")}
+
+    def read_layout(self) -> dict[str, int] | None:
+        """Where the run's parts begin and end (``engine.plan.PartLayout``), or None for a run that has not settled
+        it (or was written before layouts)."""
+        try:
+            return json.loads((self.records_dir / "layout.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write_layout(self, layout: dict[str, int]) -> None:
+        """Atomically write the run's part layout (before any part written in it)."""
+        atomic_write_json(self.records_dir / "layout.json", layout)
 
     def has_part(self, name: str) -> bool:
         """Whether the records part ``name`` exists (its samples are done)."""

@@ -50,7 +50,8 @@ def test_every_scalar_key_is_one_field_with_its_rules_beside_it(key):
     spec = next(f for f in scalar_settings() if f.name == key)
     kind, default = spec.metadata["coerce"], spec.default
     choices = [c for c in spec.metadata["choices"] or () if c != default]  # a declared value other than the default
-    value = {int: 7, str: choices[0] if choices else "cpu" if key == "device" else "x", bool: not default}[kind]
+    text = choices[0] if choices else "cpu" if key == "device" else "x"
+    value = {int: 7, float: 7.5, str: text, bool: not default}[kind]
     config = EvaluateConfig.from_mapping({**MAPPING, key: value})
     assert getattr(config, key) == value
     saved = config.resolve().to_dict()
@@ -58,3 +59,6 @@ def test_every_scalar_key_is_one_field_with_its_rules_beside_it(key):
     if spec.metadata["positive"]:
         with pytest.raises(ConfigError, match=f"{key} must be a positive integer"):
             EvaluateConfig.from_mapping({**MAPPING, key: 0})
+    if spec.metadata["at_least"] is not None:
+        with pytest.raises(ConfigError, match=f"{key} must be at least"):
+            EvaluateConfig.from_mapping({**MAPPING, key: spec.metadata["at_least"] - 1})

@@ -21,7 +21,15 @@ if TYPE_CHECKING:  # reading and checking a config imports no torch; resolving i
     from robaudit.attacks import ResolvedAttack
     from robaudit.purifiers.resolve import ResolvedPurifier
 
-NOT_FINGERPRINTED = ("batch_size", "device", "compile", "gates", "batch_draws", "draw_chunk")  # speed or judging
+NOT_FINGERPRINTED = (  # speed, judging or the records' files
+    "batch_size",
+    "device",
+    "compile",
+    "gates",
+    "batch_draws",
+    "draw_chunk",
+    "part_seconds",
+)
 
 
 def setting(
@@ -29,15 +37,18 @@ def setting(
     coerce_to: type,
     *,
     positive: bool = False,
+    at_least: float | None = None,
     choices: tuple[str, ...] = (),
     saved: str = "always",
     flag: str | None = None,
 ) -> Any:
     """A scalar config key, declared where its field is: the ``default``, the type a YAML or flag value is coerced
-    to, whether it must be positive, the values it may take (``choices``; empty: any), when the saved config writes
+    to, whether it must be positive, its least value (``at_least``), the values it may take (``choices``; empty:
+    any), when the saved config writes
     it (``always``; ``when_set``: when it is not the default; ``never``) and, when ``robaudit evaluate`` sets it from
     a flag ``--KEY``, that flag's help (``flag``). A new scalar key is this one field."""
-    metadata = {"coerce": coerce_to, "positive": positive, "choices": choices, "saved": saved, "flag": flag}
+    metadata = {"coerce": coerce_to, "positive": positive, "at_least": at_least, "choices": choices}
+    metadata |= {"saved": saved, "flag": flag}
     return field(default=default, metadata=metadata)
 
 
@@ -80,6 +91,14 @@ class EvaluateConfig:
     )
     part_size: int = setting(
         128, int, positive=True, flag="Samples per records part, the unit of resuming and sharding (default 128)."
+    )
+    part_seconds: float = setting(  # one process sizes its parts by time (engine.part_sizing); changes no record
+        120.0,
+        float,
+        at_least=0,
+        saved="when_set",
+        flag="Target seconds per records part in a one-process run, at most part_size samples; 0: by count "
+        "(default 120).",
     )
     batch_size: int | None = setting(  # None: engine.batching decides
         None,
@@ -284,6 +303,8 @@ def checked_scalar(key: Any, value: object) -> Any:
     value = coerce(value, key.metadata["coerce"], where=key.name)
     if key.metadata["positive"] and value is not None and value <= 0:
         raise ConfigError(f"{key.name} must be a positive integer, got {value}")
+    if key.metadata["at_least"] is not None and value is not None and value < key.metadata["at_least"]:
+        raise ConfigError(f"{key.name} must be at least {key.metadata['at_least']:g}, got {value:g}")
     if key.metadata["choices"] and value not in key.metadata["choices"]:
         raise ConfigError(f"unknown {key.name} {value!r}; use one of {', '.join(key.metadata['choices'])}")
     return value

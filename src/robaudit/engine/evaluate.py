@@ -346,6 +346,7 @@ def prepare_run(
         draws=config.selection_draws,
         num_samples=len(dataset),
         part_size=config.part_size,
+        part_seconds=config.part_seconds,
         convergence_fraction=config.convergence.fraction,
         layout=DrawLayout(batched=config.batch_draws, chunk=config.draw_chunk),
         rng=config.rng,

@@ -30,10 +30,32 @@ class Part:
         return f"part-{self.start:06d}-{self.stop:06d}.jsonl"
 
 
-def parts(num_samples: int, part_size: int) -> list[Part]:
-    """The parts of ``num_samples`` samples, ``part_size`` each (the last one shorter)."""
-    bounds = range(0, num_samples, part_size)
-    return [Part(i, start, min(start + part_size, num_samples)) for i, start in enumerate(bounds)]
+def parts(num_samples: int, part_size: int, *, first: int = 0) -> list[Part]:
+    """The parts of ``num_samples`` samples: ``[0, first)`` when ``first`` (the part that times a run,
+    ``engine.part_sizing``), then ``part_size`` each (the last one shorter)."""
+    starts = ([0] if first and num_samples else []) + list(range(first, num_samples, part_size))
+    stops = [*starts[1:], num_samples][: len(starts)]
+    return [Part(i, start, stop) for i, (start, stop) in enumerate(zip(starts, stops, strict=True))]
+
+
+@dataclass(frozen=True)
+class PartLayout:
+    """Where a run's parts begin and end: a first part of ``first`` samples (0: none), then parts of ``size``.
+    Saved in the run directory (``records/layout.json``) so that resuming and shards cut the samples alike."""
+
+    size: int
+    first: int = 0
+
+    def parts(self, num_samples: int) -> list[Part]:
+        """The parts of ``num_samples`` samples."""
+        return parts(num_samples, self.size, first=self.first)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"size": self.size, "first": self.first}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartLayout:
+        return cls(size=int(data["size"]), first=int(data.get("first", 0)))
 
 
 @dataclass(frozen=True)
@@ -100,6 +122,8 @@ class AuditPlan:
     draws: int
     num_samples: int
     part_size: int
+    part_seconds: float = 0.0  # target seconds per part for one process (``engine.part_sizing``); 0: by count
+    part_layout: PartLayout | None = None  # settled by the run (None: parts of part_size)
     convergence_fraction: float = 1.0  # the share of survivors a convergence rung attacks again
     layout: Any = None  # how pipelines run a sample's many draws (``draw_layout.DrawLayout``; None: batched, all rows)
     rng: str = "generator"  # the engine of the samples' random streams (``sample_rng.ENGINES``)
@@ -122,7 +146,7 @@ class AuditPlan:
 
     def parts(self) -> list[Part]:
         """The parts of the run."""
-        return parts(self.num_samples, self.part_size)
+        return (self.part_layout or PartLayout(self.part_size)).parts(self.num_samples)
 
     def record_order(self, record: dict[str, Any]) -> tuple[int, int, int]:
         """Sort key of a record within a part: condition (plan order), repeat, sample index."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ from rich.markup import escape
 
 from robaudit.data import ImageSet
 from robaudit.engine.check import check_asked, missing_check_parts, run_check_phase
-from robaudit.engine.execute import PartExecutor
-from robaudit.engine.plan import Part, Shard, parts
+from robaudit.engine.execute import PartExecutor, PartOutput
+from robaudit.engine.part_sizing import FIRST_PART, settled_layout, timed_layout
+from robaudit.engine.plan import Part, PartLayout, Shard, parts
 from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
 from robaudit.manifest import device_info, now
@@ -133,10 +136,15 @@ def run_shard(
     device: torch.device,
 ) -> None:
     """Evaluate this shard's parts that have no records yet, writing each part, its timings and this shard's manifest.
+    A fresh run in one process first times a part of a few samples and sizes the others by it
+    (``engine.part_sizing``).
 
     Ctrl-C stops after the current part (raising ``Interrupted``) with every finished part written.
     """
-    every = executor.plan.parts()
+    plan = executor.plan
+    layout = settled_layout(run_dir, plan, sharded=shard.count > 1 or torchrun_active())
+    plan.part_layout = layout or PartLayout(plan.part_size, first=FIRST_PART)
+    every = plan.parts()
     todo = [p for p in every if not run_dir.has_part(p.name)]
     if len(todo) < len(every):
         done = len(every) - len(todo)
@@ -146,30 +154,55 @@ def run_shard(
     with progress_bar() as bar, stop_after_current_batch() as stop_requested:
         total = sum(executor.steps(p) for p in todo) // shard.count  # this shard's share (about, for claimed parts)
         task = bar.add_task(f"evaluate {shard}", total=total, status="")
+        saved = PartSaver(run_dir, shard, manifest, stop_requested)
+
+        def evaluate(part: Part) -> PartOutput:
+            return executor(dataset, part, lambda status: bar.update(task, advance=1, status=status))
+
+        if layout is None:  # time the first part; the run's layout is saved before it
+            first, started = every[0], time.perf_counter()
+            output = evaluate(first)
+            plan.part_layout = timed_layout(plan, seconds=time.perf_counter() - started, samples=first.stop)
+            run_dir.write_layout(plan.part_layout.to_dict())
+            saved(first, output)
+            every = plan.parts()
         # Claims index the run's full part list, the same on every rank; a part with records is skipped when claimed
         # (each rank lists the parts at its own moment, so lists of the parts still to do could differ).
         for part in parts_of(shard, every, run_dir=run_dir):
-            if run_dir.has_part(part.name):
-                continue
-            output = executor(dataset, part, lambda status: bar.update(task, advance=1, status=status))
-            if output.chunk is not None:
-                manifest["batch_splits"].append({"start": part.start, "stop": part.stop, "chunk": output.chunk})
-            run_dir.write_timings(part.name, output.timings)
-            if output.gallery_ids:
-                gallery = {key: torch.cat(rows) for key, rows in output.gallery.items()}
-                run_dir.write_gallery(gallery, output.gallery_ids)
-            run_dir.write_part(part.name, output.records)  # last: the part marks the samples as done
-            manifest["parts_done"].append(part.name)
-            run_dir.write_shard_manifest(shard.name, manifest)
-            if stop_requested():
-                manifest["status"] = "interrupted"
-                run_dir.write_shard_manifest(shard.name, manifest)
-                raise Interrupted(
-                    f"stopped after samples {part.start}-{part.stop}; finished parts are saved in {run_dir.path}. "
-                    "Re-run the same command to resume"
-                )
+            if not run_dir.has_part(part.name):
+                saved(part, evaluate(part))
     manifest.update(status="done", finished=now())
     run_dir.write_shard_manifest(shard.name, manifest)
+
+
+@dataclass
+class PartSaver:
+    """Writes a finished part (timings, gallery, then its records) and this shard's manifest; raises
+    ``Interrupted`` after it when Ctrl-C was pressed."""
+
+    run_dir: RunDir
+    shard: Shard
+    manifest: dict[str, Any]
+    stop_requested: Callable[[], bool]
+
+    def __call__(self, part: Part, output: PartOutput) -> None:
+        run_dir, manifest = self.run_dir, self.manifest
+        if output.chunk is not None:
+            manifest["batch_splits"].append({"start": part.start, "stop": part.stop, "chunk": output.chunk})
+        run_dir.write_timings(part.name, output.timings)
+        if output.gallery_ids:
+            gallery = {key: torch.cat(rows) for key, rows in output.gallery.items()}
+            run_dir.write_gallery(gallery, output.gallery_ids)
+        run_dir.write_part(part.name, output.records)  # last: the part marks the samples as done
+        manifest["parts_done"].append(part.name)
+        run_dir.write_shard_manifest(self.shard.name, manifest)
+        if self.stop_requested():
+            manifest["status"] = "interrupted"
+            run_dir.write_shard_manifest(self.shard.name, manifest)
+            raise Interrupted(
+                f"stopped after samples {part.start}-{part.stop}; finished parts are saved in {run_dir.path}. "
+                "Re-run the same command to resume"
+            )
 
 
 def run_check(executor: PartExecutor, dataset: ImageSet, *, run_dir: RunDir, shard: Shard) -> bool:
@@ -190,11 +223,14 @@ def run_check(executor: PartExecutor, dataset: ImageSet, *, run_dir: RunDir, sha
     return run_check_phase(executor, dataset, run_dir=run_dir, claim=claim, wait=barrier)
 
 
-def expected_parts(config: dict[str, Any], manifest: dict[str, Any]) -> list[Part] | None:
-    """The parts a run must have (None for runs written before parts had a fixed size)."""
-    if "part_size" not in config:
-        return None
-    return parts(int(manifest["data"]["num_samples"]), int(config["part_size"]))
+def expected_parts(run_dir: RunDir, config: dict[str, Any], manifest: dict[str, Any]) -> list[Part] | None:
+    """The parts a run must have, by its saved layout, else by its ``part_size`` (None for runs written before parts
+    had a fixed size)."""
+    num_samples = int(manifest["data"]["num_samples"])
+    layout = run_dir.read_layout()
+    if layout is not None:
+        return PartLayout.from_dict(layout).parts(num_samples)
+    return parts(num_samples, int(config["part_size"])) if "part_size" in config else None
 
 
 def merge(path: str | Path) -> list[str]:
@@ -207,7 +243,7 @@ def merge(path: str | Path) -> list[str]:
     if manifest is None:
         raise RobauditError(f"{str(run_dir.path)!r} has no readable manifest.json; pass a robaudit run directory")
     config = run_dir.read_config()
-    expected = expected_parts(config, manifest)
+    expected = expected_parts(run_dir, config, manifest)
     if expected is not None:
         shards = run_dir.read_shard_manifests()
         missing = [p.name for p in expected if not run_dir.has_part(p.name)]
