@@ -181,16 +181,15 @@ def robaudit_row(path: Path, run: str, attack: dict, *, check: bool, n: int, eps
     seconds = time.perf_counter() - tic
     summary = result.summary
     defense = summary["defenses"][0]
-    repeats = defense["worst_case"]["repeats"]
     passes = {key: value for key, value in summary["passes"].items()}
     label = attack["name"]
     base = passes[f"{label}|none|none"]
-    clean = passes["none|none|none"]["forward"]
+    clean = passes["none|none|none"]["scoring"]
     ladders = [c["ladder"] for c in summary.get("convergence", [])]
     rung = sum(step["passes_per_sample"] for ladder in ladders for step in ladder[1:])  # per sample of the run
     row = {"run": run, "seconds": seconds, "eot": round(2 * base["backward"] * n), "rung": round(rung * n)}
-    row["scoring"] = round((clean + repeats) * n)  # the clean and attack conditions' repeats (the rung's: in its count)
-    row["selection"] = round((base["forward"] - base["backward"] - repeats) * n)
+    row["scoring"] = round((clean + base["scoring"]) * n)  # the clean and attack conditions' (the rung's: in its count)
+    row["selection"] = round((base["forward"] - base["backward"] - base["scoring"]) * n)
     row["passes"] = row["eot"] + row["selection"] + row["scoring"] + row["rung"]
     worst = defense["worst_case"]["robust_accuracy"]["value"]
     means = [r["robust_accuracy"]["value"] for r in defense["results"] if r["label"] == label]

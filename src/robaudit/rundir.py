@@ -27,7 +27,7 @@ from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write_json, atomic_write_text
 
 # classifier forward / backward passes, purifier network evaluations and gradients through the purifier network
-PASS_KINDS = ("forward", "backward", "purifier", "purifier_backward")
+PASS_KINDS = ("forward", "backward", "purifier", "purifier_backward", "scoring")
 
 
 def add_timing(timings: dict[str, dict[str, float]], condition: str, seconds: float, samples: float) -> None:

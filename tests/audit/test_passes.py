@@ -21,8 +21,20 @@ def test_the_counter_counts_samples_through_the_classifier_only_while_charged():
         classifier(purifier(x)).sum().backward()
         with torch.no_grad():
             classifier(x[:2])
-    assert counter.take("a").to_dict() == {"forward": 7, "backward": 5, "purifier": 5, "purifier_backward": 0}
-    assert counter.take("a").to_dict() == {"forward": 0, "backward": 0, "purifier": 0, "purifier_backward": 0}
+    assert counter.take("a").to_dict() == {
+        "forward": 7,
+        "backward": 5,
+        "purifier": 5,
+        "purifier_backward": 0,
+        "scoring": 0,
+    }
+    assert counter.take("a").to_dict() == {
+        "forward": 0,
+        "backward": 0,
+        "purifier": 0,
+        "purifier_backward": 0,
+        "scoring": 0,
+    }
     PassCounter(classifier, [purifier])  # a new counter replaces the old hooks: nothing is counted twice
     with counter.charge("b"):
         classifier(x)
@@ -39,7 +51,14 @@ def test_passes_are_exact_counts_that_do_not_depend_on_the_batch_size():
     small, large = _timings(4), _timings(12)
     assert small == large
     clean = large["none|none|none"]
-    assert clean == {"forward": 12, "backward": 0, "purifier": 0, "purifier_backward": 0, "evaluated": 12}
+    assert clean == {
+        "forward": 12,
+        "backward": 0,
+        "purifier": 0,
+        "purifier_backward": 0,
+        "scoring": 12,
+        "evaluated": 12,
+    }
     assert large["none|noise|none"]["forward"] == 3 * 12 == large["none|noise|none"]["purifier"]  # 3 draws
     undefended, adaptive = large["pgd|none|none"], large["pgd|noise|adaptive"]
     assert undefended["backward"] > 0 and undefended["purifier"] == 0
@@ -55,7 +74,8 @@ def test_more_steps_cost_more_passes():
 def test_scoring_draws_only_the_attacked_samples():
     """A sample wrong in every clean draw is not attacked and keeps its clean predictions: no scoring draw is spent
     on it (scoring the others draws the same values: every sample has its own stream). Through a noise purifier
-    (3 repeats), each condition's scoring draws are 3 per attacked sample."""
+    (3 repeats), each condition's scoring draws are 1 per attacked sample, and 2 more for those the first found
+    correct (``score_chosen``)."""
     from robaudit.engine.execute import PartExecutor
     from robaudit.engine.pipeline import Pipeline
     from robaudit.engine.plan import AuditPlan, Defense, Part
@@ -73,14 +93,15 @@ def test_scoring_draws_only_the_attacked_samples():
     spent = {}
     original = executor.score_repeats
 
-    def counting(defense, scored, batch, key, index=None):
-        spent[key] = spent.get(key, 0) + len(scored) * defense.repeats
-        return original(defense, scored, batch, key, index)
+    def counting(defense, scored, batch, key, index=None, repeats=None):
+        spent[key] = spent.get(key, 0) + len(scored) * len(repeats or range(defense.repeats))
+        return original(defense, scored, batch, key, index, repeats)
 
     executor.score_repeats = counting
     records = executor(toy_imageset(images, labels), Part(0, 0, 12), lambda status: None).records
     for key, repeats in (("pgd|none|none", 1), ("pgd|noise|adaptive", 3)):
         attacked = {r["sample_id"] for r in records if r["condition"] == key and r["attacked"]}
         assert len(attacked) == 9, "the three mislabelled samples are not attacked"
-        assert spent[key] == repeats * len(attacked), key
+        first_right = {r["sample_id"] for r in records if r["condition"] == key and r["repeat"] == 0 and r["correct"]}
+        assert spent[key] == len(attacked) + (repeats - 1) * len(first_right & attacked), key
         assert all(r["pred"] == r["clean_pred"] for r in records if r["condition"] == key and not r["attacked"])

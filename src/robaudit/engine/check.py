@@ -139,7 +139,8 @@ def check_batch(
     out: PartOutput,
 ) -> None:
     """Attack the samples at dataset positions ``chunk`` with ``rung`` (a ResolvedAttack) under ``pair``'s defense
-    and threat model, score them on every scoring draw and add their records to ``out``."""
+    and threat model, score them on the scoring draws their verdicts need (``PartExecutor.score_chosen``) and add their
+    records to ``out``."""
     device = executor.device
     index = torch.tensor(chunk, dtype=torch.long)
     images = dataset.images[index].to(device=device, dtype=torch.float32)
@@ -150,7 +151,7 @@ def check_batch(
     adversarial = executor.rung_examples(condition, rung, batch, everyone, out)
     incomplete = executor.incomplete
     tic = time.perf_counter()
-    preds = executor.score_repeats(defense, adversarial, batch, condition.key())
+    preds = executor.score_chosen(defense, adversarial, batch, condition.key(), everyone)
     add_timing(out.timings, condition.key(), time.perf_counter() - tic, 0)
     for repeat, pred in enumerate(preds):
         known = [clean.get((pair.defense, s, repeat), -1) for s in batch.ids]

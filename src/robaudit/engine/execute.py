@@ -36,6 +36,8 @@ from robaudit.sample_rng import SampleRNG
 from robaudit.seeding import derive_seed
 from robaudit.threats import threat_model
 
+UNDRAWN = -1  # the prediction of a scoring draw a sample's verdict did not need (``score_chosen``): it gets no record
+
 Advance = Callable[[str], None]
 
 
@@ -94,7 +96,8 @@ def condition_records(
     adversarial: torch.Tensor | None = None,
     incomplete: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per sample of ``batch`` under ``condition``; ``preds`` = (clean predictions, predictions);
+    """One record per sample of ``batch`` under ``condition`` that this scoring draw was drawn for (none where the
+    prediction is ``UNDRAWN``); ``preds`` = (clean predictions, predictions);
     ``incomplete`` (N,) bool: the attack's loss trace was still progressing on the sample."""
     clean_pred, pred = preds
     zeros = torch.zeros(len(batch.labels))
@@ -121,6 +124,7 @@ def condition_records(
             incomplete=bool(incomplete[i]) and bool(attacked[i]),
         ).to_dict()
         for i in range(len(batch.labels))
+        if int(pred[i]) != UNDRAWN
     ]
 
 
@@ -281,14 +285,22 @@ class PartExecutor:
         return preds
 
     def score_repeats(
-        self, defense: Defense, images: torch.Tensor, batch: Batch, key: str, index: torch.Tensor | None = None
+        self,
+        defense: Defense,
+        images: torch.Tensor,
+        batch: Batch,
+        key: str,
+        index: torch.Tensor | None = None,
+        repeats: range | None = None,
     ) -> list[torch.Tensor]:
-        """Predictions (M,) of ``defense`` on ``images`` (M, C, H, W), one per scoring draw (repeat), the draws in
-        the batch dimension (``score_draws``), each from its stream of (condition ``key``, repeat); ``index``: the
-        positions in ``batch`` of the images (default: all). Charged to ``key``."""
-        streams = [self.streams(batch, "score", key, repeat) for repeat in range(defense.repeats)]
+        """Predictions (M,) of ``defense`` on ``images`` (M, C, H, W), one per scoring draw (``repeats``, default
+        all), the draws in the batch dimension (``score_draws``), each from its stream of (condition ``key``,
+        repeat): drawing some repeats apart changes none of them; ``index``: the positions in ``batch`` of the
+        images (default: all). Charged to ``key``."""
+        streams = [self.streams(batch, "score", key, repeat) for repeat in repeats or range(defense.repeats)]
         if index is not None:
             streams = [rng[index] for rng in streams]
+        self.passes.count_scoring(key, len(images) * len(streams))
         with self.passes.charge(key):
             return score_draws(defense.scoring, images, streams)
 
@@ -373,19 +385,27 @@ class PartExecutor:
         batch: Batch,
         key: str,
         chosen: torch.Tensor,
-        others: list[torch.Tensor],
+        others: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
-        """Per repeat, predictions (N,): fresh scoring draws of ``images`` (N, C, H, W) for the ``chosen`` samples
-        (N,) bool, each from its own stream (so scoring fewer samples changes none of their draws), and
-        ``others[repeat]`` for the rest."""
+        """Per repeat, predictions (N,) of the ``chosen`` samples (N,) bool of ``images`` (N, C, H, W), drawn as
+        their worst-of-N verdict needs them: the first scoring draw for each, the other N - 1 only for those it found
+        correct (a sample wrong in one draw is broken whatever the others say; ``UNDRAWN`` where a draw was not
+        needed: it gets no record). Each draw comes from its own stream, so a sample's draws are those of a full
+        scoring. The rest of the samples get ``others[repeat]`` (default ``UNDRAWN``)."""
+        undrawn = torch.full((len(batch.labels),), UNDRAWN, dtype=torch.long, device=self.device)
+        preds = [o.clone() for o in others] if others else [undrawn.clone() for _ in range(defense.repeats)]
         index = chosen.nonzero().flatten()
-        fresh = self.score_repeats(defense, images[index], batch, key, index) if len(index) else []
-        preds = []
-        for repeat in range(defense.repeats):
-            pred = others[repeat].clone()
-            if len(index):
-                pred[index] = fresh[repeat]
-            preds.append(pred)
+        if len(index) == 0:
+            return preds
+        (first,) = self.score_repeats(defense, images[index], batch, key, index, range(1))
+        preds[0][index] = first
+        going = index[first == batch.labels[index]]
+        for repeat in range(1, defense.repeats):
+            preds[repeat][index] = UNDRAWN
+        if len(going) and defense.repeats > 1:
+            rest = self.score_repeats(defense, images[going], batch, key, going, range(1, defense.repeats))
+            for repeat, pred in enumerate(rest, start=1):
+                preds[repeat][going] = pred
         return preds
 
     def climb(

@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 class PassCount:
     """Sample-passes: classifier ``forward`` and ``backward``, purifier network evaluations (``purifier``: forward,
     not the recomputations of gradient checkpointing) and gradients through the purifier network
-    (``purifier_backward``)."""
+    (``purifier_backward``); and ``scoring``: the scoring draws among them (sample-draws, each a pass through the
+    scored pipeline; counted by ``count_scoring``, not by a hook)."""
 
     forward: int = 0
     backward: int = 0
     purifier: int = 0
     purifier_backward: int = 0
+    scoring: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -89,6 +91,10 @@ class PassCounter:
             yield
         finally:
             self.current = previous
+
+    def count_scoring(self, key: str, draws: int) -> None:
+        """Note ``draws`` scoring draws (sample-draws) under ``key``."""
+        self.counts.setdefault(key, PassCount()).scoring += draws
 
     def take(self, key: str) -> PassCount:
         """The passes counted under ``key`` so far, removed from the counter."""

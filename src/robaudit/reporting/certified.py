@@ -38,8 +38,9 @@ def certified_section(
         result["passes_per_sample"] = certification_passes(config, purified=result["defense"] != "none")
         if spent and spent["samples"]:
             result["seconds_per_sample"] = spent["seconds"] / spent["samples"]
-            if spent.get("passes"):  # counted by the hooks; the expected above follows from the draw counts
-                result["counted_passes_per_sample"] = {k: v / spent["samples"] for k, v in spent["passes"].items()}
+            if spent.get("passes"):  # counted by the hooks, the kinds the expected above (from the draw counts) has
+                counted = spent["passes"]
+                result["counted_passes_per_sample"] = {k: counted.get(k, 0) / spent["samples"] for k in PASS_KINDS}
     alpha = config.get("alpha")
     return {
         "eps_l2": eps_l2,
@@ -53,6 +54,9 @@ def certified_section(
         ),
         "results": results,
     }
+
+
+PASS_KINDS = ("forward", "backward", "purifier", "purifier_backward")  # what certification counts
 
 
 def certification_passes(config: dict[str, Any], *, purified: bool) -> dict[str, int]:
