@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from robaudit.philox import Words, compiled_row_values, row_blocks, row_values, split_words
-from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.seeding import derive_seed, draw_seeds, isolated_global_rng
 
 
 class SampleRNG(abc.ABC):
@@ -114,7 +114,7 @@ class SampleRNG(abc.ABC):
 class GeneratorRNG(SampleRNG):
     """One ``torch.Generator`` per row, on ``device``: a draw calls each row's generator once."""
 
-    draw_functions = {"normal": torch.randn, "uniform": torch.rand}
+    fills = {"normal": torch.Tensor.normal_, "uniform": torch.Tensor.uniform_}  # what torch.randn / torch.rand do
 
     def __init__(self, generators: Sequence[torch.Generator], device: torch.device | str = "cpu") -> None:
         self.generators = list(generators)
@@ -137,14 +137,17 @@ class GeneratorRNG(SampleRNG):
         return GeneratorRNG([self.generators[i] for i in positions], self.device)
 
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-        fn = self.draw_functions[kind]
-        rows = [fn((1, *shape), generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        out = torch.cat(rows) if rows else torch.empty((0, *shape), dtype=dtype, device=self.device)
+        """Row i filled in place by generator i: the values ``torch.randn``/``torch.rand`` of one row would give,
+        without a tensor per row and their concatenation."""
+        fill = self.fills[kind]
+        out = torch.empty((len(self.generators), *shape), dtype=dtype, device=self.device)
+        for row, generator in zip(out.unbind(0), self.generators, strict=True):
+            fill(row, generator=generator)
         return out.to(device or self.device)
 
     def split(self, draws: int) -> GeneratorRNG:
         seeds = self.seeds()
-        return GeneratorRNG._from_seeds([derive_seed(s, "draw", d) for s in seeds for d in range(draws)], self.device)
+        return GeneratorRNG._from_seeds(draw_seeds(seeds, draws), self.device)
 
     @classmethod
     def _interleave(cls, streams: Sequence[SampleRNG]) -> GeneratorRNG:
