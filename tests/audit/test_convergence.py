@@ -114,8 +114,10 @@ def test_a_rung_attacks_only_the_survivors_and_a_fraction_samples_them_by_id():
 def test_rungs_escalate_steps_eot_and_restarts_and_fgsm_has_none():
     pgd = resolve_attack("pgd", {"steps": 10}, eps=EPS, eps_l2=0.5)
     [x4, x16] = rungs_for(pgd, ConvergenceSpec(**LADDER, mode="escalate", rungs=2))
-    assert (x4.params["steps"], x4.params["restarts"], x4.eot_scale, x4.label) == (40, 1, 4, "pgd+x4")
-    assert (x16.params["steps"], x16.params["restarts"], x16.eot_scale) == (160, 1, 16)
+    assert (x4.params["steps"], x4.params["restarts"], x4.label) == (40, 1, "pgd+x4")
+    assert (x16.params["steps"], x16.params["restarts"]) == (160, 1)
+    # on a randomized pipeline: the base EOT, growing where the signs are unresolved (attacks.eot_growth)
+    assert (x4.eot_scale, x4.params["eot_growth"], x16.eot_scale, x16.params["eot_growth"]) == (1, 4, 1, 16)
     fgsm = resolve_attack("fgsm", {}, eps=EPS, eps_l2=0.5)
     assert (
         rungs_for(fgsm, ConvergenceSpec(**LADDER)) == [] and rungs_for(pgd, ConvergenceSpec(**LADDER, mode="off")) == []

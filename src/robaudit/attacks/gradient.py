@@ -50,17 +50,20 @@ def check_eot_mode(mode: str) -> str:
 
 class DrawAverage:
     """The EOT average of per-draw gradients: the plain mean (``mode="mean"``) or softmax_i(L_i / T)-weighted
-    (``mode="selective"``), accumulated one draw at a time."""
+    (``mode="selective"``), accumulated one draw at a time; with ``spread``, also their ``SignResolution``."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *, spread: bool = False) -> None:
         self.selective = check_eot_mode(mode) == "selective"
         self.total: torch.Tensor | None = None  # sum_i w_i g_i, w_i relative to exp(top / T)
         self.weight: torch.Tensor | None = None  # sum_i w_i (N,)
         self.top: torch.Tensor | None = None  # the running maximum of L_i / T (N,)
+        self.spread = SignResolution() if spread else None  # how well the draws resolve the gradient's sign
 
     def add(self, grad: torch.Tensor, value: torch.Tensor) -> None:
         """One draw's gradient (N, ...) and its per-sample loss (N,)."""
         logit = value.detach() / SELECTIVE_TEMPERATURE if self.selective else torch.zeros_like(value.detach())
+        if self.spread is not None:
+            self.spread.add(grad)
         if self.total is None:
             self.total, self.weight, self.top = grad.clone(), torch.ones_like(logit), logit
             return
@@ -73,6 +76,39 @@ class DrawAverage:
     def result(self) -> torch.Tensor:
         """The weighted mean gradient (N, ...)."""
         return self.total / self.weight.view((-1,) + (1,) * (self.total.dim() - 1))
+
+
+SIGN_Z = 2.0  # standard errors of the draws' mean beyond which a coordinate's sign counts as resolved
+
+
+class SignResolution:
+    """Running per-coordinate mean and sum of squares of per-draw gradients (Welford), read as the share of each
+    sample's coordinates whose mean lies beyond ``SIGN_Z`` standard errors of it: how much of a Linf step's sign
+    the draws resolve. One draw resolves nothing (no spread to read: the share is 0)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+
+    def add(self, grad: torch.Tensor) -> None:
+        """One draw's gradient (N, ...)."""
+        grad = grad.detach().float()
+        self.count += 1
+        if self.mean is None:
+            self.mean, self.squares = grad.clone(), torch.zeros_like(grad)
+            return
+        delta = grad - self.mean
+        self.mean += delta / self.count
+        self.squares += delta * (grad - self.mean)
+
+    def resolved_share(self) -> torch.Tensor:
+        """(N,): per sample, the share of coordinates with |mean| > SIGN_Z * sd / sqrt(draws)."""
+        if self.mean is None or self.count < 2:
+            return torch.zeros(0 if self.mean is None else self.mean.shape[0])
+        error = (self.squares / (self.count - 1) / self.count).sqrt()
+        resolved = self.mean.abs() > SIGN_Z * error
+        return resolved.flatten(1).float().mean(1)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -97,10 +133,13 @@ def averaged_draws(
     draws: int,
     mode: str,
     layout: DrawLayout,
+    resolution: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
     """Over ``draws`` draws of each sample, run as rows of ``layout`` (``leaf_and_logits(images of the rows, their
     streams)`` -> a leaf tensor and the logits (R, K) computed from it): the gradient of ``loss`` at the leaf averaged
-    over each sample's draws as ``mode`` says, in draw order, the verdict of the draws and their mean loss (N,)."""
+    over each sample's draws as ``mode`` says, in draw order, the verdict of the draws and their mean loss (N,).
+    ``resolution``, when given, receives the share of each sample's coordinates whose sign the draws resolve (N,)
+    (``SignResolution``)."""
 
     def rows_pass(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sample = rows // draws
@@ -111,11 +150,13 @@ def averaged_draws(
         return grad, value.detach(), z.detach()
 
     grads, values, logits = over_rows(rows_pass, len(labels), draws, layout, images.device)
-    average = DrawAverage(mode)
+    average = DrawAverage(mode, spread=resolution is not None)
     total = torch.zeros(len(labels), device=labels.device)
     for grad, value in zip(by_draw(grads, draws), by_draw(values, draws), strict=True):
         average.add(grad, value)
         total += value
+    if average.spread is not None:
+        resolution.append(average.spread.resolved_share())
     return average.result(), verdict_of(by_draw(logits, draws), labels), total / draws
 
 
@@ -128,11 +169,13 @@ def eot_gradient(
     draws: int,
     rng: SampleRNG,
     mode: str = "mean",
+    resolution: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Verdict, torch.Tensor]:
     """EOT gradient (N, C, H, W) of ``loss`` at ``images`` over ``draws`` draws (averaged as ``mode`` says), the
     verdict of those draws and the mean loss (N,). Every (sample, draw) draws from its own stream, split from the
     sample's ``rng``; the draws run in the batch dimension as ``model``'s ``layout`` says (``draw_layout``). A
-    pipeline set to graft (``graft_draws``) gets the grafted estimate (``grafted_gradient``)."""
+    pipeline set to graft (``graft_draws``) gets the grafted estimate (``grafted_gradient``). ``resolution``: see
+    ``averaged_draws`` (a grafted estimate reports none)."""
     layout = layout_of(model)
     if getattr(model, "graft_draws", 0):
         return grafted_gradient(model, images, labels, rng, loss=loss, draws=draws, mode=mode, layout=layout)
@@ -142,7 +185,8 @@ def eot_gradient(
         return leaf, draw(model, leaf, streams)
 
     streams = draw_streams(model, rng, draws)
-    return averaged_draws(leaf_and_logits, images, labels, streams, loss=loss, draws=draws, mode=mode, layout=layout)
+    settings = {"loss": loss, "draws": draws, "mode": mode, "layout": layout, "resolution": resolution}
+    return averaged_draws(leaf_and_logits, images, labels, streams, **settings)
 
 
 def grafted_gradient(

@@ -148,6 +148,7 @@ def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
         scale = spec.factor**rung
         params = escalate(thawed(attack.params), scale)
         label = f"{attack.label}+x{scale}"
+        grows = int(params.get("eot_growth") or 1) > 1  # the rung grows its own EOT where it needs more draws
         rungs.append(
             replace(
                 attack,
@@ -155,7 +156,7 @@ def rungs_for(attack: Any, spec: ConvergenceSpec) -> list[Any]:
                 label=label,
                 convergence_of=attack.label,
                 rung=rung,
-                eot_scale=scale,
+                eot_scale=1 if grows else scale,
                 check_scope=spec.scope,
                 rung_text=(describe(params) if describe else None) or "",
             )

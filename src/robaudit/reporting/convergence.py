@@ -15,7 +15,7 @@ from typing import Any
 from robaudit.findings import Finding
 from robaudit.records import Condition
 
-EFFORT_KEYS = ("steps", "n_queries", "restarts", "eot_iter")
+EFFORT_KEYS = ("steps", "n_queries", "restarts", "eot_iter", "eot_growth")
 
 
 def passes_per_sample(passes: dict[str, Any], key: str) -> float | None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
+from robaudit.attacks.eot_growth import GrowingEOT
 from robaudit.attacks.gradient import check_eot_mode, cross_entropy, eot_gradient
 from robaudit.attacks.loss_trace import LossTrace
 from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, Judged, judge, project, reusable_verdicts
@@ -66,10 +67,11 @@ class PGDRun:
         early_exit: bool = True,
         random_start: bool = True,
         eot_mode: str = "mean",
+        eot_growth: int = 1,
     ) -> None:
         self.model, self.norm, self.eps, self.alpha, self.steps, self.eot = model, norm, eps, alpha, steps, eot
         self.draws, self.early_exit, self.random_start = draws, early_exit, random_start
-        self.eot_mode = check_eot_mode(eot_mode)
+        self.eot_mode, self.eot_growth = check_eot_mode(eot_mode), eot_growth
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, rng: SampleRNG) -> list[torch.Tensor | Judged]:
         """images (M, C, H, W), labels (M,), streams -> candidates (M, C, H, W): see ``candidates``.
@@ -83,11 +85,12 @@ class PGDRun:
         active = torch.arange(images.shape[0], device=images.device)
         trace = LossTrace(images.shape[0], images.device, noisy=self.eot > 1)
         self.incomplete = lambda: trace.incomplete() & ~done.settled  # the samples still progressing at the end
+        eot = GrowingEOT(
+            self.model, len(labels), eot=self.eot, growth=self.eot_growth, mode=self.eot_mode, device=x.device
+        )
         for _ in range(self.steps):
             xs, ys, streams = x[active], labels[active], rng[active]
-            grad, verdict, _ = eot_gradient(
-                self.model, xs, ys, loss=cross_entropy, draws=self.eot, rng=streams, mode=self.eot_mode
-            )
+            grad, verdict, _ = eot(xs, ys, active, streams, lambda index: cross_entropy)
             trace.record(active, verdict.loss)
             kept = best.update(active, xs, verdict)
             x[active] = project(ascent_step(xs, grad, norm=self.norm, alpha=self.alpha), images[active], **self.ball)
@@ -139,6 +142,7 @@ def pgd_cascade(
     early_exit: bool = True,
     random_start: bool = True,
     eot_mode: str = "mean",
+    eot_growth: int = 1,
 ) -> Cascade:
     """``restarts`` PGD runs as a cascade (each on the samples not yet fooled in every selection draw)."""
     if restarts > 1 and not random_start:
@@ -155,6 +159,7 @@ def pgd_cascade(
         early_exit=early_exit,
         random_start=random_start,
         eot_mode=eot_mode,
+        eot_growth=eot_growth,
     )
     return Cascade(model, [(f"restart-{i}", run) for i in range(max(1, restarts))], norm=norm, eps=eps, draws=draws)
 
@@ -163,8 +168,10 @@ PGD_DOC = (
     "Projected gradient descent on the cross-entropy, {norm}; ``restarts`` random starts; ``early_exit``: stop working "
     "on a sample once its verdict is settled (never raises robust accuracy); ``random_start`` false: start at the "
     "clean image (BIM), one run; ``eot_mode``: how EOT averages the draws' gradients on a randomized pipeline, mean "
-    "or selective (attacks.gradient); ``randomized_steps``: the steps on a randomized pipeline (None: ``steps``; a "
-    "convergence rung's: the steps below it, its effort in EOT draws)."
+    "or selective (attacks.gradient); ``eot_growth``: on a randomized pipeline, a sample's EOT draws double where "
+    "its step's signs are unresolved, up to this multiple (attacks.eot_growth; 1: fixed); ``randomized_steps``: the "
+    "steps on a randomized pipeline (None: ``steps``; a convergence rung's: the steps below it, its effort in EOT "
+    "draws)."
 )
 
 
@@ -172,13 +179,15 @@ def escalate_pgd(params: dict, factor: int) -> dict:
     """``factor`` times the steps (the step size kept), from new random starts: the rung's restarts are as many as the
     attack's, each drawn afresh (its own seed), so the per-sample worst case over the ladder has twice the restarts
     of the attack below -- one more at least, as the convergence check asks -- at half the cost of adding a restart
-    to the rung itself. On a randomized pipeline the rung pays ``factor`` x EOT draws instead of ``factor`` x steps
-    (``randomized_steps``: the steps below), so it costs ``factor`` times the attack below, not its square."""
+    to the rung itself. On a randomized pipeline the rung keeps the steps (``randomized_steps``) and grows each
+    sample's EOT draws up to ``factor`` times where its gradient's signs are unresolved (``eot_growth``), so it costs
+    between 1 and ``factor`` times the attack below, not its square."""
     return {
         **params,
         "steps": params["steps"] * factor,
         "random_start": True,
         "randomized_steps": params.get("randomized_steps") or params["steps"],
+        "eot_growth": max(int(params.get("eot_growth") or 1), factor),
     }
 
 
@@ -203,11 +212,13 @@ def pgd(
     early_exit: bool = True,
     random_start: bool = True,
     eot_mode: str = "mean",
+    eot_growth: int = 1,
     randomized: bool = False,
     randomized_steps: int | None = None,
 ) -> AttackFn:
     steps = randomized_steps if randomized and randomized_steps else steps
     settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
+    settings["eot_growth"] = eot_growth
     return pgd_cascade(
         model, norm="Linf", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings
     )
@@ -234,11 +245,13 @@ def pgdl2(
     early_exit: bool = True,
     random_start: bool = True,
     eot_mode: str = "mean",
+    eot_growth: int = 1,
     randomized: bool = False,
     randomized_steps: int | None = None,
 ) -> AttackFn:
     steps = randomized_steps if randomized and randomized_steps else steps
     settings = {"steps": steps, "alpha": alpha, "restarts": restarts, "eot": eot, "draws": draws}
+    settings["eot_growth"] = eot_growth
     return pgd_cascade(
         model, norm="L2", eps=eps, early_exit=early_exit, random_start=random_start, eot_mode=eot_mode, **settings
     )
