@@ -99,3 +99,20 @@ def test_the_mean_is_the_first_draw_and_unbiased_where_the_mean_of_the_draws_mad
     assert made.mean() < p.mean() - 5 * error
     worst = summary["attacks"][0]["robust_accuracy_worst_of_n"]["value"]
     assert worst == draws.all(1).mean(), "worst of N: exactly the full draws' verdict"
+
+
+def test_a_condition_where_every_sample_fell_at_its_first_draw_still_reports_its_n_draws():
+    base = {"label": 0, "linf": 0.0, "l2": 0.0}
+    records = [
+        {**base, "sample_id": f"s{i}", "condition": "none|none|none", "repeat": r, "correct": True, "attacked": False}
+        for i in range(4)
+        for r in range(REPEATS)
+    ]
+    records += [
+        {**base, "sample_id": f"s{i}", "condition": "pgd|none|none", "repeat": 0, "correct": False, "attacked": True}
+        for i in range(4)
+    ]
+    attack = {"label": "pgd", "name": "pgd", "norm": "Linf", "eps": 0.03}
+    (result,) = summarize(pd.DataFrame.from_records(records), attacks=[attack])["attacks"]
+    assert result["repeats"] == REPEATS and result["robust_accuracy"]["estimated_from"] == "first draw"
+    assert result["robust_accuracy"]["value"] == 0.0 == result["robust_accuracy_worst_of_n"]["value"]

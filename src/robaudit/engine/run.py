@@ -166,6 +166,8 @@ def run_shard(
             run_dir.write_layout(plan.part_layout.to_dict())
             saved(first, output)
             every = plan.parts()
+            done = next(t.completed for t in bar.tasks if t.id == task)
+            bar.update(task, total=done + sum(executor.steps(p) for p in every if not run_dir.has_part(p.name)))
         # Claims index the run's full part list, the same on every rank; a part with records is skipped when claimed
         # (each rank lists the parts at its own moment, so lists of the parts still to do could differ).
         for part in parts_of(shard, every, run_dir=run_dir):

@@ -88,23 +88,30 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _grid(frame: pd.DataFrame, condition: str, index: pd.Index, below: pd.DataFrame | None = None) -> pd.DataFrame:
-    """(samples x repeats) table of ``correct`` for one condition, aligned to ``index``. A missing sample counts
-    as wrong, except under a convergence rung (``below``: the grid of the rung below it), where a sample the rung
-    did not attack again keeps the verdict below."""
+def _grid(
+    frame: pd.DataFrame,
+    condition: str,
+    index: pd.Index,
+    below: pd.DataFrame | None = None,
+    columns: pd.Index | None = None,
+) -> pd.DataFrame:
+    """(samples x repeats) table of ``correct`` for one condition, aligned to ``index`` and to the repeats
+    ``columns`` (the clean condition's: every scoring draw). A missing sample or draw (a draw its verdict did not
+    need) counts as wrong, except under a convergence rung (``below``: the grid of the rung below it), where a sample
+    the rung did not attack again keeps the verdict below."""
     rows = frame[frame["condition"] == condition]
     grid = rows.pivot_table(index="sample_id", columns="repeat", values="correct", aggfunc="first")
-    grid = grid.reindex(index)
+    grid = grid.reindex(index=index, columns=columns if columns is not None else grid.columns)
     if below is not None:
         grid = grid.reindex(columns=below.columns).astype(object).where(grid.notna(), below)
-    return grid.fillna(False).astype(bool)
+    return grid.eq(True)  # a missing entry (NaN) is not True: wrong
 
 
 def _entry(
     frame: pd.DataFrame, condition: str, clean: pd.DataFrame, attack: dict[str, Any], below: pd.DataFrame | None
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Aggregates of one (attack, defense, threat) condition over its samples and repeats, and its grid."""
-    grid = _grid(frame, condition, clean.index, below)
+    grid = _grid(frame, condition, clean.index, below, columns=clean.columns)
     n, repeats = grid.shape
     rows = frame[(frame["condition"] == condition) & frame["attacked"].astype(bool)]
     first = rows[rows["repeat"] == rows["repeat"].min()] if len(rows) else rows
