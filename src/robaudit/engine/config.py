@@ -93,12 +93,12 @@ class EvaluateConfig:
         128, int, positive=True, flag="Samples per records part, the unit of resuming and sharding (default 128)."
     )
     part_seconds: float = setting(  # one process sizes its parts by time (engine.part_sizing); changes no record
-        120.0,
+        240.0,
         float,
         at_least=0,
         saved="when_set",
         flag="Target seconds per records part in a one-process run, at most part_size samples; 0: by count "
-        "(default 120).",
+        "(default 240).",
     )
     batch_size: int | None = setting(  # None: engine.batching decides
         None,

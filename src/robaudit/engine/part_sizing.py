@@ -1,8 +1,10 @@
 """Parts sized by time, so that a long run shows its records on disk early and often.
 
 One process starting a fresh run evaluates a first part of ``FIRST_PART`` samples and times it; the rest of the run
-is cut into parts that each take about ``part_seconds`` on this machine: the largest power of two of samples that
-fits, at least ``FIRST_PART`` and at most ``part_size``. The layout is saved in the run directory
+is cut into parts that each take at most about ``part_seconds`` (default 240) on this machine: the largest power of
+two of samples that fits at the first part's pace, at least ``FIRST_PART`` and at most ``part_size``. The pace of a
+small part overstates a larger one's (an attack's per-batch costs, such as Square's query loop, are shared by more
+samples), so parts err on the small side. The layout is saved in the run directory
 (``records/layout.json``) before the first part is, so a resumed run, and shards added later, cut the samples alike.
 Runs sharded from the start (a job array, torchrun), runs written before layouts and runs with ``part_seconds: 0``
 are cut by count (parts of ``part_size``): processes that start together could not agree on a time. Which part a
