@@ -147,3 +147,17 @@ def test_a_compiled_purifier_chain_gives_the_eager_records_on_cuda(digits_model_
     eager = evaluate(digits_model_path, tmp_path / "eager", "--device", "cuda", "--config", config)
     compiled = evaluate(digits_model_path, tmp_path / "compiled", "--device", "cuda", "--compile", "--config", config)
     assert verdicts(compiled) == verdicts(eager), "compiling the purifier changes no verdict"
+
+
+def test_a_cuda_generator_stream_fills_its_row_with_what_torch_draws_from_it():
+    """``GeneratorRNG`` on CUDA fills row i in place from CUDA generator i (``Tensor.normal_``/``uniform_``): the
+    values ``torch.randn``/``torch.rand`` give that generator (the CPU's equality: tests/test_row_draws.py)."""
+    from robaudit.sample_rng import GeneratorRNG
+
+    seeds = list(range(7, 19))
+    drawn = GeneratorRNG._from_seeds(seeds, torch.device("cuda"))
+    generators = [torch.Generator(device="cuda").manual_seed(s) for s in seeds]
+    for kind, reference in (("normal", torch.randn), ("uniform", torch.rand)):
+        for shape in ((7,), (1, 28, 28), (3, 32, 32)):
+            expected = torch.cat([reference((1, *shape), generator=g, device="cuda") for g in generators])
+            assert torch.equal(drawn._draw(kind, shape, torch.float32, None), expected), (kind, shape)
