@@ -181,7 +181,7 @@ def robaudit_row(path: Path, run: str, attack: dict, *, check: bool, n: int, eps
     seconds = time.perf_counter() - tic
     summary = result.summary
     defense = summary["defenses"][0]
-    passes = {key: value for key, value in summary["passes"].items()}
+    passes = summary["passes"]
     label = attack["name"]
     base = passes[f"{label}|none|none"]
     clean = passes["none|none|none"]["scoring"]

@@ -338,20 +338,26 @@ def prepare_run(
         defense.scoring.to(device)
     run_dir.write_config(resolved.to_dict())
     model.to(device)
-    plan = AuditPlan(
-        attacks=list(resolved.attacks),
+    plan = audit_plan(config, list(resolved.attacks), defenses, num_samples=len(dataset))
+    return PreparedRun(plan, model, dataset, run_dir, manifest, device)
+
+
+def audit_plan(config: EvaluateConfig, attacks: list[Any], defenses: list[Defense], *, num_samples: int) -> AuditPlan:
+    """The plan of a run: its resolved ``attacks`` against ``defenses`` on ``num_samples`` samples, with the
+    config's draw counts, part sizing and draw layout."""
+    return AuditPlan(
+        attacks=attacks,
         defenses=defenses,
         seed=config.seed,
         eot=config.eot,
         draws=config.selection_draws,
-        num_samples=len(dataset),
+        num_samples=num_samples,
         part_size=config.part_size,
         part_seconds=config.part_seconds,
         convergence_fraction=config.convergence.fraction,
         layout=DrawLayout(batched=config.batch_draws, chunk=config.draw_chunk),
         rng=config.rng,
     )
-    return PreparedRun(plan, model, dataset, run_dir, manifest, device)
 
 
 def _card_dict(model: torch.nn.Module) -> dict[str, Any]:

@@ -297,7 +297,8 @@ class PartExecutor:
         all), the draws in the batch dimension (``score_draws``), each from its stream of (condition ``key``,
         repeat): drawing some repeats apart changes none of them; ``index``: the positions in ``batch`` of the
         images (default: all). Charged to ``key``."""
-        streams = [self.streams(batch, "score", key, repeat) for repeat in repeats or range(defense.repeats)]
+        repeats = range(defense.repeats) if repeats is None else repeats
+        streams = [self.streams(batch, "score", key, repeat) for repeat in repeats]
         if index is not None:
             streams = [rng[index] for rng in streams]
         self.passes.count_scoring(key, len(images) * len(streams))

@@ -11,6 +11,7 @@ from scipy.stats import binom
 from robaudit.certify.bounds import ABSTAIN
 from robaudit.findings import Finding
 from robaudit.reporting.results import rate
+from robaudit.rundir import PASS_KINDS
 
 CURVE_POINTS = 21  # radii from 0 to the largest certified radius
 
@@ -40,7 +41,7 @@ def certified_section(
             result["seconds_per_sample"] = spent["seconds"] / spent["samples"]
             if spent.get("passes"):  # counted by the hooks, the kinds the expected above (from the draw counts) has
                 counted = spent["passes"]
-                result["counted_passes_per_sample"] = {k: counted.get(k, 0) / spent["samples"] for k in PASS_KINDS}
+                result["counted_passes_per_sample"] = {k: counted.get(k, 0) / spent["samples"] for k in CERTIFIED_KINDS}
     alpha = config.get("alpha")
     return {
         "eps_l2": eps_l2,
@@ -56,7 +57,7 @@ def certified_section(
     }
 
 
-PASS_KINDS = ("forward", "backward", "purifier", "purifier_backward")  # what certification counts
+CERTIFIED_KINDS = tuple(k for k in PASS_KINDS if k != "scoring")  # certification has no scoring draws
 
 
 def certification_passes(config: dict[str, Any], *, purified: bool) -> dict[str, int]:
