@@ -112,6 +112,43 @@ def test_a_scripted_model_with_noise_inside_is_attributable_and_differentiable()
     assert torch.allclose(again, out[2:].detach(), atol=1e-6), "a sample's draws do not depend on its batch"
 
 
+def test_a_vit_with_fused_attention_and_noise_inside_runs_batched_with_its_own_draws_per_row():
+    """timm's ViT calls scaled_dot_product_attention, whose CPU kernel torch tags as random (its dropout_p); at 0 in
+    eval mode it draws nothing, so a ViT with noise injection runs batched, not one row per call."""
+    timm = pytest.importorskip("timm")
+
+    class NoisyViT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vit = timm.create_model(
+                "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, depth=2, num_classes=3
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.vit(x + 0.1 * torch.randn_like(x))
+
+    torch.manual_seed(0)
+    model = NoisyViT().eval()
+    images = torch.rand(4, 3, 16, 16)
+    assert attributable(model, images)
+    batched = with_row_draws(model, images, rows(4))
+    alone = with_row_draws(model, images[1:2], rows(2, first=1)[:1])
+    assert torch.allclose(alone, batched[1:2], atol=1e-5), "a sample's draws do not depend on its batch"
+    noise_free = model.vit(images)
+    assert not torch.allclose(batched, noise_free, atol=1e-4), "the noise is drawn"
+
+
+def test_dropout_that_draws_draws_per_row_and_dropout_that_cannot_runs():
+    images = torch.rand(3, 64)
+    dropped = with_row_draws(lambda x: F.dropout(x, p=0.5, training=True), images, rows(3))
+    alone = with_row_draws(lambda x: F.dropout(x, p=0.5, training=True), images[2:], rows(1, first=2))
+    assert torch.equal(dropped[2:], alone) and 0 < (dropped == 0).float().mean() < 1
+    assert torch.equal(with_row_draws(lambda x: F.dropout(x, p=0.5, training=False), images, rows(3)), images)
+    q = torch.rand(3, 2, 5, 4)
+    attention = with_row_draws(lambda x: F.scaled_dot_product_attention(x, x, x, dropout_p=0.0), q, rows(3))
+    assert torch.allclose(attention, F.scaled_dot_product_attention(q, q, q))
+
+
 def test_a_generator_stream_fills_its_row_with_what_torch_draws_from_it():
     """``GeneratorRNG`` fills row i in place from generator i: the values ``torch.randn``/``torch.rand`` give that
     generator, for every dtype and for shapes on both sides of torch's vectorized path (16 values), call after call

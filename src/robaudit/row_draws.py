@@ -13,7 +13,9 @@ batch, the batch size, the layout or the number of processes. It sits below auto
 
 A random operation whose result has no leading dimension of one entry per row (one random size for the whole batch,
 ``torch.rand(1)``), or one this module does not know (``randperm``, ``poisson``, ...), cannot be attributed to rows:
-it raises ``Unattributable``. ``attributable`` tries a model once on a few rows; a model that fails it runs one row
+it raises ``Unattributable``. A random operation that draws nothing with the arguments it got (dropout at
+probability 0, or outside training: the fused attention kernels of timm's and transformers' ViTs) simply runs.
+``attributable`` tries a model once on a few rows; a model that fails it runs one row
 per call, as before (``sample_rng.per_sample``), so every draw is still its own.
 """
 
@@ -196,6 +198,24 @@ HANDLERS: dict[Any, Callable[..., torch.Tensor]] = {
 }
 
 
+DRAW_PROBABILITIES = ("dropout_p", "dropout", "p")  # the arguments that say how much a dropout op draws
+
+
+def draws_nothing(func: Any, args: tuple, kwargs: dict) -> bool:
+    """Whether a random operation ``func`` (an OpOverload) draws nothing with these arguments: dropout at
+    probability 0 (a fused attention kernel's ``dropout_p`` in eval mode, as timm's and transformers' ViTs call
+    ``scaled_dot_product_attention``) or outside training (``train`` false)."""
+    values = dict(kwargs)
+    for position, argument in enumerate(func._schema.arguments):
+        if position < len(args):
+            values[argument.name] = args[position]
+        elif argument.name not in values and argument.has_default_value():
+            values[argument.name] = argument.default_value
+    if values.get("train") is False:
+        return True
+    return any(isinstance(values.get(name), int | float) and values[name] == 0 for name in DRAW_PROBABILITIES)
+
+
 class RowDraws(TorchDispatchMode):
     """Inside it, every random operation draws row i of its result from row i of ``rng`` (``HANDLERS``); one it
     cannot attribute to rows raises ``Unattributable``."""
@@ -209,6 +229,8 @@ class RowDraws(TorchDispatchMode):
         if torch.Tag.nondeterministic_seeded not in func.tags:
             return func(*args, **kwargs)
         handler = HANDLERS.get(func.overloadpacket)
+        if handler is None and draws_nothing(func, args, kwargs):
+            return func(*args, **kwargs)
         if handler is None:
             raise Unattributable(f"{func} is a random operation robaudit cannot give to rows")
         return handler(self.rng, func, args, kwargs)
