@@ -168,6 +168,11 @@ def yaml_unknown_key(w: Path):
     return ("evaluate", "--config", "audit.yaml"), ["unknown key 'attack'", "attacks"]
 
 
+def yaml_zero_steps(w: Path):
+    (w / "audit.yaml").write_text("model: m.pt\ndata: digits\nattacks: [{name: pgdl2, steps: 0}]\n")
+    return ("evaluate", "--config", "audit.yaml"), ["steps must be a whole number of at least 1", "got 0"]
+
+
 def eps_negative(w: Path):
     return (*EVALUATE, "--data", "digits", "--eps", "-8/255"), ["eps", "finite and > 0", "8/255"]
 
@@ -270,6 +275,7 @@ CASES: dict[str, Callable] = {
         size_mismatch,
         yaml_syntax,
         yaml_unknown_key,
+        yaml_zero_steps,
         eps_negative,
         eps_zero,
         eps_unparsable,

@@ -22,7 +22,10 @@ from robaudit.sample_rng import SampleRNG
 
 
 def default_step_size(params: dict) -> dict:
-    """Fill ``alpha`` (step size) when unset: 2.5 * eps / steps (Madry et al.), so reports state the value used."""
+    """Fill ``alpha`` (step size) when unset: 2.5 * eps / steps (Madry et al.), so reports state the value used; a
+    ConfigError for fewer than one step."""
+    if not isinstance(params.get("steps"), int) or params["steps"] < 1:
+        raise ConfigError(f"steps must be a whole number of at least 1 (e.g. steps: 20), got {params.get('steps')!r}")
     if params.get("alpha") is None:
         params = {**params, "alpha": 2.5 * params["eps"] / params["steps"]}
     return params
