@@ -23,13 +23,15 @@ ABSTAIN = -1  # the class a smoothed classifier answers when its vote is not cle
 @dataclass(frozen=True)
 class Certificate:
     """One sample's CERTIFY: the ``prediction`` (``ABSTAIN`` when unclear), the votes for it among ``n`` estimation
-    draws, its lower bound ``p_lower`` and the certified L2 ``radius`` (0 when abstaining)."""
+    draws, its lower bound ``p_lower``, the certified L2 ``radius`` (0 when abstaining) and why its draws ``stopped``
+    (``sequential``: decided, within tolerance, n_max, wrong class; fixed: "fixed n")."""
 
     prediction: int
     votes: int
     n: int
     p_lower: float
     radius: float
+    stopped: str = "fixed n"
 
     @property
     def abstained(self) -> bool:
@@ -48,12 +50,17 @@ def clopper_pearson_lower(successes: int, trials: int, *, alpha: float) -> float
 
 def certify_from_counts(selection: list[int], estimation: list[int], *, sigma: float, alpha: float) -> Certificate:
     """CERTIFY from the per-class vote counts of the selection draws and of the estimation draws (apart)."""
-    guess = max(range(len(selection)), key=lambda c: (selection[c], -c))  # the top class; ties: the lowest index
+    guess = top_class(selection)
     n = sum(estimation)
     p_lower = clopper_pearson_lower(estimation[guess], n, alpha=alpha)
     if p_lower <= 0.5:
         return Certificate(ABSTAIN, estimation[guess], n, p_lower, 0.0)
     return Certificate(guess, estimation[guess], n, p_lower, sigma * NormalDist().inv_cdf(p_lower))
+
+
+def top_class(counts: list[int]) -> int:
+    """The class with the most votes in ``counts``; ties go to the lowest index."""
+    return max(range(len(counts)), key=lambda c: (counts[c], -c))
 
 
 def predict_from_counts(counts: list[int], *, alpha: float) -> int:

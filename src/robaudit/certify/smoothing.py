@@ -4,7 +4,9 @@ image itself (Cohen et al. 2019: only a classifier trained on noise certifies an
 
 Draws run in the batch dimension: each call classifies rows of (sample, draw) pairs. Every sample's noise comes in
 fixed blocks of ``DRAW_BLOCK`` draws, each block from a generator seeded by (the sample's stream, the block), so the
-counts are the same whatever the batch size or the number of processes.
+counts are the same whatever the batch size or the number of processes. Sequential CERTIFY and PREDICT
+(``certify.sequential``) draw the same blocks in the same order, look by look, and a sample whose evidence suffices
+leaves the calls to the samples still drawing.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts
+from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts, top_class
+from robaudit.certify.sequential import CertifyTracker, Looks, PredictTracker, StoppingRule
 from robaudit.certify.timestep import diffused, matched_timestep
 from robaudit.seeding import derive_seed, generator
 
 DRAW_BLOCK = 50  # draws per noise block: the unit of seeding (never of batching)
+Tracker = CertifyTracker | PredictTracker
 
 
 @dataclass(frozen=True)
@@ -77,16 +81,40 @@ class SmoothedClassifier:
 
     def counts(self, images: torch.Tensor, seeds: Sequence[int], *, draws: int) -> torch.Tensor:
         """(N, K) votes of ``draws`` noise draws per sample; sample i's noise from its stream ``seeds[i]``."""
+        return self.votes_between(images, seeds, [(0, draws)] * len(images), draws=draws)
+
+    def votes_between(
+        self, images: torch.Tensor, seeds: Sequence[int], spans: Sequence[tuple[int, int]], *, draws: int
+    ) -> torch.Tensor:
+        """(N, K) votes of sample i's draws ``spans[i]`` = [start, stop) of its ``draws`` (start a multiple of
+        ``DRAW_BLOCK``; an empty span draws nothing); the blocks of every sample run together, ``batch_size`` rows
+        per call, so the samples still drawing fill the calls."""
         votes = torch.zeros(len(images), self.num_classes, dtype=torch.long)
-        jobs = [(i, block) for i in range(len(images)) for block in range(-(-draws // DRAW_BLOCK))]
+        jobs = [
+            (i, b) for i, (start, stop) in enumerate(spans) for b in range(start // DRAW_BLOCK, -(-stop // DRAW_BLOCK))
+        ]
         per_call = max(1, self.batch_size // DRAW_BLOCK)
-        for start in range(0, len(jobs), per_call):
-            chunk = jobs[start : start + per_call]
+        for first in range(0, len(jobs), per_call):
+            chunk = jobs[first : first + per_call]
             noise = [block_noise(seeds[i], block, images.shape[1:], draws=draws) for i, block in chunk]
             owners = torch.cat([torch.full((len(z),), i) for (i, _), z in zip(chunk, noise, strict=True)])
             classes = self.predictions(images[owners.to(images.device)], torch.cat(noise).to(images.device)).cpu()
             votes.index_put_((owners, classes), torch.ones_like(classes), accumulate=True)
         return votes
+
+    def run_looks(self, images: torch.Tensor, seeds: Sequence[int], trackers: Sequence[Tracker], looks: Looks) -> None:
+        """Draw for every sample whose tracker has not stopped, look by look (``Looks.sizes``): the draws up to the
+        next look for all of them at once, then each tracker reads its votes so far; a stopped sample leaves."""
+        totals = torch.zeros(len(images), self.num_classes, dtype=torch.long)
+        active = {i for i, tracker in enumerate(trackers) if not tracker.reason}
+        done = 0
+        for look, size in enumerate(looks.sizes()):
+            if not active:
+                return
+            spans = [(done, size) if i in active else (0, 0) for i in range(len(images))]
+            totals += self.votes_between(images, seeds, spans, draws=looks.n_max)
+            active = {i for i in active if not trackers[i].look(look, totals[i].tolist(), size)}
+            done = size
 
     def certify(
         self, images: torch.Tensor, seeds: Sequence[int], *, n0: int, n: int, alpha: float
@@ -99,10 +127,36 @@ class SmoothedClassifier:
             for sel, est in zip(selection, estimation, strict=True)
         ]
 
+    def certify_sequential(
+        self,
+        images: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        n0: int,
+        rule: StoppingRule,
+        labels: Sequence[int] | None = None,
+    ) -> list[Certificate]:
+        """Sequential CERTIFY per sample (``certify.sequential``): ``n0`` selection draws choose the class, then
+        estimation draws (the same stream as ``certify``'s, block for block) until ``rule`` stops the sample. With
+        ``labels``, a sample whose class is not its label draws no estimation: it cannot count as certified."""
+        selection = self.counts(images, [derive_seed(s, "selection") for s in seeds], draws=n0)
+        trackers = [rule.tracker(top_class(votes.tolist()), sigma=self.sigma) for votes in selection]
+        for tracker, label in zip(trackers, labels or [], strict=False):
+            tracker.reason = "wrong class" if tracker.guess != label else ""
+        self.run_looks(images, [derive_seed(s, "estimation") for s in seeds], trackers, rule.looks)
+        return [tracker.certificate() for tracker in trackers]
+
     def predict(self, images: torch.Tensor, seeds: Sequence[int], *, n: int, alpha: float) -> list[int]:
         """Cohen et al.'s PREDICT per sample over ``n`` draws: a class, or ``bounds.ABSTAIN``."""
         votes = self.counts(images, [derive_seed(s, "predict") for s in seeds], draws=n)
         return [predict_from_counts(row.tolist(), alpha=alpha) for row in votes]
+
+    def predict_sequential(self, images: torch.Tensor, seeds: Sequence[int], *, looks: Looks) -> list[PredictTracker]:
+        """Sequential PREDICT per sample (``certify.sequential.PredictTracker``) on ``predict``'s stream: each answer
+        (``answer``) and the draws it took (``draws``)."""
+        trackers = [PredictTracker(looks) for _ in seeds]
+        self.run_looks(images, [derive_seed(s, "predict") for s in seeds], trackers, looks)
+        return trackers
 
 
 def block_noise_rows(block: int, draws: int) -> range:

@@ -4,21 +4,31 @@ draw counts and confidence."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robaudit.config import coerce
 from robaudit.errors import ConfigError
 from robaudit.registry import check_keys
 
-FIELDS = ("sigma", "n0", "n", "alpha", "batch", "steps", "eot")
+if TYPE_CHECKING:
+    from robaudit.certify.sequential import StoppingRule
+
+FIELDS = ("sigma", "n0", "n", "alpha", "batch", "steps", "eot", "mode", "stop", "radius_tolerance")
+MODES = ("sequential", "fixed")
+STOPS = ("decisions", "radius")
 
 
 @dataclass(frozen=True)
 class CertifySpec:
     """Certify every sample at each ``sigma`` (the smoothing noise on [0, 1] images) with ``n0`` selection draws,
-    ``n`` estimation draws and confidence ``1 - alpha``, and attack the same smoothed classifier with SmoothAdv
-    (``steps`` L2 PGD steps, ``eot`` noise draws each; 0 steps: no attack) judged by PREDICT over ``n`` draws;
-    ``batch``: rows (sample, draw) per network call (changes no result)."""
+    estimation draws and confidence ``1 - alpha``, and attack the same smoothed classifier with SmoothAdv (``steps``
+    L2 PGD steps, ``eot`` noise draws each; 0 steps: no attack) judged by PREDICT; ``batch``: rows (sample, draw) per
+    network call (changes no result).
+
+    ``mode: sequential`` (the default, ``certify.sequential``): estimation and PREDICT draws stop per sample as soon
+    as the evidence suffices, at most ``n``; ``stop: decisions`` once certified or not at radius 0 and at the run's
+    L2 budget, ``stop: radius`` once the radius is known to within ``radius_tolerance`` x sigma (the curve).
+    ``mode: fixed``: Cohen et al.'s ``n`` draws for every sample (to reproduce papers)."""
 
     sigma: tuple[float, ...] = (0.25, 0.5)
     n0: int = 100
@@ -27,6 +37,9 @@ class CertifySpec:
     batch: int = 256
     steps: int = 20
     eot: int = 8
+    mode: str = "sequential"
+    stop: str = "decisions"
+    radius_tolerance: float = 0.05
 
     @classmethod
     def parse(cls, value: object) -> CertifySpec | None:
@@ -42,7 +55,8 @@ class CertifySpec:
         if "sigma" in given:
             sigmas = given["sigma"] if isinstance(given["sigma"], list) else str(given["sigma"]).split(",")
             given["sigma"] = tuple(sorted({coerce(s, float, where="certify.sigma") for s in sigmas}))
-        hints = {"n0": int, "n": int, "alpha": float, "batch": int, "steps": int, "eot": int}
+        hints = {"n0": int, "n": int, "alpha": float, "batch": int, "steps": int, "eot": int, "mode": str, "stop": str}
+        hints["radius_tolerance"] = float
         values = {k: coerce(v, hints[k], where=f"certify.{k}") if k in hints else v for k, v in given.items()}
         spec = cls(**values)
         spec.validate()
@@ -56,6 +70,15 @@ class CertifySpec:
             raise ConfigError(f"certify needs 1 <= n0 <= n (e.g. n0: 100, n: 10000); got n0 {self.n0}, n {self.n}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"certify.alpha must lie in (0, 1), e.g. 0.001; got {self.alpha}")
+        if self.mode not in MODES or self.stop not in STOPS:
+            raise ConfigError(
+                f"certify.mode must be one of {', '.join(MODES)} and certify.stop one of {', '.join(STOPS)}; got "
+                f"mode {self.mode!r}, stop {self.stop!r}"
+            )
+        if not 0 < self.radius_tolerance < 10:
+            raise ConfigError(
+                f"certify.radius_tolerance is a fraction of sigma, e.g. 0.05; got {self.radius_tolerance}"
+            )
         if self.batch < 1 or self.eot < 1 or self.steps < 0:
             raise ConfigError(
                 f"certify needs batch >= 1, eot >= 1 and steps >= 0 (0: no attack); got batch {self.batch}, eot "
@@ -71,4 +94,18 @@ class CertifySpec:
             "alpha": self.alpha,
             "steps": self.steps,
             "eot": self.eot,
+            "mode": self.mode,
+            **({"stop": self.stop} if self.mode == "sequential" else {}),
+            **(
+                {"radius_tolerance": self.radius_tolerance}
+                if self.stop == "radius" and self.mode == "sequential"
+                else {}
+            ),
         }
+
+    def rule(self, *, radii: tuple[float, ...]) -> StoppingRule:
+        """The sequential stopping rule: looks up to ``n`` draws at ``alpha``, deciding ``radii`` (``stop:
+        decisions``) or the radius to within ``radius_tolerance`` x sigma (``stop: radius``)."""
+        from robaudit.certify.sequential import Looks, StoppingRule
+
+        return StoppingRule(Looks(self.n, self.alpha), radii, self.stop, self.radius_tolerance)

@@ -204,14 +204,28 @@ def print_summary(run_dir: Path) -> None:
         rungs = " -> ".join(f"{escape(r['label'])} {with_ci(r['robust_accuracy_worst_of_n'])}" for r in check["ladder"])
         where = f"{escape(check['attack'])} / {escape(check['defense'])} / {check['threat']}"
         console.print(f"convergence {where}: {rungs}: {verdict}")
-    for result in (summary.get("certified") or {}).get("results", []):
-        attacked = result.get("empirical_accuracy")
-        upper = f" <= {with_ci(attacked)} attacked (upper bound)" if attacked else ""
-        console.print(
-            f"certified {escape(result['smoothed'])} at L2 {summary['certified']['eps_l2']:g}: "
-            f"{with_ci(result['certified_accuracy'])} (lower bound){upper}; abstained on {result['abstained']} of "
-            f"{result['n_samples']}"
-        )
+    print_certified(summary.get("certified") or {})
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"report: {escape(str(run_dir / 'report.md'))}")
+
+
+def print_certified(certified: dict[str, Any]) -> None:
+    """The certified side of the bracket on the terminal: each smoothed classifier's certified accuracy (lower bound)
+    and attacked accuracy (upper bound), its estimation draws per sample, and the confidence of each certificate."""
+    from robaudit.reporting.report import with_ci
+
+    for result in certified.get("results", []):
+        attacked = result.get("empirical_accuracy")
+        upper = f" <= {with_ci(attacked)} attacked (upper bound)" if attacked else ""
+        draws = result.get("draws") or {}
+        cost = f"; {draws['estimation_mean']:.0f} estimation draws per sample (of {certified['n']})" if draws else ""
+        console.print(
+            f"certified {escape(result['smoothed'])} at L2 {certified['eps_l2']:g}: "
+            f"{with_ci(result['certified_accuracy'])} (lower bound){upper}; abstained on {result['abstained']} of "
+            f"{result['n_samples']}{cost}"
+        )
+    if certified.get("alpha") is not None:
+        console.print(
+            f"each certificate holds with probability at least {1 - certified['alpha']:g} ({certified['mode']})"
+        )

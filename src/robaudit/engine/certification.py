@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from robaudit.certify.attack import smooth_adv
+from robaudit.certify.bounds import Certificate
 from robaudit.certify.smoothing import OneShotDenoiser, SmoothedClassifier
 from robaudit.certify.spec import CertifySpec
 from robaudit.data import ImageSet
@@ -75,9 +76,9 @@ def certify_part(
     counter: PassCounter | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The certification records of one part's samples, and the seconds each smoothed classifier took (kept out of
-    the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within; ``on_done``
-    is called with each smoothed classifier's key once its samples are certified and attacked; ``counter`` counts
-    their model passes (``engine.passes``), kept beside the seconds."""
+    the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within, and the radius
+    sequential CERTIFY decides beside 0; ``on_done`` is called with each smoothed classifier's key once its samples
+    are certified and attacked; ``counter`` counts their model passes (``engine.passes``), kept beside the seconds."""
     images = dataset.images[part.start : part.stop].float().to(device)
     labels = dataset.labels[part.start : part.stop].tolist()
     ids = dataset.ids[part.start : part.stop]
@@ -86,28 +87,76 @@ def certify_part(
         seeds = [derive_seed(seed, "certify", key, sample) for sample in ids]
         started = time.perf_counter()
         with counter.charge(key) if counter is not None else contextlib.nullcontext():
-            certificates = classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
+            certificates = CERTIFY_MODES[spec.mode](classifier, images, labels, seeds, spec=spec, eps=eps)
             attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
         seconds[key] = {"seconds": time.perf_counter() - started, "samples": len(ids)}
         if counter is not None:
             seconds[key]["passes"] = counter.take(key).to_dict()
         on_done(key)
         for sample, label, certificate, broken in zip(ids, labels, certificates, attacked, strict=True):
-            records.append(
-                {
-                    "sample_id": sample,
-                    "label": label,
-                    "smoothed": key,
-                    "sigma": classifier.sigma,
-                    "prediction": certificate.prediction,
-                    "radius": certificate.radius,
-                    "p_lower": certificate.p_lower,
-                    "votes": certificate.votes,
-                    "draws": spec.n0 + spec.n,
-                    **({"attacked_prediction": broken} if broken is not None else {}),
-                }
-            )
+            records.append(certified_record(sample, label, key, classifier.sigma, certificate, broken, n0=spec.n0))
     return records, seconds
+
+
+def certified_record(
+    sample: str,
+    label: int,
+    key: str,
+    sigma: float,
+    certificate: Certificate,
+    attacked: tuple[int, int] | None,
+    *,
+    n0: int,
+) -> dict[str, Any]:
+    """One (sample, smoothed classifier) record: the certificate, the draws it took (``draws``: selection and
+    estimation; ``estimation_draws``) and why they stopped; with an attack, PREDICT's answer on the SmoothAdv image
+    and its draws."""
+    record = {
+        "sample_id": sample,
+        "label": label,
+        "smoothed": key,
+        "sigma": sigma,
+        "prediction": certificate.prediction,
+        "radius": certificate.radius,
+        "p_lower": certificate.p_lower,
+        "votes": certificate.votes,
+        "draws": n0 + certificate.n,
+        "estimation_draws": certificate.n,
+        "stopped": certificate.stopped,
+    }
+    if attacked is not None:
+        record["attacked_prediction"], record["attacked_draws"] = attacked
+    return record
+
+
+def certify_fixed(
+    classifier: SmoothedClassifier,
+    images: torch.Tensor,
+    labels: list[int],
+    seeds: list[int],
+    *,
+    spec: CertifySpec,
+    eps: float,
+) -> list[Certificate]:
+    """Cohen et al.'s CERTIFY at ``spec.n`` draws for every sample."""
+    return classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
+
+
+def certify_sequential(
+    classifier: SmoothedClassifier,
+    images: torch.Tensor,
+    labels: list[int],
+    seeds: list[int],
+    *,
+    spec: CertifySpec,
+    eps: float,
+) -> list[Certificate]:
+    """Sequential CERTIFY deciding radius 0 and the run's L2 budget ``eps`` (or the radius, ``stop: radius``)."""
+    rule = spec.rule(radii=tuple(sorted({0.0, eps})))
+    return classifier.certify_sequential(images, seeds, n0=spec.n0, rule=rule, labels=labels)
+
+
+CERTIFY_MODES = {"fixed": certify_fixed, "sequential": certify_sequential}
 
 
 def attacked_predictions(
@@ -118,16 +167,21 @@ def attacked_predictions(
     *,
     spec: CertifySpec,
     eps: float,
-) -> list[int | None]:
-    """PREDICT's answer (a class or ``bounds.ABSTAIN``) on each sample's SmoothAdv image at L2 ``eps``; None for every
-    sample when the spec runs no attack."""
+) -> list[tuple[int, int] | None]:
+    """PREDICT's answer (a class or ``bounds.ABSTAIN``) on each sample's SmoothAdv image at L2 ``eps`` and the draws
+    it took (``spec.mode``: sequential stops each as soon as its top class separates); None for every sample when the
+    spec runs no attack."""
     if spec.steps == 0:
         return [None] * len(images)
     target = torch.tensor(labels, device=images.device)
     attack_seeds = [derive_seed(s, "attack") for s in seeds]
     with torch.enable_grad():
         adversarial = smooth_adv(smoothed, images, target, attack_seeds, eps=eps, steps=spec.steps, eot=spec.eot)
-    return smoothed.predict(adversarial, [derive_seed(s, "judge") for s in seeds], n=spec.n, alpha=spec.alpha)
+    judge_seeds = [derive_seed(s, "judge") for s in seeds]
+    if spec.mode == "fixed":
+        return [(answer, spec.n) for answer in smoothed.predict(adversarial, judge_seeds, n=spec.n, alpha=spec.alpha)]
+    trackers = smoothed.predict_sequential(adversarial, judge_seeds, looks=spec.rule(radii=()).looks)
+    return [(tracker.answer, tracker.draws) for tracker in trackers]
 
 
 def run_certification(

@@ -36,7 +36,9 @@ def certified_section(
     results = [smoothed_result(key, rows, eps_l2=eps_l2, radii=radii) for key, rows in by_key.items()]
     for result in results:
         spent = (seconds or {}).get(result["smoothed"])
-        result["passes_per_sample"] = certification_passes(config, purified=result["defense"] != "none")
+        purified = result["defense"] != "none"
+        result["fixed_passes_per_sample"] = certification_passes(config, purified=purified)
+        result.update(draw_costs(by_key[result["smoothed"]], config, purified=purified))
         if spent and spent["samples"]:
             result["seconds_per_sample"] = spent["seconds"] / spent["samples"]
             if spent.get("passes"):  # counted by the hooks, the kinds the expected above (from the draw counts) has
@@ -45,15 +47,59 @@ def certified_section(
     alpha = config.get("alpha")
     return {
         "eps_l2": eps_l2,
-        **{k: config[k] for k in ("n0", "n", "alpha", "steps", "eot") if k in config},
-        "statement": (
-            f"Certified accuracy is the share of samples the smoothed classifier classifies correctly with an L2 "
-            f"radius of at least {eps_l2:g}, each certificate holding with probability at least {1 - alpha:g} over "
-            "the noise draws (Cohen et al. 2019); a lower bound on the smoothed classifier's robust accuracy"
-            if alpha is not None
-            else ""
-        ),
+        **{k: config[k] for k in ("n0", "n", "alpha", "steps", "eot", "stop", "radius_tolerance") if k in config},
+        "mode": config.get("mode", "fixed"),
+        "statement": certified_statement(config, eps_l2=eps_l2) if alpha is not None else "",
         "results": results,
+    }
+
+
+def certified_statement(config: dict[str, Any], *, eps_l2: float) -> str:
+    """What the certified numbers certify, at what confidence and by which rule, in words."""
+    alpha, n = config["alpha"], config["n"]
+    text = (
+        f"Certified accuracy is the share of samples the smoothed classifier classifies correctly with an L2 radius "
+        f"of at least {eps_l2:g}, each certificate holding with probability at least {1 - alpha:g} over the noise "
+        "draws (Cohen et al. 2019); a lower bound on the smoothed classifier's robust accuracy"
+    )
+    if config.get("mode", "fixed") == "fixed":
+        return text + f". Every sample drew {n} estimation draws (fixed n)"
+    rule = (
+        f"until it was decided at radius 0 and at {eps_l2:g}"
+        if config.get("stop", "decisions") == "decisions"
+        else f"until its radius was known to within {config.get('radius_tolerance', 0.05):g} sigma"
+    )
+    return text + (
+        f". Sequential: each sample drew estimation draws {rule}, at most {n}; its bound is a Clopper-Pearson "
+        "confidence sequence over doubling looks that spends alpha across them, so it holds at whatever draw the "
+        "sample stopped (docs/numbers.md). PREDICT stops the same way once its top class separates"
+    )
+
+
+def draw_costs(rows: list[dict[str, Any]], config: dict[str, Any], *, purified: bool) -> dict[str, Any]:
+    """Draws and passes per sample of one smoothed classifier, from its records: estimation and PREDICT draws (mean,
+    max), the share of samples decided before ``n`` draws, why their draws stopped, and passes per sample (mean;
+    the classifier and, through a purifier, the denoiser: one forward per draw, SmoothAdv's steps x eot forward and
+    backward)."""
+    if not rows:
+        return {}
+    estimation = [r.get("estimation_draws", config["n"]) for r in rows]
+    predict = [r["attacked_draws"] for r in rows if "attacked_draws" in r]
+    attack = config.get("steps", 0) * config.get("eot", 0)
+    forward = sum(config["n0"] + e + attack for e in estimation) / len(rows) + (sum(predict) / len(rows))
+    stopped: dict[str, int] = defaultdict(int)
+    for row in rows:
+        stopped[row.get("stopped", "fixed n")] += 1
+    draws = {"estimation_mean": sum(estimation) / len(rows), "estimation_max": max(estimation)}
+    if predict:
+        draws.update(predict_mean=sum(predict) / len(predict), predict_max=max(predict))
+    passes = {"forward": forward, "backward": attack}
+    passes.update(purifier=forward if purified else 0, purifier_backward=attack if purified else 0)
+    return {
+        "draws": draws,
+        "decided_early": sum(e < config["n"] for e in estimation) / len(rows),
+        "stopped": dict(stopped),
+        "passes_per_sample": passes,
     }
 
 
