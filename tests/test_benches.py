@@ -121,3 +121,23 @@ def test_randomized_peers_quick_prints_every_run_for_every_model(tmp_path, capsy
         assert 0 <= r["robust_worst_of_n"] <= r["robust_single_draw"] <= 1, "the worst of 10 includes the first draw"
     assert all(r["rung"] == 0 for r in rows if "check" not in r["run"]), "the rung's passes only where a check ran"
     assert capsys.readouterr().out.count("| robaudit autoattack + check |") == 6  # each model's table, then the whole
+
+
+def test_certify_cost_quick_prints_every_mode_and_the_targets(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBAUDIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rows.json"
+    assert bench("certify_cost").main(["--quick", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())
+    assert {(r["mode"], r["sigma"]) for r in rows} == {
+        (mode, sigma) for mode in ("fixed", "sequential", "sequential radius") for sigma in (0.25, 0.5)
+    }
+    keys = {"mode", "sigma", "n_samples", "draws_per_sample", "passes_per_sample", "seconds", "certified_accuracy"}
+    assert all(keys <= set(r) and r["n_samples"] == 4 for r in rows)
+    fixed = [r for r in rows if r["mode"] == "fixed"]
+    assert all(r["draws_per_sample"] == 200 for r in fixed), "fixed n draws n for every sample"
+    sequential = {r["sigma"]: r for r in rows if r["mode"] == "sequential"}
+    assert all(sequential[r["sigma"]]["passes_per_sample"] <= r["passes_per_sample"] for r in fixed)
+    table = capsys.readouterr().out
+    assert "decision at eps_l2 0.5" in table and "whole bracket" in table and "radius curve at tolerance" in table

@@ -26,6 +26,9 @@ TINY_CERTIFY = {"sigma": [0.25, 0.5], "n0": 10, "n": 120, "alpha": 0.01, "batch"
         ({"n0": 500, "n": 100}, "1 <= n0 <= n"),
         ({"alpha": 1.5}, r"certify.alpha must lie in \(0, 1\)"),
         ({"sigmas": [0.5]}, "unknown key 'sigmas' in certify"),
+        ({"mode": "adaptive"}, "certify.mode must be one of sequential, fixed"),
+        ({"stop": "soon"}, "certify.stop one of decisions, radius"),
+        ({"radius_tolerance": 0}, "radius_tolerance is a fraction of sigma"),
     ],
 )
 def test_a_bad_certify_section_is_one_line_with_exit_2(tmp_path, certify, message):
@@ -104,6 +107,8 @@ def test_certified_records_do_not_depend_on_the_batch_size_or_the_shards(tmp_pat
         assert result.exit_code == 0, result.output
     assert records_of(tmp_path / "one") == records_of(tmp_path / "batch") == records_of(tmp_path / "sharded")
     assert len(records_of(tmp_path / "one")) == 12
+    stops = {json.loads(line)["estimation_draws"] for line in records_of(tmp_path / "one")}
+    assert len(stops) > 1, f"the samples should stop at different draws: {stops}"
 
 
 def test_a_ddpm_purifier_certifies_through_its_one_shot_denoiser(tmp_path, digits_model_path):

@@ -12,6 +12,7 @@ from scipy.stats import beta, binom
 from torch import nn
 
 from robaudit.certify.bounds import ABSTAIN, certify_from_counts, clopper_pearson_lower, predict_from_counts
+from robaudit.certify.sequential import StoppingRule
 from robaudit.certify.smoothing import OneShotDenoiser, SmoothedClassifier
 from robaudit.certify.timestep import diffused, matched_timestep, noise_levels
 from tiny import TINY_RECIPES
@@ -44,14 +45,19 @@ class Linear(nn.Module):
         return torch.stack([-margin, margin], 1)
 
 
-def test_a_smoothed_linear_classifier_certifies_at_most_its_true_radius_and_close_to_it():
+@pytest.mark.parametrize("mode", ["fixed", "sequential radius"])
+def test_a_smoothed_linear_classifier_certifies_at_most_its_true_radius_and_close_to_it(mode):
     """Gaussian smoothing leaves a linear classifier unchanged; its true L2 radius at x is |w.x + b| / ||w||."""
     torch.manual_seed(0)
     w, b, sigma = torch.tensor([3.0, -4.0]), 0.2, 0.5
     points = torch.randn(12, 1, 1, 2) * 0.6
     true_radius = ((points.flatten(1) @ w + b).abs() / w.norm()).tolist()
     smoothed = SmoothedClassifier(Linear(w, b), sigma=sigma, num_classes=2, batch_size=20_000)
-    certificates = smoothed.certify(points, list(range(12)), n0=100, n=100_000, alpha=0.001)
+    if mode == "fixed":
+        certificates = smoothed.certify(points, list(range(12)), n0=100, n=100_000, alpha=0.001)
+    else:
+        rule = StoppingRule(100_000, 0.001, stop="radius", tolerance=0.02)
+        certificates = smoothed.certify_sequential(points, list(range(12)), n0=100, rule=rule)
     close = 0
     for certificate, radius in zip(certificates, true_radius, strict=True):
         assert certificate.radius <= radius + 1e-9

@@ -9,7 +9,7 @@ The running bounds -- the highest lower bound and the lowest upper bound seen so
 a sample stops, whatever made it stop; a fixed-n bound computed on the same draws after a data-dependent stop would
 spend alpha twice.
 
-A certificate at radius r needs pA > Phi(r / sigma). ``CertifyTracker`` stops a sample when
+A certificate at radius r needs pA > Phi(r / sigma). ``CertifyTrackers`` stops a sample when
 
 - ``stop="decisions"``: every radius it must decide is decided -- the running lower bound clears Phi(r / sigma)
   (certified at r) or the running upper bound falls to it (not certified at r) -- or at ``n_max``, where an undecided
@@ -19,7 +19,7 @@ A certificate at radius r needs pA > Phi(r / sigma). ``CertifyTracker`` stops a 
   the radius of the running lower bound -- or at ``n_max``.
 
 Either way the certificate is the running lower bound: wrong with probability at most alpha, as CERTIFY's.
-``PredictTracker`` is PREDICT the same way: the top class against the runner-up by a two-sided binomial test at each
+``PredictTrackers`` is PREDICT the same way: the top class against the runner-up by a two-sided binomial test at each
 look's alpha_k, answered as soon as they separate; abstain at ``n_max``.
 
 Clopper-Pearson over a geometric schedule is one of the two constructions the literature offers (Voracek 2024); the
@@ -29,32 +29,39 @@ them on the decisions robaudit makes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from statistics import NormalDist
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import beta, binom, norm
 
-from robaudit.certify.bounds import ABSTAIN, Certificate, check_alpha, clopper_pearson_lower
+from robaudit.certify.bounds import ABSTAIN, Certificate, check_alpha
+
+if TYPE_CHECKING:
+    from robaudit.certify.betting import BettingTrackers
 
 FIRST_LOOK = 50  # draws before the first look: one noise block (smoothing.DRAW_BLOCK)
+BET_LOOK = 10  # draws between the first looks of the betting decisions
 FINAL_SHARE = 0.5  # the share of alpha the last look (n_max draws) spends: its bound stays close to fixed-n's
-STOPS = ("decisions", "radius")
 
 
 @dataclass(frozen=True)
 class Looks:
-    """When a sample's bound is looked at (cumulative draws ``sizes()``) and the alpha each look spends."""
+    """When a sample's draws are read (cumulative draws ``sizes()``: ``first``, then growing by ``growth``, rounded
+    up to a multiple of ``first``, below ``n_max``; then ``n_max``) and the alpha each look spends."""
 
     n_max: int
     alpha: float
     first: int = FIRST_LOOK
+    growth: float = 2.0
 
     def sizes(self) -> tuple[int, ...]:
-        """Cumulative draws at each look: ``first``, doubling, below ``n_max``; then ``n_max``."""
+        """Cumulative draws at each look."""
         sizes, size = [], self.first
         while size < self.n_max:
             sizes.append(size)
-            size *= 2
+            size = max(size + self.first, -(-int(size * self.growth) // self.first) * self.first)
         return (*sizes, self.n_max)
 
     def alpha_at(self, look: int) -> float:
@@ -68,120 +75,163 @@ class Looks:
         return self.alpha * (1 - FINAL_SHARE) / (count - 1)
 
 
-def clopper_pearson_upper(successes: int, trials: int, *, alpha: float) -> float:
-    """The one-sided ``1 - alpha`` Clopper-Pearson upper bound of a binomial proportion (1 when all succeed)."""
-    return 1.0 - clopper_pearson_lower(trials - successes, trials, alpha=alpha)
+def lower_bounds(successes: np.ndarray, trials: int, *, alpha: float) -> np.ndarray:
+    """One-sided ``1 - alpha`` Clopper-Pearson lower bounds of binomial proportions (0 where nothing succeeded):
+    ``bounds.clopper_pearson_lower`` over an array of success counts out of ``trials``."""
+    successes = np.asarray(successes, dtype=float)
+    safe = np.maximum(successes, 1.0)
+    return np.where(successes > 0, beta.ppf(alpha, safe, trials - safe + 1), 0.0)
 
 
-def radius_of(p: float, sigma: float) -> float:
-    """The L2 radius ``sigma * Phi^-1(p)`` a bound p on pA certifies (0 at or below one half, inf at 1)."""
-    if p <= 0.5:
-        return 0.0
-    if p >= 1.0:
-        return float("inf")
-    return sigma * NormalDist().inv_cdf(p)
+def upper_bounds(successes: np.ndarray, trials: int, *, alpha: float) -> np.ndarray:
+    """One-sided ``1 - alpha`` Clopper-Pearson upper bounds (1 where everything succeeded)."""
+    return 1.0 - lower_bounds(trials - np.asarray(successes, dtype=float), trials, alpha=alpha)
+
+
+def radii_of(p: np.ndarray, sigma: float) -> np.ndarray:
+    """The L2 radii ``sigma * Phi^-1(p)`` bounds p on pA certify (0 at or below one half, inf at 1)."""
+    p = np.asarray(p, dtype=float)
+    return np.where(p > 0.5, sigma * norm.ppf(np.clip(p, 0.5, 1.0)), 0.0)
 
 
 def fixed_radius_ceiling(n: int, *, sigma: float, alpha: float) -> float:
     """The largest radius fixed-n CERTIFY can give: every one of ``n`` draws for the class, at ``alpha``."""
-    return radius_of(clopper_pearson_lower(n, n, alpha=alpha), sigma)
-
-
-@dataclass
-class CertifyTracker:
-    """One sample's sequential CERTIFY for the class ``guess`` (chosen on selection draws apart): the running
-    Clopper-Pearson bounds on pA over ``looks``, the ``radii`` it must decide, and when it stops (``stop``:
-    "decisions" or "radius", within ``tolerance``, an L2 distance)."""
-
-    guess: int
-    sigma: float
-    looks: Looks
-    radii: tuple[float, ...] = (0.0,)
-    stop: str = "decisions"
-    tolerance: float = 0.0
-    lower: float = 0.0
-    upper: float = 1.0
-    draws: int = 0
-    votes: int = 0
-    reason: str = ""
-    decided: dict[float, bool] = field(default_factory=dict)
-
-    def look(self, look: int, votes: list[int], draws: int) -> bool:
-        """Read look ``look`` (0-based): per-class ``votes`` among ``draws`` estimation draws so far. Whether the
-        sample stops here (``reason`` says why)."""
-        alpha = self.looks.alpha_at(look)
-        self.votes, self.draws = votes[self.guess], draws
-        self.lower = max(self.lower, clopper_pearson_lower(self.votes, draws, alpha=alpha))
-        self.upper = min(self.upper, clopper_pearson_upper(self.votes, draws, alpha=alpha))
-        for radius in self.radii:
-            threshold = NormalDist().cdf(radius / self.sigma)
-            if radius not in self.decided and (self.lower > threshold or self.upper <= threshold):
-                self.decided[radius] = self.lower > threshold
-        if self.stop == "decisions" and len(self.decided) == len(self.radii):
-            self.reason = "decided"
-        elif self.stop == "radius" and self.radius_width() <= self.tolerance:
-            self.reason = "within tolerance"
-        elif draws >= self.looks.n_max:
-            self.reason = "n_max"
-        return bool(self.reason)
-
-    def radius_width(self) -> float:
-        """How far the radius could still rise: the running upper bound's radius, capped at fixed-n's ceiling, less
-        the running lower bound's (0 once the upper bound is at or below one half: the sample abstains)."""
-        if self.upper <= 0.5:
-            return 0.0
-        ceiling = fixed_radius_ceiling(self.looks.n_max, sigma=self.sigma, alpha=self.looks.alpha)
-        return max(0.0, min(radius_of(self.upper, self.sigma), ceiling) - radius_of(self.lower, self.sigma))
-
-    @property
-    def prediction(self) -> int:
-        """The class, certified at radius 0 (running lower bound above one half), else ``ABSTAIN``."""
-        return self.guess if self.lower > 0.5 else ABSTAIN
-
-    @property
-    def radius(self) -> float:
-        """The certified L2 radius of the running lower bound (0 when abstaining)."""
-        return radius_of(self.lower, self.sigma) if self.lower > 0.5 else 0.0
-
-    def certificate(self) -> Certificate:
-        """The sample's certificate: its prediction, votes, draws, running lower bound, radius and why it stopped."""
-        radius = self.radius
-        return Certificate(self.prediction, self.votes, self.draws, self.lower, radius, stopped=self.reason)
+    return float(radii_of(lower_bounds(np.array([n]), n, alpha=alpha), sigma)[0])
 
 
 @dataclass(frozen=True)
 class StoppingRule:
-    """What stops a sample's sequential CERTIFY: its ``looks``; with ``stop="decisions"``, the ``radii`` it must
-    decide; with ``stop="radius"``, the ``tolerance`` on its radius as a fraction of sigma."""
+    """What stops a sample's sequential CERTIFY, at most ``n_max`` estimation draws at ``alpha``: with
+    ``stop="decisions"``, the ``radii`` it must decide (a betting confidence sequence, ``certify.betting``, its
+    reported radius on a grid of ``grid`` x sigma); with ``stop="radius"``, its radius to within ``tolerance`` x sigma
+    (Clopper-Pearson over doubling looks)."""
 
-    looks: Looks
+    n_max: int
+    alpha: float
     radii: tuple[float, ...] = (0.0,)
     stop: str = "decisions"
     tolerance: float = 0.05
+    grid: float = 0.02
 
-    def tracker(self, guess: int, *, sigma: float) -> CertifyTracker:
-        """A fresh tracker for a sample whose selection draws chose ``guess``, at noise level ``sigma``."""
-        return CertifyTracker(guess, sigma, self.looks, self.radii, self.stop, self.tolerance * sigma)
+    @property
+    def looks(self) -> Looks:
+        """When the samples' draws are read: every 10 draws, growing by a quarter, for the betting decisions (which
+        read every draw: the looks only batch them); doubling from 50 for Clopper-Pearson (each look spends alpha)."""
+        if self.stop == "decisions":
+            return Looks(self.n_max, self.alpha, first=BET_LOOK, growth=1.25)
+        return Looks(self.n_max, self.alpha)
+
+    def trackers(self, guesses: Sequence[int], *, sigma: float) -> CertifyTrackers | BettingTrackers:
+        """Fresh trackers for samples whose selection draws chose ``guesses``, at noise level ``sigma``."""
+        if self.stop == "decisions":
+            from robaudit.certify.betting import BettingTrackers
+
+            return BettingTrackers(np.asarray(guesses, dtype=int), sigma, self)
+        return CertifyTrackers(np.asarray(guesses, dtype=int), sigma, self)
 
 
-@dataclass
-class PredictTracker:
-    """One sample's sequential PREDICT over ``looks``: the top class once a two-sided binomial test of its votes
-    against the runner-up's rejects a fair split at the look's alpha; ``ABSTAIN`` at ``n_max``."""
+class CertifyTrackers:
+    """Sequential CERTIFY of N samples, each for the class its selection draws chose (``guesses``, (N,)): the running
+    Clopper-Pearson bounds on pA over the rule's looks (``lower``, ``upper``), each radius's decision (``decided``,
+    (N, R): 1 certified, 0 not, -1 open), the draws and votes so far, and why each sample stopped (``reason``; ""
+    while it draws)."""
 
-    looks: Looks
-    answer: int = ABSTAIN
-    draws: int = 0
-    reason: str = ""
+    def __init__(self, guesses: np.ndarray, sigma: float, rule: StoppingRule) -> None:
+        count = len(guesses)
+        self.guesses, self.sigma, self.rule = guesses, sigma, rule
+        self.thresholds = norm.cdf(np.asarray(rule.radii, dtype=float) / sigma)
+        self.looks = Looks(rule.n_max, rule.alpha)  # doubling from 50: each look spends its share of alpha
+        self.lower, self.upper = np.zeros(count), np.ones(count)
+        self.draws, self.votes = np.zeros(count, dtype=int), np.zeros(count, dtype=int)
+        self.decided = np.full((count, len(rule.radii)), -1, dtype=int)
+        self.reason = [""] * count
+        self.ceiling = fixed_radius_ceiling(rule.n_max, sigma=sigma, alpha=rule.alpha)
 
-    def look(self, look: int, votes: list[int], draws: int) -> bool:
-        """Read look ``look``: per-class ``votes`` among ``draws`` draws so far. Whether the sample stops here."""
-        check_alpha(self.looks.alpha)
-        self.draws = draws
-        order = sorted(range(len(votes)), key=lambda c: (-votes[c], c))
-        top, second = votes[order[0]], votes[order[1]] if len(order) > 1 else 0
-        if top + second and binomtest(top, top + second, 0.5).pvalue <= self.looks.alpha_at(look):
-            self.answer, self.reason = order[0], "separated"
-        elif draws >= self.looks.n_max:
-            self.reason = "n_max"
-        return bool(self.reason)
+    def look(
+        self, look: int, samples: np.ndarray, votes: np.ndarray, draws: int, classes: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Read look ``look`` (0-based) for ``samples`` (M,) still drawing: their per-class ``votes`` (M, K) among
+        ``draws`` estimation draws each (``classes``, the new draws' classes, is not needed). (M,) bool: which stop
+        here (``reason`` says why)."""
+        alpha = self.looks.alpha_at(look)
+        mine = votes[np.arange(len(samples)), self.guesses[samples]]
+        self.votes[samples], self.draws[samples] = mine, draws
+        self.lower[samples] = np.maximum(self.lower[samples], lower_bounds(mine, draws, alpha=alpha))
+        self.upper[samples] = np.minimum(self.upper[samples], upper_bounds(mine, draws, alpha=alpha))
+        lower, upper = self.lower[samples, None], self.upper[samples, None]
+        known = np.where(lower > self.thresholds, 1, np.where(upper <= self.thresholds, 0, -1))
+        self.decided[samples] = np.where(self.decided[samples] >= 0, self.decided[samples], known)
+        if self.rule.stop == "decisions":
+            done = (self.decided[samples] >= 0).all(1)
+        else:
+            done = self.radius_width(samples) <= self.rule.tolerance * self.sigma
+        for position, sample in enumerate(samples):
+            if done[position]:
+                self.reason[sample] = "decided" if self.rule.stop == "decisions" else "within tolerance"
+            elif draws >= self.rule.n_max:
+                self.reason[sample] = "n_max"
+        return np.array([bool(self.reason[sample]) for sample in samples], dtype=bool)
+
+    def radius_width(self, samples: np.ndarray) -> np.ndarray:
+        """(M,) how far each radius could still rise: the running upper bound's radius, capped at fixed-n's ceiling,
+        less the running lower bound's (0 once the upper bound is at or below one half: the sample abstains)."""
+        top = np.minimum(radii_of(self.upper[samples], self.sigma), self.ceiling)
+        width = np.maximum(0.0, top - radii_of(self.lower[samples], self.sigma))
+        return np.where(self.upper[samples] <= 0.5, 0.0, width)
+
+    def certificates(self) -> list[Certificate]:
+        """Each sample's certificate: the class certified at radius 0 (running lower bound above one half; else
+        ``ABSTAIN``), its votes and draws, the running lower bound, its radius and why its draws stopped."""
+        radii = radii_of(self.lower, self.sigma)
+        return [
+            Certificate(
+                int(guess) if lower > 0.5 or reason == "wrong class" else ABSTAIN,
+                int(votes),
+                int(draws),
+                float(lower),
+                float(radius),
+                reason,
+            )
+            for guess, lower, votes, draws, radius, reason in zip(
+                self.guesses, self.lower, self.votes, self.draws, radii, self.reason, strict=True
+            )
+        ]
+
+
+class PredictTrackers:
+    """Sequential PREDICT of N samples over ``looks``: the top class once a two-sided binomial test of its votes
+    against the runner-up's rejects a fair split at the look's alpha (``answers``; ``ABSTAIN`` at ``n_max``), the
+    draws each took and why it stopped."""
+
+    def __init__(self, count: int, looks: Looks) -> None:
+        check_alpha(looks.alpha)
+        self.looks = looks
+        self.answers = np.full(count, ABSTAIN, dtype=int)
+        self.draws = np.zeros(count, dtype=int)
+        self.reason = [""] * count
+
+    def look(
+        self, look: int, samples: np.ndarray, votes: np.ndarray, draws: int, classes: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Read look ``look`` for ``samples`` (M,): per-class ``votes`` (M, K) among ``draws`` draws so far. (M,)
+        bool: which stop here."""
+        self.draws[samples] = draws
+        ranked = np.sort(votes, axis=1)[:, ::-1]
+        top, second = ranked[:, 0], ranked[:, 1] if votes.shape[1] > 1 else np.zeros(len(votes), dtype=int)
+        separated = (top + second > 0) & (fair_split_pvalues(top, top + second) <= self.looks.alpha_at(look))
+        winners = np.argmax(votes, axis=1)  # the first of equals: the lowest index, as PREDICT breaks ties
+        for position, sample in enumerate(samples):
+            if separated[position]:
+                self.answers[sample], self.reason[sample] = int(winners[position]), "separated"
+            elif draws >= self.looks.n_max:
+                self.reason[sample] = "n_max"
+        return np.array([bool(self.reason[sample]) for sample in samples], dtype=bool)
+
+
+def fair_split_pvalues(top: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Two-sided p-values of ``top`` successes in ``trials`` under a fair coin: twice the smaller tail, at most 1
+    (``scipy.stats.binomtest(top, trials, 0.5).pvalue``, whose two tails are mirror images at one half)."""
+    trials = np.asarray(trials)
+    smaller = np.minimum(top, trials - top)
+    tail = binom.cdf(smaller, np.maximum(trials, 1), 0.5)
+    return np.where(top == trials - top, 1.0, np.minimum(1.0, 2 * tail))

@@ -14,16 +14,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from robaudit.certify.betting import BettingTrackers
 from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts, top_class
-from robaudit.certify.sequential import CertifyTracker, Looks, PredictTracker, StoppingRule
+from robaudit.certify.sequential import CertifyTrackers, Looks, PredictTrackers, StoppingRule
 from robaudit.certify.timestep import diffused, matched_timestep
 from robaudit.seeding import derive_seed, generator
 
 DRAW_BLOCK = 50  # draws per noise block: the unit of seeding (never of batching)
-Tracker = CertifyTracker | PredictTracker
+Trackers = CertifyTrackers | BettingTrackers | PredictTrackers
 
 
 @dataclass(frozen=True)
@@ -81,40 +83,50 @@ class SmoothedClassifier:
 
     def counts(self, images: torch.Tensor, seeds: Sequence[int], *, draws: int) -> torch.Tensor:
         """(N, K) votes of ``draws`` noise draws per sample; sample i's noise from its stream ``seeds[i]``."""
-        return self.votes_between(images, seeds, [(0, draws)] * len(images), draws=draws)
+        return self.votes_of(self.classes_between(images, seeds, [(0, draws)] * len(images), draws=draws))
 
-    def votes_between(
+    def votes_of(self, classes: torch.Tensor) -> torch.Tensor:
+        """(N, K) votes of the classes (N, L) the draws returned."""
+        votes = torch.zeros(len(classes), self.num_classes, dtype=torch.long)
+        return votes.scatter_add_(1, classes, torch.ones_like(classes))
+
+    def classes_between(
         self, images: torch.Tensor, seeds: Sequence[int], spans: Sequence[tuple[int, int]], *, draws: int
     ) -> torch.Tensor:
-        """(N, K) votes of sample i's draws ``spans[i]`` = [start, stop) of its ``draws`` (start a multiple of
-        ``DRAW_BLOCK``; an empty span draws nothing); the blocks of every sample run together, ``batch_size`` rows
-        per call, so the samples still drawing fill the calls."""
-        votes = torch.zeros(len(images), self.num_classes, dtype=torch.long)
-        jobs = [
-            (i, b) for i, (start, stop) in enumerate(spans) for b in range(start // DRAW_BLOCK, -(-stop // DRAW_BLOCK))
-        ]
-        per_call = max(1, self.batch_size // DRAW_BLOCK)
-        for first in range(0, len(jobs), per_call):
-            chunk = jobs[first : first + per_call]
-            noise = [block_noise(seeds[i], block, images.shape[1:], draws=draws) for i, block in chunk]
-            owners = torch.cat([torch.full((len(z),), i) for (i, _), z in zip(chunk, noise, strict=True)])
-            classes = self.predictions(images[owners.to(images.device)], torch.cat(noise).to(images.device)).cpu()
-            votes.index_put_((owners, classes), torch.ones_like(classes), accumulate=True)
-        return votes
+        """(N, L) the classes of sample i's draws ``spans[i]`` = [start, stop) of its ``draws``, in draw order (every
+        span of one length L; an empty span draws nothing). A draw is row ``d % DRAW_BLOCK`` of its sample's block
+        ``d // DRAW_BLOCK``; the draws of every sample run together, about ``batch_size`` rows per call, so the
+        samples still drawing fill the calls."""
+        jobs = [(i, *piece) for i, span in enumerate(spans) for piece in block_pieces(*span)]
+        length = max((stop - start for start, stop in spans), default=0)
+        classes = torch.zeros(len(images), length, dtype=torch.long)
+        filled = [0] * len(images)
+        for chunk in row_chunks(jobs, self.batch_size):
+            noise = [block_noise(seeds[i], block, images.shape[1:], draws=draws)[lo:hi] for i, block, lo, hi in chunk]
+            owners = torch.cat([torch.full((len(z),), i) for (i, *_), z in zip(chunk, noise, strict=True)])
+            found = self.predictions(images[owners.to(images.device)], torch.cat(noise).to(images.device)).cpu()
+            sizes = [hi - lo for *_, lo, hi in chunk]
+            for (i, *_), part in zip(chunk, found.split(sizes), strict=True):
+                classes[i, filled[i] : filled[i] + len(part)] = part
+                filled[i] += len(part)
+        return classes
 
-    def run_looks(self, images: torch.Tensor, seeds: Sequence[int], trackers: Sequence[Tracker], looks: Looks) -> None:
-        """Draw for every sample whose tracker has not stopped, look by look (``Looks.sizes``): the draws up to the
-        next look for all of them at once, then each tracker reads its votes so far; a stopped sample leaves."""
+    def run_looks(self, images: torch.Tensor, seeds: Sequence[int], trackers: Trackers) -> None:
+        """Draw for every sample whose tracker has not stopped, look by look (``trackers.looks``): the draws up to the
+        next look for all of them at once, then the trackers read them (in draw order) and the votes so far; a
+        stopped sample leaves."""
         totals = torch.zeros(len(images), self.num_classes, dtype=torch.long)
-        active = {i for i, tracker in enumerate(trackers) if not tracker.reason}
-        done = 0
+        active = np.array([i for i, reason in enumerate(trackers.reason) if not reason], dtype=int)
+        done, looks = 0, trackers.looks
         for look, size in enumerate(looks.sizes()):
-            if not active:
+            if not len(active):
                 return
-            spans = [(done, size) if i in active else (0, 0) for i in range(len(images))]
-            totals += self.votes_between(images, seeds, spans, draws=looks.n_max)
-            active = {i for i in active if not trackers[i].look(look, totals[i].tolist(), size)}
-            done = size
+            owned = set(active.tolist())
+            spans = [(done, size) if i in owned else (0, 0) for i in range(len(images))]
+            new = self.classes_between(images, seeds, spans, draws=looks.n_max)[active]
+            totals[active] += self.votes_of(new)
+            stopped = trackers.look(look, active, totals[active].numpy(), size, new.numpy())
+            active, done = active[~stopped], size
 
     def certify(
         self, images: torch.Tensor, seeds: Sequence[int], *, n0: int, n: int, alpha: float
@@ -140,23 +152,45 @@ class SmoothedClassifier:
         estimation draws (the same stream as ``certify``'s, block for block) until ``rule`` stops the sample. With
         ``labels``, a sample whose class is not its label draws no estimation: it cannot count as certified."""
         selection = self.counts(images, [derive_seed(s, "selection") for s in seeds], draws=n0)
-        trackers = [rule.tracker(top_class(votes.tolist()), sigma=self.sigma) for votes in selection]
-        for tracker, label in zip(trackers, labels or [], strict=False):
-            tracker.reason = "wrong class" if tracker.guess != label else ""
-        self.run_looks(images, [derive_seed(s, "estimation") for s in seeds], trackers, rule.looks)
-        return [tracker.certificate() for tracker in trackers]
+        trackers = rule.trackers([top_class(votes.tolist()) for votes in selection], sigma=self.sigma)
+        for sample, label in enumerate(labels or []):
+            trackers.reason[sample] = "wrong class" if trackers.guesses[sample] != label else ""
+        self.run_looks(images, [derive_seed(s, "estimation") for s in seeds], trackers)
+        return trackers.certificates()
 
     def predict(self, images: torch.Tensor, seeds: Sequence[int], *, n: int, alpha: float) -> list[int]:
         """Cohen et al.'s PREDICT per sample over ``n`` draws: a class, or ``bounds.ABSTAIN``."""
         votes = self.counts(images, [derive_seed(s, "predict") for s in seeds], draws=n)
         return [predict_from_counts(row.tolist(), alpha=alpha) for row in votes]
 
-    def predict_sequential(self, images: torch.Tensor, seeds: Sequence[int], *, looks: Looks) -> list[PredictTracker]:
-        """Sequential PREDICT per sample (``certify.sequential.PredictTracker``) on ``predict``'s stream: each answer
-        (``answer``) and the draws it took (``draws``)."""
-        trackers = [PredictTracker(looks) for _ in seeds]
-        self.run_looks(images, [derive_seed(s, "predict") for s in seeds], trackers, looks)
+    def predict_sequential(self, images: torch.Tensor, seeds: Sequence[int], *, looks: Looks) -> PredictTrackers:
+        """Sequential PREDICT per sample (``certify.sequential.PredictTrackers``) on ``predict``'s stream: each answer
+        (``answers``) and the draws it took (``draws``)."""
+        trackers = PredictTrackers(len(images), looks)
+        self.run_looks(images, [derive_seed(s, "predict") for s in seeds], trackers)
         return trackers
+
+
+def block_pieces(start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The draws [start, stop) of a sample as (block, first row, end row) pieces of its ``DRAW_BLOCK`` blocks."""
+    pieces = []
+    for block in range(start // DRAW_BLOCK, -(-stop // DRAW_BLOCK)):
+        first = block * DRAW_BLOCK
+        pieces.append((block, max(start, first) - first, min(stop, first + DRAW_BLOCK) - first))
+    return pieces
+
+
+def row_chunks(jobs: list[tuple[int, int, int, int]], rows: int) -> list[list[tuple[int, int, int, int]]]:
+    """``jobs`` (sample, block, first row, end row) in order, cut into calls of about ``rows`` rows (at least one
+    job each)."""
+    chunks, current, size = [], [], 0
+    for job in jobs:
+        current.append(job)
+        size += job[3] - job[2]
+        if size >= rows:
+            chunks.append(current)
+            current, size = [], 0
+    return [*chunks, current] if current else chunks
 
 
 def block_noise_rows(block: int, draws: int) -> range:

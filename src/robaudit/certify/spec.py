@@ -106,6 +106,6 @@ class CertifySpec:
     def rule(self, *, radii: tuple[float, ...]) -> StoppingRule:
         """The sequential stopping rule: looks up to ``n`` draws at ``alpha``, deciding ``radii`` (``stop:
         decisions``) or the radius to within ``radius_tolerance`` x sigma (``stop: radius``)."""
-        from robaudit.certify.sequential import Looks, StoppingRule
+        from robaudit.certify.sequential import StoppingRule
 
-        return StoppingRule(Looks(self.n, self.alpha), radii, self.stop, self.radius_tolerance)
+        return StoppingRule(self.n, self.alpha, radii, self.stop, self.radius_tolerance)

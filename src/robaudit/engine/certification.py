@@ -16,6 +16,7 @@ from torch import nn
 
 from robaudit.certify.attack import smooth_adv
 from robaudit.certify.bounds import Certificate
+from robaudit.certify.sequential import Looks
 from robaudit.certify.smoothing import OneShotDenoiser, SmoothedClassifier
 from robaudit.certify.spec import CertifySpec
 from robaudit.data import ImageSet
@@ -180,8 +181,8 @@ def attacked_predictions(
     judge_seeds = [derive_seed(s, "judge") for s in seeds]
     if spec.mode == "fixed":
         return [(answer, spec.n) for answer in smoothed.predict(adversarial, judge_seeds, n=spec.n, alpha=spec.alpha)]
-    trackers = smoothed.predict_sequential(adversarial, judge_seeds, looks=spec.rule(radii=()).looks)
-    return [(tracker.answer, tracker.draws) for tracker in trackers]
+    trackers = smoothed.predict_sequential(adversarial, judge_seeds, looks=Looks(spec.n, spec.alpha))
+    return [(int(answer), int(draws)) for answer, draws in zip(trackers.answers, trackers.draws, strict=True)]
 
 
 def run_certification(
