@@ -2,77 +2,74 @@
 
     python bench/confidence_sequences.py [--streams 2000] [--alpha 0.001]
 
-robaudit's sequential CERTIFY (``robaudit.certify.sequential``) bounds pA with Clopper-Pearson at doubling looks (50,
-100, 200, ... draws, then n = 10,000), alpha spent across them. The alternative in the literature is a betting
-confidence sequence (Waudby-Smith & Ramdas, JRSS-B 2023; Voracek 2024 for smoothing), looked at after every draw:
-to test pA <= m it bets lambda_i (X_i - m) on each draw X_i, lambda_i the plug-in Kelly fraction (p_hat - m) /
-(m (1 - m)) of the draws before it, capped at ``cap`` / m so that a draw against the class keeps at least 1 - cap of
-the wealth, and rejects once the wealth reaches 1 / alpha (Ville's inequality); the decision "not certified" is the
-mirror test.
+robaudit's sequential CERTIFY has two constructions of a confidence sequence on pA (``robaudit.certify``): a betting
+confidence sequence (Waudby-Smith & Ramdas, JRSS-B 2023; ``betting.py``), which reads every draw, and Clopper-Pearson
+at doubling looks (50, 100, 200, ... draws, then n = 10,000), alpha spent across them (``sequential.py``). Both run
+here as robaudit runs them (the same trackers, draws read in robaudit's looks), on simulated vote streams.
 
 Per true pA, over ``--streams`` Bernoulli streams each: the mean draws until the decision at r = sigma (pA against
-Phi(1), the default gate's threshold at eps_l2 = sigma), and the share certified. Then the largest radius each can
-certify after n draws that all vote for the class (the top of the radius curve; fixed-n CERTIFY's is
-sigma Phi^-1(alpha^(1/n))).
+Phi(1), the default gate's threshold when eps_l2 = sigma), and the share certified. Then the largest radius each
+certifies after n draws that all vote for the class (the top of the radius curve), beside fixed-n CERTIFY's
+sigma Phi^-1(alpha^(1/n)). Betting decides sooner; doubling Clopper-Pearson reaches higher at the top: robaudit decides
+by betting (``stop: decisions``) and estimates the curve by Clopper-Pearson (``stop: radius``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import numpy as np
 from scipy.stats import norm
 from tables import markdown_table  # bench/tables.py
 
-from robaudit.certify.sequential import Looks, StoppingRule, lower_bounds
+from robaudit.certify.betting import GRID_TOP, trackers_for
+from robaudit.certify.sequential import CertifyTrackers, Looks, StoppingRule, lower_bounds
 
 N_MAX = 10_000
 THRESHOLD = float(norm.cdf(1.0))  # r = sigma
 
 
-def doubling_draws(p: float, streams: int, alpha: float, seed: int) -> tuple[float, float]:
-    """Mean draws to the decision at Phi(1) and the share certified, robaudit's rule (``StoppingRule``)."""
-    rule = StoppingRule(Looks(N_MAX, alpha), radii=(1.0,))
-    sizes = rule.looks.sizes()
-    votes = np.cumsum([np.random.default_rng(seed).binomial(s, p, streams) for s in np.diff((0, *sizes))], axis=0)
-    trackers, active = rule.trackers([0] * streams, sigma=1.0), np.arange(streams)
-    for look, size in enumerate(sizes):
-        mine = votes[look, active]
-        active = active[~trackers.look(look, active, np.stack([mine, size - mine], 1), size)]
+def run(trackers, p: float, streams: int, seed: int) -> tuple[float, float]:
+    """Run ``trackers`` (class 0 every sample's guess) on Bernoulli(p) streams, look by look; the mean draws to the
+    decision at r = sigma and the share certified."""
+    rng = np.random.default_rng(seed)
+    votes, active, done = np.zeros(streams, dtype=int), np.arange(streams), 0
+    for look, size in enumerate(trackers.looks.sizes()):
+        if not len(active):
+            break
+        classes = (rng.random((len(active), size - done)) >= p).astype(int)  # 0: a vote for the class
+        votes[active] += (classes == 0).sum(1)
+        mine = votes[active]
+        stopped = trackers.look(look, active, np.stack([mine, size - mine], 1), size, classes)
+        active, done = active[~stopped], size
     return float(trackers.draws.mean()), float((trackers.decided[:, 0] == 1).mean())
 
 
-def betting_draws(p: float, streams: int, alpha: float, seed: int, *, cap: float) -> tuple[float, float]:
-    """Mean draws to the decision at Phi(1) and the share certified, a betting test after every draw."""
-    x = np.random.default_rng(seed).random((N_MAX, streams)) < p
-    m, bar = THRESHOLD, math.log(1 / alpha)
-    up, down, successes = np.zeros(streams), np.zeros(streams), np.zeros(streams)
-    stop, certified, open_ = np.full(streams, N_MAX), np.zeros(streams, dtype=bool), np.ones(streams, dtype=bool)
-    for i in range(N_MAX):
-        p_hat = (successes + 0.5) / (i + 1)
-        up += np.log1p(np.clip((p_hat - m) / (m * (1 - m)), 0, cap / m) * (x[i] - m))
-        down += np.log1p(np.clip((m - p_hat) / (m * (1 - m)), 0, cap / (1 - m)) * (m - x[i]))
-        successes += x[i]
-        decided = open_ & ((up >= bar) | (down >= bar))
-        stop[decided], certified[decided & (up >= bar)], open_ = i + 1, True, open_ & ~decided
-        if not open_.any():
-            break
-    return float(stop.mean()), float(certified.mean())
+def constructions(alpha: float, streams: int, *, grid: float) -> dict:
+    """Fresh trackers of both constructions deciding r = sigma (sigma 1) for ``streams`` samples."""
+    rule = StoppingRule(N_MAX, alpha, radii=(1.0,), grid=grid)
+    guesses = np.zeros(streams, dtype=int)
+    return {
+        "doubling Clopper-Pearson": CertifyTrackers(guesses, 1.0, rule),
+        "betting": trackers_for(rule, guesses, sigma=1.0),
+    }
 
 
-def top_radius_betting(n: int, alpha: float, *, cap: float) -> float:
-    """The largest radius (in sigma) the betting test certifies after ``n`` draws all for the class: the largest m
-    with n log(1 + cap (1 - m) / m) >= log(1 / alpha) (the bet at its cap throughout)."""
-    low, high = 0.5, 1.0 - 1e-12
-    for _ in range(100):
-        middle = (low + high) / 2
-        if n * math.log1p(cap * (1 - middle) / middle) >= math.log(1 / alpha):
-            low = middle
-        else:
-            high = middle
-    return float(norm.ppf(low))
+def top_radius(alpha: float) -> dict[str, float]:
+    """The largest radius (in sigma) each construction certifies after ``N_MAX`` draws that all vote for the class,
+    and fixed-n CERTIFY's."""
+    looks = Looks(N_MAX, alpha)
+    last = looks.alpha_at(len(looks.sizes()) - 1)
+    tops = {"fixed-n Clopper-Pearson (alpha)": float(norm.ppf(lower_bounds(np.array([N_MAX]), N_MAX, alpha=alpha)[0]))}
+    tops["doubling Clopper-Pearson (last look: alpha / 2)"] = float(
+        norm.ppf(lower_bounds(np.array([N_MAX]), N_MAX, alpha=last)[0])
+    )
+    rule = StoppingRule(N_MAX, alpha, radii=(GRID_TOP,), grid=0.01)  # undecidable: it draws all N_MAX
+    betting = trackers_for(rule, [0], sigma=1.0)
+    run(betting, 1.0, 1, seed=0)
+    tops["betting (robaudit's, grid 0.01 sigma)"] = betting.certificates()[0].radius
+    return tops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,24 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for p in (1.0, 0.99, 0.95, 0.9, THRESHOLD + 0.03, THRESHOLD - 0.03, 0.7):
-        row = {"pA": round(p, 3)}
-        row["doubling CP: draws"], row["doubling CP: certified"] = doubling_draws(p, args.streams, args.alpha, 1)
-        for cap in (0.5, 0.9):
-            draws, share = betting_draws(p, args.streams, args.alpha, 2, cap=cap)
-            row[f"betting cap {cap}: draws"], row[f"betting cap {cap}: certified"] = draws, share
-        rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+        row: dict = {"pA": round(p, 3)}
+        for name, trackers in constructions(args.alpha, args.streams, grid=0.0).items():
+            draws, share = run(trackers, p, args.streams, seed=1)
+            row[f"{name}: draws"], row[f"{name}: certified"] = round(draws, 1), round(share, 3)
+        rows.append(row)
     print(markdown_table(rows))
-    looks = Looks(N_MAX, args.alpha)
-    ceilings = {
-        "fixed-n CP (alpha)": norm.ppf(float(lower_bounds(np.array([N_MAX]), N_MAX, alpha=args.alpha)[0])),
-        "doubling CP (last look: alpha / 2)": norm.ppf(
-            float(lower_bounds(np.array([N_MAX]), N_MAX, alpha=looks.alpha_at(len(looks.sizes()) - 1))[0])
-        ),
-        "betting, cap 0.5": top_radius_betting(N_MAX, args.alpha, cap=0.5),
-        "betting, cap 0.9": top_radius_betting(N_MAX, args.alpha, cap=0.9),
-    }
     print(f"\nlargest radius (in sigma) after {N_MAX} draws all for the class:")
-    print(markdown_table([{"bound": k, "radius / sigma": round(float(v), 3)} for k, v in ceilings.items()]))
+    print(markdown_table([{"bound": k, "radius / sigma": round(v, 3)} for k, v in top_radius(args.alpha).items()]))
     return 0
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
+from robaudit.certify.betting import trackers_for
 from robaudit.certify.bounds import ABSTAIN, clopper_pearson_lower
 from robaudit.certify.sequential import (
     CertifyTrackers,
@@ -79,7 +80,7 @@ def test_at_or_below_the_threshold_at_most_alpha_of_the_samples_are_certified(co
     count = 20_000
     threshold = norm.cdf(RADIUS / SIGMA)
     rule = StoppingRule(10_000, alpha, radii=(RADIUS,), grid=0.0)  # the decision's threshold alone: fast
-    trackers = rule.trackers([0] * count, sigma=SIGMA) if construction == "betting" else None
+    trackers = trackers_for(rule, [0] * count, sigma=SIGMA) if construction == "betting" else None
     trackers = trackers or clopper_pearson_trackers(rule, count)
     run_trackers(trackers, np.full(count, threshold - below), seed=int(1000 * alpha) + 7)
     certified = int((trackers.decided[:, 0] == 1).sum())
@@ -93,7 +94,7 @@ def test_the_betting_bound_on_its_grid_holds_at_the_threshold():
     count, alpha = 1_000, 0.05
     p = norm.cdf(RADIUS / SIGMA)
     rule = StoppingRule(1_000, alpha, radii=(RADIUS,))
-    trackers = run_trackers(rule.trackers([0] * count, sigma=SIGMA), np.full(count, p), seed=13)
+    trackers = run_trackers(trackers_for(rule, [0] * count, sigma=SIGMA), np.full(count, p), seed=13)
     wrong = sum(c.p_lower > p for c in trackers.certificates())
     assert wrong <= slack(count, alpha), wrong
     assert all(c.radius <= RADIUS + 1e-9 or c.p_lower > p for c in trackers.certificates())
@@ -116,7 +117,7 @@ def test_a_fixed_n_bound_looked_at_after_every_look_does_not_keep_alpha():
 def test_an_all_one_class_stream_is_decided_within_a_few_blocks_of_the_closed_form(construction, within):
     alpha = 0.001
     rule = StoppingRule(10_000, alpha, radii=(SIGMA,))  # r = sigma: pA must clear Phi(1)
-    trackers = rule.trackers([0], sigma=SIGMA) if construction == "betting" else clopper_pearson_trackers(rule, 1)
+    trackers = trackers_for(rule, [0], sigma=SIGMA) if construction == "betting" else clopper_pearson_trackers(rule, 1)
     run_trackers(trackers, np.ones(1), seed=0)
     closed_form = math.log(alpha) / math.log(norm.cdf(1.0))  # about 40 draws
     assert trackers.reason == ["decided"] and trackers.decided[0, 0] == 1
@@ -132,7 +133,7 @@ def test_sequential_and_fixed_agree_where_the_fixed_n_bound_clears_the_threshold
     p = np.random.default_rng(0).uniform(0.6, 1.0, count)
     streams = np.random.default_rng(11).random((count, 10_000)) < p[:, None]
     votes = streams.sum(1)  # what fixed n = 10,000 sees on the same streams
-    trackers = rule.trackers([0] * count, sigma=SIGMA) if construction == "betting" else None
+    trackers = trackers_for(rule, [0] * count, sigma=SIGMA) if construction == "betting" else None
     trackers = run_trackers(trackers or clopper_pearson_trackers(rule, count), p, seed=0, streams=streams)
     sequential = trackers.decided[:, 0] == 1
     clear_yes = lower_bounds(votes, 10_000, alpha=alpha) > threshold + margin
@@ -145,7 +146,7 @@ def test_the_radius_rule_stops_within_tolerance_of_what_fixed_n_certifies():
     count, alpha, tolerance = 2_000, 0.001, 0.05
     rule = StoppingRule(10_000, alpha, stop="radius", tolerance=tolerance)
     p = np.concatenate([np.ones(200), np.random.default_rng(1).uniform(0.55, 0.9999, count - 200)])
-    trackers = run_trackers(rule.trackers([0] * count, sigma=SIGMA), p, seed=5)
+    trackers = run_trackers(trackers_for(rule, [0] * count, sigma=SIGMA), p, seed=5)
     assert isinstance(trackers, CertifyTrackers), "the radius rule is Clopper-Pearson's"
     fixed = np.array([clopper_pearson_lower(int(v), 10_000, alpha=alpha) for v in cumulative_votes(p, (10_000,), 6)[0]])
     fixed_radius = np.where(fixed > 0.5, SIGMA * norm.ppf(np.clip(fixed, 0.5, 1)), 0.0)

@@ -21,15 +21,13 @@ its class where Clopper-Pearson over doubling looks takes 100, and about a quart
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import norm
 
 from robaudit.certify.bounds import ABSTAIN, Certificate
-
-if TYPE_CHECKING:
-    from robaudit.certify.sequential import StoppingRule
+from robaudit.certify.sequential import CertifyTrackers, StoppingRule
 
 BET_CAP = 0.9  # the largest stake, as a fraction of the largest that cannot lose everything (1 / m)
 PIECE = 128  # draws bet on at once per sample (memory: samples x PIECE x grid)
@@ -126,3 +124,10 @@ class BettingTrackers:
             votes, draws = int(self.votes[sample]), int(self.draws[sample])
             out.append(Certificate(prediction, votes, draws, p_lower, radius, self.reason[sample]))
         return out
+
+
+def trackers_for(rule: StoppingRule, guesses: Sequence[int], *, sigma: float) -> BettingTrackers | CertifyTrackers:
+    """Fresh trackers of ``rule`` for samples whose selection draws chose ``guesses``, at noise level ``sigma``:
+    betting for ``stop="decisions"``, Clopper-Pearson over doubling looks for ``stop="radius"``."""
+    make = BettingTrackers if rule.stop == "decisions" else CertifyTrackers
+    return make(np.asarray(guesses, dtype=int), sigma, rule)

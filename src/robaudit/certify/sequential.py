@@ -29,17 +29,12 @@ them on the decisions robaudit makes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import beta, binom, norm
 
 from robaudit.certify.bounds import ABSTAIN, Certificate, check_alpha
-
-if TYPE_CHECKING:
-    from robaudit.certify.betting import BettingTrackers
 
 FIRST_LOOK = 50  # draws before the first look: one noise block (smoothing.DRAW_BLOCK)
 BET_LOOK = 10  # draws between the first looks of the betting decisions
@@ -104,7 +99,7 @@ class StoppingRule:
     """What stops a sample's sequential CERTIFY, at most ``n_max`` estimation draws at ``alpha``: with
     ``stop="decisions"``, the ``radii`` it must decide (a betting confidence sequence, ``certify.betting``, its
     reported radius on a grid of ``grid`` x sigma); with ``stop="radius"``, its radius to within ``tolerance`` x sigma
-    (Clopper-Pearson over doubling looks)."""
+    (Clopper-Pearson over doubling looks). ``betting.trackers_for`` makes a rule's trackers."""
 
     n_max: int
     alpha: float
@@ -120,14 +115,6 @@ class StoppingRule:
         if self.stop == "decisions":
             return Looks(self.n_max, self.alpha, first=BET_LOOK, growth=1.25)
         return Looks(self.n_max, self.alpha)
-
-    def trackers(self, guesses: Sequence[int], *, sigma: float) -> CertifyTrackers | BettingTrackers:
-        """Fresh trackers for samples whose selection draws chose ``guesses``, at noise level ``sigma``."""
-        if self.stop == "decisions":
-            from robaudit.certify.betting import BettingTrackers
-
-            return BettingTrackers(np.asarray(guesses, dtype=int), sigma, self)
-        return CertifyTrackers(np.asarray(guesses, dtype=int), sigma, self)
 
 
 class CertifyTrackers:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robaudit.certify.betting import BettingTrackers
+from robaudit.certify.betting import BettingTrackers, trackers_for
 from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts, top_class
 from robaudit.certify.sequential import CertifyTrackers, Looks, PredictTrackers, StoppingRule
 from robaudit.certify.timestep import diffused, matched_timestep
@@ -152,7 +152,7 @@ class SmoothedClassifier:
         estimation draws (the same stream as ``certify``'s, block for block) until ``rule`` stops the sample. With
         ``labels``, a sample whose class is not its label draws no estimation: it cannot count as certified."""
         selection = self.counts(images, [derive_seed(s, "selection") for s in seeds], draws=n0)
-        trackers = rule.trackers([top_class(votes.tolist()) for votes in selection], sigma=self.sigma)
+        trackers = trackers_for(rule, [top_class(votes.tolist()) for votes in selection], sigma=self.sigma)
         for sample, label in enumerate(labels or []):
             trackers.reason[sample] = "wrong class" if trackers.guesses[sample] != label else ""
         self.run_looks(images, [derive_seed(s, "estimation") for s in seeds], trackers)
