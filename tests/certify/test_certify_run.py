@@ -81,11 +81,16 @@ def test_a_run_without_purifier_certifies_the_noisy_classifier(tmp_path, digits_
         passes = result["passes_per_sample"]
         assert passes == pytest.approx(result["counted_passes_per_sample"]), "the hooks count what the records say"
         assert 10 + 3 * 2 < passes["forward"] <= fixed["forward"] and passes["backward"] == 6
+        assert result["passes_max"]["forward"] >= passes["forward"] and 0 <= result["decided_early"] <= 1
+        assert sum(result["stopped"].values()) == 6 and set(result["stopped"]) <= {"decided", "n_max", "wrong class"}
         assert result["certified_accuracy"]["value"] <= result["smoothed_clean_accuracy"]["value"]
         assert_bracketed(result, alpha=TINY_CERTIFY["alpha"])
         assert result["curve"][0]["radius"] == 0.0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Certified robustness (randomized smoothing)" in report and "none@0.5" in report
+    assert "What the certification cost (sequential mode)" in report and "decided before 120 draws" in report
+    assert "each certificate holding with probability at least 0.99" in certified["statement"]
+    assert "Sequential: each sample drew estimation draws until it was decided" in certified["statement"]
     assert (tmp_path / "run" / "plots" / "6-certified.png").is_file()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Certified robustness (randomized smoothing)" in html and 'alt="6-certified"' in html
@@ -127,3 +132,18 @@ def test_a_ddpm_purifier_certifies_through_its_one_shot_denoiser(tmp_path, digit
         assert_bracketed(smoothed, alpha=TINY_CERTIFY["alpha"])
     shown = " ".join(result.output.split())
     assert "certified ddpm@0.5 at L2 0.5" in shown and "attacked (upper bound)" in shown
+
+
+def test_fixed_mode_draws_n_for_every_sample_and_the_hooks_count_them(tmp_path, digits_model_path):
+    summary = certified_run(digits_model_path, tmp_path / "fixed", certify={**TINY_CERTIFY, "mode": "fixed"})
+    for result in summary["certified"]["results"]:
+        fixed = {"forward": 10 + 120 + 3 * 2 + 120, "backward": 6, "purifier": 0, "purifier_backward": 0}
+        assert (
+            result["passes_per_sample"]
+            == fixed
+            == result["counted_passes_per_sample"]
+            == result["fixed_passes_per_sample"]
+        )
+        assert result["stopped"] == {"fixed n": 6} and result["decided_early"] == 0
+    assert {json.loads(line)["estimation_draws"] for line in records_of(tmp_path / "fixed")} == {120}
+    assert "Every sample drew 120 estimation draws (fixed n)" in summary["certified"]["statement"]

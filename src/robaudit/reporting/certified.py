@@ -86,7 +86,10 @@ def draw_costs(rows: list[dict[str, Any]], config: dict[str, Any], *, purified: 
     estimation = [r.get("estimation_draws", config["n"]) for r in rows]
     predict = [r["attacked_draws"] for r in rows if "attacked_draws" in r]
     attack = config.get("steps", 0) * config.get("eot", 0)
-    forward = sum(config["n0"] + e + attack for e in estimation) / len(rows) + (sum(predict) / len(rows))
+    per_sample = [
+        config["n0"] + r.get("estimation_draws", config["n"]) + attack + r.get("attacked_draws", 0) for r in rows
+    ]
+    forward = sum(per_sample) / len(rows)
     stopped: dict[str, int] = defaultdict(int)
     for row in rows:
         stopped[row.get("stopped", "fixed n")] += 1
@@ -97,6 +100,7 @@ def draw_costs(rows: list[dict[str, Any]], config: dict[str, Any], *, purified: 
     passes.update(purifier=forward if purified else 0, purifier_backward=attack if purified else 0)
     return {
         "draws": draws,
+        "passes_max": {"forward": max(per_sample), "backward": attack},
         "decided_early": sum(e < config["n"] for e in estimation) / len(rows),
         "stopped": dict(stopped),
         "passes_per_sample": passes,
