@@ -95,7 +95,7 @@ class SmoothedClassifier:
     ) -> torch.Tensor:
         """(N, L) the classes of sample i's draws ``spans[i]`` = [start, stop) of its ``draws``, in draw order (every
         span of one length L; an empty span draws nothing). A draw is row ``d % DRAW_BLOCK`` of its sample's block
-        ``d // DRAW_BLOCK``; the draws of every sample run together, about ``batch_size`` rows per call, so the
+        ``d // DRAW_BLOCK``; the draws of every sample run together, at most ``batch_size`` rows per call, so the
         samples still drawing fill the calls."""
         jobs = [(i, *piece) for i, span in enumerate(spans) for piece in block_pieces(*span)]
         length = max((stop - start for start, stop in spans), default=0)
@@ -181,15 +181,16 @@ def block_pieces(start: int, stop: int) -> list[tuple[int, int, int]]:
 
 
 def row_chunks(jobs: list[tuple[int, int, int, int]], rows: int) -> list[list[tuple[int, int, int, int]]]:
-    """``jobs`` (sample, block, first row, end row) in order, cut into calls of about ``rows`` rows (at least one
-    job each)."""
+    """``jobs`` (sample, block, first row, end row) in order, cut into calls of at most ``rows`` rows (a job of more
+    rows alone)."""
     chunks, current, size = [], [], 0
     for job in jobs:
-        current.append(job)
-        size += job[3] - job[2]
-        if size >= rows:
+        length = job[3] - job[2]
+        if current and size + length > rows:
             chunks.append(current)
             current, size = [], 0
+        current.append(job)
+        size += length
     return [*chunks, current] if current else chunks
 
 
