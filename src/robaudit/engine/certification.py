@@ -88,7 +88,7 @@ def certify_part(
         seeds = [derive_seed(seed, "certify", key, sample) for sample in ids]
         started = time.perf_counter()
         with counter.charge(key) if counter is not None else contextlib.nullcontext():
-            certificates = CERTIFY_MODES[spec.mode](classifier, images, labels, seeds, spec=spec, eps=eps)
+            certificates = certificates_of(classifier, images, labels, seeds, spec=spec, eps=eps)
             attacked = attacked_predictions(classifier, images, labels, seeds, spec=spec, eps=eps)
         seconds[key] = {"seconds": time.perf_counter() - started, "samples": len(ids)}
         if counter is not None:
@@ -130,7 +130,7 @@ def certified_record(
     return record
 
 
-def certify_fixed(
+def certificates_of(
     classifier: SmoothedClassifier,
     images: torch.Tensor,
     labels: list[int],
@@ -139,25 +139,13 @@ def certify_fixed(
     spec: CertifySpec,
     eps: float,
 ) -> list[Certificate]:
-    """Cohen et al.'s CERTIFY at ``spec.n`` draws for every sample."""
-    return classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
-
-
-def certify_sequential(
-    classifier: SmoothedClassifier,
-    images: torch.Tensor,
-    labels: list[int],
-    seeds: list[int],
-    *,
-    spec: CertifySpec,
-    eps: float,
-) -> list[Certificate]:
-    """Sequential CERTIFY deciding radius 0 and the run's L2 budget ``eps`` (or the radius, ``stop: radius``)."""
+    """CERTIFY per sample as ``spec.mode`` says: Cohen et al.'s ``spec.n`` draws for every sample (fixed), or draws
+    that stop once the sample is decided at radius 0 and at the run's L2 budget ``eps`` (or its radius is known,
+    ``stop: radius``; sequential)."""
+    if spec.mode == "fixed":
+        return classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
     rule = spec.rule(radii=tuple(sorted({0.0, eps})))
     return classifier.certify_sequential(images, seeds, n0=spec.n0, rule=rule, labels=labels)
-
-
-CERTIFY_MODES = {"fixed": certify_fixed, "sequential": certify_sequential}
 
 
 def attacked_predictions(
