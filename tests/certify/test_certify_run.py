@@ -82,7 +82,12 @@ def test_a_run_without_purifier_certifies_the_noisy_classifier(tmp_path, digits_
         assert passes == pytest.approx(result["counted_passes_per_sample"]), "the hooks count what the records say"
         assert 10 + 3 * 2 < passes["forward"] <= fixed["forward"] and passes["backward"] == 6
         assert result["passes_max"]["forward"] >= passes["forward"] and 0 <= result["decided_early"] <= 1
-        assert sum(result["stopped"].values()) == 6 and set(result["stopped"]) <= {"decided", "n_max", "wrong class"}
+        assert sum(result["stopped"].values()) == 6 and set(result["stopped"]) <= {
+            "decided",
+            "n_max",
+            "wrong class",
+            "not certifiable within n",
+        }
         assert result["certified_accuracy"]["value"] <= result["smoothed_clean_accuracy"]["value"]
         assert_bracketed(result, alpha=TINY_CERTIFY["alpha"])
         assert result["curve"][0]["radius"] == 0.0

@@ -186,3 +186,13 @@ def test_fair_split_pvalues_are_scipys_binomtest(top, trials):
 
     expected = binomtest(top, trials, 0.5).pvalue if trials else 1.0
     assert fair_split_pvalues(np.array([top]), np.array([trials]))[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_radius_out_of_reach_is_given_up_early_and_a_reachable_one_is_kept():
+    """At pA exactly at the threshold no bet can certify within n draws: the betting rule gives up (costing no
+    alpha) about halfway; well above it (pA 0.93 against Phi(1) = 0.84), every sample is certified."""
+    rule = StoppingRule(10_000, 0.001, radii=(RADIUS,), grid=0.0)
+    at = run_trackers(trackers_for(rule, [0] * 1_000, sigma=SIGMA), np.full(1_000, norm.cdf(1.0)), seed=3)
+    assert at.draws.mean() < 0.6 * 10_000 and at.reason.count("not certifiable within n") >= 990
+    above = run_trackers(trackers_for(rule, [0] * 1_000, sigma=SIGMA), np.full(1_000, 0.93), seed=4)
+    assert (above.decided[:, 0] == 1).all()

@@ -27,9 +27,10 @@ import numpy as np
 from scipy.stats import norm
 
 from robaudit.certify.bounds import ABSTAIN, Certificate
-from robaudit.certify.sequential import CertifyTrackers, StoppingRule
+from robaudit.certify.sequential import CertifyTrackers, StoppingRule, upper_bounds
 
 BET_CAP = 0.9  # the largest stake, as a fraction of the largest that cannot lose everything (1 / m)
+FUTILITY_BETA = 0.01  # the upper bound that says a radius is out of reach: kept for all but about 1% that could
 PIECE = 128  # draws bet on at once per sample (memory: samples x PIECE x grid)
 GRID_TOP = 4.0  # the largest radius on the grid, in sigma (fixed-n CERTIFY at n = 10,000 stops near 3.2)
 
@@ -92,19 +93,34 @@ class BettingTrackers:
         return start[:, None, :] + np.cumsum(np.log1p(stake * outcome), axis=1)
 
     def decide(self, samples: np.ndarray, draws: int) -> np.ndarray:
-        """Update the decisions of ``samples`` from what their bets rejected; (M,) bool: which stop."""
+        """Update the decisions of ``samples`` from what their bets rejected and what they can still reach
+        (``futile``); (M,) bool: which stop."""
         lower = self.lower_index(samples)
         certified = lower[:, None] >= self.decision_index[None, :]
-        known = np.where(certified, 1, np.where(self.below[samples], 0, -1))
+        futile = self.futile(samples, draws) & ~certified
+        known = np.where(certified, 1, np.where(self.below[samples] | futile, 0, -1))
         self.decided[samples] = np.where(self.decided[samples] >= 0, self.decided[samples], known)
         done = (self.decided[samples] >= 0).all(1)
-        for sample in samples[done]:
-            self.reason[sample] = "decided"
+        for sample, gave_up in zip(samples[done], futile[done].any(1), strict=True):
+            self.reason[sample] = "not certifiable within n" if gave_up else "decided"
         if draws >= self.rule.n_max:
             for sample in samples[~done]:
                 self.reason[sample] = "n_max"
             return np.ones(len(samples), dtype=bool)
         return done
+
+    def futile(self, samples: np.ndarray, draws: int) -> np.ndarray:
+        """(M, R) whether each decision radius is out of reach of ``samples`` within the draws left: even if pA were
+        its upper bound U (Clopper-Pearson on the draws so far, at ``FUTILITY_BETA`` split over the looks) and every
+        draw left grew the wealth at the best rate any bet on "pA > m" can, KL(U || m) per draw (Kelly's), it would
+        not reach 1 / alpha. Giving up costs no alpha (it only declines to certify); the optimistic rate keeps the
+        samples that could still make it, all but about ``FUTILITY_BETA`` of them."""
+        left = self.rule.n_max - draws
+        beta = FUTILITY_BETA / len(self.looks.sizes())  # spent over the looks: at most 1% of the samples in all
+        upper = upper_bounds(self.votes[samples], max(draws, 1), alpha=beta)[:, None]
+        m = self.levels[self.decision_index][None, :]
+        reach = self.wealth_up[samples][:, self.decision_index] + left * bernoulli_divergence(upper, m)
+        return (upper <= m) | (reach < self.bar)
 
     def lower_index(self, samples: np.ndarray) -> np.ndarray:
         """(M,) the index of the largest grid threshold with every threshold up to it rejected (-1: none)."""
@@ -131,3 +147,11 @@ def trackers_for(rule: StoppingRule, guesses: Sequence[int], *, sigma: float) ->
     betting for ``stop="decisions"``, Clopper-Pearson over doubling looks for ``stop="radius"``."""
     make = BettingTrackers if rule.stop == "decisions" else CertifyTrackers
     return make(np.asarray(guesses, dtype=int), sigma, rule)
+
+
+def bernoulli_divergence(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """KL(Bernoulli(p) || Bernoulli(m)) where p > m (0 elsewhere): the log wealth per draw Kelly's bet on "pA > m"
+    gains when pA = p."""
+    p, m = np.broadcast_arrays(np.clip(p, 1e-12, 1 - 1e-12), np.clip(m, 1e-12, 1 - 1e-12))
+    divergence = p * np.log(p / m) + (1 - p) * np.log((1 - p) / (1 - m))
+    return np.where(p > m, divergence, 0.0)

@@ -26,8 +26,8 @@ class CertifySpec:
     network call (changes no result).
 
     ``mode: sequential`` (the default, ``certify.sequential``): estimation and PREDICT draws stop per sample as soon
-    as the evidence suffices, at most ``n``; ``stop: decisions`` once certified or not at radius 0 and at the run's
-    L2 budget, ``stop: radius`` once the radius is known to within ``radius_tolerance`` x sigma (the curve).
+    as the evidence suffices, at most ``n``; ``stop: decisions`` once certified or not at the run's L2 budget,
+    ``stop: radius`` once the radius is known to within ``radius_tolerance`` x sigma (the curve).
     ``mode: fixed``: Cohen et al.'s ``n`` draws for every sample (to reproduce papers)."""
 
     sigma: tuple[float, ...] = (0.25, 0.5)

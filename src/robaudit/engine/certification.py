@@ -78,7 +78,7 @@ def certify_part(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The certification records of one part's samples, and the seconds each smoothed classifier took (kept out of
     the records: ``{key: {seconds, samples}}``). ``eps``: the L2 budget SmoothAdv attacks within, and the radius
-    sequential CERTIFY decides beside 0; ``on_done`` is called with each smoothed classifier's key once its samples
+    sequential CERTIFY decides; ``on_done`` is called with each smoothed classifier's key once its samples
     are certified and attacked; ``counter`` counts their model passes (``engine.passes``), kept beside the seconds."""
     images = dataset.images[part.start : part.stop].float().to(device)
     labels = dataset.labels[part.start : part.stop].tolist()
@@ -140,11 +140,11 @@ def certificates_of(
     eps: float,
 ) -> list[Certificate]:
     """CERTIFY per sample as ``spec.mode`` says: Cohen et al.'s ``spec.n`` draws for every sample (fixed), or draws
-    that stop once the sample is decided at radius 0 and at the run's L2 budget ``eps`` (or its radius is known,
-    ``stop: radius``; sequential)."""
+    that stop once the sample is decided at the run's L2 budget ``eps``, what a gate reads (or once its radius is
+    known, ``stop: radius``; sequential)."""
     if spec.mode == "fixed":
         return classifier.certify(images, seeds, n0=spec.n0, n=spec.n, alpha=spec.alpha)
-    rule = spec.rule(radii=tuple(sorted({0.0, eps})))
+    rule = spec.rule(radii=(eps,))
     return classifier.certify_sequential(images, seeds, n0=spec.n0, rule=rule, labels=labels)
 
 

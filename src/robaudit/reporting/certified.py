@@ -65,7 +65,9 @@ def certified_statement(config: dict[str, Any], *, eps_l2: float) -> str:
     if config.get("mode", "fixed") == "fixed":
         return text + f". Every sample drew {n} estimation draws (fixed n)"
     rule = (
-        f"until it was decided at radius 0 and at {eps_l2:g}"
+        f"until it was decided at {eps_l2:g} (certified, not certified, or out of reach within {n} draws; its "
+        "class then counts as predicted only where it was certified at radius 0 on the way: abstentions include the "
+        "undecided)"
         if config.get("stop", "decisions") == "decisions"
         else f"until its radius was known to within {config.get('radius_tolerance', 0.05):g} sigma"
     )
