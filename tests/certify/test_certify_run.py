@@ -95,7 +95,8 @@ def test_a_run_without_purifier_certifies_the_noisy_classifier(tmp_path, digits_
     assert "## Certified robustness (randomized smoothing)" in report and "none@0.5" in report
     assert "What the certification cost (sequential mode)" in report and "decided before 120 draws" in report
     assert "each certificate holding with probability at least 0.99" in certified["statement"]
-    assert "Sequential: each sample drew estimation draws until it was decided" in certified["statement"]
+    assert "until it was decided at 0.5" in certified["statement"]
+    assert "betting confidence sequence" in certified["statement"]
     assert (tmp_path / "run" / "plots" / "6-certified.png").is_file()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Certified robustness (randomized smoothing)" in html and 'alt="6-certified"' in html

@@ -64,17 +64,21 @@ def certified_statement(config: dict[str, Any], *, eps_l2: float) -> str:
     )
     if config.get("mode", "fixed") == "fixed":
         return text + f". Every sample drew {n} estimation draws (fixed n)"
-    rule = (
-        f"until it was decided at {eps_l2:g} (certified, not certified, or out of reach within {n} draws; its "
-        "class then counts as predicted only where it was certified at radius 0 on the way: abstentions include the "
-        "undecided)"
-        if config.get("stop", "decisions") == "decisions"
-        else f"until its radius was known to within {config.get('radius_tolerance', 0.05):g} sigma"
-    )
+    if config.get("stop", "decisions") == "decisions":
+        rule = (
+            f"until it was decided at {eps_l2:g} (certified, not certified, or out of reach within {n} draws; its "
+            "class counts as predicted only where it was certified at radius 0 on the way: abstentions include the "
+            "undecided); its bound is a betting confidence sequence that reads every draw"
+        )
+    else:
+        rule = (
+            f"until its radius was known to within {config.get('radius_tolerance', 0.05):g} sigma; its bound is "
+            "Clopper-Pearson over doubling looks, alpha spent across them"
+        )
     return text + (
-        f". Sequential: each sample drew estimation draws {rule}, at most {n}; its bound is a Clopper-Pearson "
-        "confidence sequence over doubling looks that spends alpha across them, so it holds at whatever draw the "
-        "sample stopped (docs/numbers.md). PREDICT stops the same way once its top class separates"
+        f". Sequential: each sample drew at most {n} estimation draws, {rule}, so it holds at whatever draw the "
+        "sample stopped (docs/numbers.md). PREDICT answers once its top class separates at doubling looks, alpha "
+        "spent across them"
     )
 
 
