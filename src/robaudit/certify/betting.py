@@ -13,9 +13,10 @@ Every sample bets at each m of a grid (``m = Phi(r / sigma)``, r from 0 in steps
 rejected: the claim "pA > m" is wrong only if the smallest grid m at or above the true pA was rejected, one test at
 alpha, so the bound and every certificate read from it hold together with probability at least 1 - alpha. It is
 certified at radius r once the bound reaches Phi(r / sigma), and not certified once the mirror bet on "pA >= m"
-rejects Phi(r / sigma) (a stop that costs no alpha: it only gives up). Measured on simulated streams
-(``bench/confidence_sequences.py``), the decision at r = sigma takes 52 draws for a sample that always votes for
-its class where Clopper-Pearson over doubling looks takes 100, and about a quarter fewer near the threshold.
+rejects Phi(r / sigma), or once the radius is out of reach within ``n_max`` draws (``futile``); neither costs
+alpha: they only give up. Measured on simulated streams (``bench/confidence_sequences.py``), the decision at
+r = sigma takes 70 draws (in robaudit's looks) for a sample that always votes for its class where Clopper-Pearson
+over doubling looks takes 100, and 663 against 797 at pA 0.9.
 """
 
 from __future__ import annotations
