@@ -94,7 +94,7 @@ class SmoothedClassifier:
         self, images: torch.Tensor, seeds: Sequence[int], spans: Sequence[tuple[int, int]], *, draws: int
     ) -> torch.Tensor:
         """(N, L) the classes of sample i's draws ``spans[i]`` = [start, stop) of its ``draws``, in draw order (every
-        span of one length L; an empty span draws nothing). A draw is row ``d % DRAW_BLOCK`` of its sample's block
+        span of one length L). A draw is row ``d % DRAW_BLOCK`` of its sample's block
         ``d // DRAW_BLOCK``; the draws of every sample run together, at most ``batch_size`` rows per call, so the
         samples still drawing fill the calls."""
         jobs = [(i, *piece) for i, span in enumerate(spans) for piece in block_pieces(*span)]
@@ -121,9 +121,8 @@ class SmoothedClassifier:
         for look, size in enumerate(looks.sizes()):
             if not len(active):
                 return
-            owned = set(active.tolist())
-            spans = [(done, size) if i in owned else (0, 0) for i in range(len(images))]
-            new = self.classes_between(images, seeds, spans, draws=looks.n_max)[active]
+            spans = [(done, size)] * len(active)
+            new = self.classes_between(images[active], [seeds[i] for i in active], spans, draws=looks.n_max)
             totals[active] += self.votes_of(new)
             stopped = trackers.look(look, active, totals[active].numpy(), size, new.numpy())
             active, done = active[~stopped], size
