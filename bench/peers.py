@@ -44,7 +44,6 @@ from tables import markdown_table  # bench/tables.py
 from robaudit.attacks import build_attack, predict, resolve_attack, run_attack
 from robaudit.attacks.methods.autoattack import escalate_autoattack
 from robaudit.attacks.precision import disagreements
-from robaudit.check_bound import allowed_fallers, certified_fallers, subset_size
 from robaudit.data import load_dataset
 from robaudit.engine.config import EvaluateConfig
 from robaudit.engine.convergence import checked
@@ -52,10 +51,11 @@ from robaudit.engine.evaluate import prepare_run
 from robaudit.engine.execute import PartExecutor
 from robaudit.engine.passes import PassCount, PassCounter
 from robaudit.engine.plan import Part, Shard
-from robaudit.headline_check import seeded_draw
+from robaudit.headline.check_bound import allowed_fallers, certified_fallers, subset_size
+from robaudit.headline.headline_check import seeded_draw
 from robaudit.models.compiled import compile_classifier
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_DELTA = 0.02  # the headline check certifies a fall of at most 2 points, as evaluate's default
@@ -169,10 +169,11 @@ def robaudit_attack(model, images, labels, name: str, params: dict, *, eps: floa
 
 def autoattack_with_check(model, images, labels, *, version: str, eps: float, small: dict, delta: float = CHECK_DELTA):
     """robaudit's AutoAttack ``version`` followed by the headline convergence check, as ``evaluate`` runs it
-    (``robaudit.headline_check``): the attack as it runs before the check (``fast`` defers its Square to it), then
-    the rung (``standard``: the ``plus`` restarts of APGD-CE and APGD-DLR from new random starts; ``fast``: the
-    Square it deferred) on the standing samples the loss trace flags and a seeded draw of the rest sized to certify
-    ``delta``; on every standing sample if one falls. Returns (adversarial images, what the check did)."""
+    (``robaudit.headline.headline_check``): the attack as it runs before the check (``fast`` defers its Square to
+    it), then the rung (``standard``: the ``plus`` restarts of APGD-CE and APGD-DLR from new random starts;
+    ``fast``: the Square it deferred) on the standing samples the loss trace flags and a seeded draw of the rest
+    sized to certify ``delta``; on every standing sample if one falls. Returns (adversarial images, what the check
+    did)."""
     resolved = checked(resolve_attack("autoattack", {"version": version, **small}, eps=eps, eps_l2=0.5))
     attack = build_attack(resolved, model, num_classes=model.card.num_classes, seed=0)
     adversarial = run_attack(attack, resolved, images, labels, rng=SampleRNG.from_seeds(range(len(labels))), seed=0)

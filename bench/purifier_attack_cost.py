@@ -48,7 +48,7 @@ from tables import markdown_table  # bench/tables.py
 
 from robaudit.engine.config import EvaluateConfig
 from robaudit.engine.evaluate import run_evaluation
-from robaudit.rundir import PASS_KINDS, RunDir
+from robaudit.runs.rundir import PASS_KINDS, RunDir
 
 CHECK = {"mode": "check", "delta": 0.05}  # the headline check, certifying a fall of at most 5 points
 RECIPES = {

@@ -46,7 +46,7 @@ from robaudit.config import parse_eps
 from robaudit.data import load_dataset
 from robaudit.engine.passes import PassCounter
 from robaudit.models.spec import ModelSpec, obtain_classifier
-from robaudit.seeding import isolated_global_rng
+from robaudit.rng.seeding import isolated_global_rng
 
 JUDGE_DRAWS = 10  # robaudit's worst of N and mean, applied to every row's final images alike
 

@@ -57,14 +57,14 @@ from torch import nn
 
 from robaudit.attacks import build_attack, resolve_attack, run_attack
 from robaudit.data import load_dataset
-from robaudit.draw_layout import DrawLayout
 from robaudit.engine.passes import PassCounter, purifier_network
 from robaudit.engine.pipeline import Pipeline
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier
 from robaudit.purifiers import PURIFIERS, recipe_for
 from robaudit.purifiers.checkpointing import chain_checkpointing, forced_checkpointing
-from robaudit.sample_rng import ENGINES, SampleRNG
+from robaudit.rng.draw_layout import DrawLayout
+from robaudit.rng.sample_rng import ENGINES, SampleRNG
 
 EOT = 4
 SELECTION_DRAWS = 10

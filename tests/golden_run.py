@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robaudit.rundir import RunDir
+from robaudit.runs.rundir import RunDir
 
 
 def _records() -> list[dict]:

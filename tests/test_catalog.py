@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from robaudit.catalog import PLACES, NotLiteral, catalog, declared_in, live_registry
+from robaudit.components.catalog import PLACES, NotLiteral, catalog, declared_in, live_registry
 
 HEAVY = ("torch", "timm", "transformers", "diffusers", "torchattacks", "pandas", "numpy")
 
@@ -33,7 +33,7 @@ def test_catalog_matches_the_live_registry(kind):
 @pytest.mark.parametrize("kind", sorted(PLACES))
 def test_catalog_imports_no_heavy_module(kind):
     probe = (
-        "import json, sys\nfrom robaudit.catalog import catalog\n"
+        "import json, sys\nfrom robaudit.components.catalog import catalog\n"
         f"assert catalog({kind!r}).names()\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )

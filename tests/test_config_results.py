@@ -8,10 +8,10 @@ import math
 import pytest
 import yaml
 
+from robaudit.components.registry import Registry
 from robaudit.config import parse_eps
 from robaudit.engine.config import EvaluateConfig
 from robaudit.errors import ConfigError
-from robaudit.registry import Registry
 from robaudit.reporting.results import CLEAN, records_frame, summarize, wilson_interval
 
 

@@ -76,7 +76,7 @@ def test_the_default_batch_size_is_measured_on_cuda(digits_model_path):
 def test_philox_streams_draw_the_cpus_numbers_on_cuda():
     """Counter-based streams compute the same bits on both devices: uniforms equal, normals within float rounding
     (log, sin and cos kernels), after subsets, splits and a stream drawn twice."""
-    from robaudit.sample_rng import SampleRNG
+    from robaudit.rng.sample_rng import SampleRNG
 
     draws = {}
     for device in ("cpu", "cuda"):
@@ -92,7 +92,7 @@ def test_a_randomized_classifier_with_row_draws_on_cuda_gives_the_cpu_verdicts_w
     """A classifier with noise inside, batched with its draws given to rows (``row_draws``) on CUDA with philox
     streams: per condition, the samples robust in every scoring draw are the CPU's within one; and the batch size
     changes no record on CUDA."""
-    from robaudit.draw_layout import DrawLayout
+    from robaudit.rng.draw_layout import DrawLayout
     from toys import randomized_part
 
     def standing(records: list[dict]) -> dict[str, int]:
@@ -116,7 +116,7 @@ def test_batched_draws_on_cuda_give_the_cpu_verdicts_within_one_sample():
     ensemble, the tiny DDPM), with philox streams (the CPU's draws): per condition, the samples robust in every
     scoring draw are the CPU's within one, and the looped layout on CUDA gives the batched one's verdicts within one
     (under either engine)."""
-    from robaudit.draw_layout import DrawLayout
+    from robaudit.rng.draw_layout import DrawLayout
     from toys import randomized_part
 
     def robust(records: list[dict]) -> dict[str, int]:
@@ -152,7 +152,7 @@ def test_a_compiled_purifier_chain_gives_the_eager_records_on_cuda(digits_model_
 def test_a_cuda_generator_stream_fills_its_row_with_what_torch_draws_from_it():
     """``GeneratorRNG`` on CUDA fills row i in place from CUDA generator i (``Tensor.normal_``/``uniform_``): the
     values ``torch.randn``/``torch.rand`` give that generator (the CPU's equality: tests/test_row_draws.py)."""
-    from robaudit.sample_rng import GeneratorRNG
+    from robaudit.rng.sample_rng import GeneratorRNG
 
     seeds = list(range(7, 19))
     drawn = GeneratorRNG._from_seeds(seeds, torch.device("cuda"))

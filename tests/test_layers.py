@@ -2,8 +2,8 @@
 each package imports only its own layer's lower neighbours, and the package graph has no cycle. The layers, lowest
 first, as ARCHITECTURE.md draws them:
 
-    ground (robaudit/*.py) < data < training < models < attacks, purifiers < certify < reporting < engine < distill
-    < api < cli
+    ground (robaudit/*.py) < rng, components, runs < headline < data < training < models < attacks, purifiers
+    < certify < reporting < engine < distill < api < cli
 
 ``python tests/test_layers.py`` prints the arrows between packages."""
 
@@ -16,6 +16,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "robaudit"
 LAYERS = [
     ("ground",),
+    ("rng", "components", "runs"),  # random streams, component discovery, run storage
+    ("headline",),  # the headline check: reads records, draws its subset from seeded streams
     ("data",),
     ("training",),
     ("models",),

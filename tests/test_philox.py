@@ -1,4 +1,4 @@
-"""The random-stream engines (``robaudit.sample_rng.ENGINES``): Philox4x32-10 against Random123's known answers, its
+"""The random-stream engines (``robaudit.rng.sample_rng.ENGINES``): Philox4x32-10 against Random123's known answers, its
 normals and uniforms against their distributions, and the contract every engine keeps -- a row's draws depend on its
 own stream only (not on the batch, the subset drawn or the order of calls of other rows)."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from robaudit.philox import MASK, normal, philox4x32, uniform
-from robaudit.sample_rng import ENGINES, PhiloxRNG, SampleRNG
+from robaudit.rng.philox import MASK, normal, philox4x32, uniform
+from robaudit.rng.sample_rng import ENGINES, PhiloxRNG, SampleRNG
 
 # Random123 1.14, examples/kat_vectors: philox4x32 10 rounds (counter words, key words -> output words)
 KNOWN_ANSWERS = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robaudit.plugins import load_plugins
+from robaudit.components.plugins import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "plugins" / "robaudit-example-plugin"
@@ -67,7 +67,7 @@ def test_a_new_attack_file_is_registered_and_covered_by_the_contract_tests(tmp_p
     code = (
         "import sys, pytest, robaudit.attacks.methods as methods\n"
         f"methods.__path__.append({str(folder)!r})  # as if nudge.py sat in src/robaudit/attacks/methods/\n"
-        "from robaudit.plugins import discover\n"
+        "from robaudit.components.plugins import discover\n"
         "assert 'nudge' in discover('robaudit.attacks.methods')\n"
         "args = ['-q', '-p', 'no:cacheprovider', '-rA', '-k', 'nudge']\n"
         "sys.exit(pytest.main([*args, 'tests/attacks/test_attacks.py']))\n"

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from golden_run import _run_dir
 from robaudit.attacks.base import ATTACKS, AttackEntry
 from robaudit.cli import app
+from robaudit.components.registry import Registry
 from robaudit.purifiers.base import PURIFIERS, PurifierEntry
-from robaudit.registry import Registry
 from robaudit.reporting.report import default_templates, rebuild_reports
 
 

@@ -1,4 +1,4 @@
-"""Row-attributed draws (robaudit.row_draws): each random operation of a model answered row by row from the rows'
+"""Row-attributed draws (robaudit.rng.row_draws): each random operation of a model answered row by row from the rows'
 own streams, with the operation's distribution; what cannot be attributed is refused, and such a model runs one row
 per call."""
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.row_draws import Unattributable, attributable, with_row_draws
-from robaudit.sample_rng import ENGINES, SampleRNG
+from robaudit.rng.row_draws import Unattributable, attributable, with_row_draws
+from robaudit.rng.sample_rng import ENGINES, SampleRNG
 
 ROWS = 4000
 
@@ -180,7 +180,7 @@ def test_a_generator_stream_fills_its_row_with_what_torch_draws_from_it():
     """``GeneratorRNG`` fills row i in place from generator i: the values ``torch.randn``/``torch.rand`` give that
     generator, for every dtype and for shapes on both sides of torch's vectorized path (16 values), call after call
     (records of deterministic pipelines -- a random start -- depend on it)."""
-    from robaudit.sample_rng import GeneratorRNG
+    from robaudit.rng.sample_rng import GeneratorRNG
 
     seeds = list(range(100, 112))
     drawn = GeneratorRNG._from_seeds(seeds, torch.device("cpu"))
@@ -194,7 +194,7 @@ def test_a_generator_stream_fills_its_row_with_what_torch_draws_from_it():
 
 def test_draw_seeds_are_known_63_bit_values_distinct_per_sample_and_draw():
     """splitmix64's mixer, pinned: the same seeds on every platform and release (records depend on them)."""
-    from robaudit.seeding import draw_seeds
+    from robaudit.rng.seeding import draw_seeds
 
     seeds = draw_seeds([0, 1, 2**62, 2**64 - 1], 3)
     assert seeds[:3] == [2598789274482403935, 7402227970980107795, 4441593962605176950]

@@ -9,7 +9,7 @@ from torch import nn
 
 from robaudit.data import ImageSet
 from robaudit.purifiers.base import Purifier, randn_like
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 SHAPE = (3, 4, 4)
 CLASSES = 10

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from robaudit.moved import install as _install_moved_paths
+
 __version__ = "0.1.0"
 __all__ = ["AuditResult", "__version__", "audit"]
 
@@ -22,3 +24,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'robaudit' has no attribute {name!r}")
+
+
+_install_moved_paths()  # robaudit.sample_rng and the other old paths, for one release

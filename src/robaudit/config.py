@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -17,7 +18,6 @@ import yaml
 
 from robaudit.errors import ConfigError
 from robaudit.frozen import frozen, thawed
-from robaudit.registry import check_keys
 
 _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 
@@ -181,3 +181,24 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
             return str(value)
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
+
+
+def did_you_mean(name: str, valid: list[str]) -> str:
+    """A " (did you mean 'x'?)" suffix when a valid name is close to ``name``, else ""."""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    """One-line message for an unknown component name."""
+    return f"unknown {kind} {name!r}; valid: {', '.join(valid)}" + did_you_mean(name, valid)
+
+
+def check_keys(mapping: Mapping[str, Any], allowed: list[str], *, where: str) -> None:
+    """Raise a ConfigError naming the first key of ``mapping`` not in ``allowed`` (the one key check of robaudit:
+    configs, recipes, attack and purifier sections), with the valid keys and a "did you mean"."""
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {key!r} in {where}; valid keys: {', '.join(allowed)}" + did_you_mean(key, allowed)
+            )

@@ -12,8 +12,8 @@ from robaudit.attacks.methods.autoattack import plan_components
 from robaudit.data import load_dataset
 from robaudit.errors import ConfigError
 from robaudit.models.classifiers import load_classifier
-from robaudit.sample_rng import ENGINES
-from robaudit.seeding import isolated_global_rng
+from robaudit.rng.sample_rng import ENGINES
+from robaudit.rng.seeding import isolated_global_rng
 from toys import streams
 
 EPS, EPS_L2 = 8 / 255, 0.5

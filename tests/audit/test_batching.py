@@ -41,9 +41,9 @@ def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
 
 
 def test_a_randomized_pipeline_with_batched_draws_counts_its_eot_rows_per_sample():
-    from robaudit.draw_layout import DrawLayout
     from robaudit.engine.batching import gradient_rows
     from robaudit.engine.pipeline import Pipeline
+    from robaudit.rng.draw_layout import DrawLayout
     from toys import GaussianNoise, WithCard
 
     classifier = WithCard(NearestMean(toy_data(4)[2])).eval()

@@ -20,7 +20,7 @@ from robaudit.engine.plan import AuditPlan, Defense, Part
 from robaudit.errors import ConfigError
 from robaudit.reporting.convergence import convergence_checks, convergence_findings, ladder_verdict
 from robaudit.reporting.results import rate, records_frame, summarize
-from robaudit.rundir import RunDir
+from robaudit.runs.rundir import RunDir
 from toys import NearestMean, WithCard, toy_data, toy_imageset
 
 LADDER = {"scope": "attack", "factor": 4}  # the per-attack research ladders these tests measure

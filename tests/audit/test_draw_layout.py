@@ -1,4 +1,4 @@
-"""A randomized pipeline's draws in the batch dimension (``robaudit.draw_layout``): every (sample, draw) row has its
+"""A randomized pipeline's draws in the batch dimension (``robaudit.rng.draw_layout``): every (sample, draw) row has its
 own stream, so batched and looped draws, and any chunk size -- one that splits a sample's draws too -- give the same
 records, verdicts and pass counts; the pass counters count N x D evaluations as N x D."""
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from robaudit.attacks.gradient import cross_entropy, eot_gradient
-from robaudit.draw_layout import DrawLayout
 from robaudit.engine.passes import PassCounter
 from robaudit.engine.pipeline import Pipeline, score, score_draws
-from robaudit.sample_rng import ENGINES, SampleRNG
+from robaudit.rng.draw_layout import DrawLayout
+from robaudit.rng.sample_rng import ENGINES, SampleRNG
 from toys import GaussianNoise, NearestMean, WithCard, randomized_part, streams, toy_data
 
 LAYOUTS = {

@@ -13,16 +13,16 @@ from scipy.stats import hypergeom
 
 from robaudit.attacks import build_attack, resolve_attack
 from robaudit.attacks.loss_trace import incomplete_optimization, rising_beyond_noise
-from robaudit.check_bound import allowed_fallers, certified_fallers, none_drawn, subset_size
 from robaudit.engine.check import run_check_phase
 from robaudit.engine.convergence import ConvergenceSpec, with_rungs
 from robaudit.engine.execute import PartExecutor
 from robaudit.engine.pipeline import Pipeline
 from robaudit.engine.plan import AuditPlan, Defense
-from robaudit.headline_check import plan_check
+from robaudit.headline.check_bound import allowed_fallers, certified_fallers, none_drawn, subset_size
+from robaudit.headline.headline_check import plan_check
 from robaudit.reporting.convergence import convergence_checks
 from robaudit.reporting.results import records_frame, summarize
-from robaudit.rundir import RunDir
+from robaudit.runs.rundir import RunDir
 from toys import NearestMean, WithCard, toy_data, toy_imageset
 
 EPS = 0.2

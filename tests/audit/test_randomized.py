@@ -22,7 +22,7 @@ from robaudit.engine.preflight import preflight
 from robaudit.models.classifiers import load_classifier
 from robaudit.reporting.results import mean_rate, rate, records_frame, summarize
 from robaudit.reporting.sanity import postrun
-from robaudit.seeding import isolated_global_rng
+from robaudit.rng.seeding import isolated_global_rng
 from toys import GaussianNoise, Invert, NearestMean, Quantize, WithCard, streams, toy_data, toy_imageset
 
 FAST = {entry.name: dict(entry.meta["smoke"]) for entry in ATTACKS}  # each attack's own smoke budget

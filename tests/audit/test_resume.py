@@ -127,7 +127,7 @@ def test_clean_and_fgsm_records_do_not_depend_on_the_batch_size(workdir):
     """Where no random start or batch-level logic is involved, the batch size changes no record."""
     from robaudit.engine.config import EvaluateConfig
     from robaudit.engine.evaluate import run_evaluation
-    from robaudit.rundir import RunDir
+    from robaudit.runs.rundir import RunDir
 
     def records(batch_size: int) -> dict:
         mapping = {**CONFIG, "attacks": ["fgsm"], "batch_size": batch_size, "out": f"bs{batch_size}"}

@@ -17,8 +17,8 @@ from robaudit.attacks import ATTACKS, resolve_attack
 from robaudit.cli import app
 from robaudit.engine.plan import Shard, parts
 from robaudit.errors import ConfigError
-from robaudit.records import Condition
-from robaudit.sample_rng import ENGINES
+from robaudit.rng.sample_rng import ENGINES
+from robaudit.runs.records import Condition
 from toys import toy_part_output
 
 FAST = {name: dict(ATTACKS.get(name).meta["smoke"]) for name in ("fgsm", "pgd", "autoattack", "square")}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from robaudit.catalog import Catalog, CatalogEntry
 from robaudit.cli import app, ls
+from robaudit.components.catalog import Catalog, CatalogEntry
 
 runner = CliRunner()
 

@@ -235,9 +235,9 @@ def test_robustbench_installed_but_not_importable_names_the_missing_module(tmp_p
 def test_each_source_declares_its_own_options(monkeypatch):
     """A source's options are its loader's keyword-only arguments: a new one needs no other edit, an option the
     source does not take is an error naming those it does, and a plain checkpoint takes none."""
-    from robaudit.catalog import Catalog, as_catalog_entry
+    from robaudit.components.catalog import Catalog, as_catalog_entry
+    from robaudit.components.registry import Registry
     from robaudit.models.spec import ModelSpec, obtain_classifier
-    from robaudit.registry import Registry
 
     seen = {}
     registry = Registry("model source")

@@ -9,8 +9,8 @@ from test_purifiers import tiny_purifier
 from robaudit.engine.passes import PassCounter, purifier_network
 from robaudit.engine.pipeline import Pipeline
 from robaudit.purifiers import checkpointing
-from robaudit.sample_rng import SampleRNG
-from robaudit.seeding import generator
+from robaudit.rng.sample_rng import SampleRNG
+from robaudit.rng.seeding import generator
 from toys import WithCard
 
 CHECKPOINTING_PURIFIERS = ["ddpm", "cold", "ebm"]  # the U-Net purifiers: their networks checkpoint

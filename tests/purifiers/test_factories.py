@@ -97,7 +97,7 @@ def test_a_factory_network_compiles_inside_its_checkpoint():
     from robaudit.models.compiled import compile_network
     from robaudit.purifiers import PURIFIERS
     from robaudit.purifiers.checkpointing import CheckpointedEvaluation, forced_checkpointing
-    from robaudit.seeding import generator
+    from robaudit.rng.seeding import generator
 
     spec = {"factory": "tiny_factory:tiny_noise_predictor", "kwargs": {"image_size": 16, "learned_sigma": True}}
     network, _ = network_from_factory(spec, kind="ddpm", trust_code=True)

@@ -12,7 +12,7 @@ from robaudit.errors import ConfigError
 from robaudit.purifiers import PURIFIERS, Purifier, recipe_for
 from robaudit.purifiers.checkpointing import CheckpointedEvaluation, forced_checkpointing
 from robaudit.purifiers.methods.ebm import adaptive_step_size
-from robaudit.seeding import generator
+from robaudit.rng.seeding import generator
 from tiny import TINY_PARAMS, TINY_RECIPES
 
 

@@ -12,12 +12,12 @@ from torch import nn
 
 from robaudit.attacks.precision import attack_precision
 from robaudit.attacks.selection import project
-from robaudit.config import parse_eps
+from robaudit.components.registry import Registry
+from robaudit.config import check_keys, parse_eps
 from robaudit.errors import ConfigError
 from robaudit.frozen import frozen, thawed
-from robaudit.registry import Registry, check_keys
-from robaudit.sample_rng import SampleRNG, is_randomized
-from robaudit.seeding import isolated_global_rng
+from robaudit.rng.sample_rng import SampleRNG, is_randomized
+from robaudit.rng.seeding import isolated_global_rng
 
 
 @dataclass(frozen=True)

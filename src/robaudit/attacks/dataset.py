@@ -8,8 +8,8 @@ from torch import nn
 from robaudit.attacks.base import ResolvedAttack, build_attack, prepare_model, run_attack
 from robaudit.data import ImageSet
 from robaudit.data.imageset import map_images
-from robaudit.sample_rng import SampleRNG
-from robaudit.seeding import derive_seed
+from robaudit.rng.sample_rng import SampleRNG
+from robaudit.rng.seeding import derive_seed
 
 
 def attack_dataset(

@@ -28,7 +28,7 @@ from torch import nn
 
 from robaudit.attacks.gradient import Loss, eot_gradient
 from robaudit.attacks.selection import Verdict
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 RESOLVED_SHARE = 0.5  # below this share of resolved coordinates a sample's draws double
 

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks.selection import Verdict, draw, verdict_of
-from robaudit.draw_layout import DrawLayout, by_draw, draw_streams, layout_of, over_rows, rows_of
 from robaudit.errors import ConfigError
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.draw_layout import DrawLayout, by_draw, draw_streams, layout_of, over_rows, rows_of
+from robaudit.rng.sample_rng import SampleRNG
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, K), labels (N,)) -> per-sample loss (N,)
 EOT_MODES = ("mean", "selective")

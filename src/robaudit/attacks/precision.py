@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robaudit.errors import ConfigError
-from robaudit.sample_rng import SampleRNG, is_randomized
+from robaudit.rng.sample_rng import SampleRNG, is_randomized
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 

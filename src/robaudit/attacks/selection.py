@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.attacks.stopping import leaves
-from robaudit.draw_layout import by_draw, draw_streams, layout_of, over_rows, rows_of
-from robaudit.sample_rng import SampleRNG, is_randomized
+from robaudit.rng.draw_layout import by_draw, draw_streams, layout_of, over_rows, rows_of
+from robaudit.rng.sample_rng import SampleRNG, is_randomized
 
 # A stage attacks (images (M, C, H, W), labels (M,), the samples' streams) and returns candidates, each (M, C, H, W).
 Stage = Callable[[torch.Tensor, torch.Tensor, SampleRNG], Sequence["torch.Tensor | Judged"]]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from robaudit.attacks.selection import project
 from robaudit.certify.smoothing import SmoothedClassifier
-from robaudit.seeding import derive_seed, generator
+from robaudit.rng.seeding import derive_seed, generator
 
 
 def smooth_adv(

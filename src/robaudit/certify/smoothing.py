@@ -22,7 +22,7 @@ from robaudit.certify.betting import BettingTrackers, trackers_for
 from robaudit.certify.bounds import Certificate, certify_from_counts, predict_from_counts, top_class
 from robaudit.certify.sequential import CertifyTrackers, Looks, PredictTrackers, StoppingRule
 from robaudit.certify.timestep import diffused, matched_timestep
-from robaudit.seeding import derive_seed, generator
+from robaudit.rng.seeding import derive_seed, generator
 
 DRAW_BLOCK = 50  # draws per noise block: the unit of seeding (never of batching)
 Trackers = CertifyTrackers | BettingTrackers | PredictTrackers

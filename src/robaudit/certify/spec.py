@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from robaudit.config import coerce
+from robaudit.config import check_keys, coerce
 from robaudit.errors import ConfigError
-from robaudit.registry import check_keys
 
 if TYPE_CHECKING:
     from robaudit.certify.sequential import StoppingRule

@@ -33,10 +33,10 @@ def attack(
     """Attack every sample of a dataset and write the adversarial images (float32 shards) with provenance."""
     from robaudit.attacks import resolve_attack
     from robaudit.attacks.dataset import attack_dataset
-    from robaudit.manifest import resolve_device
     from robaudit.models.fingerprint import model_fingerprint
     from robaudit.models.model_data import fit_to_model, model_transform
     from robaudit.models.spec import ModelSpec, obtain_classifier
+    from robaudit.runs.manifest import resolve_device
 
     resolved = resolve_attack(
         attack_name, {}, eps=parse_eps(eps, name="--eps"), eps_l2=parse_eps(eps_l2, name="--eps-l2")

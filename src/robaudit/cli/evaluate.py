@@ -149,7 +149,7 @@ def audit_and_show(mapping: dict[str, Any], gate_flags: GateFlags, *, shard: str
 def split_deprecated_threat(threat: str | None, rb_threat: str | None) -> tuple[str | None, str | None]:
     """``--threat Linf`` (a RobustBench threat where threat models go): the old spelling of ``--rb-threat``, kept
     for one release with a warning. Returns (threat models, RobustBench threat)."""
-    from robaudit.catalog import catalog
+    from robaudit.components.catalog import catalog
 
     robustbench_threats = catalog("model source").get("robustbench").meta["choices"]["rb_threat"]
     names = [t.strip() for t in (threat or "").split(",") if t.strip()]

@@ -6,11 +6,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robaudit.catalog import Catalog, catalog
 from robaudit.cli.common import handle_errors
+from robaudit.components.catalog import Catalog, catalog
+from robaudit.config import unknown_name_message
 from robaudit.errors import ConfigError
 from robaudit.progress import console
-from robaudit.registry import unknown_name_message
 
 app = typer.Typer()
 

@@ -59,6 +59,6 @@ def report(
 
 def configured_gates(run_dir: Path) -> list[str]:
     """The ``gates:`` saved in the run's config (a sharded run is gated when its report is merged)."""
-    from robaudit.rundir import RunDir
+    from robaudit.runs.rundir import RunDir
 
     return list(RunDir(run_dir).read_config().get("gates", []))

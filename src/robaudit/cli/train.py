@@ -8,10 +8,9 @@ import typer
 from rich.markup import escape
 
 from robaudit.cli.common import DeviceOption, SeedOption, TrustOption, handle_errors
-from robaudit.config import load_yaml
+from robaudit.config import load_yaml, unknown_name_message
 from robaudit.errors import ConfigError
 from robaudit.progress import console
-from robaudit.registry import unknown_name_message
 
 app = typer.Typer()
 
@@ -35,10 +34,10 @@ def train(
     trust_checkpoint: bool = TrustOption,
 ) -> None:
     """Train a classifier or a purifier on a dataset's train split and save a self-describing checkpoint."""
-    from robaudit.manifest import resolve_device
     from robaudit.models.spec import ModelSpec, TrainSpec, obtain_classifier, train_and_save
     from robaudit.purifiers import PURIFIERS, epochs_key
     from robaudit.purifiers.resolve import train_purifier_file
+    from robaudit.runs.manifest import resolve_device
 
     kinds = ["classifier", *PURIFIERS.names()]
     if kind not in kinds:

@@ -13,7 +13,7 @@ import torch
 
 from robaudit.data.artifact import prepare_output, write_artifact
 from robaudit.data.imageset import ImageSet
-from robaudit.manifest import now, resolve_device, versions
+from robaudit.runs.manifest import now, resolve_device, versions
 
 if TYPE_CHECKING:
     from robaudit.data.spec import DataSpec

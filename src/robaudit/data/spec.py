@@ -73,7 +73,7 @@ class DataSpec:
     def check_source(self) -> None:
         """Fail now, before any work, when the source is neither a registered dataset nor an existing path (read
         from the catalog: no torch import). Which kind of data a path holds is decided when it loads."""
-        from robaudit.catalog import catalog
+        from robaudit.components.catalog import catalog
 
         if self.source not in catalog("dataset") and not Path(self.source).exists():
             raise DataError(

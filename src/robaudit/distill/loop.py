@@ -25,8 +25,8 @@ from robaudit.models.training import ClassifierRecipe, make_card
 from robaudit.purifiers.base import Purifier
 from robaudit.purifiers.dataset import purify_dataset
 from robaudit.reporting.results import rate
-from robaudit.sample_rng import SampleRNG
-from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.rng.sample_rng import SampleRNG
+from robaudit.rng.seeding import derive_seed, isolated_global_rng
 from robaudit.training.loop import train_epochs
 
 

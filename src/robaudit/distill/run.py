@@ -7,18 +7,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from robaudit.config import ComponentSpec, parse_eps
+from robaudit.config import ComponentSpec, check_keys, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.distill import DISTILL_KEYS
 from robaudit.distill.loop import DistillRecipe, compare_teacher_and_student, comparison_markdown, distill
 from robaudit.errors import ConfigError
 from robaudit.fileio import atomic_write_json, atomic_write_text
-from robaudit.manifest import resolve_device
 from robaudit.models.classifiers import save_classifier
 from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.spec import ModelSpec, obtain_classifier
 from robaudit.purifiers.resolve import PurifierContext, obtain_purifier, resolve_purifier
-from robaudit.registry import check_keys
+from robaudit.runs.manifest import resolve_device
 
 
 @dataclass

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from robaudit.attacks.selection import draw
-from robaudit.draw_layout import layout_of
 from robaudit.purifiers.checkpointing import forced_checkpointing
-from robaudit.sample_rng import SampleRNG, is_randomized
+from robaudit.rng.draw_layout import layout_of
+from robaudit.rng.sample_rng import SampleRNG, is_randomized
 
 CPU_DEFAULT = 128
 CEILING = 1024

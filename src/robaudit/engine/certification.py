@@ -24,8 +24,8 @@ from robaudit.engine.passes import PassCounter, purifier_network
 from robaudit.engine.plan import Defense, Part, Shard
 from robaudit.errors import ConfigError
 from robaudit.progress import console, progress_bar
-from robaudit.rundir import RunDir
-from robaudit.seeding import derive_seed
+from robaudit.rng.seeding import derive_seed
+from robaudit.runs.rundir import RunDir
 
 
 def denoiser_network(defense: Defense, input_shape: tuple[int, ...]) -> nn.Module | None:

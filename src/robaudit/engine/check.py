@@ -1,5 +1,5 @@
-"""The headline convergence check as a phase after the base attacks (``robaudit.headline_check`` decides what it
-re-attacks; this module runs it).
+"""The headline convergence check as a phase after the base attacks (``robaudit.headline.headline_check`` decides
+what it re-attacks; this module runs it).
 
 Which samples a stage re-attacks depends on the whole run's standing count, so a stage starts only when every record
 below it exists. Its work is cut into parts of ``part_size`` of the samples it attacks (``part-check-x2-00000.jsonl``),
@@ -22,10 +22,10 @@ import torch
 from robaudit.data import ImageSet
 from robaudit.engine.execute import Batch, PartExecutor, PartOutput, condition_records
 from robaudit.engine.plan import Part
-from robaudit.headline_check import CheckSettings, PairCheck, Stage, plan_check
+from robaudit.headline.headline_check import CheckSettings, PairCheck, Stage, plan_check
 from robaudit.progress import console, progress_bar
-from robaudit.records import Condition
-from robaudit.rundir import RunDir, add_passes, add_timing
+from robaudit.runs.records import Condition
+from robaudit.runs.rundir import RunDir, add_passes, add_timing
 
 Work = list[tuple[PairCheck, str]]
 

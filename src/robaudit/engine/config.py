@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from robaudit.catalog import catalog
 from robaudit.certify.spec import CertifySpec
-from robaudit.config import ComponentSpec, coerce, labelled, parse_eps
+from robaudit.components.catalog import catalog
+from robaudit.config import ComponentSpec, check_keys, coerce, did_you_mean, labelled, parse_eps
 from robaudit.data.spec import DataSpec
 from robaudit.engine.convergence import ConvergenceSpec, with_rungs
 from robaudit.errors import ConfigError
 from robaudit.models.spec import ModelSpec
-from robaudit.registry import check_keys, did_you_mean
 from robaudit.reporting.gates import Gate
 from robaudit.threats import THREATS
 

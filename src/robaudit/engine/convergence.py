@@ -6,8 +6,8 @@ defense's and threat model's worst case are attacked again by the strongest atta
 references' escalation (``factor`` 2: twice the iterations from new random starts, twice the EOT draws on a
 randomized pipeline; AutoAttack: the ``plus`` restarts), on the samples its loss trace flags and a seeded subset of
 the rest sized so that, if none falls, the headline falls by at most ``delta`` at ``confidence``
-(``robaudit.headline_check``, ``robaudit.check_bound``). If any falls, the rung runs on every standing sample and
-``mode: escalate`` may climb one more (``rungs`` at most).
+(``robaudit.headline.headline_check``, ``robaudit.headline.check_bound``). If any falls, the rung runs on every
+standing sample and ``mode: escalate`` may climb one more (``rungs`` at most).
 
 ``scope: attack`` keeps the research ladders: every attack's own survivors attacked again at ``factor`` times the effort
 (steps, restarts, queries), rung after rung, each judged on ``tolerance`` (samples a rung may break) or the lower edge
@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from robaudit.config import coerce
+from robaudit.config import check_keys, coerce
 from robaudit.errors import ConfigError
 from robaudit.frozen import thawed
-from robaudit.registry import check_keys
-from robaudit.seeding import derive_seed
+from robaudit.rng.seeding import derive_seed
 
 MODES = ("check", "escalate", "off")
 SCOPES = ("headline", "attack")

@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from robaudit.data import ImageSet
 from robaudit.data.job import data_fingerprint
-from robaudit.draw_layout import DrawLayout
 from robaudit.engine.certification import run_certification
 from robaudit.engine.config import EvaluateConfig, ResolvedAudit
 from robaudit.engine.execute import PartExecutor
@@ -33,7 +32,6 @@ from robaudit.engine.run import (
 )
 from robaudit.errors import ConfigError, Interrupted
 from robaudit.fileio import sha256_tree
-from robaudit.manifest import device_info, now, resolve_device, versions
 from robaudit.models.fingerprint import model_fingerprint
 from robaudit.models.model_data import data_for_model, model_transform
 from robaudit.models.spec import obtain_classifier
@@ -41,8 +39,10 @@ from robaudit.progress import console
 from robaudit.purifiers.resolve import PurifierContext, obtain_purifier
 from robaudit.purifiers.surrogate import CALIBRATION_SAMPLES, calibrate_surrogate, surrogate_target
 from robaudit.reporting.report import rebuild_reports
-from robaudit.row_draws import attributable
-from robaudit.rundir import RunDir
+from robaudit.rng.draw_layout import DrawLayout
+from robaudit.rng.row_draws import attributable
+from robaudit.runs.manifest import device_info, now, resolve_device, versions
+from robaudit.runs.rundir import RunDir
 from robaudit.threats import NONE
 
 

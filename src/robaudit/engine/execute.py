@@ -30,10 +30,10 @@ from robaudit.engine.plan import AuditPlan, Defense, Part
 from robaudit.errors import RobauditError
 from robaudit.models.compiled import compile_classifier, compile_network
 from robaudit.progress import console
-from robaudit.records import Condition, Record
-from robaudit.rundir import add_disagreements, add_passes, add_rung_samples, add_timing
-from robaudit.sample_rng import SampleRNG
-from robaudit.seeding import derive_seed
+from robaudit.rng.sample_rng import SampleRNG
+from robaudit.rng.seeding import derive_seed
+from robaudit.runs.records import Condition, Record
+from robaudit.runs.rundir import add_disagreements, add_passes, add_rung_samples, add_timing
 from robaudit.threats import threat_model
 
 UNDRAWN = -1  # the prediction of a scoring draw a sample's verdict did not need (``score_chosen``): it gets no record

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from robaudit.engine.plan import AuditPlan, PartLayout
-from robaudit.rundir import RunDir
+from robaudit.runs.rundir import RunDir
 
 FIRST_PART = 8  # samples in the part that times a run
 

@@ -28,12 +28,12 @@ import math
 import torch
 from torch import nn
 
-from robaudit.draw_layout import DrawLayout, by_draw, layout_of, over_rows, rows_of
 from robaudit.errors import ConfigError
 from robaudit.purifiers.base import Purifier
 from robaudit.purifiers.checkpointing import chain_checkpointing
-from robaudit.row_draws import with_row_draws
-from robaudit.sample_rng import SampleRNG, is_randomized, per_sample
+from robaudit.rng.draw_layout import DrawLayout, by_draw, layout_of, over_rows, rows_of
+from robaudit.rng.row_draws import with_row_draws
+from robaudit.rng.sample_rng import SampleRNG, is_randomized, per_sample
 from robaudit.threats import PIPELINE_THREATS, threat_model
 
 

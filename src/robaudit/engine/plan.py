@@ -1,4 +1,4 @@
-"""The audit as objects: the plan of a run, its parts and shards (conditions and records: ``robaudit.records``).
+"""The audit as objects: the plan of a run, its parts and shards (conditions and records: ``robaudit.runs.records``).
 
 A run is a plan of conditions evaluated on parts: fixed sample ranges [start, stop) of ``part_size`` samples
 (independent of the batch size and of the shard layout). Shard K of N owns parts K, K + N, K + 2N, ...; one process
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robaudit.errors import ConfigError
-from robaudit.records import Condition
+from robaudit.runs.records import Condition
 
 
 @dataclass(frozen=True)

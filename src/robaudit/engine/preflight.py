@@ -12,8 +12,8 @@ from torch import nn
 
 from robaudit.data import ImageSet
 from robaudit.engine.pipeline import Pipeline
-from robaudit.findings import Finding
-from robaudit.seeding import isolated_global_rng
+from robaudit.rng.seeding import isolated_global_rng
+from robaudit.runs.findings import Finding
 
 
 def detect_randomized(model: nn.Module, dataset: ImageSet, *, batch: int = 16) -> bool:

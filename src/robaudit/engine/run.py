@@ -31,9 +31,9 @@ from robaudit.engine.part_sizing import FIRST_PART, settled_layout, timed_layout
 from robaudit.engine.plan import Part, PartLayout, Shard, parts
 from robaudit.errors import Interrupted, RobauditError
 from robaudit.interrupt import stop_after_current_batch
-from robaudit.manifest import device_info, now
 from robaudit.progress import console, progress_bar
-from robaudit.rundir import RunDir
+from robaudit.runs.manifest import device_info, now
+from robaudit.runs.rundir import RunDir
 
 
 def torchrun_active() -> bool:

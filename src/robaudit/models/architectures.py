@@ -8,10 +8,10 @@ import torch
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
+from robaudit.components.plugins import load_plugins
+from robaudit.components.registry import Registry
 from robaudit.models import wide_resnet  # noqa: F401 - registers robaudit_wide_resnet with timm
 from robaudit.models.timm_cfgs import own_network_cfgs
-from robaudit.plugins import load_plugins
-from robaudit.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
 
@@ -100,4 +100,4 @@ def architecture_for(name: str, *, channels: int, image_size: int) -> tuple[str,
     return name, kwargs
 
 
-load_plugins("robaudit.architectures")  # installed packages add architectures (robaudit.plugins)
+load_plugins("robaudit.architectures")  # installed packages add architectures (robaudit.components.plugins)

@@ -4,7 +4,7 @@ model source, from the catalog)."""
 
 from __future__ import annotations
 
-from robaudit.catalog import catalog
+from robaudit.components.catalog import catalog
 from robaudit.errors import CheckpointError
 
 FILE_KINDS = (

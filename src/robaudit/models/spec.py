@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from robaudit.config import as_mapping, build_dataclass, coerce
+from robaudit.config import as_mapping, build_dataclass, check_keys, coerce
 from robaudit.errors import ConfigError
 from robaudit.frozen import frozen, thawed
 from robaudit.models.references import missing_checkpoint, source_option_names, split_source
 from robaudit.progress import console
-from robaudit.registry import check_keys
 
 if TYPE_CHECKING:  # reading a config imports no torch; loading and training a classifier do (inside the functions)
     from torch import nn

@@ -16,7 +16,7 @@ from robaudit.data import ImageSet
 from robaudit.models.architectures import architecture_for
 from robaudit.models.classifiers import ModelCard, NormalizedClassifier, create_classifier
 from robaudit.progress import console
-from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.rng.seeding import derive_seed, isolated_global_rng
 from robaudit.training.loop import train_epochs
 
 

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from robaudit.components.registry import Registry
+from robaudit.config import check_keys
 from robaudit.data import ImageSet
 from robaudit.fileio import atomic_write
-from robaudit.registry import Registry, check_keys
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def train_purifier_network(
 ) -> nn.Module:
     """Build and train the network of purifier ``kind`` on ``train_set``."""
     from robaudit.purifiers.training import fit_recipe
-    from robaudit.seeding import derive_seed, isolated_global_rng
+    from robaudit.rng.seeding import derive_seed, isolated_global_rng
 
     entry = PURIFIERS.get(kind)
     train = entry.meta["train"] or functools.partial(fit_recipe, description=f"train {kind}")

@@ -7,7 +7,7 @@ import torch
 from robaudit.data import ImageSet
 from robaudit.data.imageset import map_images
 from robaudit.purifiers.base import Purifier
-from robaudit.seeding import derive_seed
+from robaudit.rng.seeding import derive_seed
 
 
 @torch.no_grad()

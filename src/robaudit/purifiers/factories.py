@@ -24,13 +24,13 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 from torch import nn
 
+from robaudit.config import check_keys
 from robaudit.errors import CheckpointError, ConfigError, first_line
 from robaudit.fileio import sha256_file
 from robaudit.models.fingerprint import weights_fingerprint
 from robaudit.purifiers.checkpointing import CheckpointedEvaluation
 from robaudit.purifiers.diffusion import DDPMNetwork
 from robaudit.purifiers.sources import as_method_network
-from robaudit.registry import check_keys
 
 ENTRY_POINT_GROUP = "robaudit.purifier_networks"
 NETWORK_KEYS = ["factory", "kwargs", "weights"]

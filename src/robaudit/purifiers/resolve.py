@@ -11,7 +11,7 @@ from typing import Any
 from rich.markup import escape
 from torch import nn
 
-from robaudit.config import ComponentSpec
+from robaudit.config import ComponentSpec, check_keys
 from robaudit.data import load_dataset
 from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
@@ -29,7 +29,6 @@ from robaudit.purifiers.base import (
 from robaudit.purifiers.bridge import ResolutionBridge, bridged
 from robaudit.purifiers.factories import network_from_factory
 from robaudit.purifiers.sources import load_purifier_network, pretrained_network, split_purifier_source
-from robaudit.registry import check_keys
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from typing import Any
 
 from torch import nn
 
+from robaudit.components.plugins import load_plugins
+from robaudit.components.registry import Registry
 from robaudit.errors import CheckpointError, ConfigError
 from robaudit.hub import snapshot
 from robaudit.models.fingerprint import weights_fingerprint
-from robaudit.plugins import load_plugins
 from robaudit.purifiers.base import FORMAT_VERSION, PURIFIERS, recipe_for
 from robaudit.purifiers.diffusion import DDPMNetwork
-from robaudit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -137,4 +137,4 @@ def load_purifier_network(
     return kind, network.eval(), card
 
 
-load_plugins("robaudit.purifier_sources")  # installed packages add purifier sources (robaudit.plugins)
+load_plugins("robaudit.purifier_sources")  # installed packages add purifier sources (robaudit.components.plugins)

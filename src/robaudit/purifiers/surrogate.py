@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaudit.purifiers.checkpointing import chain_checkpointing
-from robaudit.seeding import derive_seed
+from robaudit.rng.seeding import derive_seed
 
 CANDIDATE_STEPS = (1, 2, 5, 10, 20)
 THRESHOLD = 0.9

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from robaudit.data import ImageSet
-from robaudit.seeding import derive_seed
+from robaudit.rng.seeding import derive_seed
 from robaudit.training.loop import train_epochs
 
 

@@ -9,9 +9,9 @@ from typing import Any
 from scipy.stats import binom
 
 from robaudit.certify.bounds import ABSTAIN
-from robaudit.findings import Finding
 from robaudit.reporting.results import rate
-from robaudit.rundir import PASS_KINDS
+from robaudit.runs.findings import Finding
+from robaudit.runs.rundir import PASS_KINDS
 
 CURVE_POINTS = 21  # radii from 0 to the largest certified radius
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from robaudit.findings import Finding
-from robaudit.records import Condition
+from robaudit.runs.findings import Finding
+from robaudit.runs.records import Condition
 
 EFFORT_KEYS = ("steps", "n_queries", "restarts", "eot_iter", "eot_growth")
 

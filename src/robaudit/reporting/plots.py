@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robaudit.records import Condition  # noqa: E402
+from robaudit.runs.records import Condition  # noqa: E402
 from robaudit.threats import NONE  # noqa: E402
 
 

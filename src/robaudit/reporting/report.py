@@ -16,9 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from robaudit.attacks.base import format_eps
 from robaudit.errors import RobauditError
 from robaudit.fileio import atomic_write, atomic_write_json, atomic_write_text
-from robaudit.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
-from robaudit.headline_check import plan_check
-from robaudit.records import Condition
+from robaudit.headline.headline_check import plan_check
 from robaudit.reporting.certified import certified_section, consistency_findings
 from robaudit.reporting.convergence import convergence_checks, convergence_findings
 from robaudit.reporting.results import (
@@ -30,7 +28,9 @@ from robaudit.reporting.results import (
     summarize,
 )
 from robaudit.reporting.sanity import postrun
-from robaudit.rundir import RunDir
+from robaudit.runs.findings import CHECKS_AFTER, CHECKS_BEFORE, Finding
+from robaudit.runs.records import Condition
+from robaudit.runs.rundir import RunDir
 from robaudit.threats import THREAT_DESCRIPTIONS
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robaudit.records import RECORD_FIELDS, Condition
+from robaudit.runs.records import RECORD_FIELDS, Condition
 from robaudit.threats import NONE
 
 SUMMARY_SCHEMA = "robaudit.summary"

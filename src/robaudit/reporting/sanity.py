@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from robaudit.findings import Finding
-from robaudit.records import Condition
+from robaudit.runs.findings import Finding
+from robaudit.runs.records import Condition
 
 
 def _correct(frame: pd.DataFrame, condition: str) -> pd.Series:

@@ -19,7 +19,7 @@ from torch import nn
 from robaudit.attacks.gradient import Loss, check_eot_mode, cross_entropy, eot_gradient
 from robaudit.attacks.loss_trace import LossTrace
 from robaudit.attacks.selection import BestSoFar, EarlyExit, Judged, draw, project, reusable_verdicts
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 
 def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

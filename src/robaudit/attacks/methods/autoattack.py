@@ -33,7 +33,7 @@ from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.methods.apgd import APGDRun
 from robaudit.attacks.methods.square import square_stage
 from robaudit.attacks.selection import Cascade, Stage, run_stage
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 VERSIONS = ("auto", "standard", "rand", "fast", "restarts", "square")
 WANTED = {

@@ -17,7 +17,7 @@ from torch import nn
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import margin
 from robaudit.attacks.selection import Cascade, draw
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 
 class CarliniWagnerL2:

@@ -18,7 +18,7 @@ from robaudit.attacks.gradient import check_eot_mode, cross_entropy, eot_gradien
 from robaudit.attacks.loss_trace import LossTrace
 from robaudit.attacks.selection import BestSoFar, Cascade, EarlyExit, Judged, judge, project, reusable_verdicts
 from robaudit.errors import ConfigError
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 
 def default_step_size(params: dict) -> dict:

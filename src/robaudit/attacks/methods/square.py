@@ -22,7 +22,7 @@ from torchattacks import Square
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.gradient import margin
 from robaudit.attacks.selection import Cascade, Stage, draw, run_stage
-from robaudit.sample_rng import SampleRNG, per_sample
+from robaudit.rng.sample_rng import SampleRNG, per_sample
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 

@@ -1,7 +1,7 @@
 """Registered data sources: each module of this package is one source, whose factory reads one split into an
 ImageSet (float NCHW in [0, 1]) and whose registration says how ``--data`` text selects it. Every module here is
 imported, so a new source is one new file; installed plugins add theirs through the ``robaudit.data_sources``
-entry-point group (``robaudit.plugins``)."""
+entry-point group (``robaudit.components.plugins``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from robaudit.registry import Registry
+from robaudit.components.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DataSourceEntry:
 
 DATASETS: Registry = Registry("dataset", metadata=DataSourceEntry)
 
-from robaudit.plugins import discover, load_plugins  # noqa: E402  (after DATASETS, which the sources import)
+from robaudit.components.plugins import discover, load_plugins  # noqa: E402  (after DATASETS, which the sources import)
 
 discover(__name__)
 load_plugins("robaudit.data_sources")

@@ -10,7 +10,7 @@ pretrained one, e.g. a head for ``--num-classes 2``.
 
 Each module of this package is one source (``source:reference`` on ``--model``) and registers itself when imported:
 a new source is one new file; installed plugins add theirs through the ``robaudit.model_sources`` entry-point group
-(``robaudit.plugins``).
+(``robaudit.components.plugins``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from robaudit.components.registry import Registry
 from robaudit.errors import ConfigError
 from robaudit.models.references import split_source
-from robaudit.registry import Registry
 
 
 @dataclass
@@ -64,7 +64,7 @@ def load_from_source(model: str, options: SourceOptions, source_options: Mapping
     return MODEL_SOURCES.build(source, source_options, ref, options).eval()
 
 
-from robaudit.plugins import discover, load_plugins  # noqa: E402  (after the names the sources import from here)
+from robaudit.components.plugins import discover, load_plugins  # noqa: E402  (after the names the sources import from here)
 
 discover(__name__)
 load_plugins("robaudit.model_sources")

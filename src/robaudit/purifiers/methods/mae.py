@@ -21,7 +21,7 @@ from torch import nn
 from robaudit.data import ImageSet
 from robaudit.purifiers.base import PURIFIERS, Purifier
 from robaudit.purifiers.training import fit
-from robaudit.seeding import derive_seed, isolated_global_rng
+from robaudit.rng.seeding import derive_seed, isolated_global_rng
 
 
 @dataclass

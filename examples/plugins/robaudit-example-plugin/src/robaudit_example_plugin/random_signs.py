@@ -9,7 +9,7 @@ from torch import nn
 
 from robaudit.attacks.base import ATTACKS, AttackFn
 from robaudit.attacks.selection import Cascade
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 
 def signs_stage(*, eps: float, tries: int):

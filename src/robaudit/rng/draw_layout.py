@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robaudit.sample_rng import SampleRNG, is_randomized
+from robaudit.rng.sample_rng import SampleRNG, is_randomized
 
 
 @dataclass(frozen=True)

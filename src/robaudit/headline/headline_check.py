@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from robaudit.check_bound import allowed_fallers, certified_fallers, subset_size
-from robaudit.records import Condition
-from robaudit.seeding import derive_seed
+from robaudit.headline.check_bound import allowed_fallers, certified_fallers, subset_size
+from robaudit.rng.seeding import derive_seed
+from robaudit.runs.records import Condition
 
 DRAW, ALL = "draw", "all"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from robaudit.config import check_keys, did_you_mean, unknown_name_message  # noqa: F401 (plugins import them here)
 from robaudit.errors import ConfigError
 from robaudit.frozen import thawed
 
@@ -83,24 +83,3 @@ class Registry(Generic[F]):
         kwargs = {k: v for k, v in context.items() if k in allowed}
         kwargs.update(params)
         return entry.factory(*args, **kwargs)
-
-
-def did_you_mean(name: str, valid: list[str]) -> str:
-    """A " (did you mean 'x'?)" suffix when a valid name is close to ``name``, else ""."""
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    """One-line message for an unknown component name."""
-    return f"unknown {kind} {name!r}; valid: {', '.join(valid)}" + did_you_mean(name, valid)
-
-
-def check_keys(mapping: Mapping[str, Any], allowed: list[str], *, where: str) -> None:
-    """Raise a ConfigError naming the first key of ``mapping`` not in ``allowed`` (the one key check of robaudit:
-    configs, recipes, attack and purifier sections), with the valid keys and a "did you mean"."""
-    for key in mapping:
-        if key not in allowed:
-            raise ConfigError(
-                f"unknown key {key!r} in {where}; valid keys: {', '.join(allowed)}" + did_you_mean(key, allowed)
-            )

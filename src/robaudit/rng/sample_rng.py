@@ -12,7 +12,7 @@ Two engines make the streams (the run setting ``rng``; their draws differ, each 
 
 - ``generator`` (the default): one ``torch.Generator`` per row; a draw calls each row's generator once. The faster
   on a CPU (``bench/throughput.py --rng``).
-- ``philox``: counter-based (``robaudit.philox``): a row is a 64-bit key and a call counter, and a draw of all rows
+- ``philox``: counter-based (``robaudit.rng.philox``): a row is a 64-bit key and a call counter, and a draw of all rows
   is one set of tensor operations -- the same number of kernel launches whatever the number of rows, the same bits
   on a CPU and a GPU, traceable by ``torch.compile`` and CUDA graphs.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from robaudit.philox import Words, compiled_row_values, row_blocks, row_values, split_words
-from robaudit.seeding import derive_seed, draw_seeds, isolated_global_rng
+from robaudit.rng.philox import Words, compiled_row_values, row_blocks, row_values, split_words
+from robaudit.rng.seeding import derive_seed, draw_seeds, isolated_global_rng
 
 
 class SampleRNG(abc.ABC):
@@ -170,7 +170,7 @@ class PhiloxState:
 
 
 class PhiloxRNG(SampleRNG):
-    """Counter-based streams (``robaudit.philox``): row r's k-th call draws Philox4x32-10 blocks at counter
+    """Counter-based streams (``robaudit.rng.philox``): row r's k-th call draws Philox4x32-10 blocks at counter
     (block, 0, k) under the row's key, so every row of a draw comes from one set of tensor operations."""
 
     def __init__(self, state: PhiloxState, rows: torch.Tensor) -> None:

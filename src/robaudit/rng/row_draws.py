@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from robaudit.sample_rng import SampleRNG
+from robaudit.rng.sample_rng import SampleRNG
 
 aten = torch.ops.aten
 

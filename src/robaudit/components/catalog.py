@@ -8,8 +8,8 @@ checks of a config before any work (unknown names, unknown keys) read these entr
 The live registries import a module when an audit runs it; ``tests/test_catalog.py`` checks, for every registry,
 that both give the same names, descriptions, metadata and hyperparameters.
 
-Installed plugins (entry-point groups, ``robaudit.plugins``) are read the same way, from the module their entry
-point names. A plugin whose registrations are not literal is imported, and its live entries are listed.
+Installed plugins (entry-point groups, ``robaudit.components.plugins``) are read the same way, from the module
+their entry point names. A plugin whose registrations are not literal is imported, and its live entries are listed.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from robaudit.config import unknown_name_message
 from robaudit.errors import ConfigError
-from robaudit.registry import unknown_name_message
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # src/robaudit
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def plugin_entries(module: str, variable: str, *, kind: str) -> list[CatalogEntr
 
 def live_entries(kind: str, module: str) -> list[CatalogEntry]:
     """The entries of the live registry ``kind`` that ``module`` registered (imports both; a plugin that fails to
-    import is left out, as ``robaudit.plugins`` leaves it out)."""
+    import is left out, as ``robaudit.components.plugins`` leaves it out)."""
     registry = live_registry(kind)
     try:
         importlib.import_module(module)
