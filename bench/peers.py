@@ -47,10 +47,10 @@ from robaudit.attacks.precision import disagreements
 from robaudit.data import load_dataset
 from robaudit.engine.config import EvaluateConfig
 from robaudit.engine.convergence import checked
-from robaudit.engine.evaluate import prepare_run
 from robaudit.engine.execute import PartExecutor
 from robaudit.engine.passes import PassCount, PassCounter
 from robaudit.engine.plan import Part, Shard
+from robaudit.engine.prepare import prepare_run
 from robaudit.headline.check_bound import allowed_fallers, certified_fallers, subset_size
 from robaudit.headline.headline_check import seeded_draw
 from robaudit.models.compiled import compile_classifier
@@ -117,7 +117,7 @@ def torchattacks_pgd_loop(model, images, labels, *, eps: float, batch_size: int)
 
 def engine_pgd(bench: Bench, model_path: Path, n: int, *, early_exit: bool, work: Path) -> tuple[int, float, PassCount]:
     """(robust samples, seconds, passes) of robaudit's engine running PGD-20 on one part of ``n`` samples."""
-    config = EvaluateConfig.from_mapping(
+    config = EvaluateConfig.parse(
         {
             "model": str(model_path),
             "data": {"name": bench.data, "limit": n, "subset_seed": 0},

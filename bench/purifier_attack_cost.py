@@ -46,8 +46,7 @@ from pathlib import Path
 
 from tables import markdown_table  # bench/tables.py
 
-from robaudit.engine.config import EvaluateConfig
-from robaudit.engine.evaluate import run_evaluation
+import robaudit
 from robaudit.runs.rundir import PASS_KINDS, RunDir
 
 CHECK = {"mode": "check", "delta": 0.05}  # the headline check, certifying a fall of at most 5 points
@@ -94,7 +93,7 @@ def audit(purifier: str, recipe: str, *, n: int, quick: bool, work: Path, device
         "out": str(work / f"{purifier}-{recipe.replace(' ', '-').replace('+', 'and').strip('()').replace('(', '')}"),
     }
     tic = time.perf_counter()
-    run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=True)
+    run_dir = robaudit.audit(mapping, overwrite=True).run_dir
     return row(purifier, recipe, run_dir, seconds=time.perf_counter() - tic)
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from tables import markdown_table  # bench/tables.py
 
-from robaudit.engine.config import EvaluateConfig
-from robaudit.engine.evaluate import run_evaluation
+import robaudit
 
 SETTINGS = {
     "ddpm full chain (100 steps)": {"sampler": "ddpm"},
@@ -52,7 +51,7 @@ def audit(label: str, params: dict, *, n: int, steps: int, quick: bool, work: Pa
         "convergence": "off",  # the samplers compared at one attack budget
         "out": str(work / label.split(" (")[0].replace(" ", "-")),
     }
-    run_dir = run_evaluation(EvaluateConfig.from_mapping(mapping), overwrite=True)
+    run_dir = robaudit.audit(mapping, overwrite=True).run_dir
     summary = json.loads((run_dir / "summary.json").read_text())
     timings = json.loads((run_dir / "timings.json").read_text())
     clean_key = "none|ddpm|none"

@@ -87,3 +87,12 @@ def audit_workdir(tmp_path: Path, model_path: Path, config: dict, monkeypatch: p
     (tmp_path / "audit.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def checkpoint_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder holding an (empty) ``m.pt``: a config naming it parses (``EvaluateConfig.parse`` checks that
+    the model file exists), for tests that parse and resolve configs without loading the model."""
+    (tmp_path / "m.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "m.pt"

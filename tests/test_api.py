@@ -5,6 +5,7 @@ its gates (the config's and the caller's) are judged inside the library, and the
 from __future__ import annotations
 
 import dataclasses
+import json
 import runpy
 import sys
 
@@ -48,7 +49,7 @@ def test_a_yaml_path_and_an_evaluate_config_give_the_same_run(tmp_path, digits_m
     path = tmp_path / "audit.yaml"
     path.write_text(yaml.safe_dump(mapping))
     from_path = robaudit.audit(path)
-    from_config = robaudit.audit(EvaluateConfig.from_mapping({**mapping, "out": str(tmp_path / "b")}))
+    from_config = robaudit.audit(EvaluateConfig.parse({**mapping, "out": str(tmp_path / "b")}))
     assert from_path.passed is True and from_path.gates == ()
     records = [(run.run_dir / "records").glob("*.jsonl") for run in (from_path, from_config)]
     a, b = ([p.read_bytes() for p in sorted(found)] for found in records)
@@ -57,8 +58,28 @@ def test_a_yaml_path_and_an_evaluate_config_give_the_same_run(tmp_path, digits_m
 
 def test_a_gated_run_escalates_by_the_one_rule_in_the_config(tmp_path, digits_model_path):
     mapping = {key: value for key, value in tiny_config(digits_model_path, tmp_path).items() if key != "convergence"}
-    assert EvaluateConfig.from_mapping(mapping).convergence.mode == "check"
-    assert EvaluateConfig.from_mapping({**mapping, "gates": ["worst_case >= 0.1"]}).convergence.mode == "escalate"
+    assert EvaluateConfig.parse(mapping).convergence.mode is None  # left to the defaults
+    assert EvaluateConfig.parse(mapping).with_defaults().convergence.mode == "check"
+    gated = EvaluateConfig.parse({**mapping, "gates": ["worst_case >= 0.1"]})
+    assert gated.with_defaults().convergence.mode == "escalate"
+    chosen = EvaluateConfig.parse({**mapping, "gates": ["worst_case >= 0.1"], "convergence": "check"})
+    assert chosen.with_defaults().convergence.mode == "check"  # a mode the config names is kept
+
+
+def test_an_evaluate_config_and_a_mapping_with_gates_resolve_to_the_same_audit(tmp_path, digits_model_path):
+    """``audit(EvaluateConfig, gates=...)`` escalates as ``audit(mapping, gates=...)`` does: one settled config,
+    the same saved config and the same run fingerprint."""
+    mapping = {key: value for key, value in tiny_config(digits_model_path, tmp_path).items() if key != "convergence"}
+    gate = ["worst_case >= 0.0"]
+    runs = [
+        robaudit.audit({**mapping, "out": str(tmp_path / "mapping")}, gates=gate),
+        robaudit.audit(EvaluateConfig.parse({**mapping, "out": str(tmp_path / "config")}), gates=gate),
+    ]
+    saved = [yaml.safe_load((run.run_dir / "config.yaml").read_text()) for run in runs]
+    assert saved[0] == saved[1] and saved[0]["convergence"]["mode"] == "escalate"
+    manifests = [json.loads((run.run_dir / "manifest.json").read_text()) for run in runs]
+    assert manifests[0]["fingerprint"] == manifests[1]["fingerprint"]
+    assert [run.passed for run in runs] == [True, True]
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path, digits_model_path):

@@ -141,3 +141,12 @@ def test_certify_cost_quick_prints_every_mode_and_the_targets(tmp_path, monkeypa
     assert all(sequential[r["sigma"]]["passes_per_sample"] <= r["passes_per_sample"] for r in fixed)
     table = capsys.readouterr().out
     assert "decision at eps_l2 0.5" in table and "whole bracket" in table and "radius curve at tolerance" in table
+
+
+def test_cli_latency_prints_each_mistake_with_its_verdict(capsys):
+    """Its target (exit 2, one line, at most 0.5 s) is measured by running it; here every row prints."""
+    bench("cli_latency").main(["--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "robaudit --help:" in out and "(baseline)" in out
+    assert "a bad value (eps: 8/O):" in out and "unknown key 'stepz' in attack 'pgd'" in out
+    assert out.count("exit 2, 1 line(s)") == 2

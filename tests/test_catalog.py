@@ -24,6 +24,8 @@ def test_catalog_matches_the_live_registry(kind):
         declared = read.get(entry.name)
         assert declared.description == entry.description
         assert declared.params == tuple(entry.hyperparameters()), entry.name
+        annotations = {k: p.annotation for k, p in entry.hyperparameters().items() if p.annotation is not p.empty}
+        assert dict(declared.annotations) == annotations, entry.name
         module, _, name = declared.target.partition(":")
         assert (entry.factory.__module__, entry.factory.__name__) == (module, name)
         for key, value in declared.meta.items():

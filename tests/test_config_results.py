@@ -14,6 +14,8 @@ from robaudit.engine.config import EvaluateConfig
 from robaudit.errors import ConfigError
 from robaudit.reporting.results import CLEAN, records_frame, summarize, wilson_interval
 
+pytestmark = pytest.mark.usefixtures("checkpoint_here")  # configs name m.pt: parse checks it exists
+
 
 @pytest.mark.parametrize(
     "text, value", [("8/255", 8 / 255), ("0.5", 0.5), (0.25, 0.25), (" 4 / 255 ", 4 / 255), ("1e-2", 0.01)]
@@ -55,15 +57,15 @@ def test_registry_did_you_mean():
 
 def test_config_unknown_key_is_named():
     with pytest.raises(ConfigError, match="unknown key 'atacks'.*did you mean 'attacks'"):
-        EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "atacks": ["pgd"]})
+        EvaluateConfig.parse({"model": "m.pt", "data": "digits", "atacks": ["pgd"]})
 
 
 def test_config_eps_fraction_and_labels():
-    config = EvaluateConfig.from_mapping({"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "eps": "4/255"})
+    config = EvaluateConfig.parse({"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "eps": "4/255"})
     labels = [a.label for a in config.resolved_attacks()]
     assert config.eps == pytest.approx(4 / 255) and labels == ["pgd", "pgd+x2", "pgd#2"]
     assert [a.convergence_of for a in config.resolved_attacks()] == [None, "pgd", None], "the headline check escalates"
-    ladders = EvaluateConfig.from_mapping(
+    ladders = EvaluateConfig.parse(
         {"model": "m.pt", "data": "digits", "attacks": ["pgd", "pgd"], "convergence": {"scope": "attack"}}
     )
     assert [a.label for a in ladders.resolved_attacks()] == ["pgd", "pgd+x2", "pgd#2", "pgd#2+x2"]
@@ -76,7 +78,7 @@ def test_config_entries_take_their_own_labels():
         "attacks": [{"name": "pgd", "label": "pgd-long", "steps": 40}, "pgd"],
         "purifiers": [{"name": "cold", "variant": "blurred", "label": "blurred"}, "cold", "cold"],
     }
-    config = EvaluateConfig.from_mapping(mapping)
+    config = EvaluateConfig.parse(mapping)
     assert [a.label for a in config.resolved_attacks() if a.convergence_of is None] == ["pgd-long", "pgd"]
     assert config.resolved_attacks()[0].params["steps"] == 40
     purifiers = config.resolved_purifiers()
@@ -88,13 +90,13 @@ def test_config_entries_take_their_own_labels():
 def test_unusable_labels_are_named(label, message):
     mapping = {"model": "m.pt", "data": "digits", "purifiers": [{"name": "cold", "label": label}]}
     with pytest.raises(ConfigError, match=message):
-        EvaluateConfig.from_mapping(mapping).resolved_purifiers()
+        EvaluateConfig.parse(mapping).resolved_purifiers()
 
 
 def test_duplicate_labels_are_an_error():
     mapping = {"model": "m.pt", "data": "digits", "attacks": ["pgd", {"name": "fgsm", "label": "pgd"}]}
     with pytest.raises(ConfigError, match="two entries are labelled 'pgd'"):
-        EvaluateConfig.from_mapping(mapping).resolved_attacks()
+        EvaluateConfig.parse(mapping).resolved_attacks()
 
 
 def _rec(sample, condition, correct):
@@ -170,7 +172,7 @@ def test_a_missing_clean_record_counts_as_wrong():
 
 
 def test_resume_fingerprint_covers_purifier_checkpoints():
-    from robaudit.engine.evaluate import run_fingerprint
+    from robaudit.engine.prepare import run_fingerprint
 
     same = run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
     assert same == run_fingerprint({"seed": 0}, "m", "d", {"ddpm": {"sha256": "a"}})
@@ -179,13 +181,13 @@ def test_resume_fingerprint_covers_purifier_checkpoints():
 
 def test_gates_and_part_size_belong_to_the_library_config():
     base = {"model": "m.pt", "data": "digits"}
-    config = EvaluateConfig.from_mapping({**base, "gates": ["worst_case >= 0.1"], "part_size": 64})
+    config = EvaluateConfig.parse({**base, "gates": ["worst_case >= 0.1"], "part_size": 64})
     assert config.gates == ("worst_case >= 0.1",) and config.resolve().to_dict()["gates"] == ["worst_case >= 0.1"]
     assert config.part_size == 64 and "batch_size" not in config.resolve().fingerprinted()
     with pytest.raises(ConfigError, match="unknown metric"):
-        EvaluateConfig.from_mapping({**base, "gates": ["worst >= 0.1"]})
+        EvaluateConfig.parse({**base, "gates": ["worst >= 0.1"]})
     with pytest.raises(ConfigError, match="part_size must be a positive integer"):
-        EvaluateConfig.from_mapping({**base, "part_size": 0})
+        EvaluateConfig.parse({**base, "part_size": 0})
 
 
 def test_the_resolved_audit_is_read_only_all_the_way_down():
@@ -201,7 +203,7 @@ def test_the_resolved_audit_is_read_only_all_the_way_down():
         "eps": "4/255,8/255",
         "gates": ["worst_case >= 0.1"],
     }
-    resolved = EvaluateConfig.from_mapping(mapping).resolve()
+    resolved = EvaluateConfig.parse(mapping).resolve()
     attack, purifier = resolved.attacks[0], resolved.purifiers[0]
     read_only = [(resolved.config, "eps"), (attack, "label"), (purifier, "label")]
     read_only += [

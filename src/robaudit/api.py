@@ -1,10 +1,11 @@
 """The library's one entry point: ``robaudit.audit(config) -> AuditResult``.
 
 A config enters here as a YAML path, a plain mapping (the same keys as the YAML; the CLI turns its flags into one)
-or an ``EvaluateConfig``. Here, once: the defaults that depend on what else is given (``engine.defaults``), the
-gates (the config's ``gates:`` and the ``gates`` passed here, which are the CLI's ``--gate``), validation and
-resolution. The run writes its directory; the gates are judged on its summary, and the result says whether they
-passed. The CLI's exit code is read from ``AuditResult.passed``.
+or an ``EvaluateConfig``. A mapping is validated once (``EvaluateConfig.parse``, no torch); then, for either, the
+gates are added (the config's ``gates:`` and the ``gates`` passed here, which are the CLI's ``--gate``) and the
+defaults applied (``EvaluateConfig.with_defaults``: data, attacks, and the convergence mode a gated run escalates),
+whatever the caller passed. The run writes its directory; the gates are judged on its summary, and the result says
+whether they passed. The CLI's exit code is read from ``AuditResult.passed``.
 """
 
 from __future__ import annotations
@@ -60,15 +61,10 @@ def audit(
     job array. ``trust_checkpoint`` lets pickled checkpoints load in full; ``trust_code`` lets a purifier's network
     factory import the user's code. Bad input raises ``robaudit.errors.ConfigError`` before any work."""
     from robaudit.engine.config import EvaluateConfig, parse_gates
-    from robaudit.engine.defaults import with_defaults
 
-    if isinstance(config, EvaluateConfig):  # built already: its defaults and convergence mode are settled
-        settings = replace(config, gates=[*config.gates, *parse_gates(list(gates))])
-    else:
-        mapping = as_config_mapping(config)
-        mapping = {**mapping, "gates": [*(mapping.get("gates") or []), *gates]}
-        EvaluateConfig.check(mapping)  # bad input fails here, at once (no torch import)
-        settings = EvaluateConfig.from_mapping(with_defaults(mapping))
+    if not isinstance(config, EvaluateConfig):
+        config = EvaluateConfig.parse(as_config_mapping(config))  # bad input fails here, at once (no torch import)
+    settings = replace(config, gates=[*config.gates, *parse_gates(list(gates))]).with_defaults()
     return audited(
         settings,
         gate_options or GateOptions(),

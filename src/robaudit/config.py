@@ -137,15 +137,36 @@ def as_mapping(value: object, *, where: str, short_key: str, expected: str) -> d
     return dict(value)
 
 
+def rules(default: Any, *, positive: bool = False, at_least: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """A config section's field with its ``default`` and the rules ``build_dataclass`` checks a given value against,
+    declared beside it: ``positive``, its least value (``at_least``), the values it may take (``choices``)."""
+    return field(default=default, metadata={"positive": positive, "at_least": at_least, "choices": choices})
+
+
 def build_dataclass(cls: type, mapping: Mapping[str, Any], *, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``mapping``, rejecting unknown keys and checking simple types."""
+    """Instantiate dataclass ``cls`` from ``mapping``: the one builder of every config section. Unknown keys are
+    errors naming the key; each value is checked against its field (``checked_field``)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(mapping, list(fields), where=where)
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in mapping.items():
-        kwargs[key] = coerce(value, hints[key], where=f"{where}.{key}")
-    return cls(**kwargs)
+    prefix = f"{where}." if where else ""
+    return cls(
+        **{key: checked_field(fields[key], value, hints[key], where=prefix + key) for key, value in mapping.items()}
+    )
+
+
+def checked_field(spec: dataclasses.Field, value: object, hint: Any, *, where: str) -> Any:
+    """``value`` coerced to the field's type (``hint``, or the ``coerce`` type its metadata declares) and checked
+    against the rules its metadata declares: ``positive``, ``at_least`` and ``choices``."""
+    declared = spec.metadata
+    value = coerce(value, declared.get("coerce", hint), where=where)
+    if declared.get("positive") and value is not None and value <= 0:
+        raise ConfigError(f"{where} must be a positive integer, got {value}")
+    if declared.get("at_least") is not None and value is not None and value < declared["at_least"]:
+        raise ConfigError(f"{where} must be at least {declared['at_least']:g}, got {value:g}")
+    if declared.get("choices") and value is not None and value not in declared["choices"]:
+        raise ConfigError(f"{where} must be one of {', '.join(declared['choices'])}; got {value!r}")
+    return value
 
 
 def coerce(value: Any, hint: Any, *, where: str) -> Any:

@@ -170,10 +170,17 @@ def test_autoattack_target_count_and_explicit_seed(classes, targets):
 
 
 def test_unknown_attack_and_key_are_named():
+    """Checked where a config is parsed (``components.hyperparameters``, from the catalog)."""
+    from robaudit.components.hyperparameters import check_component
+    from robaudit.config import ComponentSpec
+
     with pytest.raises(ConfigError, match="did you mean 'pgd'"):
         resolve_attack("pdg", {}, eps=EPS, eps_l2=EPS_L2)
     with pytest.raises(ConfigError, match="unknown key 'stepz'.*did you mean 'steps'"):
-        resolve_attack("pgd", {"stepz": 3}, eps=EPS, eps_l2=EPS_L2)
+        check_component(ComponentSpec("pgd", {"stepz": 3}), kind="attack")
+    with pytest.raises(ConfigError, match="attack 'pgd': steps must be an integer"):
+        check_component(ComponentSpec("pgd", {"steps": 2.5}), kind="attack")
+    check_component(ComponentSpec("pgd", {"steps": 3, "eps": "4/255", "alpha": None, "label": "a"}), kind="attack")
 
 
 def test_eps_defaults_follow_the_norm():

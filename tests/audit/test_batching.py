@@ -30,14 +30,14 @@ def test_a_cpu_batch_defaults_to_128_without_measuring():
     assert default_batch_size([NearestMean(means)], images) == CPU_DEFAULT == 128
 
 
-def test_the_config_leaves_an_unset_batch_size_out_of_its_dict():
+def test_the_config_leaves_an_unset_batch_size_out_of_its_dict(checkpoint_here):
     mapping = {"model": "m.pt", "data": "digits", "attacks": ["fgsm"]}
-    config = EvaluateConfig.from_mapping(mapping)
+    config = EvaluateConfig.parse(mapping)
     assert config.batch_size is None and "batch_size" not in config.resolve().to_dict()
-    config = EvaluateConfig.from_mapping({**mapping, "batch_size": 16})
+    config = EvaluateConfig.parse({**mapping, "batch_size": 16})
     assert config.resolve().to_dict()["batch_size"] == 16
     with pytest.raises(Exception, match="batch_size must be a positive integer"):
-        EvaluateConfig.from_mapping({**mapping, "batch_size": 0})
+        EvaluateConfig.parse({**mapping, "batch_size": 0})
 
 
 def test_a_randomized_pipeline_with_batched_draws_counts_its_eot_rows_per_sample():

@@ -131,7 +131,7 @@ def test_clean_and_fgsm_records_do_not_depend_on_the_batch_size(workdir):
 
     def records(batch_size: int) -> dict:
         mapping = {**CONFIG, "attacks": ["fgsm"], "batch_size": batch_size, "out": f"bs{batch_size}"}
-        rows = RunDir(run_evaluation(EvaluateConfig.from_mapping(mapping))).read_records()
+        rows = RunDir(run_evaluation(EvaluateConfig.parse(mapping))).read_records()
         return {(r["sample_id"], r["condition"]): r for r in rows}
 
     assert records(4) == records(40)

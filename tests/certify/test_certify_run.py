@@ -27,7 +27,9 @@ TINY_CERTIFY = {"sigma": [0.25, 0.5], "n0": 10, "n": 120, "alpha": 0.01, "batch"
         ({"alpha": 1.5}, r"certify.alpha must lie in \(0, 1\)"),
         ({"sigmas": [0.5]}, "unknown key 'sigmas' in certify"),
         ({"mode": "adaptive"}, "certify.mode must be one of sequential, fixed"),
-        ({"stop": "soon"}, "certify.stop one of decisions, radius"),
+        ({"stop": "soon"}, "certify.stop must be one of decisions, radius"),
+        ({"n0": 0}, "certify.n0 must be a positive integer"),
+        ({"steps": -1}, "certify.steps must be at least 0"),
         ({"radius_tolerance": 0}, "radius_tolerance is a fraction of sigma"),
     ],
 )

@@ -64,3 +64,33 @@ def test_bad_input_is_rejected_before_torch_loads(case, tmp_path):
     paths = {"model": str(model), "config": str(config), "missing": str(tmp_path / "missing.pt")}
     args = [arg.format(**paths) for arg in BAD_INPUT[case]]
     assert loaded_by("evaluate", *args) == {"exit": 2, "heavy": []}, case
+
+
+QUICKSTART_MISTAKES = {  # the quickstart config with one mistake each: what it says, and the error's words
+    "a bad value": ({"eps": "8/O"}, "eps '8/O' does not parse"),
+    "a typo in an attack's hyperparameter": (
+        {"attacks": [{"name": "pgd", "stepz": 10}]},
+        "unknown key 'stepz' in attack 'pgd'; valid keys: ",
+    ),
+    "a hyperparameter of the wrong type": ({"attacks": [{"name": "cw", "steps": "many"}]}, "steps must be an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUICKSTART_MISTAKES))
+def test_a_mistake_in_the_quickstart_config_is_one_line_before_torch_loads(case, tmp_path):
+    """Every check of a config runs in its one parse, before torch loads: a component's hyperparameters included
+    (their keys and plain types come from the catalog). ``bench/cli_latency.py`` times these against 0.5 s."""
+    import yaml
+
+    from conftest import REPO
+
+    change, words = QUICKSTART_MISTAKES[case]
+    mapping = {**yaml.safe_load((REPO / "examples" / "configs" / "quickstart.yaml").read_text()), **change}
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(yaml.safe_dump(mapping))
+    command = [sys.executable, "-c", PROBE.replace('"heavy":', '"output": result.output, "heavy":'), "evaluate"]
+    out = subprocess.run([*command, "--config", str(config)], input=json.dumps(HEAVY), capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    lines = result["output"].strip().splitlines()
+    assert (result["exit"], result["heavy"], len(lines)) == (2, [], 1), result
+    assert words in lines[0] and "Traceback" not in out.stderr

@@ -3,11 +3,14 @@ the flag's value reaches the config as the YAML's would."""
 
 from __future__ import annotations
 
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
 from robaudit.cli import app
 from robaudit.engine.config import EvaluateConfig, flag_table
+
+pytestmark = pytest.mark.usefixtures("checkpoint_here")  # configs name m.pt: parse checks it exists
 
 
 def evaluate_options() -> dict[str, list[str]]:
@@ -29,5 +32,5 @@ def test_a_flag_sets_its_key_like_the_config(monkeypatch):
     args = ["evaluate", "--model", "m.pt", "--data", "digits", *flags]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    config = EvaluateConfig.from_mapping(seen)
+    config = EvaluateConfig.parse(seen)
     assert (config.repeats, config.precision, round(config.eps * 255)) == (3, "bf16", 4)

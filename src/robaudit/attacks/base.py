@@ -12,8 +12,9 @@ from torch import nn
 
 from robaudit.attacks.precision import attack_precision
 from robaudit.attacks.selection import project
+from robaudit.components.hyperparameters import SUPPLIED
 from robaudit.components.registry import Registry
-from robaudit.config import check_keys, parse_eps
+from robaudit.config import parse_eps
 from robaudit.errors import ConfigError
 from robaudit.frozen import frozen, thawed
 from robaudit.rng.sample_rng import SampleRNG, is_randomized
@@ -46,7 +47,7 @@ class AttackEntry:
 ATTACKS: Registry = Registry("attack", metadata=AttackEntry)
 
 NORMS = ("Linf", "L2")
-CONTEXT_ARGS = ("num_classes", "seed", "eot", "draws", "randomized")  # supplied by robaudit, never by the user
+CONTEXT_ARGS = SUPPLIED["attack"]  # supplied by robaudit, never by the user
 
 
 class AttackFn(Protocol):
@@ -105,11 +106,11 @@ def format_eps(eps: float) -> str:
 
 
 def resolve_attack(name: str, params: dict[str, Any], *, eps: float, eps_l2: float) -> ResolvedAttack:
-    """Fill in an attack's defaults: its norm, and its eps from the run's budget for that norm unless given."""
+    """Fill in an attack's defaults: its norm, and its eps from the run's budget for that norm unless given. Its keys
+    and their types are checked where a config is parsed (``components.hyperparameters``), not again here."""
     entry = ATTACKS.get(name)
     hyper = entry.hyperparameters()
     params = thawed(params)
-    check_keys(params, sorted(k for k in hyper if k not in CONTEXT_ARGS), where=f"attack {name!r}")
     default_norm = hyper["norm"].default if "norm" in hyper else entry.meta.get("norm")
     norm = params.get("norm", default_norm)
     if norm not in NORMS:

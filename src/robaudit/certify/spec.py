@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from robaudit.config import check_keys, coerce
+from robaudit.config import build_dataclass, parse_eps, rules
 from robaudit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,14 +30,14 @@ class CertifySpec:
     ``mode: fixed``: Cohen et al.'s ``n`` draws for every sample (to reproduce papers)."""
 
     sigma: tuple[float, ...] = (0.25, 0.5)
-    n0: int = 100
-    n: int = 10_000
+    n0: int = rules(100, positive=True)
+    n: int = rules(10_000, positive=True)
     alpha: float = 0.001
-    batch: int = 256
-    steps: int = 20
-    eot: int = 8
-    mode: str = "sequential"
-    stop: str = "decisions"
+    batch: int = rules(256, positive=True)
+    steps: int = rules(20, at_least=0)
+    eot: int = rules(8, positive=True)
+    mode: str = rules("sequential", choices=MODES)
+    stop: str = rules("decisions", choices=STOPS)
     radius_tolerance: float = 0.05
 
     @classmethod
@@ -49,39 +49,25 @@ class CertifySpec:
             return cls()
         if not isinstance(value, dict):
             raise ConfigError(f"certify: expected true or a mapping of {', '.join(FIELDS)}, got {value!r}")
-        check_keys(value, list(FIELDS), where="certify")
         given = dict(value)
         if "sigma" in given:
             sigmas = given["sigma"] if isinstance(given["sigma"], list) else str(given["sigma"]).split(",")
-            given["sigma"] = tuple(sorted({coerce(s, float, where="certify.sigma") for s in sigmas}))
-        hints = {"n0": int, "n": int, "alpha": float, "batch": int, "steps": int, "eot": int, "mode": str, "stop": str}
-        hints["radius_tolerance"] = float
-        values = {k: coerce(v, hints[k], where=f"certify.{k}") if k in hints else v for k, v in given.items()}
-        spec = cls(**values)
+            given["sigma"] = tuple(sorted({parse_eps(s, name="certify.sigma", allow_zero=True) for s in sigmas}))
+        spec = build_dataclass(cls, given, where="certify")
         spec.validate()
         return spec
 
     def validate(self) -> None:
-        """One-line errors for values that certify nothing."""
+        """One-line errors for values that certify nothing, besides each field's own rules (``config.rules``)."""
         if not self.sigma or min(self.sigma) <= 0:
             raise ConfigError(f"certify.sigma must be positive noise levels, e.g. [0.25, 0.5]; got {list(self.sigma)}")
-        if self.n0 < 1 or self.n < 1 or self.n0 > self.n:
+        if self.n0 > self.n:
             raise ConfigError(f"certify needs 1 <= n0 <= n (e.g. n0: 100, n: 10000); got n0 {self.n0}, n {self.n}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"certify.alpha must lie in (0, 1), e.g. 0.001; got {self.alpha}")
-        if self.mode not in MODES or self.stop not in STOPS:
-            raise ConfigError(
-                f"certify.mode must be one of {', '.join(MODES)} and certify.stop one of {', '.join(STOPS)}; got "
-                f"mode {self.mode!r}, stop {self.stop!r}"
-            )
         if not 0 < self.radius_tolerance < 10:
             raise ConfigError(
                 f"certify.radius_tolerance is a fraction of sigma, e.g. 0.05; got {self.radius_tolerance}"
-            )
-        if self.batch < 1 or self.eot < 1 or self.steps < 0:
-            raise ConfigError(
-                f"certify needs batch >= 1, eot >= 1 and steps >= 0 (0: no attack); got batch {self.batch}, eot "
-                f"{self.eot}, steps {self.steps}"
             )
 
     def to_dict(self) -> dict[str, Any]:

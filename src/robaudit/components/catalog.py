@@ -69,13 +69,15 @@ PLACES = MappingProxyType(
 class CatalogEntry:
     """One registered component as its decorator declares it: ``target`` is ``module:object``; ``meta`` holds the
     metadata written as literals (callables and classes are left to the live entry); ``params`` the factory's
-    keyword-only arguments (its hyperparameters, and the values robaudit supplies such as ``num_classes``)."""
+    keyword-only arguments (its hyperparameters, and the values robaudit supplies such as ``num_classes``) and
+    ``annotations`` their annotations as source text (``"int"``, ``"float | None"``)."""
 
     name: str
     target: str
     description: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     params: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)  # each param's annotation, as written
 
 
 class Catalog:
@@ -156,7 +158,14 @@ def as_catalog_entry(entry: Any) -> CatalogEntry:
     """A live ``registry.Entry`` as a catalog entry (its literal metadata only)."""
     meta = {key: value for key, value in entry.meta.items() if is_literal(value)}
     target = f"{entry.factory.__module__}:{entry.factory.__name__}"
-    return CatalogEntry(entry.name, target, entry.description, meta, tuple(entry.hyperparameters()))
+    hyper = entry.hyperparameters()
+    annotations = {name: annotation_text(p.annotation) for name, p in hyper.items() if p.annotation is not p.empty}
+    return CatalogEntry(entry.name, target, entry.description, meta, tuple(hyper), MappingProxyType(annotations))
+
+
+def annotation_text(annotation: Any) -> str:
+    """An annotation as source text: a string (``from __future__ import annotations``) as it is, a class by name."""
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
 class NotLiteral(ValueError):
@@ -204,7 +213,9 @@ def entry_of(decorator: ast.Call, function: ast.FunctionDef, module: str) -> Cat
         except ValueError:
             continue  # a callable or a class: only the live entry has it
     params = tuple(arg.arg for arg in function.args.kwonlyargs)
-    return CatalogEntry(name, f"{module}:{function.name}", description, MappingProxyType(meta), params)
+    annotations = {arg.arg: ast.unparse(arg.annotation) for arg in function.args.kwonlyargs if arg.annotation}
+    target = f"{module}:{function.name}"
+    return CatalogEntry(name, target, description, MappingProxyType(meta), params, MappingProxyType(annotations))
 
 
 def is_literal(value: Any) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from robaudit.config import as_mapping, coerce
+from robaudit.config import as_mapping, build_dataclass
 from robaudit.errors import ConfigError, DataError
 from robaudit.frozen import frozen, thawed
 
@@ -15,12 +15,14 @@ if TYPE_CHECKING:
     from robaudit.data.imageset import ImageSet
     from robaudit.data.transforms import EvalTransform
 
+COMMON_OPTIONS = ("split", "limit", "image_size", "channels", "subset_seed", "skip_bad", "class_map")
+
 
 @dataclass(frozen=True)
 class DataSpec:
     """A data source (registered name or path) with the common options and source-specific parameters (read-only)."""
 
-    source: str
+    source: str | None  # None: not given; the defaults name the model's training data (``engine.defaults``)
     split: str = "test"
     limit: int | None = None
     image_size: int | None = None
@@ -35,22 +37,16 @@ class DataSpec:
 
     @classmethod
     def parse(cls, value: object) -> DataSpec:
-        """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``."""
+        """Accept ``digits``, a path, or ``{name|path, split, limit, image_size, channels, subset_seed, ...}``; the
+        keys besides these are the source's own (``params``). Without ``name:`` or ``path:`` the source is None."""
         value = as_mapping(value, where="data", short_key="name", expected="a name, a path or a mapping")
         source = value.pop("path", None) or value.pop("name", None)
-        if not isinstance(source, str):
+        if source is not None and not isinstance(source, str):
             raise ConfigError("data: give 'name:' (a registered dataset) or 'path:' (a file or folder)")
-        fields: dict[str, Any] = {"source": source}
-        for key in ("split", "limit", "image_size", "channels", "subset_seed"):
-            if key in value:
-                hint = str if key == "split" else int
-                fields[key] = coerce(value.pop(key), hint, where=f"data.{key}")
-        if "skip_bad" in value:
-            fields["skip_bad"] = coerce(value.pop("skip_bad"), bool, where="data.skip_bad")
-        if value.get("class_map") is not None:
-            fields["class_map"] = coerce(value.pop("class_map"), str, where="data.class_map")
-        value.pop("class_map", None)
-        return cls(**fields, params=value)
+        options = {key: value.pop(key) for key in COMMON_OPTIONS if key in value}
+        if options.get("class_map") is None:
+            options.pop("class_map", None)
+        return build_dataclass(cls, {"source": source, **options, "params": value}, where="data")
 
     def load(self, *, stream: bool = False, transform: EvalTransform | None = None) -> ImageSet:
         """Load the dataset this spec describes (``stream``: read images batch by batch where possible;
@@ -75,6 +71,8 @@ class DataSpec:
         from the catalog: no torch import). Which kind of data a path holds is decided when it loads."""
         from robaudit.components.catalog import catalog
 
+        if self.source is None:
+            return  # not given: the defaults name it
         if self.source not in catalog("dataset") and not Path(self.source).exists():
             raise DataError(
                 f"data {self.source!r} is neither a registered dataset nor an existing path; pass a name "

@@ -148,8 +148,8 @@ def check_batch(
     condition = Condition(pair.rung_label, pair.defense, pair.threat)
     defense = next(d for d in executor.plan.defenses if d.label == pair.defense)
     everyone = torch.ones(len(chunk), dtype=torch.bool, device=device)
-    adversarial = executor.rung_examples(condition, rung, batch, everyone, out)
-    incomplete = executor.incomplete
+    made = executor.condition_examples(condition, rung, batch, everyone, out)
+    adversarial, incomplete = made.adversarial, made.incomplete
     tic = time.perf_counter()
     preds = executor.score_chosen(defense, adversarial, batch, condition.key(), everyone)
     add_timing(out.timings, condition.key(), time.perf_counter() - tic, 0)

@@ -1,16 +1,21 @@
-"""The evaluate config: its schema (``EvaluateConfig``, whose fields are the keys a config may set), command-line
-values over a config mapping, and the audit it resolves to once (``ResolvedAudit``)."""
+"""The evaluate config: its schema (``EvaluateConfig``, whose fields are the keys a config may set), its one parse
+(``EvaluateConfig.parse``: every check, no torch), its defaults (``with_defaults``) and the audit it resolves to once
+(``ResolvedAudit``)."""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from robaudit.certify.spec import CertifySpec
 from robaudit.components.catalog import catalog
-from robaudit.config import ComponentSpec, check_keys, coerce, did_you_mean, labelled, parse_eps
+from robaudit.components.hyperparameters import check_component
+from robaudit.config import ComponentSpec, check_keys, checked_field, did_you_mean, labelled, parse_eps, rules
 from robaudit.data.spec import DataSpec
 from robaudit.engine.convergence import ConvergenceSpec, with_rungs
+from robaudit.engine.defaults import default_attacks, default_data
 from robaudit.errors import ConfigError
 from robaudit.models.spec import ModelSpec
 from robaudit.reporting.gates import Gate
@@ -46,9 +51,8 @@ def setting(
     any), when the saved config writes
     it (``always``; ``when_set``: when it is not the default; ``never``) and, when ``robaudit evaluate`` sets it from
     a flag ``--KEY``, that flag's help (``flag``). A new scalar key is this one field."""
-    metadata = {"coerce": coerce_to, "positive": positive, "at_least": at_least, "choices": choices}
-    metadata |= {"saved": saved, "flag": flag}
-    return field(default=default, metadata=metadata)
+    declared = rules(default, positive=positive, at_least=at_least, choices=choices).metadata
+    return field(default=default, metadata={**declared, "coerce": coerce_to, "saved": saved, "flag": flag})
 
 
 def flagged(default: Any, flag: str, *, given_as: type = str) -> Any:
@@ -67,8 +71,8 @@ class EvaluateConfig:
     L2 budget."""
 
     model: ModelSpec
-    data: DataSpec
-    attacks: list[ComponentSpec] = field(default_factory=list)
+    data: DataSpec | None = None  # None (or no source): the model's training data (``with_defaults``)
+    attacks: list[ComponentSpec] | None = None  # None: the default attacks (``with_defaults``)
     purifiers: list[ComponentSpec] = field(default_factory=list)
     threats: list[str] = field(default_factory=lambda: list(THREATS))
     eot: int = setting(4, int, positive=True, flag="EOT draws per gradient on a randomized pipeline (default 4).")
@@ -148,37 +152,45 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         for name in ("attacks", "purifiers", "threats", "eps_sweep", "eps_l2_sweep", "gates"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @classmethod
-    def from_mapping(cls, mapping: dict[str, Any]) -> EvaluateConfig:
-        """Validate a config mapping (YAML + overrides); unknown keys are errors naming the key. Imports no torch:
-        the components are resolved by ``resolve``."""
+    def parse(cls, mapping: Mapping[str, Any]) -> EvaluateConfig:
+        """A config mapping (YAML + overrides) validated once, every check in this one call: keys, component names
+        with their hyperparameters' keys and plain types (from the catalog), budgets, scalar settings, gates,
+        convergence, certify, the model spec (``train:`` recipes included), the data spec, and a missing model file
+        or an unknown dataset. Imports no torch; what the config leaves out stays unset for ``with_defaults``."""
         settings = checked_settings(mapping)
-        for key, flag in (("model", "--model PATH"), ("data", "--data NAME|PATH")):
-            if mapping.get(key) is None:
-                raise ConfigError(f"no {key} given; pass {flag} or set '{key}:' in the config")
-        return cls(**settings, model=ModelSpec.parse(mapping["model"]), data=DataSpec.parse(mapping["data"]))
+        if mapping.get("model") is None:
+            raise ConfigError("no model given; pass --model PATH or set 'model:' in the config")
+        model = ModelSpec.parse(mapping["model"])
+        model.check_file()
+        data = None if mapping.get("data") is None else DataSpec.parse(mapping["data"])
+        if data is not None:
+            data.check_source()
+        return cls(**settings, model=model, data=data)
 
-    @classmethod
-    def check(cls, mapping: dict[str, Any]) -> None:
-        """Where a config enters (``robaudit.audit``), before the defaults read a checkpoint: every check of
-        ``from_mapping`` that needs nothing the defaults fill in, and a missing model file or an unknown dataset.
-        Fails at once on bad input: it imports no torch."""
-        checked_settings(mapping)
-        if mapping.get("model") is not None:
-            ModelSpec.parse(mapping["model"]).check_file()
-        data = mapping.get("data")
-        if isinstance(data, str) or (isinstance(data, dict) and (data.get("name") or data.get("path"))):
-            DataSpec.parse(data).check_source()  # data without a source yet: the defaults name it
+    def with_defaults(self) -> EvaluateConfig:
+        """The config with what it leaves out filled in, decided here and nowhere else (``engine.defaults``): the
+        data (the model's training data), the attacks (the default ones, unless the data is a stored adversarial
+        set) and the convergence mode (escalate when the run has gates, else check). A settled config comes back
+        unchanged; reading a checkpoint's training data may import torch."""
+        data = self.data if self.data is not None and self.data.source else default_data(self.model, self.data)
+        attacks = self.attacks if self.attacks is not None else default_attacks(data)
+        convergence = self.convergence.settled(gated=bool(self.gates))
+        if (data, attacks, convergence) == (self.data, self.attacks, self.convergence):
+            return self
+        return replace(self, data=data, attacks=attacks, convergence=convergence)
 
     def resolved_attacks(self) -> list[ResolvedAttack]:
         """Each attack with all parameters fixed and a unique label: its ``label:``, else its name (a repeated name
-        gets ``#2``, ``#3``...)."""
+        gets ``#2``, ``#3``...); defaults applied first."""
         from robaudit.attacks import resolve_attack
 
+        config = self.with_defaults()
         resolved = []
-        for label, spec in labelled(self.attacks, where="attacks"):
+        for label, spec in labelled(config.attacks, where="attacks"):
             attack = replace(resolve_attack(spec.name, spec.params, eps=self.eps, eps_l2=self.eps_l2), label=label)
             resolved.append(attack)
             if "eps" in spec.params:
@@ -186,7 +198,7 @@ class EvaluateConfig:
             for budget in self.eps_sweep if attack.norm == "Linf" else self.eps_l2_sweep:
                 extra = resolve_attack(spec.name, {**spec.params, "eps": budget}, eps=self.eps, eps_l2=self.eps_l2)
                 resolved.append(replace(extra, label=f"{attack.label}@{budget:.4g}", sweep=True))
-        return with_rungs(resolved, self.convergence)
+        return with_rungs(resolved, config.convergence)
 
     def resolved_purifiers(self) -> list[ResolvedPurifier]:
         """Each purifier with its hyperparameters fixed and a unique label (its ``label:``, or as for attacks)."""
@@ -195,9 +207,11 @@ class EvaluateConfig:
         return [resolve_purifier(spec, label=label) for label, spec in labelled(self.purifiers, where="purifiers")]
 
     def resolve(self) -> ResolvedAudit:
-        """The audit with every component resolved once: what the fingerprint, the saved config, the defenses, the
-        plan and the manifest all read (the config itself has no saved form: only its resolution does)."""
-        return ResolvedAudit(self, tuple(self.resolved_attacks()), tuple(self.resolved_purifiers()))
+        """The audit with its defaults applied and every component resolved once: what the fingerprint, the saved
+        config, the defenses, the plan and the manifest all read (the config itself has no saved form: only its
+        resolution does)."""
+        config = self.with_defaults()
+        return ResolvedAudit(config, tuple(config.resolved_attacks()), tuple(config.resolved_purifiers()))
 
 
 @dataclass(frozen=True)
@@ -237,25 +251,27 @@ class ResolvedAudit:
         return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
 
 
-def checked_settings(mapping: dict[str, Any]) -> dict[str, Any]:
+def checked_settings(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``EvaluateConfig`` a config mapping sets, besides its model and data, each coerced and checked:
-    keys, component names (from the catalog), threat models, budgets, scalar settings, gates and convergence."""
+    keys, components (names, hyperparameter keys and plain types, from the catalog), threat models, budgets, scalar
+    settings (``config.checked_field``), gates, convergence and certify."""
     check_keys(mapping, evaluate_keys(), where="config")
     settings: dict[str, Any] = {
-        "attacks": component_specs(mapping.get("attacks"), kind="attack"),
         "purifiers": component_specs(mapping.get("purifiers"), kind="purifier"),
         "threats": threat_models(mapping.get("threats")),
     }
+    if "attacks" in mapping:  # absent: the default attacks; given empty: none
+        settings["attacks"] = component_specs(mapping["attacks"], kind="attack")
     for key in ("eps", "eps_l2"):
         if key in mapping:
             budgets = parse_budgets(mapping[key], name=key)
             settings[key], settings[f"{key}_sweep"] = budgets[-1], budgets[:-1]
+    hints = typing.get_type_hints(EvaluateConfig)
     for key in scalar_settings():
         if mapping.get(key.name) is not None:
-            settings[key.name] = checked_scalar(key, mapping[key.name])
+            settings[key.name] = checked_field(key, mapping[key.name], hints[key.name], where=key.name)
     settings["gates"] = parse_gates(mapping.get("gates"))
-    default_mode = "escalate" if settings["gates"] else "check"  # a run that gates a release escalates
-    settings["convergence"] = ConvergenceSpec.parse(mapping.get("convergence"), default_mode=default_mode)
+    settings["convergence"] = ConvergenceSpec.parse(mapping.get("convergence"))  # its mode settled by the defaults
     settings["certify"] = CertifySpec.parse(mapping.get("certify"))
     if settings["certify"] is not None:
         check_certifiable(settings["purifiers"])
@@ -280,7 +296,7 @@ def component_specs(value: object, *, kind: str) -> list[ComponentSpec]:
         raise ConfigError(f"{kind}s: expected a list of names or {{name: ..., ...}} mappings")
     specs = [ComponentSpec.parse(item, where=f"{kind}s") for item in items]
     for spec in specs:
-        catalog(kind).get(spec.name)
+        check_component(spec, kind=kind)
     return specs
 
 
@@ -295,18 +311,6 @@ def threat_models(value: object) -> list[str]:
                 f"unknown threat model {threat!r}; valid: {', '.join(THREATS)}" + did_you_mean(threat, list(THREATS))
             )
     return list(threats)
-
-
-def checked_scalar(key: Any, value: object) -> Any:
-    """A scalar setting's ``value`` coerced to its declared type and checked against its declared rules."""
-    value = coerce(value, key.metadata["coerce"], where=key.name)
-    if key.metadata["positive"] and value is not None and value <= 0:
-        raise ConfigError(f"{key.name} must be a positive integer, got {value}")
-    if key.metadata["at_least"] is not None and value is not None and value < key.metadata["at_least"]:
-        raise ConfigError(f"{key.name} must be at least {key.metadata['at_least']:g}, got {value:g}")
-    if key.metadata["choices"] and value not in key.metadata["choices"]:
-        raise ConfigError(f"unknown {key.name} {value!r}; use one of {', '.join(key.metadata['choices'])}")
-    return value
 
 
 def flag_table() -> dict[str, tuple[type, str]]:

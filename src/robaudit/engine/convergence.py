@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from robaudit.config import check_keys, coerce
+from robaudit.config import build_dataclass, rules
 from robaudit.errors import ConfigError
 from robaudit.frozen import thawed
 from robaudit.rng.seeding import derive_seed
@@ -38,43 +38,39 @@ class ConvergenceSpec:
     factor^rungs); for the headline, ``delta`` (the fall of the headline certified, a fraction) at ``confidence``;
     for attack ladders, the ``fraction`` of survivors re-attacked and the ``tolerance``."""
 
-    mode: str = "check"
-    scope: str = "headline"
-    factor: int = 2
-    rungs: int = 2
+    mode: str | None = rules(None, choices=MODES)  # None: not given; ``settled`` decides (escalate when gated)
+    scope: str = rules("headline", choices=SCOPES)
+    factor: int = rules(2, at_least=2)
+    rungs: int = rules(2, at_least=1)
     delta: float = 0.02
     confidence: float = 0.95
     fraction: float = 1.0
-    tolerance: int = 1
+    tolerance: int = rules(1, at_least=0)
 
     @classmethod
-    def parse(cls, value: object, *, default_mode: str = "check") -> ConvergenceSpec:
-        """``convergence:`` as a mode name, ``false`` (off) or a mapping of the fields."""
+    def parse(cls, value: object) -> ConvergenceSpec:
+        """``convergence:`` as a mode name, ``false`` (off) or a mapping of the fields; absent: the mode is left to
+        ``settled``."""
         if value is None:
-            return cls(mode=default_mode)
+            return cls()
         if value is False:
             return cls(mode="off")
         mapping = {"mode": value} if isinstance(value, str) else value
         if not isinstance(mapping, dict):
             raise ConfigError(f"convergence: expected check, escalate, off or a mapping, got {value!r}")
-        hints = {name: type(getattr(cls(), name)) for name in FIELDS}
-        check_keys(mapping, list(FIELDS), where="convergence")
-        fields = {key: coerce(mapping[key], hints[key], where=f"convergence.{key}") for key in mapping}
-        spec = cls(**{"mode": default_mode, **fields})
+        spec = build_dataclass(cls, mapping, where="convergence")
         spec.validate()
         return spec
 
+    def settled(self, *, gated: bool) -> ConvergenceSpec:
+        """The spec with its mode decided: as given, else ``escalate`` for a run that gates a release (``gated``)
+        and ``check`` otherwise."""
+        return self if self.mode is not None else replace(self, mode="escalate" if gated else "check")
+
     def validate(self) -> None:
-        """One-line errors for values that make no check."""
-        if self.mode not in MODES:
-            raise ConfigError(f"convergence.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"convergence.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if self.factor < 2 or self.rungs < 1 or self.tolerance < 0 or not 0 < self.fraction <= 1:
-            raise ConfigError(
-                "convergence needs factor >= 2, rungs >= 1, tolerance >= 0 and 0 < fraction <= 1; got "
-                f"factor {self.factor}, rungs {self.rungs}, tolerance {self.tolerance}, fraction {self.fraction}"
-            )
+        """One-line errors for values that make no check, besides each field's own rules (``config.rules``)."""
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"convergence needs 0 < fraction <= 1 (e.g. 0.5); got fraction {self.fraction}")
         if not 0 <= self.delta < 1 or not 0.5 <= self.confidence < 1:
             raise ConfigError(
                 "convergence needs 0 <= delta < 1 (e.g. 0.02: two points) and 0.5 <= confidence < 1 (e.g. 0.95); "
@@ -90,9 +86,6 @@ class ConvergenceSpec:
         """Plain form for the saved config: the scope's own settings."""
         own = ("delta", "confidence") if self.scope == "headline" else ("fraction", "tolerance")
         return {name: getattr(self, name) for name in ("mode", "scope", "factor", "rungs", *own)}
-
-
-FIELDS = ("mode", "scope", "factor", "rungs", "delta", "confidence", "fraction", "tolerance")
 
 
 def escalation(attack: Any) -> Any:

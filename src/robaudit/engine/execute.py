@@ -69,6 +69,20 @@ class Verdict:
 
 
 @dataclass
+class Examples:
+    """What an attack made on a batch: ``adversarial`` (N, C, H, W), the samples not attacked at their clean images;
+    ``incomplete`` (N,) bool, where the attack's loss trace was still progressing; ``disagreed``, the reduced-precision
+    check's counts (``attacks.precision.disagreements``); and, for examples shared by several conditions, the
+    ``seconds`` per attacked sample and the ``passes`` they cost (charged to each condition that scores them)."""
+
+    adversarial: torch.Tensor
+    incomplete: torch.Tensor
+    disagreed: tuple[int, int]
+    seconds: float = 0.0
+    passes: Any = None
+
+
+@dataclass
 class PartOutput:
     """What a part produces: records (plan order), timings ``{condition: {seconds, samples}}``, gallery images,
     and the chunk size batches ran in after running out of memory (None: never)."""
@@ -249,28 +263,40 @@ class PartExecutor:
         advance(f"samples {start}-{stop} clean")
         targets = {label: torch.stack([p == batch.labels for p in preds]).any(0) for label, preds in clean.items()}
         for attack in self.plan.base_attacks():
-            shared = self.shared_examples(attack, batch, targets, out)
+            shared = self.shared_examples(attack, batch, targets)
             for defense in self.plan.defenses:
                 for threat in defense.threats:
                     condition = Condition(attack.label, defense.label, threat)
                     want = targets[defense.label]
-                    adversarial = shared if condition.shares_classifier_examples else None
-                    if adversarial is None:
-                        adversarial = self.pipeline_examples(condition, attack, batch, want, out)
-                        incomplete = self.incomplete
-                    else:
-                        incomplete = self.shared_incomplete
-                        add_timing(out.timings, condition.key(), self.shared_seconds * int(want.sum()), int(want.sum()))
-                        add_passes(out.timings, condition.key(), self.shared_passes.to_dict(), 0)
-                        add_disagreements(out.timings, condition.key(), *self.shared_disagreed)
-                    adversarial = torch.where(want.view(-1, 1, 1, 1), adversarial, batch.images)
+                    made = self.examples_for(condition, attack, batch, want, shared, out)
+                    adversarial = torch.where(want.view(-1, 1, 1, 1), made.adversarial, batch.images)
+                    scored = (clean[defense.label], want)
                     preds = self.score_condition(
-                        condition, attack, defense, batch, (clean[defense.label], want), adversarial, out, incomplete
+                        condition, attack, defense, batch, scored, adversarial, out, made.incomplete
                     )
                     advance(f"samples {start}-{stop} {condition.key()}")
                     verdict = Verdict(clean[defense.label], want, adversarial, preds)
                     self.climb(condition, defense, batch, verdict, out, advance)
         self.collect_gallery(batch, out)
+
+    def examples_for(
+        self,
+        condition: Condition,
+        attack: ResolvedAttack,
+        batch: Batch,
+        want: torch.Tensor,
+        shared: Examples,
+        out: PartOutput,
+    ) -> Examples:
+        """A base attack's examples for ``condition`` on the samples in ``want``: the ``shared`` ones (made against
+        the classifier alone; their cost charged to this condition too) or its own (``condition_examples``)."""
+        if not condition.shares_classifier_examples:
+            return self.condition_examples(condition, attack, batch, want, out)
+        attacked = int(want.sum())
+        add_timing(out.timings, condition.key(), shared.seconds * attacked, attacked)
+        add_passes(out.timings, condition.key(), shared.passes.to_dict(), 0)
+        add_disagreements(out.timings, condition.key(), *shared.disagreed)
+        return shared
 
     def clean_predictions(self, defense: Defense, batch: Batch, out: PartOutput) -> list[torch.Tensor]:
         """``defense``'s clean predictions, one per repeat (recorded as its clean condition)."""
@@ -305,10 +331,9 @@ class PartExecutor:
         with self.passes.charge(key):
             return score_draws(defense.scoring, images, streams)
 
-    def run(
-        self, built: Any, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, *purpose: object
-    ) -> torch.Tensor:
-        """``batch.images`` with the samples in ``want`` replaced by ``built``'s adversarial examples."""
+    def run(self, built: Any, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, *purpose: object) -> Examples:
+        """``built``'s adversarial examples on the samples in ``want`` (the others at their clean images), each
+        sample's draws from its stream for ``purpose``."""
         index = want.nonzero().flatten()
         adversarial = batch.images.clone()
         rng = self.streams(batch, *purpose)[index]
@@ -316,17 +341,16 @@ class PartExecutor:
         images, labels = batch.images[index], batch.labels[index]
         made = run_attack(built, attack, images, labels, rng=rng, seed=seed, precision=self.precision)
         adversarial[index] = made
-        self.disagreed = disagreements(built.model, made, labels, precision=self.precision)
-        self.incomplete = torch.zeros(len(batch.labels), dtype=torch.bool, device=self.device)
+        disagreed = disagreements(built.model, made, labels, precision=self.precision)
+        incomplete = torch.zeros(len(batch.labels), dtype=torch.bool, device=self.device)
         flags = getattr(built, "incomplete", None)
         if isinstance(flags, torch.Tensor) and len(flags) == len(index):
-            self.incomplete[index] = flags.to(self.device)
-        return adversarial
+            incomplete[index] = flags.to(self.device)
+        return Examples(adversarial, incomplete, disagreed)
 
-    def shared_examples(
-        self, attack: ResolvedAttack, batch: Batch, targets: dict[str, torch.Tensor], out: PartOutput
-    ) -> torch.Tensor:
-        """Examples made against the classifier alone on every sample a classifier-only condition needs."""
+    def shared_examples(self, attack: ResolvedAttack, batch: Batch, targets: dict[str, torch.Tensor]) -> Examples:
+        """Examples made against the classifier alone on every sample a classifier-only condition needs, with their
+        seconds per sample and passes (charged to every condition that scores them)."""
         need = torch.zeros(len(batch.labels), dtype=torch.bool, device=self.device)
         for defense in self.plan.defenses:
             if any(threat_model(t).attacks_classifier_only for t in defense.threats):
@@ -336,23 +360,8 @@ class PartExecutor:
             shared = self.run(
                 self.built.shared[attack.label], attack, batch, need, "attack", attack.label, "classifier"
             )
-        self.shared_seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
-        self.shared_passes = self.passes.take("shared")  # counted in full by every condition that scores them
-        self.shared_disagreed, self.shared_incomplete = self.disagreed, self.incomplete
-        return shared
-
-    def pipeline_examples(
-        self, condition: Condition, attack: ResolvedAttack, batch: Batch, want: torch.Tensor, out: PartOutput
-    ) -> torch.Tensor:
-        """Examples made against the defended pipeline of ``condition`` (BPDA or adaptive)."""
-        pipeline, built = self.built.pipelines[condition.key()]
-        pipeline.reseed(derive_seed(self.plan.seed, "pipeline", condition.key()))
-        tic = time.perf_counter()
-        with self.passes.charge(condition.key()):
-            adversarial = self.run(built, attack, batch, want, "attack", condition.key())
-        add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(want.sum()))
-        add_disagreements(out.timings, condition.key(), *self.disagreed)
-        return adversarial
+        seconds = (time.perf_counter() - tic) / max(1, int(need.sum()))
+        return replace(shared, seconds=seconds, passes=self.passes.take("shared"))
 
     def score_condition(
         self,
@@ -424,8 +433,8 @@ class PartExecutor:
             add_rung_samples(out.timings, condition.key(), int(standing.sum()), int(chosen.sum()))
             adversarial = verdict.adversarial
             if bool(chosen.any()):
-                made = self.rung_examples(condition, rung, batch, chosen, out)
-                adversarial = torch.where(chosen.view(-1, 1, 1, 1), made, adversarial)
+                made = self.condition_examples(condition, rung, batch, chosen, out)
+                adversarial = torch.where(chosen.view(-1, 1, 1, 1), made.adversarial, adversarial)
             preds = self.score_rung(
                 condition, rung, defense, batch, chosen, replace(verdict, adversarial=adversarial), out
             )
@@ -439,22 +448,24 @@ class PartExecutor:
         chosen = [reattacked(self.plan.seed, condition.key(), sample_id, fraction) for sample_id in batch.ids]
         return torch.tensor(chosen, dtype=torch.bool, device=self.device)
 
-    def rung_examples(
-        self, condition: Condition, rung: ResolvedAttack, batch: Batch, chosen: torch.Tensor, out: PartOutput
-    ) -> torch.Tensor:
-        """A rung's adversarial examples on the ``chosen`` samples: against the classifier alone for the undefended
-        and non-adaptive conditions, against the defended pipeline otherwise."""
+    def condition_examples(
+        self, condition: Condition, attack: ResolvedAttack, batch: Batch, chosen: torch.Tensor, out: PartOutput
+    ) -> Examples:
+        """``attack``'s examples for ``condition`` alone on the ``chosen`` samples, timed and charged to it: a base
+        attack under BPDA or the adaptive threat model, or a convergence rung under any threat model. Against the
+        classifier alone for the undefended and non-adaptive conditions, against the defended pipeline otherwise.
+        (A base attack's examples for the classifier-only conditions are made once, ``shared_examples``.)"""
         if condition.shares_classifier_examples:
-            built = self.built.shared[rung.label]
+            built = self.built.shared[attack.label]
         else:
             pipeline, built = self.built.pipelines[condition.key()]
             pipeline.reseed(derive_seed(self.plan.seed, "pipeline", condition.key()))
         tic = time.perf_counter()
         with self.passes.charge(condition.key()):
-            adversarial = self.run(built, rung, batch, chosen, "attack", condition.key())
+            made = self.run(built, attack, batch, chosen, "attack", condition.key())
         add_timing(out.timings, condition.key(), time.perf_counter() - tic, int(chosen.sum()))
-        add_disagreements(out.timings, condition.key(), *self.disagreed)
-        return adversarial
+        add_disagreements(out.timings, condition.key(), *made.disagreed)
+        return made
 
     def score_rung(
         self,

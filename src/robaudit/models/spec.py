@@ -15,6 +15,7 @@ from rich.markup import escape
 from robaudit.config import as_mapping, build_dataclass, check_keys, coerce
 from robaudit.errors import ConfigError
 from robaudit.frozen import frozen, thawed
+from robaudit.models.recipe import ClassifierRecipe
 from robaudit.models.references import missing_checkpoint, source_option_names, split_source
 from robaudit.progress import console
 
@@ -92,10 +93,8 @@ class ModelSpec:
             fields["arch_kwargs"] = dict(value["arch_kwargs"])
         fields["mean"], fields["std"] = (float_list(value.get(k), where=f"model.{k}") for k in ("mean", "std"))
         if value.get("train") is not None:
-            from robaudit.models.training import ClassifierRecipe
-
             fields["train"] = build_dataclass(TrainSpec, value["train"], where="model.train")
-            ClassifierRecipe(**_checked_recipe(thawed(fields["train"].recipe)))
+            build_dataclass(ClassifierRecipe, thawed(fields["train"].recipe), where="model.train.recipe")
         if fields["path"] is None and fields.get("train") is None:
             raise ConfigError("model: give a checkpoint 'path:' or a 'train:' recipe")
         return cls(**fields)
@@ -135,13 +134,6 @@ def float_list(value: object, *, where: str) -> list[float] | None:
         raise ConfigError(f"{where} must be a list of numbers such as 0.5,0.5,0.5; got {value!r}") from None
 
 
-def _checked_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    from robaudit.models.training import ClassifierRecipe
-
-    check_keys(recipe, list(ClassifierRecipe.__dataclass_fields__), where="model.train.recipe")
-    return recipe
-
-
 def trained_checkpoint_path(train: TrainSpec) -> Path:
     """The cache path for the classifier ``train`` describes (keyed by data, sizes, seed and recipe)."""
     key = json.dumps(thawed(asdict(train)), sort_keys=True)
@@ -160,7 +152,7 @@ def train_and_save(train: TrainSpec, path: Path, *, device: str) -> Path:
     from robaudit.data import load_dataset
     from robaudit.errors import DataError
     from robaudit.models.classifiers import save_classifier
-    from robaudit.models.training import ClassifierRecipe, train_classifier
+    from robaudit.models.training import train_classifier
 
     options = {"image_size": train.image_size, "channels": train.channels}
     train_set = load_dataset(train.data, split="train", **options)

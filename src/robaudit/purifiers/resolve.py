@@ -11,7 +11,7 @@ from typing import Any
 from rich.markup import escape
 from torch import nn
 
-from robaudit.config import ComponentSpec, check_keys
+from robaudit.config import ComponentSpec
 from robaudit.data import load_dataset
 from robaudit.data.transforms import EvalTransform
 from robaudit.errors import ConfigError
@@ -63,7 +63,7 @@ class ResolvedPurifier:
 
 
 def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> ResolvedPurifier:
-    """Check names and keys; fill in the factory's defaults.
+    """Fill in the factory's defaults (names, keys and types are checked where the config is parsed).
 
     Special keys: ``checkpoint`` (a trained purifier file, or ``hf-hub:``/``local-dir:`` for a pretrained diffusion
     model), ``network`` (the user's own network: ``{factory, kwargs, weights}``), ``recipe`` (training
@@ -85,15 +85,11 @@ def resolve_purifier(spec: ComponentSpec, *, label: str | None = None) -> Resolv
         raise ConfigError(
             f"purifier {spec.name!r}: network must be a mapping {{factory, kwargs, weights}}, without a checkpoint"
         )
-    hyper = entry.hyperparameters()
-    check_keys(params, sorted([*hyper, *SPECIAL_KEYS]), where=f"purifier {spec.name!r}")
+    hyper = entry.hyperparameters()  # keys and types checked where the config was parsed
     recipe_values = asdict(recipe_for(spec.name, recipe))
     full = {k: p.default for k, p in hyper.items() if p.default is not inspect.Parameter.empty}
     full.update(params)
     return ResolvedPurifier(spec.name, label or spec.name, full, checkpoint, recipe_values, eot, network, graft)
-
-
-SPECIAL_KEYS = ("checkpoint", "network", "recipe", "eot", "graft")
 
 
 @dataclass(frozen=True, eq=False)
