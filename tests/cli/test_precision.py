@@ -45,7 +45,7 @@ def test_bf16_counts_disagreements_and_compile_changes_no_record(digits_model_pa
 def test_an_unknown_precision_is_a_one_line_error(digits_model_path, tmp_path):
     result = evaluate(digits_model_path, tmp_path / "run", "--precision", "fp8")
     assert result.exit_code == 2
-    assert "unknown precision 'fp8'" in result.output and "Traceback" not in result.output
+    assert "precision must be one of fp32, bf16; got 'fp8'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 
 
