@@ -138,33 +138,6 @@ def test_a_vit_with_fused_attention_and_noise_inside_runs_batched_with_its_own_d
     assert not torch.allclose(batched, noise_free, atol=1e-4), "the noise is drawn"
 
 
-def test_a_transformers_vit_with_sdpa_attention_and_noise_inside_runs_batched():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        image_size=16,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    vit = transformers.ViTForImageClassification(config).eval()
-    assert vit.config._attn_implementation == "sdpa"
-
-    class NoisyViT(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return vit(pixel_values=x + 0.1 * torch.randn_like(x)).logits
-
-    images = torch.rand(4, 3, 16, 16)
-    assert attributable(NoisyViT(), images)
-    batched = with_row_draws(NoisyViT(), images, rows(4))
-    alone = with_row_draws(NoisyViT(), images[3:], rows(1, first=3))
-    assert torch.allclose(alone, batched[3:], atol=1e-5), "a sample's draws do not depend on its batch"
-
-
 def test_dropout_that_draws_draws_per_row_and_dropout_that_cannot_runs():
     images = torch.rand(3, 64)
     dropped = with_row_draws(lambda x: F.dropout(x, p=0.5, training=True), images, rows(3))

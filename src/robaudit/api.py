@@ -2,10 +2,11 @@
 
 A config enters here as a YAML path, a plain mapping (the same keys as the YAML; the CLI turns its flags into one)
 or an ``EvaluateConfig``. A mapping is validated once (``EvaluateConfig.parse``, no torch); then, for either, the
-gates are added (the config's ``gates:`` and the ``gates`` passed here, which are the CLI's ``--gate``) and the
-defaults applied (``EvaluateConfig.with_defaults``: data, attacks, and the convergence mode a gated run escalates),
-whatever the caller passed. The run writes its directory; the gates are judged on its summary, and the result says
-whether they passed. The CLI's exit code is read from ``AuditResult.passed``.
+gates are added (the config's ``gates:`` and the ``gates`` passed here, which are the CLI's ``--gate``); the run
+applies the defaults where it resolves the config (``EvaluateConfig.with_defaults``: data, attacks, and the
+convergence mode a gated run escalates), whatever the caller passed. The run writes its directory; the gates are
+judged on its summary, and the result says whether they passed. The CLI's exit code is read from
+``AuditResult.passed``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def audit(
 
     if not isinstance(config, EvaluateConfig):
         config = EvaluateConfig.parse(as_config_mapping(config))  # bad input fails here, at once (no torch import)
-    settings = replace(config, gates=[*config.gates, *parse_gates(list(gates))]).with_defaults()
+    settings = replace(config, gates=[*config.gates, *parse_gates(list(gates))])  # defaults: where the run resolves it
     return audited(
         settings,
         gate_options or GateOptions(),

@@ -56,18 +56,19 @@ class NoisyCNN(nn.Module):
         return self.head(self.features(noisy).mean(dim=(2, 3)))
 
 
-def transformers_vit() -> tuple[nn.Module, Any]:
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+def tiny_vit_config(**overrides: Any) -> Any:
+    """A tiny transformers ``ViTConfig`` (one layer of width 32, patches of 8, ``SIZE`` images, ``CLASSES`` labels),
+    with ``overrides``: the one ViT the transformers tests build."""
+    from transformers import ViTConfig
 
-    config = ViTConfig(
-        image_size=SIZE,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        **labels(),
-    )
+    sizes = {"image_size": SIZE, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1}
+    return ViTConfig(**{**sizes, "num_attention_heads": 2, "intermediate_size": 64, **labels(), **overrides})
+
+
+def transformers_vit() -> tuple[nn.Module, Any]:
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    config = tiny_vit_config()
     return ViTForImageClassification(config), ViTImageProcessor(size={"height": SIZE, "width": SIZE}, **norm())
 
 

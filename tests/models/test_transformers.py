@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conformance import MEAN, STD, labels, transformers_folder
+from conformance import MEAN, STD, tiny_vit_config, transformers_folder
 from PIL import Image
 from test_model_data import write_folder
 from typer.testing import CliRunner
@@ -20,22 +20,15 @@ from robaudit.data.spec import DataSpec
 from robaudit.errors import CheckpointError, ConfigError
 from robaudit.models.model_data import data_for_model
 from robaudit.models.sources import SourceOptions, load_from_source
+from robaudit.rng.row_draws import attributable, with_row_draws
+from robaudit.rng.sample_rng import SampleRNG
 
 transformers = pytest.importorskip("transformers", reason="the transformers extra: pip install -e '.[transformers]'")
 runner = CliRunner()
 
 
 def vit(processor) -> tuple[torch.nn.Module, object]:
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        **labels(),
-    )
-    return transformers.ViTForImageClassification(config), processor
+    return transformers.ViTForImageClassification(tiny_vit_config(image_size=32)), processor
 
 
 PROCESSORS = {
@@ -147,3 +140,24 @@ def test_acceptance_local_dir_transformers_vit_on_an_image_folder_offline(tmp_pa
     assert summary["complete"] and summary["n_samples"] == 9 and summary["model"]["arch"] == "ViTForImageClassification"
     report = (tmp_path / "run" / "report.md").read_text()
     assert "model source: local-dir" in report and "image processor ViTImageProcessor" in report
+
+
+def test_a_transformers_vit_with_sdpa_attention_and_noise_inside_runs_batched():
+    """Its SDPA kernel is a random op that draws nothing (dropout 0): row draws run it (``row_draws.draws_nothing``)."""
+    config = tiny_vit_config(image_size=16, num_hidden_layers=2, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    vit = transformers.ViTForImageClassification(config).eval()
+    assert vit.config._attn_implementation == "sdpa"
+
+    class NoisyViT(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return vit(pixel_values=x + 0.1 * torch.randn_like(x)).logits
+
+    def rows(n: int, first: int = 0) -> SampleRNG:
+        return SampleRNG.from_seeds(range(first, first + n))
+
+    images = torch.rand(4, 3, 16, 16)
+    assert attributable(NoisyViT(), images)
+    batched = with_row_draws(NoisyViT(), images, rows(4))
+    alone = with_row_draws(NoisyViT(), images[3:], rows(1, first=3))
+    assert torch.allclose(alone, batched[3:], atol=1e-5), "a sample's draws do not depend on its batch"

@@ -175,12 +175,10 @@ class EvaluateConfig:
         """The config with what it leaves out filled in, decided here and nowhere else (``engine.defaults``): the
         data (the model's training data), the attacks (the default ones, unless the data is a stored adversarial
         set) and the convergence mode (escalate when the run has gates, else check). A settled config comes back
-        unchanged; reading a checkpoint's training data may import torch."""
+        equal; reading a checkpoint's training data may import torch."""
         data = self.data if self.data is not None and self.data.source else default_data(self.model, self.data)
         attacks = self.attacks if self.attacks is not None else default_attacks(data)
         convergence = self.convergence.settled(gated=bool(self.gates))
-        if (data, attacks, convergence) == (self.data, self.attacks, self.convergence):
-            return self
         return replace(self, data=data, attacks=attacks, convergence=convergence)
 
     def resolved_attacks(self) -> list[ResolvedAttack]:
