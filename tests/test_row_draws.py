@@ -165,6 +165,33 @@ def test_a_generator_stream_fills_its_row_with_what_torch_draws_from_it():
                 assert torch.equal(drawn._draw(kind, shape, dtype, None), expected), (kind, dtype, shape)
 
 
+def test_streams_drawn_through_subsets_in_any_order_give_their_own_generators_values():
+    """A stream keeps only its seed until it draws twice (``SeededStream``): its first draw borrows the shared
+    generator, a second replays the first on a generator of its own. Whatever the order -- subsets, repeated rows,
+    seeds, kinds, sizes on both sides of torch's vectorized path -- each row gets what its own generator gives."""
+    from robaudit.rng.sample_rng import GeneratorRNG
+
+    seeds = [2**40 + 7 * k for k in range(6)]
+    streams = GeneratorRNG._from_seeds(seeds, torch.device("cpu"))
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    steps = [
+        ([0, 2, 4], "normal", (5,)),
+        ([1, 2, 2, 3], "uniform", (17,)),
+        ("seeds", [5, 0, 1]),
+        ([0, 1, 2, 3, 4, 5], "normal", (3, 4)),
+    ]
+    steps += [("seeds", [4, 4]), ([5, 3], "uniform", ()), ([0, 1, 2, 3, 4, 5], "normal", (16,))]
+    for step in steps:
+        if step[0] == "seeds":
+            expected = [int(torch.randint(0, 2**62, (1,), generator=generators[i])) for i in step[1]]
+            assert streams[step[1]].seeds() == expected
+            continue
+        rows, kind, shape = step
+        reference = torch.randn if kind == "normal" else torch.rand
+        expected = torch.cat([reference((1, *shape), generator=generators[i]) for i in rows])
+        assert torch.equal(streams[rows]._draw(kind, shape, torch.float32, None), expected), step
+
+
 def test_draw_seeds_are_known_63_bit_values_distinct_per_sample_and_draw():
     """splitmix64's mixer, pinned: the same seeds on every platform and release (records depend on them)."""
     from robaudit.rng.seeding import draw_seeds

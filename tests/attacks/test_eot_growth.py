@@ -42,6 +42,7 @@ class NoisyWhereFlagged(nn.Module):
         self.fc = nn.Linear(16, 3)
         with torch.no_grad():
             self.fc.weight.copy_(torch.linspace(-1, 1, 48).view(3, 16))
+            self.fc.bias.zero_()  # not left to the global RNG: the same toy in every run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -75,7 +76,8 @@ def test_a_sample_grows_and_draws_the_same_whatever_the_samples_beside_it():
     for _ in range(3):
         grad, verdict, _ = together(images, labels, torch.arange(8), rng_all, lambda index: cross_entropy)
         alone = apart(images[chosen], labels[chosen], torch.arange(3), rng_chosen, lambda index: cross_entropy)
-        assert torch.allclose(alone[0], grad[chosen], rtol=1e-5, atol=1e-12)  # batched matmuls: float rounding
+        scale = float(grad[chosen].abs().max())  # batched matmuls: float rounding, relative to the gradient's size
+        assert torch.allclose(alone[0], grad[chosen], rtol=1e-5, atol=1e-6 * scale)
         assert torch.equal(alone[1].correct_fraction, verdict.correct_fraction[chosen])
         assert together.draws[chosen].tolist() == apart.draws.tolist()
 

@@ -88,6 +88,38 @@ def test_at_or_below_the_threshold_at_most_alpha_of_the_samples_are_certified(co
     assert all(trackers.reason), "every sample stopped, at n_max at the latest"
 
 
+@pytest.mark.parametrize("prior", ["every selection draw for the class", "selection draws at pA"])
+def test_a_prior_from_the_selection_draws_keeps_the_guarantee_at_the_threshold(prior):
+    """The stakes may start from the selection draws (independent of the estimation draws): even a prior that says
+    pA = 1 (all 100 for the class, the stakes at their cap from the first draw) certifies at most alpha of 20,000
+    samples whose pA sits exactly at the threshold."""
+    count, alpha, n0 = 20_000, 0.05, 100
+    threshold = norm.cdf(RADIUS / SIGMA)
+    at_pa = np.random.default_rng(5).binomial(n0, threshold, count)
+    votes = np.full(count, n0) if prior.startswith("every") else at_pa
+    rule = StoppingRule(10_000, alpha, radii=(RADIUS,), grid=0.0)
+    trackers = trackers_for(rule, [0] * count, sigma=SIGMA, prior=(votes, n0))
+    run_trackers(trackers, np.full(count, threshold), seed=29)
+    certified = int((trackers.decided[:, 0] == 1).sum())
+    assert certified <= slack(count, alpha), (certified, slack(count, alpha))
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.25])
+def test_with_its_selection_draws_as_prior_an_all_one_class_stream_is_decided_near_the_closed_form(sigma):
+    """At r = 2 sigma (pA must clear Phi(2) = 0.977) the closed form is 300 draws; without a prior the stakes stay
+    small until the sample's own draws have shown its class, with 100 selection draws for the class they start near
+    their cap. Within 30% of the closed form: the looks grow by a quarter (a decision lands on the next look) and
+    the stake's cap (a draw against the class keeps a tenth of the wealth) costs a tenth. r = sigma: 40 draws."""
+    alpha, radius = 0.001, 2 * sigma if sigma == 0.25 else sigma
+    rule = StoppingRule(10_000, alpha, radii=(radius,))
+    closed_form = math.log(alpha) / math.log(norm.cdf(radius / sigma))
+    with_prior = run_trackers(trackers_for(rule, [0], sigma=sigma, prior=([100], 100)), np.ones(1), seed=0)
+    without = run_trackers(trackers_for(rule, [0], sigma=sigma), np.ones(1), seed=0)
+    assert with_prior.decided[0, 0] == 1 and without.decided[0, 0] == 1
+    assert closed_form <= with_prior.draws[0] <= 1.3 * closed_form, (with_prior.draws[0], closed_form)
+    assert with_prior.draws[0] < without.draws[0], (with_prior.draws[0], without.draws[0])
+
+
 def test_the_betting_bound_on_its_grid_holds_at_the_threshold():
     """The default grid (radii every 0.02 sigma): the lower bound the certificate reports is above the true pA at
     most alpha of the time."""

@@ -151,7 +151,9 @@ class SmoothedClassifier:
         estimation draws (the same stream as ``certify``'s, block for block) until ``rule`` stops the sample. With
         ``labels``, a sample whose class is not its label draws no estimation: it cannot count as certified."""
         selection = self.counts(images, [derive_seed(s, "selection") for s in seeds], draws=n0)
-        trackers = trackers_for(rule, [top_class(votes.tolist()) for votes in selection], sigma=self.sigma)
+        guesses = [top_class(votes.tolist()) for votes in selection]
+        prior = ([int(votes[guess]) for votes, guess in zip(selection, guesses, strict=True)], n0)
+        trackers = trackers_for(rule, guesses, sigma=self.sigma, prior=prior)
         for sample, label in enumerate(labels or []):
             trackers.reason[sample] = "wrong class" if trackers.guesses[sample] != label else ""
         self.run_looks(images, [derive_seed(s, "estimation") for s in seeds], trackers)

@@ -10,8 +10,9 @@ advances exactly those samples' streams.
 
 Two engines make the streams (the run setting ``rng``; their draws differ, each the same in every layout):
 
-- ``generator`` (the default): one ``torch.Generator`` per row; a draw calls each row's generator once. The faster
-  on a CPU (``bench/throughput.py --rng``).
+- ``generator`` (the default): one ``torch.Generator`` stream per row; a draw calls each row's generator once (a
+  row that draws once borrows a shared generator seeded for it: ``SeededStream``). The faster on a CPU
+  (``bench/throughput.py --rng``).
 - ``philox``: counter-based (``robaudit.rng.philox``): a row is a 64-bit key and a call counter, and a draw of all rows
   is one set of tensor operations -- the same number of kernel launches whatever the number of rows, the same bits
   on a CPU and a GPU, traceable by ``torch.compile`` and CUDA graphs.
@@ -111,51 +112,105 @@ class SampleRNG(abc.ABC):
         return self.rand(*images.shape[1:], dtype=images.dtype, device=images.device)
 
 
+FILLS = {"normal": torch.Tensor.normal_, "uniform": torch.Tensor.uniform_}  # what torch.randn / torch.rand do
+SEED = ("seed", (1,), torch.int64)  # the draw ``seeds()`` makes: one integer in [0, 2**62)
+
+_SHARED: dict[torch.device, torch.Generator] = {}
+
+
+def shared_generator(device: torch.device) -> torch.Generator:
+    """The one generator on ``device`` that lends its engine to every ``SeededStream``'s first draw (seeding resets a
+    torch generator's whole state: seeded with s, it gives what a new generator seeded with s gives)."""
+    generator = _SHARED.get(device)
+    if generator is None:
+        generator = _SHARED[device] = torch.Generator(device=device)
+    return generator
+
+
+def draw_with(generator: torch.Generator, draw: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``draw`` (kind, shape, dtype) from ``generator``, into ``out`` (a fresh tensor when None): normals or
+    uniforms filled in place, or a ``SEED`` integer."""
+    kind, shape, dtype = draw
+    if kind == "seed":
+        return torch.randint(0, 2**62, shape, generator=generator, device=generator.device)
+    target = torch.empty(shape, dtype=dtype, device=generator.device) if out is None else out
+    return FILLS[kind](target, generator=generator)
+
+
+class SeededStream:
+    """One row's ``torch.Generator`` stream, kept as its seed until it draws a second time.
+
+    Most streams draw once (an EOT, selection or scoring draw of a split stream), and making a generator costs more
+    than the draw. The first draw therefore comes from the device's shared generator seeded for it
+    (``shared_generator``): the values its own generator would give. A second draw makes its own generator and
+    replays the first draw on it, so every later draw continues the stream exactly as its own generator would.
+    """
+
+    __slots__ = ("first", "generator", "seed")
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.first, self.generator = int(seed), None, None
+
+    def take(self, draw: tuple, shared: torch.Generator) -> torch.Generator:
+        """The generator to make ``draw`` (kind, shape, dtype) with, now, before any other stream draws: ``shared``
+        seeded for this stream's first draw, else the stream's own."""
+        if self.generator is not None:
+            return self.generator
+        if self.first is None:
+            self.first = draw
+            return shared.manual_seed(self.seed)
+        self.generator = torch.Generator(device=shared.device).manual_seed(self.seed)
+        draw_with(self.generator, self.first)  # replayed: the stream stands where its first draw left it
+        return self.generator
+
+
 class GeneratorRNG(SampleRNG):
-    """One ``torch.Generator`` per row, on ``device``: a draw calls each row's generator once."""
+    """One ``torch.Generator`` stream per row, on ``device`` (``SeededStream``: made only for rows that draw twice):
+    a draw calls each row's stream once."""
 
-    fills = {"normal": torch.Tensor.normal_, "uniform": torch.Tensor.uniform_}  # what torch.randn / torch.rand do
-
-    def __init__(self, generators: Sequence[torch.Generator], device: torch.device | str = "cpu") -> None:
-        self.generators = list(generators)
+    def __init__(self, streams: Sequence[SeededStream], device: torch.device | str = "cpu") -> None:
+        self.streams = list(streams)
         self.device = torch.device(device)
 
     @classmethod
     def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> GeneratorRNG:
-        return cls([torch.Generator(device=device).manual_seed(int(s)) for s in seeds], device)
+        return cls([SeededStream(s) for s in seeds], device)
 
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self.streams)
 
     def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> GeneratorRNG:
         """The streams of the selected samples (shared: drawing from the subset advances them)."""
         if isinstance(index, slice):
-            return GeneratorRNG(self.generators[index], self.device)
+            return GeneratorRNG(self.streams[index], self.device)
         if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
             index = index.nonzero().flatten()
         positions = index.tolist() if isinstance(index, torch.Tensor) else list(index)
-        return GeneratorRNG([self.generators[i] for i in positions], self.device)
+        return GeneratorRNG([self.streams[i] for i in positions], self.device)
 
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-        """Row i filled in place by generator i: the values ``torch.randn``/``torch.rand`` of one row would give,
+        """Row i filled in place by stream i: the values ``torch.randn``/``torch.rand`` of one row would give,
         without a tensor per row and their concatenation."""
-        fill = self.fills[kind]
-        out = torch.empty((len(self.generators), *shape), dtype=dtype, device=self.device)
-        for row, generator in zip(out.unbind(0), self.generators, strict=True):
-            fill(row, generator=generator)
+        out = torch.empty((len(self.streams), *shape), dtype=dtype, device=self.device)
+        draw, fill, shared = (kind, tuple(shape), dtype), FILLS[kind], shared_generator(self.device)
+        for row, stream in zip(out.unbind(0), self.streams, strict=True):
+            generator = stream.generator
+            if generator is None and stream.first is None:  # a first draw, inline: the common case
+                stream.first, generator = draw, shared.manual_seed(stream.seed)
+            fill(row, generator=generator or stream.take(draw, shared))
         return out.to(device or self.device)
 
     def split(self, draws: int) -> GeneratorRNG:
-        seeds = self.seeds()
-        return GeneratorRNG._from_seeds(draw_seeds(seeds, draws), self.device)
+        return GeneratorRNG._from_seeds(draw_seeds(self.seeds(), draws), self.device)
 
     @classmethod
     def _interleave(cls, streams: Sequence[SampleRNG]) -> GeneratorRNG:
-        rows = [rng.generators[i] for i in range(len(streams[0])) for rng in streams]
+        rows = [rng.streams[i] for i in range(len(streams[0])) for rng in streams]
         return GeneratorRNG(rows, streams[0].device)
 
     def seeds(self) -> list[int]:
-        return [int(torch.randint(0, 2**62, (1,), generator=g, device=self.device)) for g in self.generators]
+        shared = shared_generator(self.device)
+        return [int(draw_with(stream.take(SEED, shared), SEED)) for stream in self.streams]
 
 
 @dataclass
