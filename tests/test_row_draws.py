@@ -192,13 +192,69 @@ def test_streams_drawn_through_subsets_in_any_order_give_their_own_generators_va
         assert torch.equal(streams[rows]._draw(kind, shape, torch.float32, None), expected), step
 
 
-def test_draw_seeds_are_known_63_bit_values_distinct_per_sample_and_draw():
-    """splitmix64's mixer, pinned: the same seeds on every platform and release (records depend on them)."""
-    from robaudit.rng.seeding import draw_seeds
+def split_reference(parent_seeds: list[int], draws: int, calls: list[tuple[str, tuple]]) -> list[torch.Tensor]:
+    """What a split's rows draw, written out: sample i's generator is seeded with one draw of its own stream; its
+    k-th block is the k-th fill of (draws, *shape) from it, row d for draw d: one (N * draws, *shape) tensor a call."""
+    parents = [torch.Generator().manual_seed(s) for s in parent_seeds]
+    generators = [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=g))) for g in parents]
+    reference = {"normal": torch.randn, "uniform": torch.rand}
+    return [torch.cat([reference[kind]((draws, *shape), generator=g) for g in generators]) for kind, shape in calls]
 
-    seeds = draw_seeds([0, 1, 2**62, 2**64 - 1], 3)
-    assert seeds[:3] == [2598789274482403935, 7402227970980107795, 4441593962605176950]
-    assert seeds[-1] == 3068402750273160954
-    assert all(0 <= s < 2**63 for s in seeds) and len(set(seeds)) == len(seeds)
-    many = draw_seeds(list(range(1000)), 16)
-    assert len(set(many)) == 16_000
+
+def test_a_split_fills_each_samples_draws_from_one_generator_of_its_own():
+    from robaudit.rng.sample_rng import GeneratorRNG
+
+    seeds, draws = [3, 2**50 + 1, 77], 4
+    calls = [("normal", (2, 3)), ("uniform", (17,)), ("normal", ())]
+    split = GeneratorRNG._from_seeds(seeds, torch.device("cpu")).split(draws)
+    expected = split_reference(seeds, draws, calls)
+    for (kind, shape), want in zip(calls, expected, strict=True):
+        assert torch.equal(split._draw(kind, shape, torch.float32, None), want), (kind, shape)
+
+
+@pytest.mark.parametrize("grouping", ["one draw at a time", "chunks across samples", "shuffled"])
+def test_a_splits_rows_draw_the_same_however_they_are_grouped_into_calls(grouping):
+    """Row r's k-th values are row d of block k of its sample, whichever rows share its call: a block is filled once,
+    kept until every row took it, then dropped."""
+    from robaudit.rng.sample_rng import GeneratorRNG
+
+    seeds, draws, calls = [11, 12, 13, 14, 15], 3, [("normal", (5,)), ("uniform", (2, 2))]
+    expected = split_reference(seeds, draws, calls)
+    split = GeneratorRNG._from_seeds(seeds, torch.device("cpu")).split(draws)
+    rows = len(seeds) * draws
+    groups = {
+        "one draw at a time": [list(range(d, rows, draws)) for d in range(draws)],
+        "chunks across samples": [list(range(0, 4)), list(range(4, 11)), list(range(11, rows))],
+        "shuffled": [[14, 2, 7, 0], [5, 9, 1, 13, 3], [12, 6, 10, 4, 11, 8]],
+    }[grouping]
+    for (kind, shape), want in zip(calls, expected, strict=True):
+        taken = {}
+        for group in groups:
+            values = split[group]._draw(kind, shape, torch.float32, None)
+            for row, value in zip(group, values, strict=True):
+                taken.setdefault(row, []).append(value)
+        for row in range(rows):
+            assert torch.equal(taken[row][0], want[row]), (grouping, kind, row)
+    assert not split.view.states[0].kept, "every block taken by all its rows is dropped"
+
+
+def test_a_row_listed_twice_in_a_call_takes_its_next_two_draws():
+    from robaudit.rng.sample_rng import GeneratorRNG
+
+    seeds, draws = [21, 22], 2
+    expected = split_reference(seeds, draws, [("normal", (4,)), ("normal", (4,))])
+    split = GeneratorRNG._from_seeds(seeds, torch.device("cpu")).split(draws)
+    values = split[[1, 1, 0, 2, 3]]._draw("normal", (4,), torch.float32, None)
+    assert torch.equal(values[0], expected[0][1]) and torch.equal(values[1], expected[1][1])
+    assert torch.equal(values[2:], expected[0][[0, 2, 3]])
+
+
+def test_interleaved_splits_draw_what_each_split_draws():
+    from robaudit.rng.sample_rng import GeneratorRNG, SampleRNG
+
+    def splits():
+        return [GeneratorRNG._from_seeds(seeds, torch.device("cpu")).split(2) for seeds in ([1, 2], [3, 4], [5, 6])]
+
+    apart = [s._draw("normal", (3,), torch.float32, None) for s in splits()]
+    together = SampleRNG.interleave(splits())._draw("normal", (3,), torch.float32, None)
+    assert torch.equal(together, torch.stack(apart, 1).reshape(-1, 3))

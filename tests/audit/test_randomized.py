@@ -54,7 +54,8 @@ def _noisy_pipelines(means):
     return {"noise-purifier": purified, "torchscript-noise-inside": inside, "torchscript-row-by-row": row_by_row}
 
 
-SAMPLES = {"torchscript-row-by-row": 100}  # one network call per row and draw: fewer samples (400 took 285 s)
+SAMPLES = {"torchscript-row-by-row": 200}  # one network call per row and draw: fewer samples (400 took 285 s);
+# at 100 the means of two runs differ by about a point on the draws alone (seen: +1.1 points), beyond the slack
 
 
 @pytest.mark.parametrize("kind", ["noise-purifier", "torchscript-noise-inside", "torchscript-row-by-row"])

@@ -10,8 +10,9 @@ advances exactly those samples' streams.
 
 Two engines make the streams (the run setting ``rng``; their draws differ, each the same in every layout):
 
-- ``generator`` (the default): one ``torch.Generator`` stream per row; a draw calls each row's generator once (a
-  row that draws once borrows a shared generator seeded for it: ``SeededStream``). The faster on a CPU
+- ``generator`` (the default): one ``torch.Generator`` stream per sample; a draw calls each row's generator once (a
+  row that draws once borrows a shared generator seeded for it: ``SeededStream``). ``split`` fills a sample's D
+  draws with one call of a generator of its own (``BlockStreams``, ``sample_blocks``). The faster on a CPU
   (``bench/throughput.py --rng``).
 - ``philox``: counter-based (``robaudit.rng.philox``): a row is a 64-bit key and a call counter, and a draw of all rows
   is one set of tensor operations -- the same number of kernel launches whatever the number of rows, the same bits
@@ -25,10 +26,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from robaudit.rng.philox import Words, compiled_row_values, row_blocks, row_values, split_words
-from robaudit.rng.seeding import derive_seed, draw_seeds, isolated_global_rng
+from robaudit.rng.sample_blocks import FILLS, BlockRNG, BlockState
+from robaudit.rng.seeding import derive_seed, isolated_global_rng
 
 
 class SampleRNG(abc.ABC):
@@ -112,7 +115,6 @@ class SampleRNG(abc.ABC):
         return self.rand(*images.shape[1:], dtype=images.dtype, device=images.device)
 
 
-FILLS = {"normal": torch.Tensor.normal_, "uniform": torch.Tensor.uniform_}  # what torch.randn / torch.rand do
 SEED = ("seed", (1,), torch.int64)  # the draw ``seeds()`` makes: one integer in [0, 2**62)
 
 _SHARED: dict[torch.device, torch.Generator] = {}
@@ -140,9 +142,9 @@ def draw_with(generator: torch.Generator, draw: tuple, out: torch.Tensor | None 
 class SeededStream:
     """One row's ``torch.Generator`` stream, kept as its seed until it draws a second time.
 
-    Most streams draw once (an EOT, selection or scoring draw of a split stream), and making a generator costs more
-    than the draw. The first draw therefore comes from the device's shared generator seeded for it
-    (``shared_generator``): the values its own generator would give. A second draw makes its own generator and
+    Many streams draw once (a scoring repeat's stream of a sample, a stream read only for a seed), and making a
+    generator can cost more than the draw. The first draw therefore comes from the device's shared generator, seeded
+    for it (``shared_generator``): the values its own generator would give. A second draw makes its own generator and
     replays the first draw on it, so every later draw continues the stream exactly as its own generator would.
     """
 
@@ -200,8 +202,8 @@ class GeneratorRNG(SampleRNG):
             fill(row, generator=generator or stream.take(draw, shared))
         return out.to(device or self.device)
 
-    def split(self, draws: int) -> GeneratorRNG:
-        return GeneratorRNG._from_seeds(draw_seeds(self.seeds(), draws), self.device)
+    def split(self, draws: int) -> BlockStreams:
+        return BlockStreams.for_samples(self.seeds(), draws, self.device)
 
     @classmethod
     def _interleave(cls, streams: Sequence[SampleRNG]) -> GeneratorRNG:
@@ -211,6 +213,57 @@ class GeneratorRNG(SampleRNG):
     def seeds(self) -> list[int]:
         shared = shared_generator(self.device)
         return [int(draw_with(stream.take(SEED, shared), SEED)) for stream in self.streams]
+
+
+class BlockStreams(SampleRNG):
+    """The ``generator`` engine's split streams: sample i's D draws filled by one call of a generator of its own, row
+    d of each fill for draw d (``sample_blocks``); the same values however the rows are grouped into calls."""
+
+    def __init__(self, view: BlockRNG, device: torch.device) -> None:
+        self.view, self.device = view, device
+
+    @classmethod
+    def for_samples(cls, seeds: Sequence[int], draws: int, device: torch.device) -> BlockStreams:
+        """``draws`` rows for each sample, the sample's blocks from a generator seeded with its ``seeds`` entry."""
+        rows = len(seeds) * draws
+        state = BlockState(seeds, draws, device)
+        return cls(BlockRNG([state], np.zeros(rows, dtype=np.int64), np.arange(rows, dtype=np.int64)), device)
+
+    @classmethod
+    def _from_seeds(cls, seeds: Sequence[int], device: torch.device) -> BlockStreams:
+        return cls.for_samples(seeds, 1, device)
+
+    def __len__(self) -> int:
+        return len(self.view.rows)
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> BlockStreams:
+        """The selected rows (shared: drawing from the subset advances them)."""
+        if isinstance(index, slice):
+            positions = np.arange(len(self))[index]
+        elif isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            positions = index.nonzero().flatten().cpu().numpy()
+        else:
+            positions = np.asarray(index.tolist() if isinstance(index, torch.Tensor) else list(index), dtype=np.int64)
+        return BlockStreams(self.view.take(positions), self.device)
+
+    def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+        out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
+        return self.view.draw((kind, tuple(shape), dtype), out).to(device or self.device)
+
+    def seeds(self) -> list[int]:
+        out = torch.empty((len(self), 1), dtype=torch.int64, device=self.device)
+        return self.view.draw(("seed", (1,), torch.int64), out)[:, 0].tolist()
+
+    def split(self, draws: int) -> BlockStreams:
+        return BlockStreams.for_samples(self.seeds(), draws, self.device)
+
+    @classmethod
+    def _interleave(cls, streams: Sequence[SampleRNG]) -> BlockStreams:
+        states = [state for rng in streams for state in rng.view.states]
+        offsets = np.cumsum([0, *(len(rng.view.states) for rng in streams[:-1])])
+        which = np.stack([rng.view.which + offset for rng, offset in zip(streams, offsets, strict=True)], 1)
+        rows = np.stack([rng.view.rows for rng in streams], 1)
+        return cls(BlockRNG(states, which.reshape(-1), rows.reshape(-1)), streams[0].device)
 
 
 @dataclass
