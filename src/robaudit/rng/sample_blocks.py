@@ -19,6 +19,16 @@ import torch
 FILLS = {"normal": torch.Tensor.normal_, "uniform": torch.Tensor.uniform_}  # what torch.randn / torch.rand do
 
 
+def draw_with(generator: torch.Generator, draw: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``draw`` (kind, shape, dtype) from ``generator``, into ``out`` (a fresh tensor when None): normals or
+    uniforms filled in place, or a ``SEED`` integer."""
+    kind, shape, dtype = draw
+    if kind == "seed":
+        return torch.randint(0, 2**62, shape, generator=generator, device=generator.device)
+    target = torch.empty(shape, dtype=dtype, device=generator.device) if out is None else out
+    return FILLS[kind](target, generator=generator)
+
+
 class BlockState:
     """The blocks of N samples x ``draws`` rows: per sample its generator (made on its first fill) and the blocks
     some of its rows have not taken yet; per row how many draws it made."""
@@ -37,10 +47,7 @@ class BlockState:
             generator = self.generators[sample] = torch.Generator(device=self.device).manual_seed(self.seeds[sample])
         kind, shape, dtype = draw
         self.filled[sample] += 1
-        if kind == "seed":
-            return torch.randint(0, 2**62, (self.draws, *shape), generator=generator, device=self.device)
-        target = torch.empty((self.draws, *shape), dtype=dtype, device=self.device) if out is None else out
-        return FILLS[kind](target, generator=generator)
+        return draw_with(generator, (kind, (self.draws, *shape), dtype), out)
 
     def block(self, sample: int, k: int, draw: tuple, taking: int) -> torch.Tensor:
         """Block ``k`` of ``sample`` (filled now if it is the next), ``taking`` of its rows taking it now."""

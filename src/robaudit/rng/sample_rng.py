@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from robaudit.rng.philox import Words, compiled_row_values, row_blocks, row_values, split_words
-from robaudit.rng.sample_blocks import FILLS, BlockRNG, BlockState
+from robaudit.rng.sample_blocks import FILLS, BlockRNG, BlockState, draw_with
 from robaudit.rng.seeding import derive_seed, isolated_global_rng
 
 
@@ -127,16 +127,6 @@ def shared_generator(device: torch.device) -> torch.Generator:
     if generator is None:
         generator = _SHARED[device] = torch.Generator(device=device)
     return generator
-
-
-def draw_with(generator: torch.Generator, draw: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``draw`` (kind, shape, dtype) from ``generator``, into ``out`` (a fresh tensor when None): normals or
-    uniforms filled in place, or a ``SEED`` integer."""
-    kind, shape, dtype = draw
-    if kind == "seed":
-        return torch.randint(0, 2**62, shape, generator=generator, device=generator.device)
-    target = torch.empty(shape, dtype=dtype, device=generator.device) if out is None else out
-    return FILLS[kind](target, generator=generator)
 
 
 class SeededStream:
