@@ -51,12 +51,18 @@ class BettingTrackers:
     why each sample stopped (``reason``)."""
 
     def __init__(
-        self, guesses: np.ndarray, sigma: float, rule: StoppingRule, *, prior: tuple[np.ndarray, int] | None = None
+        self,
+        guesses: np.ndarray,
+        sigma: float,
+        rule: StoppingRule,
+        *,
+        prior: tuple[Sequence[int] | np.ndarray, int] | None = None,
     ) -> None:
         count = len(guesses)
         self.guesses, self.sigma, self.rule, self.looks = guesses, sigma, rule, rule.looks
-        prior_votes, self.prior_draws = prior if prior is not None else (np.zeros(count), 0)
+        prior_votes, prior_draws = prior if prior is not None else (np.zeros(count), 0)
         self.prior_votes = np.asarray(prior_votes, dtype=float)  # (N,) the selection draws' votes for the class
+        self.prior_draws = int(prior_draws)
         steps = np.arange(0.0, GRID_TOP + 1e-9, rule.grid) if rule.grid else np.zeros(1)
         self.radii = np.unique(np.concatenate([steps * sigma, np.asarray(rule.radii, dtype=float)]))
         self.levels = norm.cdf(self.radii / sigma)
@@ -164,8 +170,7 @@ def trackers_for(
     guess, their number)), Clopper-Pearson over doubling looks for ``stop="radius"`` (whose bounds read only the
     estimation draws)."""
     if rule.stop == "decisions":
-        held = None if prior is None else (np.asarray(prior[0], dtype=float), int(prior[1]))
-        return BettingTrackers(np.asarray(guesses, dtype=int), sigma, rule, prior=held)
+        return BettingTrackers(np.asarray(guesses, dtype=int), sigma, rule, prior=prior)
     return CertifyTrackers(np.asarray(guesses, dtype=int), sigma, rule)
 
 

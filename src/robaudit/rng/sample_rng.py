@@ -117,6 +117,19 @@ class SampleRNG(abc.ABC):
 
 SEED = ("seed", (1,), torch.int64)  # the draw ``seeds()`` makes: one integer in [0, 2**62)
 
+
+def row_positions(index: torch.Tensor | slice | Sequence[int], length: int) -> np.ndarray:
+    """The positions (K,) that ``index`` selects among ``length`` rows: a slice, a boolean mask (length,), or
+    indices (a tensor or a sequence; a row may be listed twice)."""
+    if isinstance(index, slice):
+        return np.arange(length)[index]
+    if isinstance(index, torch.Tensor):
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        return index.cpu().numpy().astype(np.int64)
+    return np.asarray(list(index), dtype=np.int64)
+
+
 _SHARED: dict[torch.device, torch.Generator] = {}
 
 
@@ -173,12 +186,7 @@ class GeneratorRNG(SampleRNG):
 
     def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> GeneratorRNG:
         """The streams of the selected samples (shared: drawing from the subset advances them)."""
-        if isinstance(index, slice):
-            return GeneratorRNG(self.streams[index], self.device)
-        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
-            index = index.nonzero().flatten()
-        positions = index.tolist() if isinstance(index, torch.Tensor) else list(index)
-        return GeneratorRNG([self.streams[i] for i in positions], self.device)
+        return GeneratorRNG([self.streams[i] for i in row_positions(index, len(self)).tolist()], self.device)
 
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
         """Row i filled in place by stream i: the values ``torch.randn``/``torch.rand`` of one row would give,
@@ -228,13 +236,7 @@ class BlockStreams(SampleRNG):
 
     def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> BlockStreams:
         """The selected rows (shared: drawing from the subset advances them)."""
-        if isinstance(index, slice):
-            positions = np.arange(len(self))[index]
-        elif isinstance(index, torch.Tensor) and index.dtype == torch.bool:
-            positions = index.nonzero().flatten().cpu().numpy()
-        else:
-            positions = np.asarray(index.tolist() if isinstance(index, torch.Tensor) else list(index), dtype=np.int64)
-        return BlockStreams(self.view.take(positions), self.device)
+        return BlockStreams(self.view.take(row_positions(index, len(self))), self.device)
 
     def _draw(self, kind: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
         out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
@@ -242,7 +244,7 @@ class BlockStreams(SampleRNG):
 
     def seeds(self) -> list[int]:
         out = torch.empty((len(self), 1), dtype=torch.int64, device=self.device)
-        return self.view.draw(("seed", (1,), torch.int64), out)[:, 0].tolist()
+        return self.view.draw(SEED, out)[:, 0].tolist()
 
     def split(self, draws: int) -> BlockStreams:
         return BlockStreams.for_samples(self.seeds(), draws, self.device)
